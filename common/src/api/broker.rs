@@ -1,0 +1,1 @@
+//! The broker's wire contract: topics, publish, fetch and consumer-group offsets.

@@ -1,0 +1,255 @@
+//! The master's wire contract: assign, lookup, heartbeats and status.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::VolumeId;
+
+/// Replica placement `xyz` as in SeaweedFS: `x` copies in other data centers, `y` on other
+/// racks, `z` on other servers of the same rack. Kelp has one rack, so every extra copy
+/// goes to a distinct server; `001` means two copies on two servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct Replication {
+    /// Copies in other data centers.
+    pub diff_dc: u8,
+    /// Copies on other racks.
+    pub diff_rack: u8,
+    /// Copies on other servers of the same rack.
+    pub same_rack: u8,
+}
+
+impl Replication {
+    /// Total number of copies, the original included.
+    pub fn copies(self) -> usize {
+        1 + usize::from(self.diff_dc) + usize::from(self.diff_rack) + usize::from(self.same_rack)
+    }
+
+    /// The byte stored in a volume's superblock (`x*100 + y*10 + z`).
+    pub fn to_byte(self) -> u8 {
+        self.diff_dc * 100 + self.diff_rack * 10 + self.same_rack
+    }
+
+    /// Decodes the superblock byte.
+    pub fn from_byte(b: u8) -> Self {
+        Self {
+            diff_dc: b / 100,
+            diff_rack: (b / 10) % 10,
+            same_rack: b % 10,
+        }
+    }
+}
+
+impl fmt::Display for Replication {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}{}", self.diff_dc, self.diff_rack, self.same_rack)
+    }
+}
+
+impl FromStr for Replication {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let digits: Vec<u8> = s.bytes().map(|b| b.wrapping_sub(b'0')).collect();
+        match digits.as_slice() {
+            [x, y, z] if *x <= 2 && *y <= 2 && *z <= 2 => Ok(Self {
+                diff_dc: *x,
+                diff_rack: *y,
+                same_rack: *z,
+            }),
+            _ => Err(format!("replication {s:?} must be three digits 0-2, like 000 or 001")),
+        }
+    }
+}
+
+impl Serialize for Replication {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Replication {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Query of `GET|POST /dir/assign`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignQuery {
+    /// How many consecutive keys to reserve (default 1).
+    pub count: Option<u64>,
+    /// Collection (volumes are grouped by collection).
+    pub collection: Option<String>,
+    /// Replica placement, e.g. `001`.
+    pub replication: Option<String>,
+    /// Accepted for SeaweedFS compatibility; Kelp does not expire needles.
+    pub ttl: Option<String>,
+}
+
+/// Answer of `/dir/assign`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AssignResponse {
+    /// The file id to write to.
+    pub fid: String,
+    /// The volume server to write to.
+    pub url: String,
+    /// Its public address.
+    #[serde(rename = "publicUrl")]
+    pub public_url: String,
+    /// Number of keys reserved.
+    pub count: u64,
+}
+
+/// Query of `GET /dir/lookup`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupQuery {
+    /// A volume id.
+    #[serde(rename = "volumeId")]
+    pub volume_id: Option<String>,
+    /// Or a file id, whose volume is looked up.
+    #[serde(rename = "fileId")]
+    pub file_id: Option<String>,
+    /// Accepted for SeaweedFS compatibility.
+    pub collection: Option<String>,
+}
+
+/// One server holding a volume.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Location {
+    /// Internal address `host:port`.
+    pub url: String,
+    /// Public address.
+    #[serde(rename = "publicUrl")]
+    pub public_url: String,
+}
+
+/// Answer of `/dir/lookup`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LookupResponse {
+    /// What was looked up.
+    #[serde(rename = "volumeOrFileId")]
+    pub volume_or_file_id: String,
+    /// Servers holding it (live ones first).
+    pub locations: Vec<Location>,
+}
+
+/// What a volume server reports about one of its volumes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VolumeInfo {
+    /// Volume id.
+    pub id: VolumeId,
+    /// Collection ("" for none).
+    #[serde(default)]
+    pub collection: String,
+    /// Replica placement.
+    pub replication: Replication,
+    /// Size of the `.dat` in bytes.
+    pub size: u64,
+    /// Live needles.
+    pub file_count: u64,
+    /// Deleted needles.
+    pub delete_count: u64,
+    /// Whether it refuses writes.
+    pub read_only: bool,
+    /// Largest needle key stored, so a master that lost its state never reissues keys.
+    pub max_file_key: u64,
+}
+
+/// Body of `POST /heartbeat`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// Internal address `host:port` of the volume server.
+    pub url: String,
+    /// Public address.
+    pub public_url: String,
+    /// How many volumes it may hold.
+    pub max_volumes: u32,
+    /// Its volumes.
+    pub volumes: Vec<VolumeInfo>,
+}
+
+/// Answer of `POST /heartbeat`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HeartbeatResponse {
+    /// Volumes reaching this size are no longer written to.
+    pub volume_size_limit: u64,
+}
+
+/// One volume server as the master sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeStatus {
+    /// Internal address.
+    pub url: String,
+    /// Public address.
+    pub public_url: String,
+    /// Milliseconds since its last heartbeat.
+    pub last_heartbeat_ms_ago: u64,
+    /// Whether it is considered alive.
+    pub alive: bool,
+    /// How many volumes it may hold.
+    pub max_volumes: u32,
+    /// Its volumes.
+    pub volumes: Vec<VolumeInfo>,
+}
+
+/// Answer of `GET /dir/status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DirStatus {
+    /// Largest volume id ever allocated.
+    pub max_volume_id: VolumeId,
+    /// Next file key to be handed out.
+    pub next_file_key: u64,
+    /// Volume servers.
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// Answer of `GET /cluster/status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClusterStatus {
+    /// Kelp runs one master, which is always the leader.
+    #[serde(rename = "IsLeader")]
+    pub is_leader: bool,
+    /// The leader's address.
+    #[serde(rename = "Leader")]
+    pub leader: String,
+    /// Volume servers alive.
+    pub alive_nodes: usize,
+    /// Volume servers known.
+    pub known_nodes: usize,
+}
+
+/// Query of the volume server's `POST /admin/volume` (the master calls it to grow a volume).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllocateQuery {
+    /// Id of the new volume.
+    #[serde(rename = "volumeId")]
+    pub volume_id: VolumeId,
+    /// Collection.
+    #[serde(default)]
+    pub collection: String,
+    /// Replica placement.
+    #[serde(default)]
+    pub replication: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_replication_parses_and_counts_copies() {
+        let r: Replication = "001".parse().unwrap();
+        assert_eq!(r.copies(), 2);
+        assert_eq!(Replication::from_byte(r.to_byte()), r);
+        assert_eq!(r.to_string(), "001");
+        assert!("01".parse::<Replication>().is_err());
+        assert!("009".parse::<Replication>().is_err());
+        assert!("a01".parse::<Replication>().is_err());
+    }
+}

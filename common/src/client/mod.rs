@@ -1,0 +1,285 @@
+//! The one traced HTTP client every internal call goes through, and the typed clients of each
+//! service built on it.
+//!
+//! Every request gets a client span (`"{METHOD} {route}"`, kind client) whose W3C context is
+//! injected as `traceparent`. Idempotent requests are retried with exponential backoff on
+//! connection errors and 502/503/504; non-idempotent ones are sent once. Error responses are
+//! parsed back into [`ClientError::Api`] so callers match on the error `code`.
+
+pub mod broker;
+pub mod filer;
+pub mod master;
+pub mod volume;
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, Method, StatusCode};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::Instrument;
+
+use crate::http::ErrorBody;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error status and a JSON error body.
+    #[error("{url} answered {status}: {message} ({code})")]
+    Api {
+        /// The URL called.
+        url: String,
+        /// The HTTP status.
+        status: StatusCode,
+        /// The stable error code.
+        code: String,
+        /// The error text.
+        message: String,
+        /// `Retry-After` seconds, for 503s.
+        retry_after: Option<u64>,
+    },
+    /// The server could not be reached or the connection broke.
+    #[error("call {url}: {source}")]
+    Transport {
+        /// The URL called.
+        url: String,
+        /// The transport error.
+        source: reqwest::Error,
+    },
+    /// The response body was not what the contract says.
+    #[error("decode the answer of {url}: {message}")]
+    Decode {
+        /// The URL called.
+        url: String,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl ClientError {
+    /// The HTTP status of an API error.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Self::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The error code of an API error.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// Whether the request may succeed if repeated later (transport errors, 5xx gateway errors).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Transport { .. } => true,
+            Self::Api { status, .. } => matches!(
+                *status,
+                StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+            ),
+            Self::Decode { .. } => false,
+        }
+    }
+}
+
+/// A request to send: method, URL, the route template that names its span, and a body.
+#[derive(Debug, Clone)]
+pub struct Call<'a> {
+    /// HTTP method.
+    pub method: Method,
+    /// Full URL.
+    pub url: String,
+    /// Route template for the span name, e.g. `POST /{fid}`.
+    pub route: &'a str,
+    /// Request body (cheaply cloneable for retries).
+    pub body: Option<Bytes>,
+    /// Extra headers.
+    pub headers: HeaderMap,
+    /// Whether repeating the call is harmless.
+    pub idempotent: bool,
+}
+
+impl<'a> Call<'a> {
+    /// A call without a body.
+    pub fn new(method: Method, url: impl Into<String>, route: &'a str) -> Self {
+        let idempotent = matches!(method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE);
+        Self {
+            method,
+            url: url.into(),
+            route,
+            body: None,
+            headers: HeaderMap::new(),
+            idempotent,
+        }
+    }
+
+    /// Sets a raw body.
+    pub fn body(mut self, body: Bytes) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    /// Sets a JSON body.
+    pub fn json<T: Serialize>(mut self, value: &T) -> Self {
+        let bytes = serde_json::to_vec(value).expect("wire types serialize");
+        self.headers.insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        );
+        self.body = Some(Bytes::from(bytes));
+        self
+    }
+
+    /// Overrides whether the call may be retried.
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = idempotent;
+        self
+    }
+}
+
+/// The traced, retrying HTTP client.
+#[derive(Debug, Clone)]
+pub struct HttpClient {
+    inner: reqwest::Client,
+    attempts: u32,
+}
+
+impl HttpClient {
+    /// A client with the given per-request timeout and 4 attempts for idempotent calls.
+    pub fn new(timeout: Duration) -> Self {
+        let inner = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(3))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .build()
+            .expect("a client without TLS always builds");
+        Self { inner, attempts: 4 }
+    }
+
+    /// Sets the number of attempts for idempotent calls.
+    pub fn with_attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts.max(1);
+        self
+    }
+
+    /// Sends a call and returns the successful response (any 2xx/3xx or 416 is the caller's).
+    pub async fn send(&self, call: Call<'_>) -> Result<reqwest::Response, ClientError> {
+        let span = tracing::info_span!(
+            "http.client",
+            otel.name = format!("{} {}", call.method, call.route),
+            otel.kind = "client",
+            http.request.method = %call.method,
+            url.full = %call.url,
+            http.response.status_code = tracing::field::Empty,
+        );
+        let attempts = if call.idempotent { self.attempts } else { 1 };
+        async move {
+            let mut delay = Duration::from_millis(50);
+            let mut attempt = 1;
+            loop {
+                let result = self.send_once(&call).await;
+                match result {
+                    Err(e) if attempt < attempts && e.is_transient() => {
+                        let wait = match &e {
+                            ClientError::Api { retry_after: Some(s), .. } => {
+                                Duration::from_secs(*s).min(Duration::from_secs(2))
+                            }
+                            _ => delay,
+                        };
+                        tracing::debug!(attempt, error = %e, "retrying idempotent call");
+                        tokio::time::sleep(wait).await;
+                        delay = (delay * 2).min(Duration::from_secs(2));
+                        attempt += 1;
+                    }
+                    other => {
+                        if let Ok(resp) = &other {
+                            tracing::Span::current().record("http.response.status_code", resp.status().as_u16());
+                        }
+                        return other;
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn send_once(&self, call: &Call<'_>) -> Result<reqwest::Response, ClientError> {
+        let mut headers = call.headers.clone();
+        crate::telemetry::inject_current(&mut headers);
+        let mut req = self.inner.request(call.method.clone(), &call.url).headers(headers);
+        if let Some(body) = &call.body {
+            req = req.body(body.clone());
+        }
+        let resp = req.send().await.map_err(|source| ClientError::Transport {
+            url: call.url.clone(),
+            source,
+        })?;
+        if resp.status().is_success() || resp.status().is_redirection() {
+            return Ok(resp);
+        }
+        Err(api_error(&call.url, resp).await)
+    }
+
+    /// Sends a call and decodes its JSON answer.
+    pub async fn json<T: DeserializeOwned>(&self, call: Call<'_>) -> Result<T, ClientError> {
+        let url = call.url.clone();
+        let resp = self.send(call).await?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Transport { url: url.clone(), source })?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            url,
+            message: e.to_string(),
+        })
+    }
+
+    /// Sends a call and returns its whole body.
+    pub async fn bytes(&self, call: Call<'_>) -> Result<Bytes, ClientError> {
+        let url = call.url.clone();
+        let resp = self.send(call).await?;
+        resp.bytes()
+            .await
+            .map_err(|source| ClientError::Transport { url, source })
+    }
+}
+
+/// Turns an error response into [`ClientError::Api`], keeping the server's code and text.
+pub async fn api_error(url: &str, resp: reqwest::Response) -> ClientError {
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(axum::http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let body = resp.bytes().await.unwrap_or_default();
+    let (code, message) = match serde_json::from_slice::<ErrorBody>(&body) {
+        Ok(b) => (b.code, b.error),
+        Err(_) => (
+            "unknown".to_owned(),
+            String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
+        ),
+    };
+    ClientError::Api {
+        url: url.to_owned(),
+        status,
+        code,
+        message,
+        retry_after,
+    }
+}
+
+/// Prefixes `http://` to a `host:port` address unless it already has a scheme.
+pub fn base_url(addr: &str) -> String {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.trim_end_matches('/').to_owned()
+    } else {
+        format!("http://{}", addr.trim_end_matches('/'))
+    }
+}

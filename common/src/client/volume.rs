@@ -1,0 +1,185 @@
+//! Typed client of volume servers, and [`BlobClient`]: assign + upload, and reads that try
+//! each server holding the volume in turn.
+
+use std::sync::Arc;
+
+use axum::http::{Method, StatusCode};
+use bytes::Bytes;
+
+use super::master::{urlencode, MasterClient};
+use super::{base_url, Call, ClientError, HttpClient};
+use crate::api::master::{AllocateQuery, AssignQuery};
+use crate::api::volume::{DeleteResponse, UploadResponse};
+use crate::ids::FileId;
+
+/// Options of one needle write.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// Skip the fsync (throwaway data only).
+    pub no_fsync: bool,
+    /// This is a replica copy forwarded by the primary: do not forward again.
+    pub replicate: bool,
+    /// File name to store with the needle.
+    pub name: Option<String>,
+}
+
+/// Client of volume servers (the server is named per call).
+#[derive(Debug, Clone)]
+pub struct VolumeClient {
+    http: HttpClient,
+}
+
+impl VolumeClient {
+    /// A client sending through `http`.
+    pub fn new(http: HttpClient) -> Self {
+        Self { http }
+    }
+
+    /// Writes a needle. Idempotent: rewriting the same fid with the same bytes is harmless.
+    pub async fn write(
+        &self,
+        server: &str,
+        fid: &FileId,
+        data: Bytes,
+        opts: &WriteOptions,
+    ) -> Result<UploadResponse, ClientError> {
+        let mut params = Vec::new();
+        if opts.no_fsync {
+            params.push("fsync=false".to_owned());
+        }
+        if opts.replicate {
+            params.push("type=replicate".to_owned());
+        }
+        if let Some(n) = &opts.name {
+            params.push(format!("name={}", urlencode(n)));
+        }
+        let qs = if params.is_empty() { String::new() } else { format!("?{}", params.join("&")) };
+        let call = Call::new(Method::POST, format!("{}/{fid}{qs}", base_url(server)), "POST /{fid}")
+            .body(data)
+            .idempotent(true);
+        self.http.json(call).await
+    }
+
+    /// Reads a needle's data.
+    pub async fn read(&self, server: &str, fid: &FileId) -> Result<Bytes, ClientError> {
+        let call = Call::new(Method::GET, format!("{}/{fid}", base_url(server)), "GET /{fid}");
+        self.http.bytes(call).await
+    }
+
+    /// Deletes a needle.
+    pub async fn delete(&self, server: &str, fid: &FileId, replicate: bool) -> Result<DeleteResponse, ClientError> {
+        let qs = if replicate { "?type=replicate" } else { "" };
+        let call = Call::new(Method::DELETE, format!("{}/{fid}{qs}", base_url(server)), "DELETE /{fid}");
+        self.http.json(call).await
+    }
+
+    /// Asks a server to allocate a volume.
+    pub async fn allocate(&self, server: &str, q: &AllocateQuery) -> Result<(), ClientError> {
+        let mut url = format!(
+            "{}/admin/volume?volumeId={}&collection={}",
+            base_url(server),
+            q.volume_id,
+            urlencode(&q.collection)
+        );
+        if let Some(r) = &q.replication {
+            url.push_str(&format!("&replication={}", urlencode(r)));
+        }
+        let call = Call::new(Method::POST, url, "POST /admin/volume").idempotent(true);
+        self.http.send(call).await.map(drop)
+    }
+}
+
+/// Writes blobs where the master assigns them and reads them from any server holding them.
+#[derive(Debug, Clone)]
+pub struct BlobClient {
+    /// The master.
+    pub master: Arc<MasterClient>,
+    /// The volume servers.
+    pub volumes: VolumeClient,
+}
+
+/// Where a blob was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    /// Its file id.
+    pub fid: FileId,
+    /// The server that acknowledged it.
+    pub url: String,
+    /// Bytes stored.
+    pub size: u64,
+    /// Its ETag.
+    pub etag: String,
+}
+
+impl BlobClient {
+    /// A blob client of the master at `master_addr`.
+    pub fn new(http: HttpClient, master_addr: &str) -> Self {
+        Self {
+            master: Arc::new(MasterClient::new(http.clone(), master_addr)),
+            volumes: VolumeClient::new(http),
+        }
+    }
+
+    /// Assigns a fid and writes `data` there (durably unless `opts.no_fsync`).
+    pub async fn upload(&self, assign: &AssignQuery, data: Bytes, opts: &WriteOptions) -> Result<Written, ClientError> {
+        let a = self.master.assign(assign).await?;
+        let fid: FileId = a.fid.parse().map_err(|e: crate::ids::FileIdError| ClientError::Decode {
+            url: self.master.base().to_owned(),
+            message: e.to_string(),
+        })?;
+        let resp = self.volumes.write(&a.url, &fid, data, opts).await?;
+        Ok(Written {
+            fid,
+            url: a.url,
+            size: resp.size,
+            etag: resp.etag,
+        })
+    }
+
+    /// Reads a blob, trying each server that holds its volume until one answers.
+    pub async fn download(&self, fid: &FileId) -> Result<Bytes, ClientError> {
+        let mut last = None;
+        for fresh in [false, true] {
+            let locations = if fresh {
+                self.master.invalidate(fid.volume_id);
+                self.master.lookup_fresh(fid.volume_id).await?
+            } else {
+                self.master.lookup(fid.volume_id).await?
+            };
+            for loc in &locations {
+                match self.volumes.read(&loc.url, fid).await {
+                    Ok(b) => return Ok(b),
+                    // A missing or corrupt needle on one replica may be fine on another.
+                    Err(e) => last = Some(e),
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Api {
+            url: self.master.base().to_owned(),
+            status: StatusCode::NOT_FOUND,
+            code: "volume_not_found".to_owned(),
+            message: format!("no server holds volume {}", fid.volume_id),
+            retry_after: None,
+        }))
+    }
+
+    /// Deletes a blob through a server holding its volume (which deletes the replicas too).
+    pub async fn delete(&self, fid: &FileId) -> Result<DeleteResponse, ClientError> {
+        let locations = self.master.lookup(fid.volume_id).await?;
+        let mut last = None;
+        for loc in &locations {
+            match self.volumes.delete(&loc.url, fid, false).await {
+                Ok(r) => return Ok(r),
+                Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => return Err(e),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Api {
+            url: self.master.base().to_owned(),
+            status: StatusCode::NOT_FOUND,
+            code: "volume_not_found".to_owned(),
+            message: format!("no server holds volume {}", fid.volume_id),
+            retry_after: None,
+        }))
+    }
+}

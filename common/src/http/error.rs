@@ -1,0 +1,238 @@
+//! `ApiError`: the one error type handlers return, rendered as
+//! `{"error": "<what went wrong>", "code": "<snake_case>"}` with a fitting status.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+/// The JSON body of every error response, and what typed clients parse back.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorBody {
+    /// What went wrong, naming the object.
+    pub error: String,
+    /// A stable snake_case code callers can match on.
+    pub code: String,
+    /// Extra machine-readable detail (e.g. offset bounds of a 416).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+}
+
+/// An error a handler returns; each variant has exactly one status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed.
+    #[error("{message}")]
+    BadRequest {
+        /// Stable code.
+        code: &'static str,
+        /// Human text naming the bad input.
+        message: String,
+    },
+    /// 404: the object does not exist.
+    #[error("{message}")]
+    NotFound {
+        /// Stable code.
+        code: &'static str,
+        /// Human text naming the missing object.
+        message: String,
+    },
+    /// 405: the route exists but not with this method.
+    #[error("{message}")]
+    MethodNotAllowed {
+        /// Human text.
+        message: String,
+    },
+    /// 409: the request conflicts with the current state.
+    #[error("{message}")]
+    Conflict {
+        /// Stable code.
+        code: &'static str,
+        /// Human text naming the conflict.
+        message: String,
+    },
+    /// 412: a precondition did not hold.
+    #[error("{message}")]
+    PreconditionFailed {
+        /// Stable code.
+        code: &'static str,
+        /// Human text.
+        message: String,
+    },
+    /// 413: the body is over the limit.
+    #[error("{message}")]
+    PayloadTooLarge {
+        /// Human text naming the limit.
+        message: String,
+    },
+    /// 416: the requested range or offset lies outside the object.
+    #[error("{message}")]
+    RangeNotSatisfiable {
+        /// Stable code.
+        code: &'static str,
+        /// Human text.
+        message: String,
+        /// The bounds, for clients.
+        detail: serde_json::Value,
+    },
+    /// 503 + `Retry-After`: overloaded, not ready, or a dependency is down.
+    #[error("{message}")]
+    Unavailable {
+        /// Stable code.
+        code: &'static str,
+        /// Human text naming what is unavailable.
+        message: String,
+        /// Seconds the client should wait.
+        retry_after_secs: u64,
+    },
+    /// 507: the disk is full.
+    #[error("{message}")]
+    InsufficientStorage {
+        /// Human text naming the volume or file.
+        message: String,
+    },
+    /// 500: anything unclassified. Never a 400.
+    #[error("{0:#}")]
+    Internal(anyhow::Error),
+}
+
+impl ApiError {
+    /// A 400 with the given code.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A 404 with the given code.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::NotFound {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A 409 with the given code.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Conflict {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A 503 with `Retry-After`.
+    pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self::Unavailable {
+            code,
+            message: message.into(),
+            retry_after_secs,
+        }
+    }
+
+    /// A 500 carrying an opaque cause.
+    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(err.into())
+    }
+
+    /// The status this error maps to.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest { code, .. }
+            | Self::NotFound { code, .. }
+            | Self::Conflict { code, .. }
+            | Self::PreconditionFailed { code, .. }
+            | Self::RangeNotSatisfiable { code, .. }
+            | Self::Unavailable { code, .. } => code,
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::InsufficientStorage { .. } => "insufficient_storage",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(status = status.as_u16(), code = self.code(), "request failed: {self:#}");
+        } else {
+            tracing::info!(status = status.as_u16(), code = self.code(), "request rejected: {self}");
+        }
+        let detail = match &self {
+            Self::RangeNotSatisfiable { detail, .. } => Some(detail.clone()),
+            _ => None,
+        };
+        let retry_after = match &self {
+            Self::Unavailable {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: self.to_string(),
+            code: self.code().to_owned(),
+            detail,
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        response
+    }
+}
+
+impl From<std::io::Error> for ApiError {
+    fn from(err: std::io::Error) -> Self {
+        if err.kind() == std::io::ErrorKind::StorageFull {
+            Self::InsufficientStorage {
+                message: format!("disk full: {err}"),
+            }
+        } else {
+            Self::Internal(err.into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn test_api_error_renders_json_and_retry_after() {
+        let resp = ApiError::unavailable("no_writable_volume", "no writable volume", 2).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "2");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let body: ErrorBody = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body.code, "no_writable_volume");
+        assert_eq!(body.error, "no writable volume");
+    }
+
+    #[test]
+    fn test_api_error_unclassified_is_500() {
+        let err = ApiError::internal(anyhow::anyhow!("boom"));
+        assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let io = std::io::Error::other("eio");
+        assert_eq!(ApiError::from(io).status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

@@ -1,0 +1,14 @@
+//! HTTP plumbing every service shares: the JSON error type, extractors whose rejections use
+//! that error body, the layer stack (trace context, request ids, spans, timeouts) and the serve
+//! loop with graceful shutdown.
+
+mod error;
+mod extract;
+mod server;
+
+pub use error::{ApiError, ErrorBody};
+pub use extract::{Json, Query};
+pub use server::{
+    fallback_not_found, healthz, method_not_allowed, serve, with_layers, write_addrs_file,
+    ServeConfig,
+};

@@ -1,0 +1,35 @@
+//! The `main` every service binary shares: telemetry before the runtime, data-dir lock, bind,
+//! `addrs.json`, signal handling, run, telemetry flush after the runtime.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Runs one service process: `run(absolute data dir, listener, shutdown token)`.
+pub fn main<F, Fut>(service: &'static str, ip: IpAddr, port: u16, dir: &Path, run: F) -> anyhow::Result<()>
+where
+    F: FnOnce(PathBuf, TcpListener, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let telemetry = crate::telemetry::init(service)?;
+    let runtime = tokio::runtime::Runtime::new().context("start the tokio runtime")?;
+    let result = runtime.block_on(async move {
+        let (dir, _lock) = crate::config::open_data_dir(service, dir)?;
+        let listener = TcpListener::bind((ip, port))
+            .await
+            .with_context(|| format!("bind {ip}:{port}"))?;
+        crate::http::write_addrs_file(&dir, listener.local_addr()?).context("write addrs.json")?;
+        let shutdown = crate::shutdown::signal_token()?;
+        run(dir, listener, shutdown).await
+    });
+    drop(runtime);
+    if let Err(e) = &result {
+        tracing::error!(service, "failed to run: {e:#}");
+    }
+    telemetry.shutdown();
+    result
+}

@@ -1,0 +1,56 @@
+//! Flags of `kelp-volume` (each also read from `KELP_<FLAG>`).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser};
+
+/// Configuration of a volume server.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "kelp-volume", about = "Kelp volume server: append-only needle volumes", version)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "KELP_IP", default_value = "127.0.0.1")]
+    pub ip: IpAddr,
+    /// Port to listen on (0 picks a free one, written to `<dir>/addrs.json`).
+    #[arg(long, env = "KELP_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Data directory holding the `.dat` and `.idx` files.
+    #[arg(long, env = "KELP_DIR", default_value = "data/volume")]
+    pub dir: PathBuf,
+    /// The master, `host:port`.
+    #[arg(long, env = "KELP_MASTER", default_value = "127.0.0.1:9333")]
+    pub master: String,
+    /// Address other services use to reach this server (default: the bound `ip:port`).
+    #[arg(long, env = "KELP_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Most volumes this server holds.
+    #[arg(long, env = "KELP_MAX_VOLUMES", default_value_t = 8)]
+    pub max_volumes: u32,
+    /// Fsync writes before acknowledging them. `false` is for throwaway data only.
+    #[arg(long, env = "KELP_FSYNC", default_value_t = true, action = ArgAction::Set)]
+    pub fsync: bool,
+    /// Largest blob accepted, in MiB.
+    #[arg(long, env = "KELP_MAX_BLOB_MB", default_value_t = 256)]
+    pub max_blob_mb: u64,
+    /// Milliseconds between heartbeats to the master.
+    #[arg(long, env = "KELP_HEARTBEAT_INTERVAL_MS", default_value_t = 5000)]
+    pub heartbeat_interval_ms: u64,
+}
+
+impl Config {
+    /// A configuration for tests: port 0, data in `dir`, the given master.
+    pub fn for_test(dir: PathBuf, master: String) -> Self {
+        Self {
+            ip: IpAddr::from([127, 0, 0, 1]),
+            port: 0,
+            dir,
+            master,
+            public_url: None,
+            max_volumes: 8,
+            fsync: true,
+            max_blob_mb: 16,
+            heartbeat_interval_ms: 500,
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Router tests through `oneshot`: the real handlers on a real store in a temp dir.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::client::HttpClient;
+use common::http::ErrorBody;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use super::*;
+
+fn state(dir: &std::path::Path) -> AppState {
+    let mut registry = Registry::default();
+    let metrics = Metrics::new(&mut registry);
+    let store = Store::load(dir, metrics.clone()).unwrap();
+    store.allocate(3, "", Replication::default()).unwrap();
+    let http = HttpClient::new(Duration::from_secs(1)).with_attempts(1);
+    let mut cfg = Config::for_test(dir.to_path_buf(), "127.0.0.1:1".into());
+    cfg.max_blob_mb = 1;
+    AppState {
+        store: Arc::new(store),
+        master: Arc::new(MasterClient::new(http.clone(), "127.0.0.1:1")),
+        volumes: VolumeClient::new(http),
+        url: "127.0.0.1:2".into(),
+        registry: Arc::new(registry),
+        metrics,
+        beat: Arc::new(Notify::new()),
+        cfg: Arc::new(cfg),
+    }
+}
+
+async fn send(app: &Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, bytes::Bytes) {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    (status, headers, resp.into_body().collect().await.unwrap().to_bytes())
+}
+
+fn req(method: &str, uri: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::builder().method(method).uri(uri).body(body.into()).unwrap()
+}
+
+fn error_code(body: &[u8]) -> String {
+    serde_json::from_slice::<ErrorBody>(body).unwrap().code
+}
+
+#[tokio::test]
+async fn test_router_write_read_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(state(dir.path()));
+    let (st, _, body) = send(&app, req("POST", "/3,01637037d6", "hello kelp")).await;
+    assert_eq!(st, StatusCode::CREATED, "{body:?}");
+    let up: common::api::volume::UploadResponse = serde_json::from_slice(&body).unwrap();
+    assert_eq!(up.size, 10);
+
+    let (st, h, body) = send(&app, req("GET", "/3,01637037d6", Body::empty())).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(&body[..], b"hello kelp");
+    let etag = h["etag"].to_str().unwrap().to_owned();
+    assert_eq!(etag, format!("\"{}\"", up.etag));
+
+    let r = Request::get("/3,01637037d6").header("if-none-match", &etag).body(Body::empty()).unwrap();
+    assert_eq!(send(&app, r).await.0, StatusCode::NOT_MODIFIED);
+
+    let r = Request::get("/3,01637037d6").header("range", "bytes=6-").body(Body::empty()).unwrap();
+    let (st, h, body) = send(&app, r).await;
+    assert_eq!(st, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(&body[..], b"kelp");
+    assert_eq!(h["content-range"], "bytes 6-9/10");
+
+    let r = Request::get("/3,01637037d6").header("range", "bytes=50-").body(Body::empty()).unwrap();
+    assert_eq!(send(&app, r).await.0, StatusCode::RANGE_NOT_SATISFIABLE);
+
+    let (st, h, body) = send(&app, req("HEAD", "/3,01637037d6", Body::empty())).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(h["content-length"], "10");
+    assert!(body.is_empty());
+
+    // Wrong cookie: not found, and it cannot delete either.
+    let (st, _, body) = send(&app, req("GET", "/3,0100000000", Body::empty())).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(&body), "needle_not_found");
+    assert_eq!(send(&app, req("DELETE", "/3,0100000000", Body::empty())).await.0, StatusCode::NOT_FOUND);
+
+    let (st, _, body) = send(&app, req("DELETE", "/3,01637037d6", Body::empty())).await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap()["size"], 10);
+    assert_eq!(send(&app, req("GET", "/3,01637037d6", Body::empty())).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn test_router_bad_input_gets_json_4xx() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(state(dir.path()));
+    for bad in ["/3,xyz", "/nope", "/3,01", "/99999999999,01637037d6"] {
+        let (st, _, body) = send(&app, req("GET", bad, Body::empty())).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(error_code(&body), "bad_fid");
+    }
+    let (st, _, body) = send(&app, req("POST", "/9,01637037d6", "x")).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let err: ErrorBody = serde_json::from_slice(&body).unwrap();
+    assert!(err.error.contains("volume 9"), "{}", err.error);
+
+    let big = vec![7u8; (1 << 20) + 1];
+    let (st, _, body) = send(&app, req("POST", "/3,02637037d6", big)).await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error_code(&body), "payload_too_large");
+
+    assert_eq!(send(&app, req("GET", "/a/b/c", Body::empty())).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(send(&app, req("PATCH", "/3,01637037d6", Body::empty())).await.0, StatusCode::METHOD_NOT_ALLOWED);
+    let (st, _, _) = send(&app, req("POST", "/admin/volume?volumeId=x", Body::empty())).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, _, _) = send(&app, req("POST", "/admin/volume?volumeId=4&replication=9", Body::empty())).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, _, _) = send(&app, req("POST", "/3,03637037d6?fsync=maybe", "x")).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn test_router_multipart_upload_keeps_name_and_mime() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(state(dir.path()));
+    let body = "--XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\nmultipart data\r\n--XX--\r\n";
+    let r = Request::post("/3,05637037d6")
+        .header("content-type", "multipart/form-data; boundary=XX")
+        .body(Body::from(body))
+        .unwrap();
+    let (st, _, resp) = send(&app, r).await;
+    assert_eq!(st, StatusCode::CREATED, "{resp:?}");
+    let up: common::api::volume::UploadResponse = serde_json::from_slice(&resp).unwrap();
+    assert_eq!((up.name.as_str(), up.size), ("a.txt", 14));
+    let (st, h, data) = send(&app, req("GET", "/3,05637037d6", Body::empty())).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(&data[..], b"multipart data");
+    assert_eq!(h["content-type"], "text/plain");
+}
+
+#[tokio::test]
+async fn test_router_replicated_write_fails_without_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = state(dir.path());
+    s.store.allocate(4, "", "001".parse().unwrap()).unwrap();
+    let app = router(s);
+    // The master is unreachable, so the replica cannot be found: the write must not be acked.
+    let (st, _, body) = send(&app, req("POST", "/4,01637037d6", "x")).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(error_code(&body), "replica_unavailable");
+}
+
+#[tokio::test]
+async fn test_router_allocate_status_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(state(dir.path()));
+    let (st, _, _) = send(&app, req("POST", "/admin/volume?volumeId=5&collection=pics&replication=000", Body::empty())).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(std::fs::metadata(dir.path().join("pics_5.dat")).is_ok());
+    assert!(std::fs::metadata(dir.path().join("pics_5.idx")).is_ok());
+    let (st, _, body) = send(&app, req("GET", "/status", Body::empty())).await;
+    assert_eq!(st, StatusCode::OK);
+    let status: common::api::volume::VolumeServerStatus = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status.volumes.len(), 2);
+    send(&app, req("POST", "/3,01637037d6", "x")).await;
+    let (st, _, body) = send(&app, req("GET", "/metrics", Body::empty())).await;
+    assert_eq!(st, StatusCode::OK);
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert!(text.contains("kelp_volume_fdatasyncs_total 1"), "{text}");
+}

@@ -1,0 +1,296 @@
+//! The volume store: every volume in the data directory, their files and their errors.
+//!
+//! Files are `<dir>/<collection>_<vid>.dat` (`<vid>.dat` without a collection) and `.idx`.
+//! A `.dat` starts with an 8-byte superblock: `version u8 (3) | replication u8 | ttl u16 |
+//! compaction revision u16 | extra size u16`.
+
+pub mod idx;
+pub mod needle;
+pub mod volume;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use common::api::master::{Replication, VolumeInfo};
+use common::http::ApiError;
+use common::ids::VolumeId;
+
+use crate::metrics::Metrics;
+pub use volume::{RecoveryReport, Volume};
+
+/// Bytes of the superblock at the start of every `.dat`.
+pub const SUPERBLOCK_LEN: u64 = 8;
+/// The needle format version written in the superblock.
+pub const SUPERBLOCK_VERSION: u8 = 3;
+
+/// Errors of volume operations; each names the volume.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    /// No such volume on this server.
+    #[error("volume {volume} not found on this server")]
+    VolumeNotFound {
+        /// Volume id.
+        volume: VolumeId,
+    },
+    /// No such needle (or a wrong cookie).
+    #[error("needle {key:x} not found in volume {volume}")]
+    NeedleNotFound {
+        /// Volume id.
+        volume: VolumeId,
+        /// Needle key.
+        key: u64,
+    },
+    /// The volume already exists.
+    #[error("volume {volume} already exists")]
+    Exists {
+        /// Volume id.
+        volume: VolumeId,
+    },
+    /// The volume reached its size limit or is read-only.
+    #[error("volume {volume} is full or read-only")]
+    Full {
+        /// Volume id.
+        volume: VolumeId,
+    },
+    /// The blob cannot be encoded (over 4 GiB).
+    #[error("blob too large for volume {volume}")]
+    TooLarge {
+        /// Volume id.
+        volume: VolumeId,
+    },
+    /// The disk is full.
+    #[error("disk full writing volume {volume}: {source}")]
+    DiskFull {
+        /// Volume id.
+        volume: VolumeId,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// An I/O error.
+    #[error("{op} of volume {volume} failed: {source}")]
+    Io {
+        /// Volume id.
+        volume: VolumeId,
+        /// What was being done.
+        op: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Stored data failed verification.
+    #[error("volume {volume} is corrupt: {what}")]
+    Corrupt {
+        /// Volume id.
+        volume: VolumeId,
+        /// What failed.
+        what: String,
+    },
+    /// A previous fsync or index failure stopped writes.
+    #[error("volume {volume} refuses writes after a failure: {reason}")]
+    Poisoned {
+        /// Volume id.
+        volume: VolumeId,
+        /// The failure.
+        reason: String,
+    },
+    /// The writer thread is gone (shutting down).
+    #[error("volume {volume} is shutting down")]
+    WriterGone {
+        /// Volume id.
+        volume: VolumeId,
+    },
+}
+
+impl VolumeError {
+    fn from_write(volume: VolumeId, source: std::io::Error) -> Self {
+        if source.kind() == std::io::ErrorKind::StorageFull {
+            Self::DiskFull { volume, source }
+        } else {
+            Self::Io { volume, op: "append", source }
+        }
+    }
+
+    /// A copy for answering several waiters of one failed batch.
+    fn clone_shallow(&self) -> Self {
+        match self {
+            Self::DiskFull { volume, source } => Self::DiskFull {
+                volume: *volume,
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            Self::Io { volume, op, source } => Self::Io {
+                volume: *volume,
+                op,
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            Self::Corrupt { volume, what } => Self::Corrupt { volume: *volume, what: what.clone() },
+            Self::Poisoned { volume, reason } => Self::Poisoned { volume: *volume, reason: reason.clone() },
+            Self::VolumeNotFound { volume } => Self::VolumeNotFound { volume: *volume },
+            Self::NeedleNotFound { volume, key } => Self::NeedleNotFound { volume: *volume, key: *key },
+            Self::Exists { volume } => Self::Exists { volume: *volume },
+            Self::Full { volume } => Self::Full { volume: *volume },
+            Self::TooLarge { volume } => Self::TooLarge { volume: *volume },
+            Self::WriterGone { volume } => Self::WriterGone { volume: *volume },
+        }
+    }
+}
+
+impl From<VolumeError> for ApiError {
+    fn from(e: VolumeError) -> Self {
+        let message = e.to_string();
+        match e {
+            VolumeError::VolumeNotFound { .. } => ApiError::not_found("volume_not_found", message),
+            VolumeError::NeedleNotFound { .. } => ApiError::not_found("needle_not_found", message),
+            VolumeError::Exists { .. } => ApiError::conflict("volume_exists", message),
+            VolumeError::Full { .. } => ApiError::unavailable("volume_full", message, 1),
+            VolumeError::WriterGone { .. } => ApiError::unavailable("shutting_down", message, 1),
+            VolumeError::TooLarge { .. } => ApiError::PayloadTooLarge { message },
+            VolumeError::DiskFull { .. } => ApiError::InsufficientStorage { message },
+            VolumeError::Io { .. } | VolumeError::Corrupt { .. } | VolumeError::Poisoned { .. } => {
+                ApiError::internal(anyhow::anyhow!(message))
+            }
+        }
+    }
+}
+
+/// All volumes of one server.
+pub struct Store {
+    dir: PathBuf,
+    volumes: RwLock<HashMap<VolumeId, Arc<Volume>>>,
+    /// The master's volume size limit in bytes.
+    size_limit: AtomicU64,
+    metrics: Metrics,
+}
+
+/// Parses `<collection>_<vid>` or `<vid>` from a `.dat` file stem.
+fn parse_stem(stem: &str) -> Option<(String, VolumeId)> {
+    match stem.rsplit_once('_') {
+        Some((c, v)) => v.parse().ok().map(|v| (c.to_owned(), v)),
+        None => stem.parse().ok().map(|v| (String::new(), v)),
+    }
+}
+
+impl Store {
+    /// Opens every volume in `dir`, recovering each. A volume that cannot be opened is renamed
+    /// `*.corrupted` (data is never deleted) and reported; the others still load.
+    pub fn load(dir: &Path, metrics: Metrics) -> anyhow::Result<Self> {
+        let store = Self {
+            dir: dir.to_path_buf(),
+            volumes: RwLock::new(HashMap::new()),
+            size_limit: AtomicU64::new(30_000 << 20),
+            metrics,
+        };
+        let mut stems = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "dat") {
+                if let Some(parsed) = path.file_stem().and_then(|s| s.to_str()).and_then(parse_stem) {
+                    stems.push(parsed);
+                }
+            }
+        }
+        stems.sort_by_key(|(_, v)| *v);
+        for (collection, vid) in stems {
+            match Volume::open(dir, vid, &collection, store.metrics.clone()) {
+                Ok((v, report)) => {
+                    tracing::info!(
+                        volume = vid,
+                        collection = %collection,
+                        needles = v.info().file_count,
+                        size = v.size(),
+                        recovered = report.needles_recovered,
+                        bytes_cut = report.bytes_cut,
+                        idx_rows_dropped = report.idx_rows_dropped,
+                        "volume loaded"
+                    );
+                    store.volumes.write().expect("volumes lock").insert(vid, Arc::new(v));
+                }
+                Err(e) => {
+                    tracing::error!(volume = vid, error = %e, "volume cannot be opened; quarantining its files");
+                    quarantine(dir, &collection, vid);
+                }
+            }
+        }
+        store.metrics.volumes.set(store.len() as i64);
+        Ok(store)
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Number of volumes.
+    pub fn len(&self) -> usize {
+        self.volumes.read().expect("volumes lock").len()
+    }
+
+    /// Whether there are no volumes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A volume by id.
+    pub fn get(&self, id: VolumeId) -> Result<Arc<Volume>, VolumeError> {
+        self.volumes
+            .read()
+            .expect("volumes lock")
+            .get(&id)
+            .cloned()
+            .ok_or(VolumeError::VolumeNotFound { volume: id })
+    }
+
+    /// Creates a volume; idempotent when it exists with the same collection and replication.
+    pub fn allocate(&self, id: VolumeId, collection: &str, replication: Replication) -> Result<Arc<Volume>, VolumeError> {
+        let mut vols = self.volumes.write().expect("volumes lock");
+        if let Some(v) = vols.get(&id) {
+            return if v.collection == collection && v.replication == replication {
+                Ok(v.clone())
+            } else {
+                Err(VolumeError::Exists { volume: id })
+            };
+        }
+        let (v, _) = Volume::create(&self.dir, id, collection, replication, self.metrics.clone())?;
+        tracing::info!(volume = id, collection, %replication, "volume allocated");
+        let v = Arc::new(v);
+        vols.insert(id, v.clone());
+        self.metrics.volumes.set(vols.len() as i64);
+        Ok(v)
+    }
+
+    /// What the master is told about every volume.
+    pub fn infos(&self) -> Vec<VolumeInfo> {
+        let mut infos: Vec<VolumeInfo> = self.volumes.read().expect("volumes lock").values().map(|v| v.info()).collect();
+        infos.sort_by_key(|i| i.id);
+        infos
+    }
+
+    /// The master's size limit.
+    pub fn size_limit(&self) -> u64 {
+        self.size_limit.load(Ordering::Relaxed)
+    }
+
+    /// Sets the master's size limit.
+    pub fn set_size_limit(&self, limit: u64) {
+        self.size_limit.store(limit, Ordering::Relaxed);
+    }
+}
+
+fn quarantine(dir: &Path, collection: &str, vid: VolumeId) {
+    let stem = volume::file_stem(collection, vid);
+    for ext in ["dat", "idx"] {
+        let from = dir.join(format!("{stem}.{ext}"));
+        let to = dir.join(format!("{stem}.{ext}.corrupted"));
+        if std::fs::metadata(&from).is_ok() {
+            if let Err(e) = std::fs::rename(&from, &to) {
+                tracing::error!(file = %from.display(), error = %e, "cannot quarantine volume file");
+            }
+        }
+    }
+    if let Err(e) = common::fs::fsync_dir(dir) {
+        tracing::error!(error = %e, "cannot fsync data dir after quarantine");
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,710 @@
+//! One volume: a `.dat` file of needles, its `.idx`, the in-memory key map, and the writer
+//! thread that appends with group commit.
+//!
+//! # Write path and when data is on disk
+//! Requests are encoded (and checksummed) by the caller and sent to the volume's writer
+//! thread. The thread takes every request waiting in its queue, appends the records to the
+//! `.dat`, calls `fdatasync` once for the whole batch (group commit: concurrent writers share
+//! one sync), appends the batch's `.idx` rows, publishes the keys in the in-memory map and
+//! only then answers. A needle is therefore on disk before anyone can read it or be told it
+//! was written. The `.idx` is not synced: it is a cache that recovery rebuilds from the `.dat`.
+//!
+//! A failed append truncates the `.dat` back to where the batch began, so no half-written
+//! needle is ever indexed. A failed fdatasync poisons the volume (the kernel may have dropped
+//! the dirty pages, so nothing written since the last good sync can be trusted to be on disk):
+//! it refuses writes, keeps serving checksummed reads, and the error names the volume.
+//!
+//! # Recovery
+//! On open, the `.idx` rows are loaded (a torn final row is cut; rows that are zeroed or point
+//! past the end of the `.dat` end the usable index there), then the `.dat` is scanned from the
+//! end of the last indexed needle: every complete needle whose checksum holds is re-indexed,
+//! and the first torn or corrupt record cuts the tail (logged with the number of bytes cut).
+//! Records past the last indexed one were never acknowledged, so cutting them loses nothing
+//! that was promised.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use common::api::master::{Replication, VolumeInfo};
+use common::ids::VolumeId;
+use tokio::sync::{mpsc, oneshot};
+
+use super::idx::{self, IdxRow};
+use super::needle::{self, Header, Needle, Record};
+use super::{VolumeError, SUPERBLOCK_LEN, SUPERBLOCK_VERSION};
+use crate::metrics::Metrics;
+
+/// Largest `.dat` an `.idx` row can address (offset/8 in a u32).
+const MAX_DAT_LEN: u64 = (u32::MAX as u64) * needle::ALIGN;
+/// Most requests one group commit takes.
+const MAX_BATCH: usize = 4096;
+/// Most bytes one group commit appends.
+const MAX_BATCH_BYTES: usize = 32 << 20;
+
+/// Where a live needle is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Loc {
+    offset: u64,
+    size: u32,
+}
+
+/// What recovery found when the volume was opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Needles re-indexed from the `.dat` past the last `.idx` row.
+    pub needles_recovered: u64,
+    /// Bytes cut from a torn or corrupt `.dat` tail.
+    pub bytes_cut: u64,
+    /// `.idx` rows dropped (torn, zeroed, or pointing past the `.dat`).
+    pub idx_rows_dropped: u64,
+}
+
+struct Shared {
+    id: VolumeId,
+    index: RwLock<HashMap<u64, Loc>>,
+    end: AtomicU64,
+    file_count: AtomicU64,
+    delete_count: AtomicU64,
+    max_key: AtomicU64,
+    poisoned: Mutex<Option<String>>,
+    metrics: Metrics,
+}
+
+/// A request to the writer thread.
+enum Op {
+    Put {
+        record: Vec<u8>,
+        key: u64,
+        size: u32,
+        fsync: bool,
+        appended: Option<oneshot::Sender<()>>,
+        done: oneshot::Sender<Result<(), VolumeError>>,
+    },
+    Delete {
+        key: u64,
+        cookie: u32,
+        expect_offset: u64,
+        fsync: bool,
+        done: oneshot::Sender<Result<(), VolumeError>>,
+    },
+}
+
+/// An open volume.
+pub struct Volume {
+    /// Volume id.
+    pub id: VolumeId,
+    /// Collection ("" for none).
+    pub collection: String,
+    /// Replica placement.
+    pub replication: Replication,
+    dat_path: PathBuf,
+    reader: File,
+    shared: Arc<Shared>,
+    read_only: AtomicBool,
+    tx: mpsc::Sender<Op>,
+}
+
+/// A needle read back, checksum verified.
+#[derive(Debug, Clone)]
+pub struct ReadNeedle {
+    /// The needle.
+    pub needle: Needle,
+    /// Its checksum, served as ETag.
+    pub checksum: u32,
+}
+
+/// Awaitable stages of a write: appended (in the page cache), then durable and visible.
+pub struct PendingWrite {
+    /// The record's checksum (the needle's ETag).
+    pub checksum: u32,
+    appended: oneshot::Receiver<()>,
+    done: oneshot::Receiver<Result<(), VolumeError>>,
+    id: VolumeId,
+}
+
+impl PendingWrite {
+    /// Waits until the record is appended to the `.dat` (not yet synced).
+    pub async fn appended(&mut self) {
+        let _ = (&mut self.appended).await;
+    }
+
+    /// Waits until the record is synced (as requested), indexed and readable.
+    pub async fn done(self) -> Result<(), VolumeError> {
+        self.done.await.unwrap_or_else(|_| Err(VolumeError::WriterGone { volume: self.id }))
+    }
+}
+
+/// File name stem of a volume: `<collection>_<vid>` or `<vid>`.
+pub fn file_stem(collection: &str, id: VolumeId) -> String {
+    if collection.is_empty() {
+        id.to_string()
+    } else {
+        format!("{collection}_{id}")
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn superblock(replication: Replication) -> [u8; SUPERBLOCK_LEN as usize] {
+    let mut sb = [0u8; SUPERBLOCK_LEN as usize];
+    sb[0] = SUPERBLOCK_VERSION;
+    sb[1] = replication.to_byte();
+    sb
+}
+
+impl Volume {
+    /// Creates a new, empty volume durably (superblock written via temp + fsync + rename +
+    /// fsync dir) and opens it.
+    pub fn create(
+        dir: &Path,
+        id: VolumeId,
+        collection: &str,
+        replication: Replication,
+        metrics: Metrics,
+    ) -> Result<(Self, RecoveryReport), VolumeError> {
+        let stem = file_stem(collection, id);
+        let dat = dir.join(format!("{stem}.dat"));
+        let idx = dir.join(format!("{stem}.idx"));
+        let io = |op: &'static str| move |source| VolumeError::Io { volume: id, op, source };
+        if std::fs::metadata(&dat).is_ok() {
+            return Err(VolumeError::Exists { volume: id });
+        }
+        // The .idx first: a .dat without an .idx is fine (recovery rebuilds it), the reverse not.
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&idx)
+            .and_then(|f| f.sync_all())
+            .map_err(io("create idx"))?;
+        common::fs::durable_overwrite(&dat, &superblock(replication)).map_err(io("create dat"))?;
+        Self::open(dir, id, collection, metrics)
+    }
+
+    /// Opens an existing volume, recovering as described in the module docs.
+    pub fn open(dir: &Path, id: VolumeId, collection: &str, metrics: Metrics) -> Result<(Self, RecoveryReport), VolumeError> {
+        let stem = file_stem(collection, id);
+        let dat_path = dir.join(format!("{stem}.dat"));
+        let idx_path = dir.join(format!("{stem}.idx"));
+        let io = |op: &'static str| move |source| VolumeError::Io { volume: id, op, source };
+        let dat = OpenOptions::new().read(true).write(true).open(&dat_path).map_err(io("open dat"))?;
+        let idx_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&idx_path)
+            .map_err(io("open idx"))?;
+        let dat_len = dat.metadata().map_err(io("stat dat"))?.len();
+        let mut sb = [0u8; SUPERBLOCK_LEN as usize];
+        if dat_len < SUPERBLOCK_LEN {
+            return Err(VolumeError::Corrupt {
+                volume: id,
+                what: format!("{} is {dat_len} bytes, shorter than its superblock", dat_path.display()),
+            });
+        }
+        dat.read_exact_at(&mut sb, 0).map_err(io("read superblock"))?;
+        if sb[0] != SUPERBLOCK_VERSION {
+            return Err(VolumeError::Corrupt {
+                volume: id,
+                what: format!("{} has superblock version {}, expected {SUPERBLOCK_VERSION}", dat_path.display(), sb[0]),
+            });
+        }
+        let replication = Replication::from_byte(sb[1]);
+
+        let mut report = RecoveryReport::default();
+        let idx_bytes = std::fs::read(&idx_path).map_err(io("read idx"))?;
+        let (rows, _) = idx::decode_all(&idx_bytes);
+        let mut index: HashMap<u64, Loc> = HashMap::new();
+        let mut delete_count = 0u64;
+        let mut max_key = 0u64;
+        let mut indexed_end = SUPERBLOCK_LEN;
+        let mut good_rows = 0usize;
+        for row in &rows {
+            let end = row.offset() + needle::record_len(row.body_size());
+            if !row.is_plausible() || end > dat_len {
+                break;
+            }
+            apply_row(&mut index, row, &mut delete_count);
+            max_key = max_key.max(row.key);
+            indexed_end = indexed_end.max(end);
+            good_rows += 1;
+        }
+        report.idx_rows_dropped = (rows.len() - good_rows) as u64;
+        if report.idx_rows_dropped > 0 {
+            tracing::warn!(volume = id, dropped = report.idx_rows_dropped, "idx rows past the usable index dropped; re-scanning the dat");
+        }
+        let good_idx_len = (good_rows * idx::ROW_LEN) as u64;
+        if good_idx_len != idx_bytes.len() as u64 {
+            idx_file.set_len(good_idx_len).map_err(io("truncate idx"))?;
+        }
+
+        // Re-index complete needles past the last indexed one; cut the first bad record.
+        let mut pos = indexed_end;
+        let mut new_rows = Vec::new();
+        while pos < dat_len {
+            match read_record_at(&dat, pos, dat_len) {
+                Ok(rec) => {
+                    let row = IdxRow {
+                        key: rec.header.key,
+                        offset_units: (pos / needle::ALIGN) as u32,
+                        size: if rec.needle.is_none() { -1 } else { rec.header.size as i32 },
+                    };
+                    apply_row(&mut index, &row, &mut delete_count);
+                    max_key = max_key.max(row.key);
+                    new_rows.extend_from_slice(&row.encode());
+                    report.needles_recovered += 1;
+                    pos += rec.header.record_len();
+                }
+                Err(e) => {
+                    if matches!(e, needle::NeedleError::Checksum { .. }) {
+                        metrics.crc_failures.inc();
+                    }
+                    report.bytes_cut = dat_len - pos;
+                    tracing::warn!(volume = id, offset = pos, bytes_cut = report.bytes_cut, error = %e, "cutting torn or corrupt tail of dat");
+                    dat.set_len(pos).map_err(io("truncate dat"))?;
+                    dat.sync_all().map_err(io("sync dat"))?;
+                    break;
+                }
+            }
+        }
+        if !new_rows.is_empty() {
+            idx_file.write_all_at(&new_rows, good_idx_len).map_err(io("append idx"))?;
+            idx_file.sync_data().map_err(io("sync idx"))?;
+            tracing::info!(volume = id, needles = report.needles_recovered, "re-indexed needles past the last idx row");
+        }
+        let end = pos;
+        metrics.needles_recovered.inc_by(report.needles_recovered);
+        metrics.bytes_cut.inc_by(report.bytes_cut);
+        metrics.idx_rows_dropped.inc_by(report.idx_rows_dropped);
+
+        let file_count = index.len() as u64;
+        let shared = Arc::new(Shared {
+            id,
+            index: RwLock::new(index),
+            end: AtomicU64::new(end),
+            file_count: AtomicU64::new(file_count),
+            delete_count: AtomicU64::new(delete_count),
+            max_key: AtomicU64::new(max_key),
+            poisoned: Mutex::new(None),
+            metrics: metrics.clone(),
+        });
+        let reader = File::open(&dat_path).map_err(io("open dat for reading"))?;
+        let (tx, rx) = mpsc::channel(MAX_BATCH);
+        let writer = Writer {
+            shared: shared.clone(),
+            dat,
+            idx: idx_file,
+            idx_len: good_idx_len + new_rows.len() as u64,
+            end,
+        };
+        std::thread::Builder::new()
+            .name(format!("volume-{id}-writer"))
+            .spawn(move || writer.run(rx))
+            .map_err(io("spawn writer thread"))?;
+        Ok((
+            Self {
+                id,
+                collection: collection.to_owned(),
+                replication,
+                dat_path,
+                reader,
+                shared,
+                read_only: AtomicBool::new(false),
+                tx,
+            },
+            report,
+        ))
+    }
+
+    /// Path of the `.dat`.
+    pub fn dat_path(&self) -> &Path {
+        &self.dat_path
+    }
+
+    /// Bytes in the `.dat`.
+    pub fn size(&self) -> u64 {
+        self.shared.end.load(Ordering::Acquire)
+    }
+
+    /// Marks the volume read-only (full) or writable.
+    pub fn set_read_only(&self, ro: bool) {
+        self.read_only.store(ro, Ordering::Release);
+    }
+
+    /// What the master is told about this volume.
+    pub fn info(&self) -> VolumeInfo {
+        VolumeInfo {
+            id: self.id,
+            collection: self.collection.clone(),
+            replication: self.replication,
+            size: self.size(),
+            file_count: self.shared.file_count.load(Ordering::Relaxed),
+            delete_count: self.shared.delete_count.load(Ordering::Relaxed),
+            read_only: self.read_only.load(Ordering::Acquire) || self.poisoned().is_some(),
+            max_file_key: self.shared.max_key.load(Ordering::Relaxed),
+        }
+    }
+
+    fn poisoned(&self) -> Option<String> {
+        self.shared.poisoned.lock().expect("poison lock").clone()
+    }
+
+    /// Starts writing a needle; await the returned stages. `size_limit` is the master's
+    /// volume size limit.
+    pub async fn write(&self, n: &Needle, fsync: bool, size_limit: u64) -> Result<PendingWrite, VolumeError> {
+        if let Some(reason) = self.poisoned() {
+            return Err(VolumeError::Poisoned { volume: self.id, reason });
+        }
+        if self.read_only.load(Ordering::Acquire) || self.size() >= size_limit {
+            return Err(VolumeError::Full { volume: self.id });
+        }
+        let (record, checksum) = n.encode(now_ns()).map_err(|_| VolumeError::TooLarge { volume: self.id })?;
+        let size = u32::from_be_bytes(record[12..16].try_into().expect("header"));
+        let (atx, arx) = oneshot::channel();
+        let (dtx, drx) = oneshot::channel();
+        let op = Op::Put {
+            record,
+            key: n.key,
+            size,
+            fsync,
+            appended: Some(atx),
+            done: dtx,
+        };
+        self.tx.send(op).await.map_err(|_| VolumeError::WriterGone { volume: self.id })?;
+        Ok(PendingWrite {
+            checksum,
+            appended: arx,
+            done: drx,
+            id: self.id,
+        })
+    }
+
+    /// Body size of the live needle `key`, if any (to decide whether a read is worth moving
+    /// off the async runtime).
+    pub fn needle_size(&self, key: u64) -> Option<u32> {
+        self.shared.index.read().expect("index lock").get(&key).map(|l| l.size)
+    }
+
+    /// Reads and verifies the needle `key`; a wrong cookie is "not found".
+    pub fn read(&self, key: u64, cookie: u32) -> Result<ReadNeedle, VolumeError> {
+        let loc = self
+            .shared
+            .index
+            .read()
+            .expect("index lock")
+            .get(&key)
+            .copied()
+            .ok_or(VolumeError::NeedleNotFound { volume: self.id, key })?;
+        let len = needle::record_len(loc.size);
+        let mut buf = vec![0u8; len as usize];
+        self.reader.read_exact_at(&mut buf, loc.offset).map_err(|source| {
+            if source.kind() == io::ErrorKind::UnexpectedEof {
+                self.shared.metrics.crc_failures.inc();
+                VolumeError::Corrupt {
+                    volume: self.id,
+                    what: format!("needle {key:x} at offset {} lies past the end of the dat", loc.offset),
+                }
+            } else {
+                VolumeError::Io { volume: self.id, op: "read needle", source }
+            }
+        })?;
+        let rec = needle::decode(&buf).map_err(|e| {
+            self.shared.metrics.crc_failures.inc();
+            VolumeError::Corrupt {
+                volume: self.id,
+                what: format!("needle {key:x} at offset {}: {e}", loc.offset),
+            }
+        })?;
+        let Some(n) = rec.needle.filter(|_| rec.header.key == key) else {
+            self.shared.metrics.crc_failures.inc();
+            return Err(VolumeError::Corrupt {
+                volume: self.id,
+                what: format!("index points needle {key:x} at a record of key {:x}", rec.header.key),
+            });
+        };
+        if n.cookie != cookie {
+            return Err(VolumeError::NeedleNotFound { volume: self.id, key });
+        }
+        self.shared.metrics.reads.inc();
+        self.shared.metrics.read_bytes.inc_by(n.data.len() as u64);
+        Ok(ReadNeedle {
+            needle: n,
+            checksum: rec.checksum,
+        })
+    }
+
+    /// Deletes the needle `key` (cookie checked) by appending a tombstone; returns the
+    /// deleted blob's size.
+    pub async fn delete(&self, key: u64, cookie: u32, fsync: bool) -> Result<u64, VolumeError> {
+        if let Some(reason) = self.poisoned() {
+            return Err(VolumeError::Poisoned { volume: self.id, reason });
+        }
+        let offset = self
+            .shared
+            .index
+            .read()
+            .expect("index lock")
+            .get(&key)
+            .map(|l| l.offset)
+            .ok_or(VolumeError::NeedleNotFound { volume: self.id, key })?;
+        let existing = self.read(key, cookie)?;
+        let (dtx, drx) = oneshot::channel();
+        let op = Op::Delete {
+            key,
+            cookie,
+            expect_offset: offset,
+            fsync,
+            done: dtx,
+        };
+        self.tx.send(op).await.map_err(|_| VolumeError::WriterGone { volume: self.id })?;
+        drx.await.unwrap_or(Err(VolumeError::WriterGone { volume: self.id }))?;
+        Ok(existing.needle.data.len() as u64)
+    }
+}
+
+fn apply_row(index: &mut HashMap<u64, Loc>, row: &IdxRow, delete_count: &mut u64) {
+    if row.is_delete() {
+        if index.remove(&row.key).is_some() {
+            *delete_count += 1;
+        }
+    } else {
+        index.insert(
+            row.key,
+            Loc {
+                offset: row.offset(),
+                size: row.body_size(),
+            },
+        );
+    }
+}
+
+fn read_record_at(dat: &File, pos: u64, dat_len: u64) -> Result<Record, needle::NeedleError> {
+    let mut head = [0u8; needle::HEADER_LEN];
+    let avail = dat_len - pos;
+    if avail < needle::HEADER_LEN as u64 || dat.read_exact_at(&mut head, pos).is_err() {
+        return Err(needle::NeedleError::Truncated {
+            need: needle::HEADER_LEN as u64,
+            have: avail,
+        });
+    }
+    let h = Header::decode(&head);
+    let need = h.record_len();
+    if need > avail {
+        return Err(needle::NeedleError::Truncated { need, have: avail });
+    }
+    let mut buf = vec![0u8; need as usize];
+    dat.read_exact_at(&mut buf, pos)
+        .map_err(|_| needle::NeedleError::Truncated { need, have: avail })?;
+    needle::decode(&buf)
+}
+
+/// The writer thread's state: the only writer of the `.dat` and `.idx`.
+struct Writer {
+    shared: Arc<Shared>,
+    dat: File,
+    idx: File,
+    idx_len: u64,
+    end: u64,
+}
+
+/// A record appended in the current batch, waiting for the sync.
+struct Appended {
+    row: IdxRow,
+    loc: Option<Loc>,
+    done: oneshot::Sender<Result<(), VolumeError>>,
+    is_delete: bool,
+    bytes: u64,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Op>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            let mut bytes = 0usize;
+            while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+                match rx.try_recv() {
+                    Ok(op) => {
+                        if let Op::Put { record, .. } = &op {
+                            bytes += record.len();
+                        }
+                        batch.push(op);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.process(batch);
+        }
+        tracing::debug!(volume = self.shared.id, "volume writer stopped");
+    }
+
+    fn poison(&self, reason: String) {
+        tracing::error!(volume = self.shared.id, reason = %reason, "volume poisoned: refusing writes");
+        *self.shared.poisoned.lock().expect("poison lock") = Some(reason);
+    }
+
+    fn process(&mut self, batch: Vec<Op>) {
+        let id = self.shared.id;
+        let start = self.end;
+        let mut pos = start;
+        let mut want_sync = false;
+        let mut appended: Vec<Appended> = Vec::with_capacity(batch.len());
+        let mut failure: Option<VolumeError> = None;
+        let mut deleted_in_batch: Vec<u64> = Vec::new();
+        for op in batch {
+            if failure.is_some() {
+                reply_err(op, failure.as_ref().expect("set"));
+                continue;
+            }
+            match op {
+                Op::Put { record, key, size, fsync, appended: notify, done } => {
+                    let len = record.len() as u64;
+                    if pos + len > MAX_DAT_LEN {
+                        let _ = done.send(Err(VolumeError::Full { volume: id }));
+                        continue;
+                    }
+                    if let Err(source) = self.dat.write_all_at(&record, pos) {
+                        failure = Some(VolumeError::from_write(id, source));
+                        let _ = done.send(Err(failure.as_ref().expect("set").clone_shallow()));
+                        continue;
+                    }
+                    if let Some(n) = notify {
+                        let _ = n.send(());
+                    }
+                    want_sync |= fsync;
+                    appended.push(Appended {
+                        row: IdxRow { key, offset_units: (pos / needle::ALIGN) as u32, size: size as i32 },
+                        loc: Some(Loc { offset: pos, size }),
+                        done,
+                        is_delete: false,
+                        bytes: len,
+                    });
+                    deleted_in_batch.retain(|k| *k != key);
+                    pos += len;
+                }
+                Op::Delete { key, cookie, expect_offset, fsync, done } => {
+                    let current = self.shared.index.read().expect("index lock").get(&key).map(|l| l.offset);
+                    if current != Some(expect_offset) || deleted_in_batch.contains(&key) {
+                        let _ = done.send(Err(VolumeError::NeedleNotFound { volume: id, key }));
+                        continue;
+                    }
+                    let record = needle::encode_tombstone(cookie, key, now_ns());
+                    let len = record.len() as u64;
+                    if let Err(source) = self.dat.write_all_at(&record, pos) {
+                        failure = Some(VolumeError::from_write(id, source));
+                        let _ = done.send(Err(failure.as_ref().expect("set").clone_shallow()));
+                        continue;
+                    }
+                    want_sync |= fsync;
+                    deleted_in_batch.push(key);
+                    appended.push(Appended {
+                        row: IdxRow { key, offset_units: (pos / needle::ALIGN) as u32, size: -1 },
+                        loc: None,
+                        done,
+                        is_delete: true,
+                        bytes: len,
+                    });
+                    pos += len;
+                }
+            }
+        }
+        if let Some(err) = failure {
+            // Cut whatever this batch appended, so no half-written needle stays in the .dat.
+            self.shared.metrics.write_errors.inc();
+            if let Err(e) = self.dat.set_len(start) {
+                self.poison(format!("cannot cut a failed append: {e}"));
+            }
+            for a in appended {
+                let _ = a.done.send(Err(err.clone_shallow()));
+            }
+            return;
+        }
+        if appended.is_empty() {
+            return;
+        }
+        if want_sync {
+            let t = Instant::now();
+            let res = self.dat.sync_data();
+            self.shared.metrics.fdatasyncs.inc();
+            self.shared.metrics.fdatasync_seconds.observe(t.elapsed().as_secs_f64());
+            if let Err(e) = res {
+                let reason = format!("fdatasync failed: {e}");
+                self.poison(reason.clone());
+                for a in appended {
+                    let _ = a.done.send(Err(VolumeError::Poisoned { volume: id, reason: reason.clone() }));
+                }
+                return;
+            }
+        }
+        self.end = pos;
+        let mut rows = Vec::with_capacity(appended.len() * idx::ROW_LEN);
+        for a in &appended {
+            rows.extend_from_slice(&a.row.encode());
+        }
+        if let Err(e) = self.idx.write_all_at(&rows, self.idx_len) {
+            // The needles are durable in the .dat; recovery will re-index them. But this
+            // process's .idx may now have a hole, so stop writing until a restart.
+            let reason = format!("idx append failed: {e}");
+            self.poison(reason.clone());
+            self.shared.end.store(pos, Ordering::Release);
+            for a in appended {
+                let _ = a.done.send(Err(VolumeError::Poisoned { volume: id, reason: reason.clone() }));
+            }
+            return;
+        }
+        self.idx_len += rows.len() as u64;
+        let m = &self.shared.metrics;
+        m.batch_needles.observe(appended.len() as f64);
+        {
+            let mut index = self.shared.index.write().expect("index lock");
+            for a in &appended {
+                match a.loc {
+                    Some(loc) => {
+                        index.insert(a.row.key, loc);
+                    }
+                    None => {
+                        index.remove(&a.row.key);
+                    }
+                }
+            }
+            self.shared.file_count.store(index.len() as u64, Ordering::Relaxed);
+        }
+        self.shared.end.store(pos, Ordering::Release);
+        for a in appended {
+            m.write_bytes.inc_by(a.bytes);
+            if a.is_delete {
+                m.deletes.inc();
+                self.shared.delete_count.fetch_add(1, Ordering::Relaxed);
+            } else {
+                m.writes.inc();
+                self.shared.max_key.fetch_max(a.row.key, Ordering::Relaxed);
+            }
+            let _ = a.done.send(Ok(()));
+        }
+    }
+}
+
+fn reply_err(op: Op, err: &VolumeError) {
+    match op {
+        Op::Put { done, .. } | Op::Delete { done, .. } => {
+            let _ = done.send(Err(err.clone_shallow()));
+        }
+    }
+}
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        tracing::debug!(volume = self.id, "closing volume");
+    }
+}
