@@ -1,1 +1,216 @@
-//! Typed client of the broker.
+//! Typed client of the broker: topics, publish (JSON or the binary batch), fetch, consumer-group
+//! offsets and the admin flush.
+//!
+//! Publishes are sent once (never retried here): a publish whose answer was lost may have been
+//! applied, so repeating it is the caller's decision. Fetches long-poll up to `wait_ms`, so
+//! build the [`HttpClient`] with a timeout above the longest `wait_ms` you use.
+
+use axum::http::{HeaderValue, Method, header};
+use bytes::Bytes;
+
+use super::master::urlencode;
+use super::{Call, ClientError, HttpClient, base_url};
+use crate::api::broker::{
+    Acks, BATCH_CONTENT_TYPE, BatchRecord, CommitOffsetRequest, CreateTopicRequest, FetchQuery,
+    FetchResponse, FlushResponse, GroupOffsets, Isolation, PublishRequest, PublishResponse,
+    TopicInfo, TopicList, encode_batch,
+};
+
+/// Client of one broker.
+#[derive(Debug, Clone)]
+pub struct BrokerClient {
+    http: HttpClient,
+    base: String,
+}
+
+impl BrokerClient {
+    /// A client of the broker at `addr` (`host:port`).
+    pub fn new(http: HttpClient, addr: &str) -> Self {
+        Self {
+            http,
+            base: base_url(addr),
+        }
+    }
+
+    /// The broker's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn topic_url(&self, ns: &str, topic: &str) -> String {
+        format!(
+            "{}/topics/{}/{}",
+            self.base,
+            urlencode(ns),
+            urlencode(topic)
+        )
+    }
+
+    /// Creates a topic (or confirms it exists with the same partition count; a different
+    /// count is a 409 `topic_exists`).
+    pub async fn create_topic(
+        &self,
+        ns: &str,
+        topic: &str,
+        partitions: u32,
+    ) -> Result<TopicInfo, ClientError> {
+        let call = Call::new(
+            Method::POST,
+            self.topic_url(ns, topic),
+            "POST /topics/{ns}/{topic}",
+        )
+        .json(&CreateTopicRequest { partitions })
+        .idempotent(true);
+        self.http.json(call).await
+    }
+
+    /// Lists topics.
+    pub async fn list_topics(&self) -> Result<TopicList, ClientError> {
+        let call = Call::new(Method::GET, format!("{}/topics", self.base), "GET /topics");
+        self.http.json(call).await
+    }
+
+    /// A topic's partitions and their offsets.
+    pub async fn get_topic(&self, ns: &str, topic: &str) -> Result<TopicInfo, ClientError> {
+        let call = Call::new(
+            Method::GET,
+            self.topic_url(ns, topic),
+            "GET /topics/{ns}/{topic}",
+        );
+        self.http.json(call).await
+    }
+
+    /// Publishes JSON records.
+    pub async fn publish(
+        &self,
+        ns: &str,
+        topic: &str,
+        req: &PublishRequest<'_>,
+        acks: Acks,
+    ) -> Result<PublishResponse, ClientError> {
+        let url = format!(
+            "{}/publish?acks={}",
+            self.topic_url(ns, topic),
+            acks.as_str()
+        );
+        let call = Call::new(Method::POST, url, "POST /topics/{ns}/{topic}/publish").json(req);
+        self.http.json(call).await
+    }
+
+    /// Publishes records in the binary batch encoding.
+    pub async fn publish_batch(
+        &self,
+        ns: &str,
+        topic: &str,
+        records: &[BatchRecord<'_>],
+        acks: Acks,
+    ) -> Result<PublishResponse, ClientError> {
+        let mut buf = Vec::new();
+        encode_batch(records, &mut buf);
+        self.publish_encoded(ns, topic, Bytes::from(buf), acks)
+            .await
+    }
+
+    /// Publishes an already encoded binary batch (see [`encode_batch`]).
+    pub async fn publish_encoded(
+        &self,
+        ns: &str,
+        topic: &str,
+        batch: Bytes,
+        acks: Acks,
+    ) -> Result<PublishResponse, ClientError> {
+        let url = format!(
+            "{}/publish?acks={}",
+            self.topic_url(ns, topic),
+            acks.as_str()
+        );
+        let mut call =
+            Call::new(Method::POST, url, "POST /topics/{ns}/{topic}/publish").body(batch);
+        call.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(BATCH_CONTENT_TYPE),
+        );
+        self.http.json(call).await
+    }
+
+    /// Fetches records of one partition from an exact offset.
+    pub async fn fetch(
+        &self,
+        ns: &str,
+        topic: &str,
+        partition: u32,
+        q: &FetchQuery,
+    ) -> Result<FetchResponse, ClientError> {
+        let mut url = format!(
+            "{}/partitions/{partition}/records?offset={}",
+            self.topic_url(ns, topic),
+            q.offset
+        );
+        if let Some(l) = q.limit {
+            url.push_str(&format!("&limit={l}"));
+        }
+        if let Some(b) = q.max_bytes {
+            url.push_str(&format!("&max_bytes={b}"));
+        }
+        if let Some(w) = q.wait_ms {
+            url.push_str(&format!("&wait_ms={w}"));
+        }
+        if let Some(i) = q.isolation {
+            let i = match i {
+                Isolation::Durable => "durable",
+                Isolation::Buffered => "buffered",
+            };
+            url.push_str(&format!("&isolation={i}"));
+        }
+        let call = Call::new(
+            Method::GET,
+            url,
+            "GET /topics/{ns}/{topic}/partitions/{p}/records",
+        );
+        self.http.json(call).await
+    }
+
+    /// Commits a consumer group's offset of one partition (durably, in the filer).
+    pub async fn commit_offset(
+        &self,
+        group: &str,
+        req: &CommitOffsetRequest,
+    ) -> Result<GroupOffsets, ClientError> {
+        let call = Call::new(
+            Method::PUT,
+            format!("{}/groups/{}/offsets", self.base, urlencode(group)),
+            "PUT /groups/{group}/offsets",
+        )
+        .json(req);
+        self.http.json(call).await
+    }
+
+    /// A consumer group's committed offsets of `topic` (`namespace/topic`).
+    pub async fn group_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+    ) -> Result<GroupOffsets, ClientError> {
+        let call = Call::new(
+            Method::GET,
+            format!(
+                "{}/groups/{}/offsets?topic={}",
+                self.base,
+                urlencode(group),
+                urlencode(topic)
+            ),
+            "GET /groups/{group}/offsets",
+        );
+        self.http.json(call).await
+    }
+
+    /// Makes everything buffered durable; answers once it is (503 naming a failing partition).
+    pub async fn flush(&self) -> Result<FlushResponse, ClientError> {
+        let call = Call::new(
+            Method::POST,
+            format!("{}/admin/flush", self.base),
+            "POST /admin/flush",
+        );
+        self.http.json(call).await
+    }
+}

@@ -60,9 +60,9 @@ impl VolumeClient {
         self.http.json(call).await
     }
 
-    /// Reads a needle's data.
+    /// Reads a needle's data, in one attempt (callers try the other replicas instead).
     pub async fn read(&self, server: &str, fid: &FileId) -> Result<Bytes, ClientError> {
-        let call = Call::new(Method::GET, format!("{}/{fid}", base_url(server)), "GET /{fid}");
+        let call = Call::new(Method::GET, format!("{}/{fid}", base_url(server)), "GET /{fid}").idempotent(false);
         self.http.bytes(call).await
     }
 
@@ -136,15 +136,22 @@ impl BlobClient {
         })
     }
 
-    /// Reads a blob, trying each server that holds its volume until one answers.
+    /// Reads a blob, trying each server that holds its volume until one answers; when none
+    /// does, looks the volume up afresh and tries again (three rounds, with backoff).
     pub async fn download(&self, fid: &FileId) -> Result<Bytes, ClientError> {
         let mut last = None;
-        for fresh in [false, true] {
-            let locations = if fresh {
+        for round in 0..3u32 {
+            if round > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(100 << round)).await;
                 self.master.invalidate(fid.volume_id);
-                self.master.lookup_fresh(fid.volume_id).await?
-            } else {
-                self.master.lookup(fid.volume_id).await?
+            }
+            let locations = match self.master.lookup(fid.volume_id).await {
+                Ok(l) => l,
+                Err(e) if e.is_transient() => {
+                    last = Some(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             for loc in &locations {
                 match self.volumes.read(&loc.url, fid).await {
@@ -153,14 +160,11 @@ impl BlobClient {
                     Err(e) => last = Some(e),
                 }
             }
+            if last.as_ref().is_some_and(|e| !e.is_transient()) && locations.len() <= 1 {
+                break;
+            }
         }
-        Err(last.unwrap_or_else(|| ClientError::Api {
-            url: self.master.base().to_owned(),
-            status: StatusCode::NOT_FOUND,
-            code: "volume_not_found".to_owned(),
-            message: format!("no server holds volume {}", fid.volume_id),
-            retry_after: None,
-        }))
+        Err(last.unwrap_or_else(|| no_server(self.master.base(), fid)))
     }
 
     /// Deletes a blob through a server holding its volume (which deletes the replicas too).
@@ -174,12 +178,16 @@ impl BlobClient {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| ClientError::Api {
-            url: self.master.base().to_owned(),
-            status: StatusCode::NOT_FOUND,
-            code: "volume_not_found".to_owned(),
-            message: format!("no server holds volume {}", fid.volume_id),
-            retry_after: None,
-        }))
+        Err(last.unwrap_or_else(|| no_server(self.master.base(), fid)))
+    }
+}
+
+fn no_server(master: &str, fid: &FileId) -> ClientError {
+    ClientError::Api {
+        url: master.to_owned(),
+        status: StatusCode::NOT_FOUND,
+        code: "volume_not_found".to_owned(),
+        message: format!("no server holds volume {}", fid.volume_id),
+        retry_after: None,
     }
 }

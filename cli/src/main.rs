@@ -1,0 +1,61 @@
+//! `kelp`: the Kelp command line — the all-in-one server, client commands and benchmarks.
+//!
+//! # Layout
+//! - `server`: `kelp server`, every service in one process.
+//! - `blob`: `kelp upload` and `kelp download`.
+//! - `bench`: `kelp bench blob` and the bare-handler ceiling server.
+
+mod bench;
+mod blob;
+mod server;
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use common::client::HttpClient;
+
+/// The Kelp command line.
+#[derive(Debug, Parser)]
+#[command(name = "kelp", version, about = "Kelp: a durable blob store and message queue")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every service in one process (data under ./data by default).
+    Server(server::ServerArgs),
+    /// Upload a file (or `-` for stdin) as a blob and print its file id.
+    Upload(blob::UploadArgs),
+    /// Download a blob by file id.
+    Download(blob::DownloadArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Server(args) => server::main(args),
+        other => {
+            let telemetry = common::telemetry::init("cli")?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let result = runtime.block_on(run_client(other));
+            drop(runtime);
+            telemetry.shutdown();
+            result
+        }
+    }
+}
+
+async fn run_client(cmd: Command) -> anyhow::Result<()> {
+    let http = HttpClient::new(Duration::from_secs(60));
+    match cmd {
+        Command::Server(_) => unreachable!("handled in main"),
+        Command::Upload(a) => blob::upload(http, a).await,
+        Command::Download(a) => blob::download(http, a).await,
+        Command::Bench(b) => bench::run(http, b).await,
+    }
+}

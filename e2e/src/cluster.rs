@@ -1,0 +1,152 @@
+//! [`Cluster`]: a master, volume servers, and optionally a filer and a broker, as processes
+//! wired to each other, all under one temp dir that is removed when the cluster is dropped.
+
+use std::time::Duration;
+
+use common::client::volume::BlobClient;
+use common::client::HttpClient;
+
+use crate::ServiceHandle;
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Number of volume servers.
+    pub volumes: usize,
+    /// Start a filer.
+    pub filer: bool,
+    /// Start a broker (implies a filer).
+    pub broker: bool,
+    /// Extra broker flags.
+    pub broker_args: Vec<String>,
+    /// Extra environment for every service (e.g. OTLP settings).
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            volumes: 1,
+            filer: false,
+            broker: false,
+            broker_args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+}
+
+/// Running services. Dropping it kills them all and removes the temp dir.
+pub struct Cluster {
+    /// The master.
+    pub master: ServiceHandle,
+    /// Volume servers.
+    pub volumes: Vec<ServiceHandle>,
+    /// The filer, if started.
+    pub filer: Option<ServiceHandle>,
+    /// The broker, if started.
+    pub broker: Option<ServiceHandle>,
+    // Declared last: dropped after every process is reaped.
+    tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts the services and waits until each is ready.
+    pub async fn start(opts: ClusterOptions) -> anyhow::Result<Self> {
+        let tmp = tempfile::Builder::new().prefix("kelp-e2e-").tempdir()?;
+        let with_env = |mut s: ServiceHandle| {
+            for (k, v) in &opts.env {
+                s = s.env(k, v);
+            }
+            s
+        };
+        let mut master = with_env(ServiceHandle::new(
+            tmp.path(),
+            "master",
+            "kelp-master",
+            vec!["--pulse-ms".into(), "300".into()],
+        ));
+        master.start().await?;
+        let maddr = master.addr().to_string();
+        let mut volumes = Vec::new();
+        for i in 0..opts.volumes {
+            let mut v = with_env(ServiceHandle::new(
+                tmp.path(),
+                &format!("volume{i}"),
+                "kelp-volume",
+                vec![
+                    "--master".into(),
+                    maddr.clone(),
+                    "--heartbeat-interval-ms".into(),
+                    "200".into(),
+                ],
+            ));
+            v.start().await?;
+            volumes.push(v);
+        }
+        let mut cluster = Self {
+            master,
+            volumes,
+            filer: None,
+            broker: None,
+            tmp,
+        };
+        cluster.wait_volumes_registered(opts.volumes).await?;
+        if opts.filer || opts.broker {
+            let mut f = with_env(ServiceHandle::new(
+                cluster.tmp.path(),
+                "filer",
+                "kelp-filer",
+                vec!["--master".into(), maddr.clone()],
+            ));
+            f.start().await?;
+            cluster.filer = Some(f);
+        }
+        if opts.broker {
+            let faddr = cluster.filer.as_ref().expect("filer started").addr().to_string();
+            let mut args = vec!["--master".into(), maddr, "--filer".into(), faddr];
+            args.extend(opts.broker_args.iter().cloned());
+            let mut b = with_env(ServiceHandle::new(cluster.tmp.path(), "broker", "kelp-broker", args));
+            b.start().await?;
+            cluster.broker = Some(b);
+        }
+        Ok(cluster)
+    }
+
+    /// The temp dir holding every service's data and logs.
+    pub fn root(&self) -> &std::path::Path {
+        self.tmp.path()
+    }
+
+    /// A blob client of this cluster's master.
+    pub fn blob_client(&self) -> BlobClient {
+        BlobClient::new(HttpClient::new(Duration::from_secs(30)), &self.master.addr().to_string())
+    }
+
+    /// Waits until the master sees `n` live volume servers.
+    pub async fn wait_volumes_registered(&self, n: usize) -> anyhow::Result<()> {
+        let client = reqwest::Client::new();
+        let url = format!("{}/cluster/status", self.master.url());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = client.get(&url).send().await {
+                if let Ok(v) = r.json::<serde_json::Value>().await {
+                    if v["alive_nodes"].as_u64() == Some(n as u64) {
+                        return Ok(());
+                    }
+                }
+            }
+            anyhow::ensure!(std::time::Instant::now() < deadline, "master never saw {n} live volume servers");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The broker.
+    pub fn broker(&mut self) -> &mut ServiceHandle {
+        self.broker.as_mut().expect("cluster started with a broker")
+    }
+
+    /// The filer.
+    pub fn filer(&mut self) -> &mut ServiceHandle {
+        self.filer.as_mut().expect("cluster started with a filer")
+    }
+}

@@ -1,0 +1,15 @@
+//! The end-to-end harness: starts Kelp's real binaries as processes on ephemeral 127.0.0.1
+//! ports, each with its own data dir and log file; stops (SIGTERM), kills (SIGKILL) and
+//! restarts them; dumps their logs when a test fails; fails a test whose service panicked;
+//! and reaps every process and temp dir, even when a test panics.
+//!
+//! # Layout
+//! - [`ServiceHandle`]: one service process.
+//! - [`Cluster`]: a master, volume servers, a filer and a broker wired together.
+//! - [`bin_dir`]: where the binaries are (`E2E_BIN_DIR`, else the workspace's `target/debug`).
+
+mod cluster;
+mod service;
+
+pub use cluster::{Cluster, ClusterOptions};
+pub use service::{bin_dir, ServiceHandle};

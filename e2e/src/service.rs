@@ -1,0 +1,252 @@
+//! [`ServiceHandle`]: one Kelp service process and its data dir, log file and address.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// Where the service binaries are: `E2E_BIN_DIR`, else `$CARGO_TARGET_DIR/debug`, else the
+/// workspace's `target/debug`. Build them first with `cargo build --workspace --bins`.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("E2E_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Ok(d) = std::env::var("CARGO_TARGET_DIR") {
+        return PathBuf::from(d).join("debug");
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug")
+}
+
+/// One service process.
+pub struct ServiceHandle {
+    name: String,
+    binary: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    dir: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    addr: Option<SocketAddr>,
+    /// Lines of the log that are allowed to contain "panicked" (none by default).
+    starts: u32,
+}
+
+impl ServiceHandle {
+    /// A service `binary` (e.g. `kelp-master`) named `name`, with data in `root/name` and its
+    /// log in `root/name.log`. `args` come after `--dir` and `--port`.
+    pub fn new(root: &Path, name: &str, binary: &str, args: Vec<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            binary: binary.to_owned(),
+            args,
+            env: Vec::new(),
+            dir: root.join(name),
+            log: root.join(format!("{name}.log")),
+            child: None,
+            addr: None,
+            starts: 0,
+        }
+    }
+
+    /// Adds an environment variable for the process.
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.to_owned(), v.to_owned()));
+        self
+    }
+
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Its address (known once started).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr.expect("service started")
+    }
+
+    /// `http://host:port`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Starts the process (on the same port as before, if it ran before) and waits until
+    /// `/readyz` answers 200.
+    pub async fn start(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "{} already running", self.name);
+        std::fs::create_dir_all(&self.dir)?;
+        let addrs = self.dir.join("addrs.json");
+        let _ = std::fs::remove_file(&addrs);
+        let port = self.addr.map(|a| a.port()).unwrap_or(0);
+        let log = OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let bin = bin_dir().join(&self.binary);
+        anyhow::ensure!(
+            std::fs::metadata(&bin).is_ok(),
+            "{} not found: run `cargo build --workspace --bins` first (or set E2E_BIN_DIR)",
+            bin.display()
+        );
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--dir")
+            .arg(&self.dir)
+            .arg("--port")
+            .arg(port.to_string())
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .env("RUST_LOG", std::env::var("E2E_RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env("NO_COLOR", "1");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().with_context(|| format!("spawn {}", bin.display()))?);
+        self.starts += 1;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let addr = loop {
+            if let Ok(b) = std::fs::read(&addrs) {
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&b) {
+                    if let Some(a) = v["http"].as_str().and_then(|s| s.parse().ok()) {
+                        break a;
+                    }
+                }
+            }
+            self.check_alive()?;
+            if Instant::now() > deadline {
+                bail!("{} did not write {} within 60 s", self.name, addrs.display());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        self.addr = Some(addr);
+        self.wait_ready(Duration::from_secs(60)).await
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+        let url = format!("{}/readyz", self.url());
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(r) = client.get(&url).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            self.check_alive()?;
+            if Instant::now() > deadline {
+                bail!("{} not ready within {timeout:?}:\n{}", self.name, self.tail_log(40));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(c) = &mut self.child {
+            if let Some(status) = c.try_wait()? {
+                self.child = None;
+                bail!("{} exited with {status}:\n{}", self.name, self.tail_log(40));
+            }
+        }
+        Ok(())
+    }
+
+    fn signal(&mut self, sig: libc::c_int) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on a child we spawned and have not reaped.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, sig);
+            }
+        }
+    }
+
+    /// SIGKILL: the process dies at once, mid-whatever.
+    pub fn kill(&mut self) {
+        self.signal(libc::SIGKILL);
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited after `grace`. Returns whether it exited
+    /// on its own with status 0.
+    pub async fn stop(&mut self, grace: Duration) -> bool {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + grace;
+        loop {
+            match self.child.as_mut().map(|c| c.try_wait()) {
+                None => return true,
+                Some(Ok(Some(status))) => {
+                    self.child = None;
+                    return status.success();
+                }
+                Some(_) if Instant::now() > deadline => {
+                    eprintln!("{} ignored SIGTERM for {grace:?}; killing", self.name);
+                    self.kill();
+                    return false;
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    /// SIGKILL and start again with the same data and port.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.start().await
+    }
+
+    /// SIGKILL, wipe the data dir, start again.
+    pub async fn restart_clean(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        self.start().await
+    }
+
+    /// The last `n` lines of the log.
+    pub fn tail_log(&self, n: usize) -> String {
+        let Ok(f) = File::open(&self.log) else {
+            return String::new();
+        };
+        let lines: Vec<String> = BufReader::new(f).lines().map_while(Result::ok).collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Log lines that show a panic.
+    pub fn panics(&self) -> Vec<String> {
+        let Ok(f) = File::open(&self.log) else {
+            return Vec::new();
+        };
+        BufReader::new(f)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| l.contains("panicked"))
+            .collect()
+    }
+}
+
+impl Drop for ServiceHandle {
+    fn drop(&mut self) {
+        self.kill();
+        let panics = self.panics();
+        if std::thread::panicking() {
+            eprintln!("===== last log lines of {} =====\n{}", self.name, self.tail_log(60));
+        } else if !panics.is_empty() {
+            panic!("{} panicked:\n{}", self.name, panics.join("\n"));
+        }
+    }
+}

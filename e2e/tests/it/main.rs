@@ -1,0 +1,4 @@
+//! End-to-end tests: real binaries, real processes, real files, SIGKILL and SIGTERM.
+//! Build the binaries first: `cargo build --workspace --bins`.
+
+mod blob;

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, every unit/router/crate test, and the end-to-end
+# suite that runs the real binaries as processes. This is the README's test command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# The e2e suite starts the real binaries: build them first (same profile as the tests).
+cargo build --workspace --bins --locked
+cargo nextest run --workspace --locked --no-fail-fast
