@@ -1,5 +1,6 @@
 //! `kelp bench blob`: N writes (assign + upload, as SeaweedFS's benchmark does) then N random
 //! reads of S-byte blobs at concurrency C, printing req/s, MB/s and latency percentiles; and
+//! `kelp bench filer` (small-file create then read through the filer), and
 //! `kelp bench bare-server`, an axum server that answers the same routes without any I/O, to
 //! measure the ceiling of this machine with the same client.
 
@@ -9,16 +10,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::Router;
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use common::api::master::{AssignQuery, AssignResponse, Location, LookupResponse};
 use common::api::volume::UploadResponse;
-use common::client::volume::{BlobClient, WriteOptions};
 use common::client::HttpClient;
+use common::client::filer::FilerClient;
+use common::client::volume::{BlobClient, WriteOptions};
 use common::ids::FileId;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -29,6 +31,8 @@ use rand::Rng;
 pub enum BenchCommand {
     /// Blob writes then random reads against a master and its volume servers.
     Blob(BlobArgs),
+    /// Small-file create then read through the filer.
+    Filer(FilerArgs),
     /// Serve the blob routes from memory with no I/O: the ceiling for `bench blob`.
     BareServer(BareArgs),
 }
@@ -59,6 +63,29 @@ pub struct BlobArgs {
     quiet: bool,
 }
 
+/// Arguments of `kelp bench filer`.
+#[derive(Debug, Args)]
+pub struct FilerArgs {
+    /// The filer.
+    #[arg(long, env = "KELP_FILER", default_value = "127.0.0.1:8888")]
+    filer: String,
+    /// Number of files.
+    #[arg(short = 'n', long, default_value_t = 5_000)]
+    count: usize,
+    /// File size in bytes.
+    #[arg(short, long, default_value_t = 1024)]
+    size: usize,
+    /// Concurrent requests.
+    #[arg(short, long, default_value_t = 16)]
+    concurrency: usize,
+    /// Directory to create the files in.
+    #[arg(long, default_value = "/bench")]
+    dir: String,
+    /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
 /// Arguments of `kelp bench bare-server`.
 #[derive(Debug, Args)]
 pub struct BareArgs {
@@ -74,6 +101,7 @@ pub struct BareArgs {
 pub async fn run(http: HttpClient, cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Blob(a) => blob(http.with_attempts(1), a).await,
+        BenchCommand::Filer(a) => filer(http.with_attempts(1), a).await,
         BenchCommand::BareServer(a) => bare_server(a).await,
     }
 }
@@ -107,7 +135,13 @@ impl Phase {
 }
 
 /// Runs `count` operations at `concurrency`, op `i` being `op(i)`, with a progress bar.
-async fn drive<F, Fut>(name: &'static str, count: usize, concurrency: usize, quiet: bool, op: F) -> Phase
+async fn drive<F, Fut>(
+    name: &'static str,
+    count: usize,
+    concurrency: usize,
+    quiet: bool,
+    op: F,
+) -> Phase
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = anyhow::Result<u64>> + Send,
@@ -115,10 +149,16 @@ where
     let op = Arc::new(op);
     let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicU64::new(0));
-    let hist = Arc::new(Mutex::new(Histogram::<u64>::new(3).expect("valid histogram")));
+    let hist = Arc::new(Mutex::new(
+        Histogram::<u64>::new(3).expect("valid histogram"),
+    ));
     let errors = Arc::new(AtomicUsize::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
-    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(count as u64) };
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(count as u64)
+    };
     bar.set_style(
         ProgressStyle::with_template("{prefix:>6} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
             .expect("valid template")
@@ -128,8 +168,14 @@ where
     let start = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..concurrency.max(1) {
-        let (op, next, done, hist, errors, bytes) =
-            (op.clone(), next.clone(), done.clone(), hist.clone(), errors.clone(), bytes.clone());
+        let (op, next, done, hist, errors, bytes) = (
+            op.clone(),
+            next.clone(),
+            done.clone(),
+            hist.clone(),
+            errors.clone(),
+            bytes.clone(),
+        );
         workers.push(tokio::spawn(async move {
             let mut local = Histogram::<u64>::new(3).expect("valid histogram");
             loop {
@@ -151,7 +197,10 @@ where
                 }
                 done.fetch_add(1, Ordering::Relaxed);
             }
-            hist.lock().expect("histogram lock").add(&local).expect("same bounds");
+            hist.lock()
+                .expect("histogram lock")
+                .add(&local)
+                .expect("same bounds");
         }));
     }
     let ticker = {
@@ -184,7 +233,8 @@ where
 async fn blob(http: HttpClient, a: BlobArgs) -> anyhow::Result<()> {
     let client = Arc::new(BlobClient::new(http, &a.master));
     let payload = Bytes::from((0..a.size).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
-    let fids: Arc<Vec<Mutex<Option<FileId>>>> = Arc::new((0..a.count).map(|_| Mutex::new(None)).collect());
+    let fids: Arc<Vec<Mutex<Option<FileId>>>> =
+        Arc::new((0..a.count).map(|_| Mutex::new(None)).collect());
     let assign = Arc::new(AssignQuery {
         collection: Some(a.collection.clone()).filter(|c| !c.is_empty()),
         ..Default::default()
@@ -204,8 +254,13 @@ async fn blob(http: HttpClient, a: BlobArgs) -> anyhow::Result<()> {
     let write = {
         let (client, fids, payload) = (client.clone(), fids.clone(), payload.clone());
         drive("write", a.count, a.concurrency, a.quiet, move |i| {
-            let (client, fids, payload, assign, opts) =
-                (client.clone(), fids.clone(), payload.clone(), assign.clone(), opts.clone());
+            let (client, fids, payload, assign, opts) = (
+                client.clone(),
+                fids.clone(),
+                payload.clone(),
+                assign.clone(),
+                opts.clone(),
+            );
             async move {
                 let w = client.upload(&assign, payload, &opts).await?;
                 *fids[i].lock().expect("fid slot") = Some(w.fid);
@@ -215,7 +270,11 @@ async fn blob(http: HttpClient, a: BlobArgs) -> anyhow::Result<()> {
         .await
     };
     write.print();
-    let written: Arc<Vec<FileId>> = Arc::new(fids.iter().filter_map(|f| *f.lock().expect("fid slot")).collect());
+    let written: Arc<Vec<FileId>> = Arc::new(
+        fids.iter()
+            .filter_map(|f| *f.lock().expect("fid slot"))
+            .collect(),
+    );
     anyhow::ensure!(!written.is_empty(), "no blob was written");
     let expected = payload.len();
     let read = drive("read", a.count, a.concurrency, a.quiet, move |_| {
@@ -223,13 +282,66 @@ async fn blob(http: HttpClient, a: BlobArgs) -> anyhow::Result<()> {
         async move {
             let fid = written[rand::rng().random_range(0..written.len())];
             let data = client.download(&fid).await?;
-            anyhow::ensure!(data.len() == expected, "{fid} read {} bytes, wrote {expected}", data.len());
+            anyhow::ensure!(
+                data.len() == expected,
+                "{fid} read {} bytes, wrote {expected}",
+                data.len()
+            );
             Ok(data.len() as u64)
         }
     })
     .await;
     read.print();
-    anyhow::ensure!(write.errors == 0 && read.errors == 0, "{} writes and {} reads failed", write.errors, read.errors);
+    anyhow::ensure!(
+        write.errors == 0 && read.errors == 0,
+        "{} writes and {} reads failed",
+        write.errors,
+        read.errors
+    );
+    Ok(())
+}
+
+async fn filer(http: HttpClient, a: FilerArgs) -> anyhow::Result<()> {
+    let f = Arc::new(FilerClient::new(http, &a.filer));
+    let payload = Bytes::from((0..a.size).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+    let run = format!("{}/{}", a.dir.trim_end_matches('/'), std::process::id());
+    println!(
+        "kelp bench filer: {} files of {} B, concurrency {}, under {run} on {}",
+        a.count, a.size, a.concurrency, a.filer
+    );
+    let create = {
+        let (f, payload, run) = (f.clone(), payload.clone(), run.clone());
+        drive("create", a.count, a.concurrency, a.quiet, move |i| {
+            let (f, payload, path) = (f.clone(), payload.clone(), format!("{run}/f{i:08}"));
+            async move { Ok(f.put_file(&path, payload).await?.size) }
+        })
+        .await
+    };
+    create.print();
+    let (count, expected) = (a.count, payload.len());
+    let read = drive("read", a.count, a.concurrency, a.quiet, move |_| {
+        let (f, path) = (
+            f.clone(),
+            format!("{run}/f{:08}", rand::rng().random_range(0..count)),
+        );
+        async move {
+            let data = f.get_file(&path).await?;
+            anyhow::ensure!(
+                data.len() == expected,
+                "{path} read {} bytes, wrote {expected}",
+                data.len()
+            );
+            Ok(data.len() as u64)
+        }
+    })
+    .await;
+    read.print();
+    anyhow::ensure!(
+        create.errors == 0 && read.errors == 0,
+        "{} creates and {} reads failed",
+        create.errors,
+        read.errors
+    );
     Ok(())
 }
 
@@ -241,7 +353,9 @@ struct Bare {
 }
 
 async fn bare_server(a: BareArgs) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(a.listen).await.context("bind")?;
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .context("bind")?;
     let addr = listener.local_addr()?.to_string();
     let state = Bare {
         addr: addr.clone(),
@@ -282,7 +396,10 @@ async fn bare_lookup(State(s): State<Bare>) -> axum::Json<LookupResponse> {
     })
 }
 
-async fn bare_put(Path(_fid): Path<String>, body: Bytes) -> (StatusCode, axum::Json<UploadResponse>) {
+async fn bare_put(
+    Path(_fid): Path<String>,
+    body: Bytes,
+) -> (StatusCode, axum::Json<UploadResponse>) {
     (
         StatusCode::CREATED,
         axum::Json(UploadResponse {

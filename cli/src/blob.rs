@@ -6,8 +6,8 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;
 use common::api::master::AssignQuery;
-use common::client::volume::{BlobClient, WriteOptions};
 use common::client::HttpClient;
+use common::client::volume::{BlobClient, WriteOptions};
 use common::ids::FileId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -44,11 +44,19 @@ pub struct DownloadArgs {
 pub async fn upload(http: HttpClient, a: UploadArgs) -> anyhow::Result<()> {
     let (data, name) = if a.file.as_os_str() == "-" {
         let mut buf = Vec::new();
-        tokio::io::stdin().read_to_end(&mut buf).await.context("read stdin")?;
+        tokio::io::stdin()
+            .read_to_end(&mut buf)
+            .await
+            .context("read stdin")?;
         (buf, None)
     } else {
-        let data = tokio::fs::read(&a.file).await.with_context(|| format!("read {}", a.file.display()))?;
-        (data, a.file.file_name().map(|n| n.to_string_lossy().into_owned()))
+        let data = tokio::fs::read(&a.file)
+            .await
+            .with_context(|| format!("read {}", a.file.display()))?;
+        (
+            data,
+            a.file.file_name().map(|n| n.to_string_lossy().into_owned()),
+        )
     };
     let client = BlobClient::new(http, &a.master);
     let q = AssignQuery {
@@ -57,7 +65,14 @@ pub async fn upload(http: HttpClient, a: UploadArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let w = client
-        .upload(&q, Bytes::from(data), &WriteOptions { name, ..Default::default() })
+        .upload(
+            &q,
+            Bytes::from(data),
+            &WriteOptions {
+                name,
+                ..Default::default()
+            },
+        )
         .await
         .context("upload")?;
     println!("{}", w.fid);
@@ -68,10 +83,17 @@ pub async fn upload(http: HttpClient, a: UploadArgs) -> anyhow::Result<()> {
 pub async fn download(http: HttpClient, a: DownloadArgs) -> anyhow::Result<()> {
     let fid: FileId = a.fid.parse()?;
     let client = BlobClient::new(http, &a.master);
-    let data = client.download(&fid).await.with_context(|| format!("download {fid}"))?;
+    let data = client
+        .download(&fid)
+        .await
+        .with_context(|| format!("download {fid}"))?;
     match a.output {
-        Some(path) => common::fs::durable_overwrite(&path, &data).with_context(|| format!("write {}", path.display()))?,
-        None => tokio::io::stdout().write_all(&data).await.context("write stdout")?,
+        Some(path) => common::fs::durable_overwrite(&path, &data)
+            .with_context(|| format!("write {}", path.display()))?,
+        None => tokio::io::stdout()
+            .write_all(&data)
+            .await
+            .context("write stdout")?,
     }
     Ok(())
 }

@@ -3,10 +3,12 @@
 //! # Layout
 //! - `server`: `kelp server`, every service in one process.
 //! - `blob`: `kelp upload` and `kelp download`.
-//! - `bench`: `kelp bench blob` and the bare-handler ceiling server.
+//! - `fs`: `kelp fs ls|put|get|rm|mv`.
+//! - `bench`: `kelp bench blob|filer` and the bare-handler ceiling server.
 
 mod bench;
 mod blob;
+mod fs;
 mod server;
 
 use std::time::Duration;
@@ -16,7 +18,11 @@ use common::client::HttpClient;
 
 /// The Kelp command line.
 #[derive(Debug, Parser)]
-#[command(name = "kelp", version, about = "Kelp: a durable blob store and message queue")]
+#[command(
+    name = "kelp",
+    version,
+    about = "Kelp: a durable blob store and message queue"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,6 +36,8 @@ enum Command {
     Upload(blob::UploadArgs),
     /// Download a blob by file id.
     Download(blob::DownloadArgs),
+    /// Files in the filer's namespace.
+    Fs(fs::FsArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -56,6 +64,7 @@ async fn run_client(cmd: Command) -> anyhow::Result<()> {
         Command::Server(_) => unreachable!("handled in main"),
         Command::Upload(a) => blob::upload(http, a).await,
         Command::Download(a) => blob::download(http, a).await,
+        Command::Fs(a) => fs::run(http, a).await,
         Command::Bench(b) => bench::run(http, b).await,
     }
 }

@@ -86,15 +86,38 @@ async fn run(a: ServerArgs) -> anyhow::Result<()> {
     let fsync = a.fsync.to_string();
     let d = |i: usize| dirs[i].to_string_lossy().into_owned();
     let master_cfg = master::Config::try_parse_from(["kelp-master", "--dir", &d(0)])?;
-    let volume_cfg = volume::Config::try_parse_from(["kelp-volume", "--dir", &d(1), "--master", &master_addr, "--fsync", &fsync])?;
+    let volume_cfg = volume::Config::try_parse_from([
+        "kelp-volume",
+        "--dir",
+        &d(1),
+        "--master",
+        &master_addr,
+        "--fsync",
+        &fsync,
+    ])?;
+    let filer_cfg =
+        filer::Config::try_parse_from(["kelp-filer", "--dir", &d(2), "--master", &master_addr])?;
 
     let signal = common::shutdown::signal_token()?;
     let broker_stop = CancellationToken::new();
     let others_stop = CancellationToken::new();
     let mut set = JoinSet::new();
-    spawn(&mut set, "master", master::run(master_cfg, master_l, others_stop.clone()));
-    spawn(&mut set, "volume", volume::run(volume_cfg, volume_l, others_stop.clone()));
-    drop((filer_l, broker_l));
+    spawn(
+        &mut set,
+        "master",
+        master::run(master_cfg, master_l, others_stop.clone()),
+    );
+    spawn(
+        &mut set,
+        "volume",
+        volume::run(volume_cfg, volume_l, others_stop.clone()),
+    );
+    spawn(
+        &mut set,
+        "filer",
+        filer::run(filer_cfg, filer_l, others_stop.clone()),
+    );
+    drop(broker_l);
     broker_stop.cancel();
     tracing::info!(
         master = %master_addr,

@@ -18,8 +18,10 @@ pub fn default_dir(service: &str) -> PathBuf {
 /// Creates and locks a service's data directory, returning its absolute path and the lock.
 /// Refuses (errors) when the directory cannot be created or another process holds it.
 pub fn open_data_dir(service: &str, dir: &Path) -> anyhow::Result<(PathBuf, DirLock)> {
-    let abs = crate::fs::absolute(dir).with_context(|| format!("resolve data dir {}", dir.display()))?;
-    let lock = DirLock::acquire(&abs).with_context(|| format!("lock data dir {}", abs.display()))?;
+    let abs =
+        crate::fs::absolute(dir).with_context(|| format!("resolve data dir {}", dir.display()))?;
+    let lock =
+        DirLock::acquire(&abs).with_context(|| format!("lock data dir {}", abs.display()))?;
     tracing::info!(service, dir = %abs.display(), "data directory ready");
     Ok((abs, lock))
 }

@@ -90,7 +90,10 @@ impl DirLock {
             Ok(()) => Ok(Self { _file: file, path }),
             Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
-                format!("data directory {} is locked by another process", dir.display()),
+                format!(
+                    "data directory {} is locked by another process",
+                    dir.display()
+                ),
             )),
             Err(fs::TryLockError::Error(e)) => Err(e),
         }

@@ -31,6 +31,8 @@ pub fn render(registry: &Registry) -> Response {
             out,
         )
             .into_response(),
-        Err(e) => crate::http::ApiError::internal(anyhow::anyhow!("encode metrics: {e}")).into_response(),
+        Err(e) => {
+            crate::http::ApiError::internal(anyhow::anyhow!("encode metrics: {e}")).into_response()
+        }
     }
 }

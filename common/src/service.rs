@@ -2,7 +2,6 @@
 //! `addrs.json`, signal handling, run, telemetry flush after the runtime.
 
 use std::future::Future;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -10,7 +9,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Runs one service process: `run(absolute data dir, listener, shutdown token)`.
-pub fn main<F, Fut>(service: &'static str, ip: IpAddr, port: u16, dir: &Path, run: F) -> anyhow::Result<()>
+pub fn main<F, Fut>(
+    service: &'static str,
+    ip: &str,
+    port: u16,
+    dir: &Path,
+    run: F,
+) -> anyhow::Result<()>
 where
     F: FnOnce(PathBuf, TcpListener, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,

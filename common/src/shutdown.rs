@@ -1,7 +1,7 @@
 //! Graceful shutdown: the first SIGTERM or SIGINT cancels one token; a second one, or SIGQUIT,
 //! exits at once.
 
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 /// Returns a token cancelled on the first SIGTERM/SIGINT. Must be called inside a runtime.

@@ -13,9 +13,9 @@
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use opentelemetry_sdk::Resource;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
@@ -62,12 +62,18 @@ pub fn init(service: &str) -> anyhow::Result<TelemetryGuard> {
     let default_filter = format!(
         "kelp_{service}=info,kelp_common=info,kelp_master=info,kelp_volume=info,kelp_filer=info,kelp_broker=info,kelp_cli=info,warn"
     );
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v == "json");
     let fmt = if json {
-        tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed()
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed()
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed()
     };
 
     let provider = if otlp_enabled() {
@@ -134,7 +140,9 @@ impl Injector for HeaderInjector<'_> {
 /// Makes the W3C context in `headers` (if any) the parent of `span`.
 pub fn set_parent_from_headers(span: &Span, headers: &HeaderMap) {
     if headers.contains_key("traceparent") {
-        let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
+        let cx = opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract(&HeaderExtractor(headers))
+        });
         let _ = span.set_parent(cx);
     }
 }
@@ -143,7 +151,9 @@ pub fn set_parent_from_headers(span: &Span, headers: &HeaderMap) {
 pub fn inject_current(headers: &mut HeaderMap) {
     let cx = Span::current().context();
     if cx.span().span_context().is_valid() {
-        opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut HeaderInjector(headers)));
+        opentelemetry::global::get_text_map_propagator(|p| {
+            p.inject_context(&cx, &mut HeaderInjector(headers))
+        });
     }
 }
 

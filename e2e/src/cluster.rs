@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use common::client::volume::BlobClient;
 use common::client::HttpClient;
+use common::client::volume::BlobClient;
 
 use crate::ServiceHandle;
 
@@ -102,10 +102,20 @@ impl Cluster {
             cluster.filer = Some(f);
         }
         if opts.broker {
-            let faddr = cluster.filer.as_ref().expect("filer started").addr().to_string();
+            let faddr = cluster
+                .filer
+                .as_ref()
+                .expect("filer started")
+                .addr()
+                .to_string();
             let mut args = vec!["--master".into(), maddr, "--filer".into(), faddr];
             args.extend(opts.broker_args.iter().cloned());
-            let mut b = with_env(ServiceHandle::new(cluster.tmp.path(), "broker", "kelp-broker", args));
+            let mut b = with_env(ServiceHandle::new(
+                cluster.tmp.path(),
+                "broker",
+                "kelp-broker",
+                args,
+            ));
             b.start().await?;
             cluster.broker = Some(b);
         }
@@ -119,7 +129,10 @@ impl Cluster {
 
     /// A blob client of this cluster's master.
     pub fn blob_client(&self) -> BlobClient {
-        BlobClient::new(HttpClient::new(Duration::from_secs(30)), &self.master.addr().to_string())
+        BlobClient::new(
+            HttpClient::new(Duration::from_secs(30)),
+            &self.master.addr().to_string(),
+        )
     }
 
     /// Waits until the master sees `n` live volume servers.
@@ -135,7 +148,10 @@ impl Cluster {
                     }
                 }
             }
-            anyhow::ensure!(std::time::Instant::now() < deadline, "master never saw {n} live volume servers");
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "master never saw {n} live volume servers"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -6,10 +6,12 @@
 //! # Layout
 //! - [`ServiceHandle`]: one service process.
 //! - [`Cluster`]: a master, volume servers, a filer and a broker wired together.
+//! - [`otlp`]: an OTLP/HTTP receiver that decodes the spans the services export.
 //! - [`bin_dir`]: where the binaries are (`E2E_BIN_DIR`, else the workspace's `target/debug`).
 
 mod cluster;
+pub mod otlp;
 mod service;
 
 pub use cluster::{Cluster, ClusterOptions};
-pub use service::{bin_dir, ServiceHandle};
+pub use service::{ServiceHandle, bin_dir};

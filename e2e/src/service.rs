@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 
 /// Where the service binaries are: `E2E_BIN_DIR`, else `$CARGO_TARGET_DIR/debug`, else the
 /// workspace's `target/debug`. Build them first with `cargo build --workspace --bins`.
@@ -94,7 +94,10 @@ impl ServiceHandle {
         let addrs = self.dir.join("addrs.json");
         let _ = std::fs::remove_file(&addrs);
         let port = self.addr.map(|a| a.port()).unwrap_or(0);
-        let log = OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         let bin = bin_dir().join(&self.binary);
         anyhow::ensure!(
             std::fs::metadata(&bin).is_ok(),
@@ -110,12 +113,18 @@ impl ServiceHandle {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            .env("RUST_LOG", std::env::var("E2E_RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("E2E_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("NO_COLOR", "1");
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        self.child = Some(cmd.spawn().with_context(|| format!("spawn {}", bin.display()))?);
+        self.child = Some(
+            cmd.spawn()
+                .with_context(|| format!("spawn {}", bin.display()))?,
+        );
         self.starts += 1;
         let deadline = Instant::now() + Duration::from_secs(60);
         let addr = loop {
@@ -128,7 +137,11 @@ impl ServiceHandle {
             }
             self.check_alive()?;
             if Instant::now() > deadline {
-                bail!("{} did not write {} within 60 s", self.name, addrs.display());
+                bail!(
+                    "{} did not write {} within 60 s",
+                    self.name,
+                    addrs.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
@@ -138,7 +151,9 @@ impl ServiceHandle {
 
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()?;
         let url = format!("{}/readyz", self.url());
         let deadline = Instant::now() + timeout;
         loop {
@@ -149,7 +164,11 @@ impl ServiceHandle {
             }
             self.check_alive()?;
             if Instant::now() > deadline {
-                bail!("{} not ready within {timeout:?}:\n{}", self.name, self.tail_log(40));
+                bail!(
+                    "{} not ready within {timeout:?}:\n{}",
+                    self.name,
+                    self.tail_log(40)
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -244,7 +263,11 @@ impl Drop for ServiceHandle {
         self.kill();
         let panics = self.panics();
         if std::thread::panicking() {
-            eprintln!("===== last log lines of {} =====\n{}", self.name, self.tail_log(60));
+            eprintln!(
+                "===== last log lines of {} =====\n{}",
+                self.name,
+                self.tail_log(60)
+            );
         } else if !panics.is_empty() {
             panic!("{} panicked:\n{}", self.name, panics.join("\n"));
         }

@@ -7,7 +7,11 @@ use clap::Parser;
 
 /// Configuration of the master.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "kelp-master", about = "Kelp master: topology, file id assignment and lookup", version)]
+#[command(
+    name = "kelp-master",
+    about = "Kelp master: topology, file id assignment and lookup",
+    version
+)]
 pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "KELP_IP", default_value = "127.0.0.1")]

@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::Router;
 use common::api::master::{
-    AssignQuery, AssignResponse, ClusterStatus, DirStatus, Heartbeat, HeartbeatResponse, LookupQuery, LookupResponse,
+    AssignQuery, AssignResponse, ClusterStatus, DirStatus, Heartbeat, HeartbeatResponse,
+    LookupQuery, LookupResponse,
 };
 use common::http::{ApiError, Json, Query, ServeConfig};
 use common::ids::{FileId, VolumeId};
@@ -48,23 +49,38 @@ pub fn router(state: AppState) -> Router {
     common::http::with_layers(routes, ServeConfig::default())
 }
 
-async fn assign(State(s): State<AppState>, Query(q): Query<AssignQuery>) -> Result<Json<AssignResponse>, ApiError> {
+async fn assign(
+    State(s): State<AppState>,
+    Query(q): Query<AssignQuery>,
+) -> Result<Json<AssignResponse>, ApiError> {
     let count = q.count.unwrap_or(1);
     if count == 0 || count > MAX_COUNT {
-        return Err(ApiError::bad_request("bad_count", format!("count must be 1..={MAX_COUNT}, got {count}")));
+        return Err(ApiError::bad_request(
+            "bad_count",
+            format!("count must be 1..={MAX_COUNT}, got {count}"),
+        ));
     }
     let collection = q.collection.unwrap_or_default();
-    if collection.len() > 64 || !collection.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+    if collection.len() > 64
+        || !collection
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
         return Err(ApiError::bad_request(
             "bad_collection",
             format!("collection {collection:?} must be at most 64 letters, digits, '-' or '.'"),
         ));
     }
     let replication = s.master.replication(q.replication.as_deref())?;
-    Ok(Json(s.master.assign(&collection, replication, count).await?))
+    Ok(Json(
+        s.master.assign(&collection, replication, count).await?,
+    ))
 }
 
-async fn lookup(State(s): State<AppState>, Query(q): Query<LookupQuery>) -> Result<Json<LookupResponse>, ApiError> {
+async fn lookup(
+    State(s): State<AppState>,
+    Query(q): Query<LookupQuery>,
+) -> Result<Json<LookupResponse>, ApiError> {
     let (what, vid): (String, VolumeId) = match (&q.volume_id, &q.file_id) {
         (Some(v), _) => {
             // Accept `3` and, like SeaweedFS, a full fid passed as volumeId.
@@ -72,18 +88,33 @@ async fn lookup(State(s): State<AppState>, Query(q): Query<LookupQuery>) -> Resu
                 .split(',')
                 .next()
                 .and_then(|p| p.parse().ok())
-                .ok_or_else(|| ApiError::bad_request("bad_volume_id", format!("volumeId {v:?} is not a volume id")))?;
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "bad_volume_id",
+                        format!("volumeId {v:?} is not a volume id"),
+                    )
+                })?;
             (v.clone(), vid)
         }
         (None, Some(f)) => {
-            let fid: FileId = f.parse().map_err(|e: common::ids::FileIdError| ApiError::bad_request("bad_fid", e.to_string()))?;
+            let fid: FileId = f.parse().map_err(|e: common::ids::FileIdError| {
+                ApiError::bad_request("bad_fid", e.to_string())
+            })?;
             (f.clone(), fid.volume_id)
         }
-        (None, None) => return Err(ApiError::bad_request("missing_volume_id", "give volumeId or fileId")),
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "missing_volume_id",
+                "give volumeId or fileId",
+            ));
+        }
     };
     let locations = s.master.lookup(vid);
     if locations.is_empty() {
-        return Err(ApiError::not_found("volume_not_found", format!("volume {vid} not found on any live server")));
+        return Err(ApiError::not_found(
+            "volume_not_found",
+            format!("volume {vid} not found on any live server"),
+        ));
     }
     Ok(Json(LookupResponse {
         volume_or_file_id: what,
@@ -111,9 +142,15 @@ async fn cluster_status(State(s): State<AppState>) -> Json<ClusterStatus> {
     })
 }
 
-async fn heartbeat(State(s): State<AppState>, Json(beat): Json<Heartbeat>) -> Result<Json<HeartbeatResponse>, ApiError> {
+async fn heartbeat(
+    State(s): State<AppState>,
+    Json(beat): Json<Heartbeat>,
+) -> Result<Json<HeartbeatResponse>, ApiError> {
     if beat.url.is_empty() || beat.url.len() > 256 {
-        return Err(ApiError::bad_request("bad_heartbeat", "heartbeat url must be 1..=256 bytes"));
+        return Err(ApiError::bad_request(
+            "bad_heartbeat",
+            "heartbeat url must be 1..=256 bytes",
+        ));
     }
     s.master.heartbeat(&beat).await?;
     Ok(Json(HeartbeatResponse {
@@ -133,7 +170,12 @@ struct Ready {
 async fn readyz(State(s): State<AppState>) -> Json<impl Serialize> {
     Json(Ready {
         status: "ready",
-        alive_volume_servers: s.master.topology.read().expect("topology lock").alive_count(),
+        alive_volume_servers: s
+            .master
+            .topology
+            .read()
+            .expect("topology lock")
+            .alive_count(),
     })
 }
 

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use common::client::volume::VolumeClient;
 use common::client::HttpClient;
+use common::client::volume::VolumeClient;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -31,7 +31,11 @@ pub use config::Config;
 pub const VOLUME_EMPTY_SIZE: u64 = 8;
 
 /// Runs the master on `listener` until `shutdown` is cancelled. The data directory must exist.
-pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("read the bound address")?;
     let sequencer = state::Sequencer::load(&cfg.dir)?;
     let replication = cfg
@@ -56,9 +60,14 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
         size_limit: common::config::mib(cfg.volume_size_limit_mb),
     };
     tracing::info!(%addr, dir = %cfg.dir.display(), "master listening");
-    common::http::serve(listener, http::router(state), shutdown, Duration::from_secs(10))
-        .await
-        .context("serve http")?;
+    common::http::serve(
+        listener,
+        http::router(state),
+        shutdown,
+        Duration::from_secs(10),
+    )
+    .await
+    .context("serve http")?;
     tracing::info!("master stopped");
     Ok(())
 }

@@ -3,7 +3,9 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use common::api::master::{AllocateQuery, AssignResponse, Heartbeat, Location, Replication, VolumeInfo};
+use common::api::master::{
+    AllocateQuery, AssignResponse, Heartbeat, Location, Replication, VolumeInfo,
+};
 use common::client::volume::VolumeClient;
 use common::http::ApiError;
 use common::ids::{FileId, VolumeId};
@@ -36,8 +38,16 @@ impl Metrics {
         let m = Self::default();
         let r = registry.sub_registry_with_prefix("kelp_master");
         r.register("assigns", "File ids assigned", m.assigns.clone());
-        r.register("assign_unavailable", "Assigns answered 503", m.assign_unavailable.clone());
-        r.register("volumes_grown", "Volumes grown on demand", m.volumes_grown.clone());
+        r.register(
+            "assign_unavailable",
+            "Assigns answered 503",
+            m.assign_unavailable.clone(),
+        );
+        r.register(
+            "volumes_grown",
+            "Volumes grown on demand",
+            m.volumes_grown.clone(),
+        );
         r.register("heartbeats", "Heartbeats received", m.heartbeats.clone());
         r.register("alive_nodes", "Live volume servers", m.alive_nodes.clone());
         m
@@ -86,13 +96,20 @@ impl Master {
     pub fn replication(&self, r: Option<&str>) -> Result<Replication, ApiError> {
         match r {
             None | Some("") => Ok(self.default_replication),
-            Some(r) => r.parse().map_err(|e: String| ApiError::bad_request("bad_replication", e)),
+            Some(r) => r
+                .parse()
+                .map_err(|e: String| ApiError::bad_request("bad_replication", e)),
         }
     }
 
     /// Hands out `count` keys on a writable volume, growing one if none is writable.
     #[tracing::instrument(name = "master.assign", skip(self), fields(volume_id))]
-    pub async fn assign(&self, collection: &str, replication: Replication, count: u64) -> Result<AssignResponse, ApiError> {
+    pub async fn assign(
+        &self,
+        collection: &str,
+        replication: Replication,
+        count: u64,
+    ) -> Result<AssignResponse, ApiError> {
         let writable = match self.pick(collection, replication) {
             Some(w) => w,
             None => {
@@ -122,13 +139,28 @@ impl Master {
         })
     }
 
-    fn pick(&self, collection: &str, replication: Replication) -> Option<crate::topology::Writable> {
-        self.topology.read().expect("topology lock").pick_writable(collection, replication)
+    fn pick(
+        &self,
+        collection: &str,
+        replication: Replication,
+    ) -> Option<crate::topology::Writable> {
+        self.topology
+            .read()
+            .expect("topology lock")
+            .pick_writable(collection, replication)
     }
 
-    async fn grow(&self, collection: &str, replication: Replication) -> Result<crate::topology::Writable, ApiError> {
+    async fn grow(
+        &self,
+        collection: &str,
+        replication: Replication,
+    ) -> Result<crate::topology::Writable, ApiError> {
         let copies = replication.copies();
-        let nodes = self.topology.read().expect("topology lock").pick_nodes_for_growth(copies);
+        let nodes = self
+            .topology
+            .read()
+            .expect("topology lock")
+            .pick_nodes_for_growth(copies);
         if nodes.len() < copies {
             return Err(ApiError::unavailable(
                 "no_writable_volume",
@@ -148,7 +180,9 @@ impl Master {
             collection: collection.to_owned(),
             replication: Some(replication.to_string()),
         };
-        let results = futures::future::join_all(nodes.iter().map(|n| self.volumes.allocate(&n.url, &q))).await;
+        let results =
+            futures::future::join_all(nodes.iter().map(|n| self.volumes.allocate(&n.url, &q)))
+                .await;
         for (n, r) in nodes.iter().zip(&results) {
             if let Err(e) = r {
                 return Err(ApiError::unavailable(
@@ -189,7 +223,12 @@ impl Master {
     pub async fn heartbeat(&self, beat: &Heartbeat) -> Result<(), ApiError> {
         self.metrics.heartbeats.inc();
         let max_vid = beat.volumes.iter().map(|v| v.id).max().unwrap_or(0);
-        let max_key = beat.volumes.iter().map(|v| v.max_file_key).max().unwrap_or(0);
+        let max_key = beat
+            .volumes
+            .iter()
+            .map(|v| v.max_file_key)
+            .max()
+            .unwrap_or(0);
         {
             let mut seq = self.sequencer.lock().await;
             seq.observe(max_vid, max_key).map_err(ApiError::internal)?;

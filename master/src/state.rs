@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use common::ids::VolumeId;
 
 const MAGIC: u32 = u32::from_le_bytes(*b"KLPM");
@@ -135,7 +135,11 @@ impl Sequencer {
 
     /// Allocates a new volume id.
     pub fn next_volume_id(&mut self) -> anyhow::Result<VolumeId> {
-        let id = self.persisted.max_volume_id.checked_add(1).context("volume ids exhausted")?;
+        let id = self
+            .persisted
+            .max_volume_id
+            .checked_add(1)
+            .context("volume ids exhausted")?;
         self.persist(Persisted {
             max_volume_id: id,
             ..self.persisted
@@ -171,13 +175,20 @@ mod tests {
 
     #[test]
     fn test_state_round_trip() {
-        let p = Persisted { max_volume_id: 7, key_ceiling: 123_456 };
+        let p = Persisted {
+            max_volume_id: 7,
+            key_ceiling: 123_456,
+        };
         assert_eq!(Persisted::decode(&p.encode()).unwrap(), p);
     }
 
     #[test]
     fn test_state_flipped_byte_is_rejected() {
-        let enc = Persisted { max_volume_id: 7, key_ceiling: 99 }.encode();
+        let enc = Persisted {
+            max_volume_id: 7,
+            key_ceiling: 99,
+        }
+        .encode();
         for i in 0..enc.len() {
             let mut b = enc;
             b[i] ^= 0x10;

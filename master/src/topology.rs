@@ -132,7 +132,12 @@ impl Topology {
             .values()
             .filter(|n| self.alive(n) && (n.volumes.len() as u32) < n.max_volumes)
             .collect();
-        free.sort_by(|a, b| a.volumes.len().cmp(&b.volumes.len()).then(a.url.cmp(&b.url)));
+        free.sort_by(|a, b| {
+            a.volumes
+                .len()
+                .cmp(&b.volumes.len())
+                .then(a.url.cmp(&b.url))
+        });
         free.into_iter().take(count).cloned().collect()
     }
 
@@ -200,7 +205,11 @@ mod tests {
         let mut t = Topology::new(Duration::from_secs(60), 1000);
         let r: Replication = "001".parse().unwrap();
         t.heartbeat(&beat("a", vec![vol(1, "001", 8)]));
-        assert_eq!(t.pick_writable("", r), None, "one copy of a 001 volume is not writable");
+        assert_eq!(
+            t.pick_writable("", r),
+            None,
+            "one copy of a 001 volume is not writable"
+        );
         t.heartbeat(&beat("b", vec![vol(1, "001", 8)]));
         assert_eq!(t.pick_writable("", r).unwrap().volume_id, 1);
         assert_eq!(t.lookup(1).len(), 2);
@@ -228,7 +237,11 @@ mod tests {
         t.heartbeat(&beat("a", vec![vol(1, "000", 8), vol(2, "000", 8)]));
         t.heartbeat(&beat("b", vec![vol(3, "000", 8)]));
         t.heartbeat(&beat("c", vec![]));
-        let picked: Vec<String> = t.pick_nodes_for_growth(3).into_iter().map(|n| n.url).collect();
+        let picked: Vec<String> = t
+            .pick_nodes_for_growth(3)
+            .into_iter()
+            .map(|n| n.url)
+            .collect();
         assert_eq!(picked, vec!["c", "b"], "a is full (2 of 2)");
     }
 }

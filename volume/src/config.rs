@@ -7,7 +7,11 @@ use clap::{ArgAction, Parser};
 
 /// Configuration of a volume server.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "kelp-volume", about = "Kelp volume server: append-only needle volumes", version)]
+#[command(
+    name = "kelp-volume",
+    about = "Kelp volume server: append-only needle volumes",
+    version
+)]
 pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "KELP_IP", default_value = "127.0.0.1")]

@@ -20,9 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use common::client::HttpClient;
 use common::client::master::MasterClient;
 use common::client::volume::VolumeClient;
-use common::client::HttpClient;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -31,11 +31,17 @@ pub use config::Config;
 
 /// Runs a volume server on `listener` until `shutdown` is cancelled. The data directory must
 /// exist (and be locked by the caller).
-pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("read the bound address")?;
     let url = cfg.public_url.clone().unwrap_or_else(|| addr.to_string());
     if !cfg.fsync {
-        tracing::warn!("fsync is disabled: acknowledged writes can be lost in a crash (throwaway data only)");
+        tracing::warn!(
+            "fsync is disabled: acknowledged writes can be lost in a crash (throwaway data only)"
+        );
     }
     let mut registry = Registry::default();
     let metrics = metrics::Metrics::new(&mut registry);

@@ -47,7 +47,9 @@ impl Metrics {
             write_bytes: Counter::default(),
             fdatasyncs: Counter::default(),
             fdatasync_seconds: common::metrics::latency_histogram(),
-            batch_needles: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 12)),
+            batch_needles: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 12),
+            ),
             deletes: Counter::default(),
             reads: Counter::default(),
             read_bytes: Counter::default(),
@@ -59,19 +61,59 @@ impl Metrics {
             volumes: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("kelp_volume");
-        r.register("writes", "Needles written and acknowledged", m.writes.clone());
-        r.register("write_bytes", "Bytes of needle records appended", m.write_bytes.clone());
-        r.register("fdatasyncs", "fdatasync calls on .dat files", m.fdatasyncs.clone());
-        r.register("fdatasync_seconds", "fdatasync latency", m.fdatasync_seconds.clone());
-        r.register("batch_needles", "Needles per group-commit batch", m.batch_needles.clone());
+        r.register(
+            "writes",
+            "Needles written and acknowledged",
+            m.writes.clone(),
+        );
+        r.register(
+            "write_bytes",
+            "Bytes of needle records appended",
+            m.write_bytes.clone(),
+        );
+        r.register(
+            "fdatasyncs",
+            "fdatasync calls on .dat files",
+            m.fdatasyncs.clone(),
+        );
+        r.register(
+            "fdatasync_seconds",
+            "fdatasync latency",
+            m.fdatasync_seconds.clone(),
+        );
+        r.register(
+            "batch_needles",
+            "Needles per group-commit batch",
+            m.batch_needles.clone(),
+        );
         r.register("deletes", "Deletions written", m.deletes.clone());
         r.register("reads", "Needles read", m.reads.clone());
         r.register("read_bytes", "Bytes of data served", m.read_bytes.clone());
-        r.register("crc_failures", "Needles whose checksum failed", m.crc_failures.clone());
-        r.register("needles_recovered", "Needles re-indexed from .dat at start-up", m.needles_recovered.clone());
-        r.register("bytes_cut", "Bytes cut from torn .dat tails at start-up", m.bytes_cut.clone());
-        r.register("idx_rows_dropped", "Bad .idx rows dropped at start-up", m.idx_rows_dropped.clone());
-        r.register("write_errors", "Write errors (I/O, disk full)", m.write_errors.clone());
+        r.register(
+            "crc_failures",
+            "Needles whose checksum failed",
+            m.crc_failures.clone(),
+        );
+        r.register(
+            "needles_recovered",
+            "Needles re-indexed from .dat at start-up",
+            m.needles_recovered.clone(),
+        );
+        r.register(
+            "bytes_cut",
+            "Bytes cut from torn .dat tails at start-up",
+            m.bytes_cut.clone(),
+        );
+        r.register(
+            "idx_rows_dropped",
+            "Bad .idx rows dropped at start-up",
+            m.idx_rows_dropped.clone(),
+        );
+        r.register(
+            "write_errors",
+            "Write errors (I/O, disk full)",
+            m.write_errors.clone(),
+        );
         r.register("volumes", "Volumes loaded", m.volumes.clone());
         m
     }

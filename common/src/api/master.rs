@@ -58,7 +58,9 @@ impl FromStr for Replication {
                 diff_rack: *y,
                 same_rack: *z,
             }),
-            _ => Err(format!("replication {s:?} must be three digits 0-2, like 000 or 001")),
+            _ => Err(format!(
+                "replication {s:?} must be three digits 0-2, like 000 or 001"
+            )),
         }
     }
 }
@@ -71,7 +73,9 @@ impl Serialize for Replication {
 
 impl<'de> Deserialize<'de> for Replication {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -4,8 +4,10 @@ use axum::http::{Method, StatusCode};
 use bytes::Bytes;
 
 use super::master::urlencode;
-use super::{base_url, Call, ClientError, HttpClient};
-use crate::api::filer::{DirListing, Entry, Expect, FileUploadResponse, ListQuery, ListResponse, PutEntryRequest};
+use super::{Call, ClientError, HttpClient, base_url};
+use crate::api::filer::{
+    DirListing, Entry, Expect, FileUploadResponse, ListQuery, ListResponse, PutEntryRequest,
+};
 
 /// Client of one filer.
 #[derive(Debug, Clone)]
@@ -49,12 +51,21 @@ impl FilerClient {
 
     /// Creates or replaces an entry (durably: answered after the RocksDB write is synced).
     /// Retried on transient errors only when a precondition makes the retry detectable.
-    pub async fn put_entry(&self, entry: &Entry, expect: Option<Expect>) -> Result<Entry, ClientError> {
+    pub async fn put_entry(
+        &self,
+        entry: &Entry,
+        expect: Option<Expect>,
+    ) -> Result<Entry, ClientError> {
         let body = PutEntryRequest {
             entry: entry.clone(),
             expect,
         };
-        let call = Call::new(Method::PUT, format!("{}/__meta/entry", self.base), "PUT /__meta/entry").json(&body);
+        let call = Call::new(
+            Method::PUT,
+            format!("{}/__meta/entry", self.base),
+            "PUT /__meta/entry",
+        )
+        .json(&body);
         self.http.json(call).await
     }
 
@@ -87,25 +98,48 @@ impl FilerClient {
         if let Some(l) = q.limit {
             url.push_str(&format!("&limit={l}"));
         }
-        self.http.json(Call::new(Method::GET, url, "GET /__meta/list")).await
+        self.http
+            .json(Call::new(Method::GET, url, "GET /__meta/list"))
+            .await
     }
 
     /// Uploads a whole file to `path` (parents are created).
-    pub async fn put_file(&self, path: &str, data: Bytes) -> Result<FileUploadResponse, ClientError> {
-        let call = Call::new(Method::PUT, format!("{}{}", self.base, encode_path(path)), "PUT /{*path}")
-            .body(data);
+    pub async fn put_file(
+        &self,
+        path: &str,
+        data: Bytes,
+    ) -> Result<FileUploadResponse, ClientError> {
+        let call = Call::new(
+            Method::PUT,
+            format!("{}{}", self.base, encode_path(path)),
+            "PUT /{*path}",
+        )
+        .body(data);
         self.http.json(call).await
     }
 
     /// Downloads a whole file.
     pub async fn get_file(&self, path: &str) -> Result<Bytes, ClientError> {
-        let call = Call::new(Method::GET, format!("{}{}", self.base, encode_path(path)), "GET /{*path}");
+        let call = Call::new(
+            Method::GET,
+            format!("{}{}", self.base, encode_path(path)),
+            "GET /{*path}",
+        );
         self.http.bytes(call).await
     }
 
     /// Lists a directory through the SeaweedFS-style file API.
-    pub async fn list_dir(&self, dir: &str, last_file_name: Option<&str>, limit: usize) -> Result<DirListing, ClientError> {
-        let dir = if dir.ends_with('/') { dir.to_owned() } else { format!("{dir}/") };
+    pub async fn list_dir(
+        &self,
+        dir: &str,
+        last_file_name: Option<&str>,
+        limit: usize,
+    ) -> Result<DirListing, ClientError> {
+        let dir = if dir.ends_with('/') {
+            dir.to_owned()
+        } else {
+            format!("{dir}/")
+        };
         let mut url = format!("{}{}?limit={limit}", self.base, encode_path(&dir));
         if let Some(l) = last_file_name {
             url.push_str(&format!("&lastFileName={}", urlencode(l)));
@@ -132,7 +166,12 @@ impl FilerClient {
     pub async fn rename(&self, src: &str, dst: &str) -> Result<(), ClientError> {
         let call = Call::new(
             Method::POST,
-            format!("{}{}?mv.from={}", self.base, encode_path(dst), urlencode(src)),
+            format!(
+                "{}{}?mv.from={}",
+                self.base,
+                encode_path(dst),
+                urlencode(src)
+            ),
             "POST /{*path}",
         );
         self.http.send(call).await.map(drop)

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::Method;
 
-use super::{base_url, Call, ClientError, HttpClient};
+use super::{Call, ClientError, HttpClient, base_url};
 use crate::api::master::{
     AssignQuery, AssignResponse, DirStatus, Heartbeat, HeartbeatResponse, Location, LookupResponse,
 };
@@ -42,16 +42,25 @@ impl MasterClient {
     /// errors: an assignment that was answered but lost only wastes keys.
     pub async fn assign(&self, query: &AssignQuery) -> Result<AssignResponse, ClientError> {
         let qs = serde_urlencoded_query(query);
-        let call = Call::new(Method::POST, format!("{}/dir/assign{qs}", self.base), "POST /dir/assign").idempotent(true);
+        let call = Call::new(
+            Method::POST,
+            format!("{}/dir/assign{qs}", self.base),
+            "POST /dir/assign",
+        )
+        .idempotent(true);
         self.http.json(call).await
     }
 
     /// The servers holding `volume_id`, from cache when fresh.
     pub async fn lookup(&self, volume_id: VolumeId) -> Result<Vec<Location>, ClientError> {
-        if let Some((at, locs)) = self.cache.lock().expect("lookup cache lock").get(&volume_id) {
-            if at.elapsed() < LOOKUP_TTL {
-                return Ok(locs.clone());
-            }
+        if let Some((at, locs)) = self
+            .cache
+            .lock()
+            .expect("lookup cache lock")
+            .get(&volume_id)
+            && at.elapsed() < LOOKUP_TTL
+        {
+            return Ok(locs.clone());
         }
         let locs = self.lookup_fresh(volume_id).await?;
         self.cache
@@ -74,18 +83,30 @@ impl MasterClient {
 
     /// Forgets the cached locations of a volume (after a server failed to serve it).
     pub fn invalidate(&self, volume_id: VolumeId) {
-        self.cache.lock().expect("lookup cache lock").remove(&volume_id);
+        self.cache
+            .lock()
+            .expect("lookup cache lock")
+            .remove(&volume_id);
     }
 
     /// Sends a heartbeat (sent once: the next beat is the retry).
     pub async fn heartbeat(&self, beat: &Heartbeat) -> Result<HeartbeatResponse, ClientError> {
-        let call = Call::new(Method::POST, format!("{}/heartbeat", self.base), "POST /heartbeat").json(beat);
+        let call = Call::new(
+            Method::POST,
+            format!("{}/heartbeat", self.base),
+            "POST /heartbeat",
+        )
+        .json(beat);
         self.http.json(call).await
     }
 
     /// The master's topology.
     pub async fn dir_status(&self) -> Result<DirStatus, ClientError> {
-        let call = Call::new(Method::GET, format!("{}/dir/status", self.base), "GET /dir/status");
+        let call = Call::new(
+            Method::GET,
+            format!("{}/dir/status", self.base),
+            "GET /dir/status",
+        );
         self.http.json(call).await
     }
 }

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, Method, StatusCode};
 use bytes::Bytes;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use crate::http::ErrorBody;
@@ -79,7 +79,9 @@ impl ClientError {
             Self::Transport { .. } => true,
             Self::Api { status, .. } => matches!(
                 *status,
-                StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+                StatusCode::BAD_GATEWAY
+                    | StatusCode::SERVICE_UNAVAILABLE
+                    | StatusCode::GATEWAY_TIMEOUT
             ),
             Self::Decode { .. } => false,
         }
@@ -106,7 +108,10 @@ pub struct Call<'a> {
 impl<'a> Call<'a> {
     /// A call without a body.
     pub fn new(method: Method, url: impl Into<String>, route: &'a str) -> Self {
-        let idempotent = matches!(method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE);
+        let idempotent = matches!(
+            method,
+            Method::GET | Method::HEAD | Method::PUT | Method::DELETE
+        );
         Self {
             method,
             url: url.into(),
@@ -171,7 +176,7 @@ impl HttpClient {
     pub async fn send(&self, call: Call<'_>) -> Result<reqwest::Response, ClientError> {
         let span = tracing::info_span!(
             "http.client",
-            otel.name = format!("{} {}", call.method, call.route),
+            otel.name = call.route,
             otel.kind = "client",
             http.request.method = %call.method,
             url.full = %call.url,
@@ -186,9 +191,10 @@ impl HttpClient {
                 match result {
                     Err(e) if attempt < attempts && e.is_transient() => {
                         let wait = match &e {
-                            ClientError::Api { retry_after: Some(s), .. } => {
-                                Duration::from_secs(*s).min(Duration::from_secs(2))
-                            }
+                            ClientError::Api {
+                                retry_after: Some(s),
+                                ..
+                            } => Duration::from_secs(*s).min(Duration::from_secs(2)),
                             _ => delay,
                         };
                         tracing::debug!(attempt, error = %e, "retrying idempotent call");
@@ -198,7 +204,8 @@ impl HttpClient {
                     }
                     other => {
                         if let Ok(resp) = &other {
-                            tracing::Span::current().record("http.response.status_code", resp.status().as_u16());
+                            tracing::Span::current()
+                                .record("http.response.status_code", resp.status().as_u16());
                         }
                         return other;
                     }
@@ -212,7 +219,10 @@ impl HttpClient {
     async fn send_once(&self, call: &Call<'_>) -> Result<reqwest::Response, ClientError> {
         let mut headers = call.headers.clone();
         crate::telemetry::inject_current(&mut headers);
-        let mut req = self.inner.request(call.method.clone(), &call.url).headers(headers);
+        let mut req = self
+            .inner
+            .request(call.method.clone(), &call.url)
+            .headers(headers);
         if let Some(body) = &call.body {
             req = req.body(body.clone());
         }
@@ -233,7 +243,10 @@ impl HttpClient {
         let bytes = resp
             .bytes()
             .await
-            .map_err(|source| ClientError::Transport { url: url.clone(), source })?;
+            .map_err(|source| ClientError::Transport {
+                url: url.clone(),
+                source,
+            })?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
             url,
             message: e.to_string(),

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use axum::http::{Method, StatusCode};
 use bytes::Bytes;
 
-use super::master::{urlencode, MasterClient};
-use super::{base_url, Call, ClientError, HttpClient};
+use super::master::{MasterClient, urlencode};
+use super::{Call, ClientError, HttpClient, base_url};
 use crate::api::master::{AllocateQuery, AssignQuery};
 use crate::api::volume::{DeleteResponse, UploadResponse};
 use crate::ids::FileId;
@@ -53,23 +53,45 @@ impl VolumeClient {
         if let Some(n) = &opts.name {
             params.push(format!("name={}", urlencode(n)));
         }
-        let qs = if params.is_empty() { String::new() } else { format!("?{}", params.join("&")) };
-        let call = Call::new(Method::POST, format!("{}/{fid}{qs}", base_url(server)), "POST /{fid}")
-            .body(data)
-            .idempotent(true);
+        let qs = if params.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", params.join("&"))
+        };
+        let call = Call::new(
+            Method::POST,
+            format!("{}/{fid}{qs}", base_url(server)),
+            "POST /{fid}",
+        )
+        .body(data)
+        .idempotent(true);
         self.http.json(call).await
     }
 
     /// Reads a needle's data, in one attempt (callers try the other replicas instead).
     pub async fn read(&self, server: &str, fid: &FileId) -> Result<Bytes, ClientError> {
-        let call = Call::new(Method::GET, format!("{}/{fid}", base_url(server)), "GET /{fid}").idempotent(false);
+        let call = Call::new(
+            Method::GET,
+            format!("{}/{fid}", base_url(server)),
+            "GET /{fid}",
+        )
+        .idempotent(false);
         self.http.bytes(call).await
     }
 
     /// Deletes a needle.
-    pub async fn delete(&self, server: &str, fid: &FileId, replicate: bool) -> Result<DeleteResponse, ClientError> {
+    pub async fn delete(
+        &self,
+        server: &str,
+        fid: &FileId,
+        replicate: bool,
+    ) -> Result<DeleteResponse, ClientError> {
         let qs = if replicate { "?type=replicate" } else { "" };
-        let call = Call::new(Method::DELETE, format!("{}/{fid}{qs}", base_url(server)), "DELETE /{fid}");
+        let call = Call::new(
+            Method::DELETE,
+            format!("{}/{fid}{qs}", base_url(server)),
+            "DELETE /{fid}",
+        );
         self.http.json(call).await
     }
 
@@ -121,12 +143,20 @@ impl BlobClient {
     }
 
     /// Assigns a fid and writes `data` there (durably unless `opts.no_fsync`).
-    pub async fn upload(&self, assign: &AssignQuery, data: Bytes, opts: &WriteOptions) -> Result<Written, ClientError> {
+    pub async fn upload(
+        &self,
+        assign: &AssignQuery,
+        data: Bytes,
+        opts: &WriteOptions,
+    ) -> Result<Written, ClientError> {
         let a = self.master.assign(assign).await?;
-        let fid: FileId = a.fid.parse().map_err(|e: crate::ids::FileIdError| ClientError::Decode {
-            url: self.master.base().to_owned(),
-            message: e.to_string(),
-        })?;
+        let fid: FileId =
+            a.fid
+                .parse()
+                .map_err(|e: crate::ids::FileIdError| ClientError::Decode {
+                    url: self.master.base().to_owned(),
+                    message: e.to_string(),
+                })?;
         let resp = self.volumes.write(&a.url, &fid, data, opts).await?;
         Ok(Written {
             fid,

@@ -1,7 +1,7 @@
 //! `ApiError`: the one error type handlers return, rendered as
 //! `{"error": "<what went wrong>", "code": "<snake_case>"}` with a fitting status.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
@@ -121,7 +121,11 @@ impl ApiError {
     }
 
     /// A 503 with `Retry-After`.
-    pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after_secs: u64) -> Self {
+    pub fn unavailable(
+        code: &'static str,
+        message: impl Into<String>,
+        retry_after_secs: u64,
+    ) -> Self {
         Self::Unavailable {
             code,
             message: message.into(),
@@ -171,9 +175,17 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         if status.is_server_error() {
-            tracing::error!(status = status.as_u16(), code = self.code(), "request failed: {self:#}");
+            tracing::error!(
+                status = status.as_u16(),
+                code = self.code(),
+                "request failed: {self:#}"
+            );
         } else {
-            tracing::info!(status = status.as_u16(), code = self.code(), "request rejected: {self}");
+            tracing::info!(
+                status = status.as_u16(),
+                code = self.code(),
+                "request rejected: {self}"
+            );
         }
         let detail = match &self {
             Self::RangeNotSatisfiable { detail, .. } => Some(detail.clone()),
@@ -219,7 +231,8 @@ mod tests {
 
     #[tokio::test]
     async fn test_api_error_renders_json_and_retry_after() {
-        let resp = ApiError::unavailable("no_writable_volume", "no writable volume", 2).into_response();
+        let resp =
+            ApiError::unavailable("no_writable_volume", "no writable volume", 2).into_response();
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(resp.headers()[header::RETRY_AFTER], "2");
         let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -233,6 +246,9 @@ mod tests {
         let err = ApiError::internal(anyhow::anyhow!("boom"));
         assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let io = std::io::Error::other("eio");
-        assert_eq!(ApiError::from(io).status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            ApiError::from(io).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }

@@ -9,6 +9,6 @@ mod server;
 pub use error::{ApiError, ErrorBody};
 pub use extract::{Json, Query};
 pub use server::{
-    fallback_not_found, healthz, method_not_allowed, serve, with_layers, write_addrs_file,
-    ServeConfig,
+    ServeConfig, fallback_not_found, healthz, method_not_allowed, serve, with_layers,
+    write_addrs_file,
 };

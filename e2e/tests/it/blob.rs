@@ -25,7 +25,11 @@ fn random_blob(rng: &mut impl Rng) -> Bytes {
 }
 
 /// Writes `n` random blobs, 16 at a time; returns fid → content.
-async fn write_blobs(client: &BlobClient, n: usize, replication: Option<&str>) -> HashMap<FileId, Bytes> {
+async fn write_blobs(
+    client: &BlobClient,
+    n: usize,
+    replication: Option<&str>,
+) -> HashMap<FileId, Bytes> {
     let q = AssignQuery {
         replication: replication.map(str::to_owned),
         ..Default::default()
@@ -39,7 +43,11 @@ async fn write_blobs(client: &BlobClient, n: usize, replication: Option<&str>) -
         for (b, w) in chunk.iter().zip(futures::future::join_all(writes).await) {
             let w = w.expect("acknowledged write");
             assert_eq!(w.size, b.len() as u64);
-            assert!(out.insert(w.fid, b.clone()).is_none(), "fid {} handed out twice", w.fid);
+            assert!(
+                out.insert(w.fid, b.clone()).is_none(),
+                "fid {} handed out twice",
+                w.fid
+            );
         }
     }
     out
@@ -47,13 +55,22 @@ async fn write_blobs(client: &BlobClient, n: usize, replication: Option<&str>) -
 
 async fn assert_all_read_back(client: &BlobClient, blobs: &HashMap<FileId, Bytes>) {
     for (fid, want) in blobs {
-        let got = client.download(fid).await.unwrap_or_else(|e| panic!("read {fid}: {e}"));
-        assert!(got == *want, "{fid}: read {} bytes that differ from the {} written", got.len(), want.len());
+        let got = client
+            .download(fid)
+            .await
+            .unwrap_or_else(|e| panic!("read {fid}: {e}"));
+        assert!(
+            got == *want,
+            "{fid}: read {} bytes that differ from the {} written",
+            got.len(),
+            want.len()
+        );
     }
 }
 
 #[tokio::test]
-async fn given_1000_blobs_when_volume_and_master_are_killed_should_lose_nothing_and_never_reissue_fids() {
+async fn given_1000_blobs_when_volume_and_master_are_killed_should_lose_nothing_and_never_reissue_fids()
+ {
     let mut c = Cluster::start(ClusterOptions::default()).await.unwrap();
     let client = c.blob_client();
     let mut blobs = write_blobs(&client, 1000, None).await;
@@ -66,7 +83,10 @@ async fn given_1000_blobs_when_volume_and_master_are_killed_should_lose_nothing_
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
         .filter(|n| n.ends_with(".dat") || n.ends_with(".idx"))
         .collect();
-    assert!(dat_files.len() >= 2, "volume files under the data dir: {dat_files:?}");
+    assert!(
+        dat_files.len() >= 2,
+        "volume files under the data dir: {dat_files:?}"
+    );
 
     // Delete 100; they 404 (also after another SIGKILL), the rest still read.
     let deleted: Vec<FileId> = blobs.keys().take(100).copied().collect();
@@ -75,38 +95,58 @@ async fn given_1000_blobs_when_volume_and_master_are_killed_should_lose_nothing_
     }
     c.volumes[0].restart().await.unwrap();
     for fid in &deleted {
-        let err = client.download(fid).await.expect_err("deleted blob still readable");
+        let err = client
+            .download(fid)
+            .await
+            .expect_err("deleted blob still readable");
         assert_eq!(err.status().map(|s| s.as_u16()), Some(404), "{fid}: {err}");
         blobs.remove(fid);
     }
     assert_all_read_back(&client, &blobs).await;
 
     // Graceful stop and start: same result.
-    assert!(c.volumes[0].stop(Duration::from_secs(15)).await, "volume server exits 0 on SIGTERM");
+    assert!(
+        c.volumes[0].stop(Duration::from_secs(15)).await,
+        "volume server exits 0 on SIGTERM"
+    );
     c.volumes[0].start().await.unwrap();
     assert_all_read_back(&client, &blobs).await;
 
     // SIGKILL the master: fresh fids afterwards never collide with any handed out before.
-    let before: HashSet<(u32, u64)> = blobs.keys().chain(deleted.iter()).map(|f| (f.volume_id, f.key)).collect();
+    let before: HashSet<(u32, u64)> = blobs
+        .keys()
+        .chain(deleted.iter())
+        .map(|f| (f.volume_id, f.key))
+        .collect();
     c.master.restart().await.unwrap();
     c.wait_volumes_registered(1).await.unwrap();
     let fresh = write_blobs(&client, 200, None).await;
     for fid in fresh.keys() {
-        assert!(!before.contains(&(fid.volume_id, fid.key)), "fid {fid} reissued after master restart");
+        assert!(
+            !before.contains(&(fid.volume_id, fid.key)),
+            "fid {fid} reissued after master restart"
+        );
     }
     // And once more with SIGTERM.
-    assert!(c.master.stop(Duration::from_secs(15)).await, "master exits 0 on SIGTERM");
+    assert!(
+        c.master.stop(Duration::from_secs(15)).await,
+        "master exits 0 on SIGTERM"
+    );
     c.master.start().await.unwrap();
     c.wait_volumes_registered(1).await.unwrap();
     let fresh2 = write_blobs(&client, 50, None).await;
     for fid in fresh2.keys() {
-        assert!(!before.contains(&(fid.volume_id, fid.key)) && !fresh.contains_key(fid), "fid {fid} reissued");
+        assert!(
+            !before.contains(&(fid.volume_id, fid.key)) && !fresh.contains_key(fid),
+            "fid {fid} reissued"
+        );
     }
     assert_all_read_back(&client, &fresh).await;
 }
 
 #[tokio::test]
-async fn given_replication_001_when_one_volume_server_dies_for_good_should_read_everything_from_the_survivor() {
+async fn given_replication_001_when_one_volume_server_dies_for_good_should_read_everything_from_the_survivor()
+ {
     let mut c = Cluster::start(ClusterOptions {
         volumes: 2,
         ..Default::default()
@@ -118,7 +158,12 @@ async fn given_replication_001_when_one_volume_server_dies_for_good_should_read_
     // Both servers hold every volume, needle for needle.
     let mut statuses = Vec::new();
     for v in &c.volumes {
-        let s: serde_json::Value = reqwest::get(format!("{}/status", v.url())).await.unwrap().json().await.unwrap();
+        let s: serde_json::Value = reqwest::get(format!("{}/status", v.url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         statuses.push(s["Volumes"].clone());
     }
     assert_eq!(statuses[0], statuses[1], "replicas differ");
@@ -134,7 +179,12 @@ async fn given_replication_001_when_one_volume_server_dies_for_good_should_read_
     let fid = FileId::new(blobs.keys().next().unwrap().volume_id, 1 << 40, 7);
     let err = client
         .volumes
-        .write(&survivor, &fid, Bytes::from_static(b"only one copy"), &WriteOptions::default())
+        .write(
+            &survivor,
+            &fid,
+            Bytes::from_static(b"only one copy"),
+            &WriteOptions::default(),
+        )
         .await
         .expect_err("a 001 write with a dead replica must fail");
     assert_eq!(err.status().map(|s| s.as_u16()), Some(503), "{err}");
@@ -146,7 +196,11 @@ async fn given_replication_001_when_one_volume_server_dies_for_good_should_read_
         ..Default::default()
     };
     let err = client
-        .upload(&q, Bytes::from_static(b"only one copy"), &WriteOptions::default())
+        .upload(
+            &q,
+            Bytes::from_static(b"only one copy"),
+            &WriteOptions::default(),
+        )
         .await
         .expect_err("a 001 assign with one live server must fail");
     assert_eq!(err.code(), Some("no_writable_volume"), "{err}");

@@ -2,3 +2,5 @@
 //! Build the binaries first: `cargo build --workspace --bins`.
 
 mod blob;
+mod filer;
+mod tracing;

@@ -4,7 +4,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use common::api::volume::{DeleteResponse, UploadResponse};
@@ -15,8 +15,8 @@ use serde::Deserialize;
 use tracing::Instrument;
 
 use super::AppState;
-use crate::store::needle::Needle;
 use crate::store::VolumeError;
+use crate::store::needle::Needle;
 
 /// Reads above this size run on the blocking pool.
 const INLINE_READ_MAX: u32 = 256 << 10;
@@ -41,13 +41,18 @@ fn parse_fid(s: &str) -> Result<FileId, ApiError> {
 /// Maps a volume error to an API error whose text names the file id.
 fn fid_error(fid: &FileId, e: VolumeError) -> ApiError {
     match ApiError::from(e) {
-        ApiError::NotFound { code, message } => ApiError::not_found(code, format!("file {fid}: {message}")),
+        ApiError::NotFound { code, message } => {
+            ApiError::not_found(code, format!("file {fid}: {message}"))
+        }
         ApiError::Internal(err) => ApiError::internal(anyhow::anyhow!("file {fid}: {err:#}")),
         other => other,
     }
 }
 
-async fn read_body(req: Request, limit: usize) -> Result<(Bytes, Option<String>, Option<String>), ApiError> {
+async fn read_body(
+    req: Request,
+    limit: usize,
+) -> Result<(Bytes, Option<String>, Option<String>), ApiError> {
     let is_multipart = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -65,14 +70,20 @@ async fn read_body(req: Request, limit: usize) -> Result<(Bytes, Option<String>,
             if field.name() == Some("file") || field.file_name().is_some() {
                 let name = field.file_name().map(str::to_owned);
                 let mime = field.content_type().map(str::to_owned);
-                let data = field.bytes().await.map_err(|e| multipart_error(e.status(), e.body_text()))?;
+                let data = field
+                    .bytes()
+                    .await
+                    .map_err(|e| multipart_error(e.status(), e.body_text()))?;
                 if data.len() > limit {
                     return Err(too_large(limit));
                 }
                 return Ok((data, name, mime));
             }
         }
-        return Err(ApiError::bad_request("bad_multipart", "multipart body has no `file` part"));
+        return Err(ApiError::bad_request(
+            "bad_multipart",
+            "multipart body has no `file` part",
+        ));
     }
     let mime = req
         .headers()
@@ -120,7 +131,10 @@ pub async fn put_blob(
         data: data.clone(),
         name: name.clone(),
         mime,
-        last_modified: SystemTime::now().duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs()),
+        last_modified: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs()),
     };
 
     let local = async {
@@ -131,11 +145,21 @@ pub async fn put_blob(
         let checksum = pending.checksum;
         pending
             .appended()
-            .instrument(tracing::info_span!("needle.append", otel.name = "needle.append", volume = fid.volume_id, bytes = data.len()))
+            .instrument(tracing::info_span!(
+                "needle.append",
+                otel.name = "needle.append",
+                volume = fid.volume_id,
+                bytes = data.len()
+            ))
             .await;
         pending
             .done()
-            .instrument(tracing::info_span!("volume.fsync", otel.name = "volume.fsync", volume = fid.volume_id, fsync))
+            .instrument(tracing::info_span!(
+                "volume.fsync",
+                otel.name = "volume.fsync",
+                volume = fid.volume_id,
+                fsync
+            ))
             .await
             .map_err(|e| fid_error(&fid, e))?;
         Ok::<u32, ApiError>(checksum)
@@ -189,7 +213,11 @@ async fn replica_urls(s: &AppState, vid: u32, copies: usize) -> Result<Vec<Strin
         .lookup(vid)
         .await
         .map_err(|e| s_unavailable(format!("cannot find the replicas of volume {vid}: {e}")))?;
-    let others: Vec<String> = locations.into_iter().map(|l| l.url).filter(|u| *u != s.url).collect();
+    let others: Vec<String> = locations
+        .into_iter()
+        .map(|l| l.url)
+        .filter(|u| *u != s.url)
+        .collect();
     if others.len() + 1 < copies {
         s.master.invalidate(vid);
         return Err(s_unavailable(format!(
@@ -222,7 +250,10 @@ pub async fn get_blob(
     let etag = format!("\"{:08x}\"", read.checksum);
     let n = read.needle;
     let mut resp_headers = HeaderMap::new();
-    resp_headers.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex is a valid header"));
+    resp_headers.insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag).expect("hex is a valid header"),
+    );
     resp_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     let mime = n.mime.as_deref().unwrap_or("application/octet-stream");
     resp_headers.insert(
@@ -247,7 +278,10 @@ pub async fn get_blob(
             );
             let err = ApiError::RangeNotSatisfiable {
                 code: "range_not_satisfiable",
-                message: format!("range {} is outside file {fid} of {total} bytes", range.unwrap_or_default()),
+                message: format!(
+                    "range {} is outside file {fid} of {total} bytes",
+                    range.unwrap_or_default()
+                ),
                 detail: serde_json::json!({ "size": total }),
             };
             return Ok((resp_headers, err).into_response());
@@ -257,7 +291,10 @@ pub async fn get_blob(
                 header::CONTENT_RANGE,
                 HeaderValue::from_str(&format!("bytes {start}-{end}/{total}")).expect("ascii"),
             );
-            (StatusCode::PARTIAL_CONTENT, n.data.slice(start as usize..=end as usize))
+            (
+                StatusCode::PARTIAL_CONTENT,
+                n.data.slice(start as usize..=end as usize),
+            )
         }
     };
     resp_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
@@ -297,7 +334,9 @@ fn parse_range(h: &str, total: u64) -> RangeSpec {
             Err(_) => return RangeSpec::Ignore,
         },
         (false, _) => {
-            let Ok(start) = a.parse::<u64>() else { return RangeSpec::Ignore };
+            let Ok(start) = a.parse::<u64>() else {
+                return RangeSpec::Ignore;
+            };
             let end = if b.is_empty() {
                 total.checked_sub(1)
             } else {
@@ -335,7 +374,11 @@ pub async fn delete_blob(
             match s.volumes.delete(url, &fid, true).await {
                 Ok(_) => {}
                 Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {}
-                Err(e) => return Err(s_unavailable(format!("replica delete of {fid} on {url} failed: {e}"))),
+                Err(e) => {
+                    return Err(s_unavailable(format!(
+                        "replica delete of {fid} on {url} failed: {e}"
+                    )));
+                }
             }
         }
     }

@@ -7,10 +7,10 @@ mod blobs;
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::Router;
 use common::api::master::{AllocateQuery, Replication};
 use common::api::volume::VolumeServerStatus;
 use common::client::master::MasterClient;
@@ -47,7 +47,8 @@ pub struct AppState {
 
 /// Builds the router with the shared layers.
 pub fn router(state: AppState) -> Router {
-    let body_limit = usize::try_from(common::config::mib(state.cfg.max_blob_mb) + (1 << 20)).unwrap_or(usize::MAX);
+    let body_limit = usize::try_from(common::config::mib(state.cfg.max_blob_mb) + (1 << 20))
+        .unwrap_or(usize::MAX);
     let routes = Router::new()
         .route("/healthz", get(common::http::healthz))
         .route("/readyz", get(readyz))
@@ -104,21 +105,37 @@ struct Allocated {
 }
 
 /// `POST /admin/volume?volumeId=&collection=&replication=`: the master grows a volume here.
-async fn allocate(State(s): State<AppState>, Query(q): Query<AllocateQuery>) -> Result<Json<Allocated>, ApiError> {
+async fn allocate(
+    State(s): State<AppState>,
+    Query(q): Query<AllocateQuery>,
+) -> Result<Json<Allocated>, ApiError> {
     let replication: Replication = match &q.replication {
-        Some(r) if !r.is_empty() => r.parse().map_err(|e: String| ApiError::bad_request("bad_replication", e))?,
+        Some(r) if !r.is_empty() => r
+            .parse()
+            .map_err(|e: String| ApiError::bad_request("bad_replication", e))?,
         _ => Replication::default(),
     };
-    if q.collection.len() > 64 || !q.collection.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+    if q.collection.len() > 64
+        || !q
+            .collection
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
         return Err(ApiError::bad_request(
             "bad_collection",
-            format!("collection {:?} must be at most 64 letters, digits, '-' or '.'", q.collection),
+            format!(
+                "collection {:?} must be at most 64 letters, digits, '-' or '.'",
+                q.collection
+            ),
         ));
     }
     if s.store.get(q.volume_id).is_err() && s.store.len() >= s.cfg.max_volumes as usize {
         return Err(ApiError::conflict(
             "no_free_slot",
-            format!("this server already holds its maximum of {} volumes", s.cfg.max_volumes),
+            format!(
+                "this server already holds its maximum of {} volumes",
+                s.cfg.max_volumes
+            ),
         ));
     }
     let store = s.store.clone();

@@ -32,15 +32,26 @@ fn state(dir: &std::path::Path) -> AppState {
     }
 }
 
-async fn send(app: &Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, bytes::Bytes) {
+async fn send(
+    app: &Router,
+    req: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, bytes::Bytes) {
     let resp = app.clone().oneshot(req).await.unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
-    (status, headers, resp.into_body().collect().await.unwrap().to_bytes())
+    (
+        status,
+        headers,
+        resp.into_body().collect().await.unwrap().to_bytes(),
+    )
 }
 
 fn req(method: &str, uri: &str, body: impl Into<Body>) -> Request<Body> {
-    Request::builder().method(method).uri(uri).body(body.into()).unwrap()
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(body.into())
+        .unwrap()
 }
 
 fn error_code(body: &[u8]) -> String {
@@ -62,16 +73,25 @@ async fn test_router_write_read_delete() {
     let etag = h["etag"].to_str().unwrap().to_owned();
     assert_eq!(etag, format!("\"{}\"", up.etag));
 
-    let r = Request::get("/3,01637037d6").header("if-none-match", &etag).body(Body::empty()).unwrap();
+    let r = Request::get("/3,01637037d6")
+        .header("if-none-match", &etag)
+        .body(Body::empty())
+        .unwrap();
     assert_eq!(send(&app, r).await.0, StatusCode::NOT_MODIFIED);
 
-    let r = Request::get("/3,01637037d6").header("range", "bytes=6-").body(Body::empty()).unwrap();
+    let r = Request::get("/3,01637037d6")
+        .header("range", "bytes=6-")
+        .body(Body::empty())
+        .unwrap();
     let (st, h, body) = send(&app, r).await;
     assert_eq!(st, StatusCode::PARTIAL_CONTENT);
     assert_eq!(&body[..], b"kelp");
     assert_eq!(h["content-range"], "bytes 6-9/10");
 
-    let r = Request::get("/3,01637037d6").header("range", "bytes=50-").body(Body::empty()).unwrap();
+    let r = Request::get("/3,01637037d6")
+        .header("range", "bytes=50-")
+        .body(Body::empty())
+        .unwrap();
     assert_eq!(send(&app, r).await.0, StatusCode::RANGE_NOT_SATISFIABLE);
 
     let (st, h, body) = send(&app, req("HEAD", "/3,01637037d6", Body::empty())).await;
@@ -83,12 +103,25 @@ async fn test_router_write_read_delete() {
     let (st, _, body) = send(&app, req("GET", "/3,0100000000", Body::empty())).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     assert_eq!(error_code(&body), "needle_not_found");
-    assert_eq!(send(&app, req("DELETE", "/3,0100000000", Body::empty())).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        send(&app, req("DELETE", "/3,0100000000", Body::empty()))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
 
     let (st, _, body) = send(&app, req("DELETE", "/3,01637037d6", Body::empty())).await;
     assert_eq!(st, StatusCode::ACCEPTED);
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap()["size"], 10);
-    assert_eq!(send(&app, req("GET", "/3,01637037d6", Body::empty())).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()["size"],
+        10
+    );
+    assert_eq!(
+        send(&app, req("GET", "/3,01637037d6", Body::empty()))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
@@ -110,11 +143,27 @@ async fn test_router_bad_input_gets_json_4xx() {
     assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(error_code(&body), "payload_too_large");
 
-    assert_eq!(send(&app, req("GET", "/a/b/c", Body::empty())).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(send(&app, req("PATCH", "/3,01637037d6", Body::empty())).await.0, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        send(&app, req("GET", "/a/b/c", Body::empty())).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(&app, req("PATCH", "/3,01637037d6", Body::empty()))
+            .await
+            .0,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
     let (st, _, _) = send(&app, req("POST", "/admin/volume?volumeId=x", Body::empty())).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
-    let (st, _, _) = send(&app, req("POST", "/admin/volume?volumeId=4&replication=9", Body::empty())).await;
+    let (st, _, _) = send(
+        &app,
+        req(
+            "POST",
+            "/admin/volume?volumeId=4&replication=9",
+            Body::empty(),
+        ),
+    )
+    .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     let (st, _, _) = send(&app, req("POST", "/3,03637037d6?fsync=maybe", "x")).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
@@ -155,7 +204,15 @@ async fn test_router_replicated_write_fails_without_replica() {
 async fn test_router_allocate_status_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let app = router(state(dir.path()));
-    let (st, _, _) = send(&app, req("POST", "/admin/volume?volumeId=5&collection=pics&replication=000", Body::empty())).await;
+    let (st, _, _) = send(
+        &app,
+        req(
+            "POST",
+            "/admin/volume?volumeId=5&collection=pics&replication=000",
+            Body::empty(),
+        ),
+    )
+    .await;
     assert_eq!(st, StatusCode::OK);
     assert!(std::fs::metadata(dir.path().join("pics_5.dat")).is_ok());
     assert!(std::fs::metadata(dir.path().join("pics_5.idx")).is_ok());

@@ -76,7 +76,11 @@ mod tests {
 
     #[test]
     fn test_idx_row_round_trip() {
-        let r = IdxRow { key: 0x0102030405060708, offset_units: 77, size: -1 };
+        let r = IdxRow {
+            key: 0x0102030405060708,
+            offset_units: 77,
+            size: -1,
+        };
         assert_eq!(IdxRow::decode(&r.encode()), r);
         assert!(r.is_delete());
         assert_eq!(r.offset(), 77 * 8);
@@ -86,7 +90,14 @@ mod tests {
     fn test_idx_torn_tail_is_ignored() {
         let mut buf = Vec::new();
         for k in 1..=3u64 {
-            buf.extend_from_slice(&IdxRow { key: k, offset_units: k as u32, size: 10 }.encode());
+            buf.extend_from_slice(
+                &IdxRow {
+                    key: k,
+                    offset_units: k as u32,
+                    size: 10,
+                }
+                .encode(),
+            );
         }
         for cut in 0..ROW_LEN {
             let (rows, len) = decode_all(&buf[..buf.len() - cut]);
@@ -103,7 +114,11 @@ mod tests {
 
     #[test]
     fn test_idx_flipped_byte_changes_row() {
-        let r = IdxRow { key: 5, offset_units: 9, size: 100 };
+        let r = IdxRow {
+            key: 5,
+            offset_units: 9,
+            size: 100,
+        };
         let enc = r.encode();
         for i in 0..ROW_LEN {
             let mut b = enc;

@@ -107,7 +107,11 @@ impl VolumeError {
         if source.kind() == std::io::ErrorKind::StorageFull {
             Self::DiskFull { volume, source }
         } else {
-            Self::Io { volume, op: "append", source }
+            Self::Io {
+                volume,
+                op: "append",
+                source,
+            }
         }
     }
 
@@ -123,10 +127,19 @@ impl VolumeError {
                 op,
                 source: std::io::Error::new(source.kind(), source.to_string()),
             },
-            Self::Corrupt { volume, what } => Self::Corrupt { volume: *volume, what: what.clone() },
-            Self::Poisoned { volume, reason } => Self::Poisoned { volume: *volume, reason: reason.clone() },
+            Self::Corrupt { volume, what } => Self::Corrupt {
+                volume: *volume,
+                what: what.clone(),
+            },
+            Self::Poisoned { volume, reason } => Self::Poisoned {
+                volume: *volume,
+                reason: reason.clone(),
+            },
             Self::VolumeNotFound { volume } => Self::VolumeNotFound { volume: *volume },
-            Self::NeedleNotFound { volume, key } => Self::NeedleNotFound { volume: *volume, key: *key },
+            Self::NeedleNotFound { volume, key } => Self::NeedleNotFound {
+                volume: *volume,
+                key: *key,
+            },
             Self::Exists { volume } => Self::Exists { volume: *volume },
             Self::Full { volume } => Self::Full { volume: *volume },
             Self::TooLarge { volume } => Self::TooLarge { volume: *volume },
@@ -184,7 +197,11 @@ impl Store {
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
             if path.extension().is_some_and(|e| e == "dat") {
-                if let Some(parsed) = path.file_stem().and_then(|s| s.to_str()).and_then(parse_stem) {
+                if let Some(parsed) = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .and_then(parse_stem)
+                {
                     stems.push(parsed);
                 }
             }
@@ -203,7 +220,11 @@ impl Store {
                         idx_rows_dropped = report.idx_rows_dropped,
                         "volume loaded"
                     );
-                    store.volumes.write().expect("volumes lock").insert(vid, Arc::new(v));
+                    store
+                        .volumes
+                        .write()
+                        .expect("volumes lock")
+                        .insert(vid, Arc::new(v));
                 }
                 Err(e) => {
                     tracing::error!(volume = vid, error = %e, "volume cannot be opened; quarantining its files");
@@ -241,7 +262,12 @@ impl Store {
     }
 
     /// Creates a volume; idempotent when it exists with the same collection and replication.
-    pub fn allocate(&self, id: VolumeId, collection: &str, replication: Replication) -> Result<Arc<Volume>, VolumeError> {
+    pub fn allocate(
+        &self,
+        id: VolumeId,
+        collection: &str,
+        replication: Replication,
+    ) -> Result<Arc<Volume>, VolumeError> {
         let mut vols = self.volumes.write().expect("volumes lock");
         if let Some(v) = vols.get(&id) {
             return if v.collection == collection && v.replication == replication {
@@ -260,7 +286,13 @@ impl Store {
 
     /// What the master is told about every volume.
     pub fn infos(&self) -> Vec<VolumeInfo> {
-        let mut infos: Vec<VolumeInfo> = self.volumes.read().expect("volumes lock").values().map(|v| v.info()).collect();
+        let mut infos: Vec<VolumeInfo> = self
+            .volumes
+            .read()
+            .expect("volumes lock")
+            .values()
+            .map(|v| v.info())
+            .collect();
         infos.sort_by_key(|i| i.id);
         infos
     }

@@ -143,7 +143,8 @@ impl Needle {
     /// size.
     pub fn encode(&self, append_at_ns: u64) -> Result<(Vec<u8>, u32), NeedleError> {
         let body_len = self.body_len();
-        let size = u32::try_from(body_len).map_err(|_| NeedleError::Malformed("blob over 4 GiB"))?;
+        let size =
+            u32::try_from(body_len).map_err(|_| NeedleError::Malformed("blob over 4 GiB"))?;
         let total = record_len(size) as usize;
         let mut out = Vec::with_capacity(total);
         out.extend_from_slice(&self.cookie.to_be_bytes());
@@ -212,7 +213,11 @@ pub fn decode(buf: &[u8]) -> Result<Record, NeedleError> {
     if stored != computed {
         return Err(NeedleError::Checksum { stored, computed });
     }
-    let append_at_ns = u64::from_be_bytes(buf[body_end + 4..body_end + 12].try_into().expect("8 bytes"));
+    let append_at_ns = u64::from_be_bytes(
+        buf[body_end + 4..body_end + 12]
+            .try_into()
+            .expect("8 bytes"),
+    );
     let needle = if header.size == 0 {
         None
     } else {
@@ -266,14 +271,22 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], NeedleError> {
-        let end = self.pos.checked_add(n).ok_or(NeedleError::Malformed("length overflow"))?;
-        let s = self.buf.get(self.pos..end).ok_or(NeedleError::Malformed("field past end of body"))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .ok_or(NeedleError::Malformed("length overflow"))?;
+        let s = self
+            .buf
+            .get(self.pos..end)
+            .ok_or(NeedleError::Malformed("field past end of body"))?;
         self.pos = end;
         Ok(s)
     }
 
     fn u32(&mut self) -> Result<u32, NeedleError> {
-        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
 }
 
@@ -306,7 +319,10 @@ mod tests {
 
     #[test]
     fn test_needle_empty_blob_is_not_a_tombstone() {
-        let n = Needle { key: 7, ..Default::default() };
+        let n = Needle {
+            key: 7,
+            ..Default::default()
+        };
         let (rec, _) = n.encode(0).unwrap();
         let r = decode(&rec).unwrap();
         assert!(r.header.size > 0);
@@ -326,7 +342,8 @@ mod tests {
     fn test_needle_every_flipped_byte_is_caught() {
         let (rec, _) = sample().encode(42).unwrap();
         // Every byte up to the checksum's end is protected; append_at_ns and padding are not.
-        let protected = HEADER_LEN + Header::decode(rec[..16].try_into().unwrap()).size as usize + 4;
+        let protected =
+            HEADER_LEN + Header::decode(rec[..16].try_into().unwrap()).size as usize + 4;
         for i in 0..protected {
             let mut bad = rec.clone();
             bad[i] ^= 0x40;

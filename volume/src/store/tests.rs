@@ -19,13 +19,22 @@ fn blob(key: u64, len: usize) -> Needle {
     Needle {
         cookie: 0xabcd,
         key,
-        data: Bytes::from((0..len).map(|i| (i as u64 * 31 + key) as u8).collect::<Vec<u8>>()),
+        data: Bytes::from(
+            (0..len)
+                .map(|i| (i as u64 * 31 + key) as u8)
+                .collect::<Vec<u8>>(),
+        ),
         ..Default::default()
     }
 }
 
 async fn put(v: &Volume, n: &Needle) {
-    v.write(n, true, u64::MAX).await.unwrap().done().await.unwrap();
+    v.write(n, true, u64::MAX)
+        .await
+        .unwrap()
+        .done()
+        .await
+        .unwrap();
 }
 
 fn open(dir: &Path) -> (Volume, RecoveryReport) {
@@ -45,9 +54,15 @@ async fn test_store_write_read_survives_reopen() {
     assert_eq!(report, RecoveryReport::default());
     for k in 1..=50 {
         if k == 7 {
-            assert!(matches!(v.read(k, 0xabcd), Err(VolumeError::NeedleNotFound { .. })));
+            assert!(matches!(
+                v.read(k, 0xabcd),
+                Err(VolumeError::NeedleNotFound { .. })
+            ));
         } else {
-            assert_eq!(v.read(k, 0xabcd).unwrap().needle.data, blob(k, k as usize * 13).data);
+            assert_eq!(
+                v.read(k, 0xabcd).unwrap().needle.data,
+                blob(k, k as usize * 13).data
+            );
         }
     }
     assert_eq!(v.info().file_count, 49);
@@ -59,7 +74,10 @@ async fn test_store_wrong_cookie_is_not_found() {
     let dir = tempfile::tempdir().unwrap();
     let (v, _) = Volume::create(dir.path(), 1, "", Replication::default(), metrics()).unwrap();
     put(&v, &blob(1, 10)).await;
-    assert!(matches!(v.read(1, 0x1234), Err(VolumeError::NeedleNotFound { .. })));
+    assert!(matches!(
+        v.read(1, 0x1234),
+        Err(VolumeError::NeedleNotFound { .. })
+    ));
     assert!(v.delete(1, 0x1234, true).await.is_err());
     assert!(v.read(1, 0xabcd).is_ok());
 }
@@ -76,7 +94,12 @@ async fn test_store_lost_idx_rows_are_rebuilt_from_dat() {
     // Lose the last 6 idx rows (as if they never reached the disk) and tear another one.
     let idx = dir.path().join("1.idx");
     let len = std::fs::metadata(&idx).unwrap().len();
-    OpenOptions::new().write(true).open(&idx).unwrap().set_len(len - 6 * 16 - 5).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&idx)
+        .unwrap()
+        .set_len(len - 6 * 16 - 5)
+        .unwrap();
     let (v, report) = open(dir.path());
     assert_eq!(report.needles_recovered, 7);
     assert_eq!(report.bytes_cut, 0);
@@ -96,7 +119,10 @@ async fn test_store_torn_dat_tail_is_cut_and_writes_continue() {
     drop(v);
     // Half a needle appended after the last acknowledged one (a crash mid-append).
     let (rec, _) = blob(6, 1000).encode(1).unwrap();
-    let dat = OpenOptions::new().write(true).open(dir.path().join("1.dat")).unwrap();
+    let dat = OpenOptions::new()
+        .write(true)
+        .open(dir.path().join("1.dat"))
+        .unwrap();
     dat.write_all_at(&rec[..rec.len() / 2], good_len).unwrap();
     drop(dat);
     let (v, report) = open(dir.path());
@@ -118,15 +144,26 @@ async fn test_store_flipped_byte_is_never_served() {
     put(&v, &blob(1, 500)).await;
     put(&v, &blob(2, 500)).await;
     // Flip a data byte of needle 1 behind the server's back.
-    let dat = OpenOptions::new().read(true).write(true).open(dir.path().join("1.dat")).unwrap();
+    let dat = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.path().join("1.dat"))
+        .unwrap();
     let mut b = [0u8; 1];
     dat.read_exact_at(&mut b, SUPERBLOCK_LEN + 40).unwrap();
-    dat.write_all_at(&[b[0] ^ 0xff], SUPERBLOCK_LEN + 40).unwrap();
-    assert!(matches!(v.read(1, 0xabcd), Err(VolumeError::Corrupt { .. })));
+    dat.write_all_at(&[b[0] ^ 0xff], SUPERBLOCK_LEN + 40)
+        .unwrap();
+    assert!(matches!(
+        v.read(1, 0xabcd),
+        Err(VolumeError::Corrupt { .. })
+    ));
     assert!(v.read(2, 0xabcd).is_ok());
     drop(v);
     let (v, _) = open(dir.path());
-    assert!(matches!(v.read(1, 0xabcd), Err(VolumeError::Corrupt { .. })));
+    assert!(matches!(
+        v.read(1, 0xabcd),
+        Err(VolumeError::Corrupt { .. })
+    ));
 }
 
 #[tokio::test]
@@ -138,7 +175,12 @@ async fn test_store_truncated_dat_drops_rows_past_its_end() {
     }
     let size = v.size();
     drop(v);
-    OpenOptions::new().write(true).open(dir.path().join("1.dat")).unwrap().set_len(size - 300).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(dir.path().join("1.dat"))
+        .unwrap()
+        .set_len(size - 300)
+        .unwrap();
     let (v, report) = open(dir.path());
     assert!(report.idx_rows_dropped >= 1);
     assert!(v.read(10, 0xabcd).is_err());
@@ -166,7 +208,10 @@ async fn test_store_concurrent_writers_share_fsyncs() {
     let writes = m.writes.get();
     let syncs = m.fdatasyncs.get();
     assert_eq!(writes, 640);
-    assert!(syncs < writes, "group commit: {syncs} syncs for {writes} writes");
+    assert!(
+        syncs < writes,
+        "group commit: {syncs} syncs for {writes} writes"
+    );
 }
 
 #[tokio::test]

@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::idx::{self, IdxRow};
 use super::needle::{self, Header, Needle, Record};
-use super::{VolumeError, SUPERBLOCK_LEN, SUPERBLOCK_VERSION};
+use super::{SUPERBLOCK_LEN, SUPERBLOCK_VERSION, VolumeError};
 use crate::metrics::Metrics;
 
 /// Largest `.dat` an `.idx` row can address (offset/8 in a u32).
@@ -136,7 +136,9 @@ impl PendingWrite {
 
     /// Waits until the record is synced (as requested), indexed and readable.
     pub async fn done(self) -> Result<(), VolumeError> {
-        self.done.await.unwrap_or_else(|_| Err(VolumeError::WriterGone { volume: self.id }))
+        self.done
+            .await
+            .unwrap_or_else(|_| Err(VolumeError::WriterGone { volume: self.id }))
     }
 }
 
@@ -176,7 +178,13 @@ impl Volume {
         let stem = file_stem(collection, id);
         let dat = dir.join(format!("{stem}.dat"));
         let idx = dir.join(format!("{stem}.idx"));
-        let io = |op: &'static str| move |source| VolumeError::Io { volume: id, op, source };
+        let io = |op: &'static str| {
+            move |source| VolumeError::Io {
+                volume: id,
+                op,
+                source,
+            }
+        };
         if std::fs::metadata(&dat).is_ok() {
             return Err(VolumeError::Exists { volume: id });
         }
@@ -193,12 +201,27 @@ impl Volume {
     }
 
     /// Opens an existing volume, recovering as described in the module docs.
-    pub fn open(dir: &Path, id: VolumeId, collection: &str, metrics: Metrics) -> Result<(Self, RecoveryReport), VolumeError> {
+    pub fn open(
+        dir: &Path,
+        id: VolumeId,
+        collection: &str,
+        metrics: Metrics,
+    ) -> Result<(Self, RecoveryReport), VolumeError> {
         let stem = file_stem(collection, id);
         let dat_path = dir.join(format!("{stem}.dat"));
         let idx_path = dir.join(format!("{stem}.idx"));
-        let io = |op: &'static str| move |source| VolumeError::Io { volume: id, op, source };
-        let dat = OpenOptions::new().read(true).write(true).open(&dat_path).map_err(io("open dat"))?;
+        let io = |op: &'static str| {
+            move |source| VolumeError::Io {
+                volume: id,
+                op,
+                source,
+            }
+        };
+        let dat = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&dat_path)
+            .map_err(io("open dat"))?;
         let idx_file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -211,14 +234,22 @@ impl Volume {
         if dat_len < SUPERBLOCK_LEN {
             return Err(VolumeError::Corrupt {
                 volume: id,
-                what: format!("{} is {dat_len} bytes, shorter than its superblock", dat_path.display()),
+                what: format!(
+                    "{} is {dat_len} bytes, shorter than its superblock",
+                    dat_path.display()
+                ),
             });
         }
-        dat.read_exact_at(&mut sb, 0).map_err(io("read superblock"))?;
+        dat.read_exact_at(&mut sb, 0)
+            .map_err(io("read superblock"))?;
         if sb[0] != SUPERBLOCK_VERSION {
             return Err(VolumeError::Corrupt {
                 volume: id,
-                what: format!("{} has superblock version {}, expected {SUPERBLOCK_VERSION}", dat_path.display(), sb[0]),
+                what: format!(
+                    "{} has superblock version {}, expected {SUPERBLOCK_VERSION}",
+                    dat_path.display(),
+                    sb[0]
+                ),
             });
         }
         let replication = Replication::from_byte(sb[1]);
@@ -243,7 +274,11 @@ impl Volume {
         }
         report.idx_rows_dropped = (rows.len() - good_rows) as u64;
         if report.idx_rows_dropped > 0 {
-            tracing::warn!(volume = id, dropped = report.idx_rows_dropped, "idx rows past the usable index dropped; re-scanning the dat");
+            tracing::warn!(
+                volume = id,
+                dropped = report.idx_rows_dropped,
+                "idx rows past the usable index dropped; re-scanning the dat"
+            );
         }
         let good_idx_len = (good_rows * idx::ROW_LEN) as u64;
         if good_idx_len != idx_bytes.len() as u64 {
@@ -259,7 +294,11 @@ impl Volume {
                     let row = IdxRow {
                         key: rec.header.key,
                         offset_units: (pos / needle::ALIGN) as u32,
-                        size: if rec.needle.is_none() { -1 } else { rec.header.size as i32 },
+                        size: if rec.needle.is_none() {
+                            -1
+                        } else {
+                            rec.header.size as i32
+                        },
                     };
                     apply_row(&mut index, &row, &mut delete_count);
                     max_key = max_key.max(row.key);
@@ -280,9 +319,15 @@ impl Volume {
             }
         }
         if !new_rows.is_empty() {
-            idx_file.write_all_at(&new_rows, good_idx_len).map_err(io("append idx"))?;
+            idx_file
+                .write_all_at(&new_rows, good_idx_len)
+                .map_err(io("append idx"))?;
             idx_file.sync_data().map_err(io("sync idx"))?;
-            tracing::info!(volume = id, needles = report.needles_recovered, "re-indexed needles past the last idx row");
+            tracing::info!(
+                volume = id,
+                needles = report.needles_recovered,
+                "re-indexed needles past the last idx row"
+            );
         }
         let end = pos;
         metrics.needles_recovered.inc_by(report.needles_recovered);
@@ -363,14 +408,24 @@ impl Volume {
 
     /// Starts writing a needle; await the returned stages. `size_limit` is the master's
     /// volume size limit.
-    pub async fn write(&self, n: &Needle, fsync: bool, size_limit: u64) -> Result<PendingWrite, VolumeError> {
+    pub async fn write(
+        &self,
+        n: &Needle,
+        fsync: bool,
+        size_limit: u64,
+    ) -> Result<PendingWrite, VolumeError> {
         if let Some(reason) = self.poisoned() {
-            return Err(VolumeError::Poisoned { volume: self.id, reason });
+            return Err(VolumeError::Poisoned {
+                volume: self.id,
+                reason,
+            });
         }
         if self.read_only.load(Ordering::Acquire) || self.size() >= size_limit {
             return Err(VolumeError::Full { volume: self.id });
         }
-        let (record, checksum) = n.encode(now_ns()).map_err(|_| VolumeError::TooLarge { volume: self.id })?;
+        let (record, checksum) = n
+            .encode(now_ns())
+            .map_err(|_| VolumeError::TooLarge { volume: self.id })?;
         let size = u32::from_be_bytes(record[12..16].try_into().expect("header"));
         let (atx, arx) = oneshot::channel();
         let (dtx, drx) = oneshot::channel();
@@ -382,7 +437,10 @@ impl Volume {
             appended: Some(atx),
             done: dtx,
         };
-        self.tx.send(op).await.map_err(|_| VolumeError::WriterGone { volume: self.id })?;
+        self.tx
+            .send(op)
+            .await
+            .map_err(|_| VolumeError::WriterGone { volume: self.id })?;
         Ok(PendingWrite {
             checksum,
             appended: arx,
@@ -394,7 +452,12 @@ impl Volume {
     /// Body size of the live needle `key`, if any (to decide whether a read is worth moving
     /// off the async runtime).
     pub fn needle_size(&self, key: u64) -> Option<u32> {
-        self.shared.index.read().expect("index lock").get(&key).map(|l| l.size)
+        self.shared
+            .index
+            .read()
+            .expect("index lock")
+            .get(&key)
+            .map(|l| l.size)
     }
 
     /// Reads and verifies the needle `key`; a wrong cookie is "not found".
@@ -406,20 +469,32 @@ impl Volume {
             .expect("index lock")
             .get(&key)
             .copied()
-            .ok_or(VolumeError::NeedleNotFound { volume: self.id, key })?;
+            .ok_or(VolumeError::NeedleNotFound {
+                volume: self.id,
+                key,
+            })?;
         let len = needle::record_len(loc.size);
         let mut buf = vec![0u8; len as usize];
-        self.reader.read_exact_at(&mut buf, loc.offset).map_err(|source| {
-            if source.kind() == io::ErrorKind::UnexpectedEof {
-                self.shared.metrics.crc_failures.inc();
-                VolumeError::Corrupt {
-                    volume: self.id,
-                    what: format!("needle {key:x} at offset {} lies past the end of the dat", loc.offset),
+        self.reader
+            .read_exact_at(&mut buf, loc.offset)
+            .map_err(|source| {
+                if source.kind() == io::ErrorKind::UnexpectedEof {
+                    self.shared.metrics.crc_failures.inc();
+                    VolumeError::Corrupt {
+                        volume: self.id,
+                        what: format!(
+                            "needle {key:x} at offset {} lies past the end of the dat",
+                            loc.offset
+                        ),
+                    }
+                } else {
+                    VolumeError::Io {
+                        volume: self.id,
+                        op: "read needle",
+                        source,
+                    }
                 }
-            } else {
-                VolumeError::Io { volume: self.id, op: "read needle", source }
-            }
-        })?;
+            })?;
         let rec = needle::decode(&buf).map_err(|e| {
             self.shared.metrics.crc_failures.inc();
             VolumeError::Corrupt {
@@ -431,11 +506,17 @@ impl Volume {
             self.shared.metrics.crc_failures.inc();
             return Err(VolumeError::Corrupt {
                 volume: self.id,
-                what: format!("index points needle {key:x} at a record of key {:x}", rec.header.key),
+                what: format!(
+                    "index points needle {key:x} at a record of key {:x}",
+                    rec.header.key
+                ),
             });
         };
         if n.cookie != cookie {
-            return Err(VolumeError::NeedleNotFound { volume: self.id, key });
+            return Err(VolumeError::NeedleNotFound {
+                volume: self.id,
+                key,
+            });
         }
         self.shared.metrics.reads.inc();
         self.shared.metrics.read_bytes.inc_by(n.data.len() as u64);
@@ -449,7 +530,10 @@ impl Volume {
     /// deleted blob's size.
     pub async fn delete(&self, key: u64, cookie: u32, fsync: bool) -> Result<u64, VolumeError> {
         if let Some(reason) = self.poisoned() {
-            return Err(VolumeError::Poisoned { volume: self.id, reason });
+            return Err(VolumeError::Poisoned {
+                volume: self.id,
+                reason,
+            });
         }
         let offset = self
             .shared
@@ -458,7 +542,10 @@ impl Volume {
             .expect("index lock")
             .get(&key)
             .map(|l| l.offset)
-            .ok_or(VolumeError::NeedleNotFound { volume: self.id, key })?;
+            .ok_or(VolumeError::NeedleNotFound {
+                volume: self.id,
+                key,
+            })?;
         let existing = self.read(key, cookie)?;
         let (dtx, drx) = oneshot::channel();
         let op = Op::Delete {
@@ -468,8 +555,12 @@ impl Volume {
             fsync,
             done: dtx,
         };
-        self.tx.send(op).await.map_err(|_| VolumeError::WriterGone { volume: self.id })?;
-        drx.await.unwrap_or(Err(VolumeError::WriterGone { volume: self.id }))?;
+        self.tx
+            .send(op)
+            .await
+            .map_err(|_| VolumeError::WriterGone { volume: self.id })?;
+        drx.await
+            .unwrap_or(Err(VolumeError::WriterGone { volume: self.id }))?;
         Ok(existing.needle.data.len() as u64)
     }
 }
@@ -568,7 +659,14 @@ impl Writer {
                 continue;
             }
             match op {
-                Op::Put { record, key, size, fsync, appended: notify, done } => {
+                Op::Put {
+                    record,
+                    key,
+                    size,
+                    fsync,
+                    appended: notify,
+                    done,
+                } => {
                     let len = record.len() as u64;
                     if pos + len > MAX_DAT_LEN {
                         let _ = done.send(Err(VolumeError::Full { volume: id }));
@@ -584,7 +682,11 @@ impl Writer {
                     }
                     want_sync |= fsync;
                     appended.push(Appended {
-                        row: IdxRow { key, offset_units: (pos / needle::ALIGN) as u32, size: size as i32 },
+                        row: IdxRow {
+                            key,
+                            offset_units: (pos / needle::ALIGN) as u32,
+                            size: size as i32,
+                        },
                         loc: Some(Loc { offset: pos, size }),
                         done,
                         is_delete: false,
@@ -593,8 +695,20 @@ impl Writer {
                     deleted_in_batch.retain(|k| *k != key);
                     pos += len;
                 }
-                Op::Delete { key, cookie, expect_offset, fsync, done } => {
-                    let current = self.shared.index.read().expect("index lock").get(&key).map(|l| l.offset);
+                Op::Delete {
+                    key,
+                    cookie,
+                    expect_offset,
+                    fsync,
+                    done,
+                } => {
+                    let current = self
+                        .shared
+                        .index
+                        .read()
+                        .expect("index lock")
+                        .get(&key)
+                        .map(|l| l.offset);
                     if current != Some(expect_offset) || deleted_in_batch.contains(&key) {
                         let _ = done.send(Err(VolumeError::NeedleNotFound { volume: id, key }));
                         continue;
@@ -609,7 +723,11 @@ impl Writer {
                     want_sync |= fsync;
                     deleted_in_batch.push(key);
                     appended.push(Appended {
-                        row: IdxRow { key, offset_units: (pos / needle::ALIGN) as u32, size: -1 },
+                        row: IdxRow {
+                            key,
+                            offset_units: (pos / needle::ALIGN) as u32,
+                            size: -1,
+                        },
                         loc: None,
                         done,
                         is_delete: true,
@@ -637,12 +755,18 @@ impl Writer {
             let t = Instant::now();
             let res = self.dat.sync_data();
             self.shared.metrics.fdatasyncs.inc();
-            self.shared.metrics.fdatasync_seconds.observe(t.elapsed().as_secs_f64());
+            self.shared
+                .metrics
+                .fdatasync_seconds
+                .observe(t.elapsed().as_secs_f64());
             if let Err(e) = res {
                 let reason = format!("fdatasync failed: {e}");
                 self.poison(reason.clone());
                 for a in appended {
-                    let _ = a.done.send(Err(VolumeError::Poisoned { volume: id, reason: reason.clone() }));
+                    let _ = a.done.send(Err(VolumeError::Poisoned {
+                        volume: id,
+                        reason: reason.clone(),
+                    }));
                 }
                 return;
             }
@@ -659,7 +783,10 @@ impl Writer {
             self.poison(reason.clone());
             self.shared.end.store(pos, Ordering::Release);
             for a in appended {
-                let _ = a.done.send(Err(VolumeError::Poisoned { volume: id, reason: reason.clone() }));
+                let _ = a.done.send(Err(VolumeError::Poisoned {
+                    volume: id,
+                    reason: reason.clone(),
+                }));
             }
             return;
         }
@@ -678,7 +805,9 @@ impl Writer {
                     }
                 }
             }
-            self.shared.file_count.store(index.len() as u64, Ordering::Relaxed);
+            self.shared
+                .file_count
+                .store(index.len() as u64, Ordering::Relaxed);
         }
         self.shared.end.store(pos, Ordering::Release);
         for a in appended {

@@ -1,0 +1,186 @@
+//! The chunk collector: deletes queued chunks from volumes in the background.
+//!
+//! Deletions are queued durably (`g<fid>` keys) in the same write as the metadata change that
+//! orphaned the chunks, so a crash never leaks them. The collector reads a bounded batch,
+//! deletes each chunk through a server holding its volume (a 404 from the volume server means
+//! it is already gone), and dequeues the done ones in one write. Failures are retried with
+//! exponential backoff capped at [`MAX_BACKOFF`]; they never block the namespace.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use common::client::ClientError;
+use common::ids::FileId;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::service::{Error, Filer};
+use crate::store::{Batch, Op, PendingDeletion};
+
+/// Queued deletions read per pass.
+const BATCH: usize = 1000;
+/// Deletions in flight at once.
+const CONCURRENCY: usize = 8;
+/// First retry delay.
+const MIN_BACKOFF: Duration = Duration::from_millis(500);
+/// Longest retry delay.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Idle re-check interval.
+const IDLE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    attempts: u32,
+    not_before: Instant,
+}
+
+/// The retry delay after `attempts` failures.
+fn backoff(attempts: u32) -> Duration {
+    let exp = attempts.saturating_sub(1).min(16);
+    MIN_BACKOFF.saturating_mul(1 << exp).min(MAX_BACKOFF)
+}
+
+impl Filer {
+    /// Wakes the collector for a pass now (e.g. after queueing deletions out of band).
+    pub fn collect_now(&self) {
+        self.gc_wake.notify_one();
+    }
+
+    /// Runs the collector until `shutdown` is cancelled.
+    pub async fn collect_chunks(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut retries: HashMap<String, Retry> = HashMap::new();
+        loop {
+            let wait = match self.collect_pass(&mut retries).await {
+                Ok(wait) => wait,
+                Err(e) => {
+                    tracing::error!("failed to run a chunk deletion pass: {e:#}");
+                    Duration::from_secs(5)
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = self.gc_wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        tracing::debug!("chunk collector stopped");
+    }
+
+    /// One pass; returns how long to wait before the next.
+    async fn collect_pass(&self, retries: &mut HashMap<String, Retry>) -> Result<Duration, Error> {
+        let pending = self.read(|s| Ok(s.pending_deletions(BATCH)?)).await?;
+        self.metrics
+            .chunk_deletions_pending
+            .set(i64::try_from(pending.len()).unwrap_or(i64::MAX));
+        let queued: HashSet<&str> = pending.iter().map(|p| p.fid.as_str()).collect();
+        retries.retain(|fid, _| queued.contains(fid.as_str()));
+        let now = Instant::now();
+        let due: Vec<PendingDeletion> = pending
+            .iter()
+            .filter(|p| retries.get(&p.fid).is_none_or(|r| r.not_before <= now))
+            .cloned()
+            .collect();
+        if due.is_empty() {
+            return Ok(next_wait(retries, now, false));
+        }
+        let span = tracing::info_span!("filer.delete_chunks", chunks = due.len());
+        let results: Vec<(PendingDeletion, Result<(), ClientError>)> = futures::stream::iter(due)
+            .map(|p| async move {
+                let r = self.delete_chunk(&p).await;
+                (p, r)
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .instrument(span.clone())
+            .await;
+        let mut done = Batch::new();
+        for (p, result) in results {
+            match result {
+                Ok(()) => {
+                    retries.remove(&p.fid);
+                    done.ops.push(Op::Dequeue(p.fid));
+                }
+                Err(e) => {
+                    self.metrics.chunk_deletions_failed.inc();
+                    let r = retries.entry(p.fid.clone()).or_insert(Retry {
+                        attempts: 0,
+                        not_before: now,
+                    });
+                    r.attempts = r.attempts.saturating_add(1);
+                    r.not_before = Instant::now() + backoff(r.attempts);
+                    // Warn on the first failure and then rarely, so a long outage does not
+                    // flood the log; the metric counts every attempt.
+                    if r.attempts == 1 || r.attempts.is_multiple_of(20) {
+                        tracing::warn!(fid = %p.fid, path = %p.path, attempts = r.attempts, error = %e, "chunk deletion failed, will retry");
+                    } else {
+                        tracing::debug!(fid = %p.fid, attempts = r.attempts, error = %e, "chunk deletion failed");
+                    }
+                }
+            }
+        }
+        let progressed = !done.is_empty();
+        let removed = done.len();
+        self.commit(done).instrument(span).await?;
+        self.metrics.chunk_deletions_done.inc_by(removed as u64);
+        self.metrics
+            .chunk_deletions_pending
+            .set(i64::try_from(pending.len() - removed).unwrap_or(i64::MAX));
+        // A full batch with progress means more may be queued behind it: go again at once.
+        Ok(next_wait(
+            retries,
+            Instant::now(),
+            progressed && pending.len() == BATCH,
+        ))
+    }
+
+    async fn delete_chunk(&self, p: &PendingDeletion) -> Result<(), ClientError> {
+        let Ok(fid) = p.fid.parse::<FileId>() else {
+            tracing::warn!(fid = %p.fid, path = %p.path, "dropping queued deletion of a malformed fid");
+            return Ok(());
+        };
+        match self.blobs.delete(&fid).await {
+            Ok(_) => Ok(()),
+            // A 404 from a volume server for the needle: it is already gone. A volume that
+            // nobody serves (the master's lookup 404, no live location, or a server that does
+            // not hold the volume) may not have re-registered after a restart: retried.
+            Err(ClientError::Api {
+                status, url, code, ..
+            }) if status == StatusCode::NOT_FOUND
+                && code != "volume_not_found"
+                && !url.contains("/dir/lookup")
+                && url != self.blobs.master.base() =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn next_wait(retries: &HashMap<String, Retry>, now: Instant, busy: bool) -> Duration {
+    if busy {
+        return Duration::ZERO;
+    }
+    retries
+        .values()
+        .map(|r| r.not_before.saturating_duration_since(now))
+        .min()
+        .map_or(IDLE, |d| d.clamp(Duration::from_millis(50), IDLE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_backoff_grows_and_is_capped() {
+        assert_eq!(backoff(1), MIN_BACKOFF);
+        assert_eq!(backoff(2), MIN_BACKOFF * 2);
+        assert!(backoff(5) > backoff(4));
+        assert_eq!(backoff(100), MAX_BACKOFF);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+    }
+}

@@ -1,0 +1,107 @@
+//! `kelp-filer`: a path namespace whose metadata lives in RocksDB under `--dir` and whose
+//! content is chunks on volume servers.
+//!
+//! An upload is cut into `--chunk-size-mb` chunks, each assigned by the master and written
+//! (fsynced) to a volume in parallel; only when every chunk is durable is the entry committed
+//! in one synced RocksDB write. Deletes and overwrites queue the orphaned chunks in that same
+//! write; a background collector deletes them from the volumes, retrying with backoff.
+//!
+//! # Layout
+//! - [`config`]: flags (`--dir`, `--master`, `--chunk-size-mb`, …), each also from `KELP_*`.
+//! - [`http`]: the router ([`http::router`]) and handlers: file API, `/__meta/` API, health.
+//! - [`service`]: domain operations (path rules, preconditions, upload, read, delete, rename).
+//! - [`store`]: the [`store::MetaStore`] trait, its RocksDB and in-memory implementations and
+//!   the key layout ([`store::codec`]).
+//! - [`chunks`]: chunk splitting, range resolution, `Range` parsing, ETags (pure functions).
+//! - [`path`]: path validation and manipulation.
+//! - [`locks`]: hierarchical striped path locks making read-check-write atomic.
+//! - `gc`: the background chunk collector.
+//! - [`metrics`]: Prometheus metrics.
+
+pub mod chunks;
+pub mod config;
+mod gc;
+pub mod http;
+pub mod locks;
+pub mod metrics;
+pub mod path;
+pub mod service;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use http::{AppState, router};
+
+/// How long in-flight requests and mutations may take to finish at shutdown.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Opens the metadata store under `<cfg.dir>/meta`, serves the filer on `listener` until
+/// `shutdown` is cancelled, then drains. The caller owns the data-directory lock.
+pub async fn run(
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    cfg.validate()?;
+    if !cfg.fsync {
+        tracing::warn!(
+            "--fsync=false: volume servers will not fsync chunks; use for throwaway data only"
+        );
+    }
+    let dir = cfg.dir.clone();
+    let meta = dir.join("meta");
+    let store = tokio::task::spawn_blocking(move || -> anyhow::Result<store::RocksStore> {
+        common::fs::create_dir_all(&dir)
+            .with_context(|| format!("create data dir {}", dir.display()))?;
+        store::RocksStore::open(&meta)
+            .with_context(|| format!("open metadata store {}", meta.display()))
+    })
+    .await
+    .context("join the store opener")??;
+    tracing::info!(path = %store.path().display(), "metadata store open");
+    let state = AppState::new(&cfg, Arc::new(store));
+    let filer = state.filer.clone();
+
+    let collector_stop = CancellationToken::new();
+    let mut collector = tokio::spawn(filer.clone().collect_chunks(collector_stop.clone()));
+
+    let addr = listener.local_addr().context("read the bound address")?;
+    tracing::info!(%addr, master = %cfg.master, chunk_size_mb = cfg.chunk_size_mb, "filer listening");
+    let serve = common::http::serve(listener, router(state), shutdown.clone(), DRAIN);
+    tokio::pin!(serve);
+    let served = tokio::select! {
+        res = &mut serve => res.context("serve http"),
+        res = &mut collector => {
+            // The collector only returns when told to stop: anything else is fatal.
+            shutdown.cancel();
+            match res {
+                Ok(()) => Err(anyhow::anyhow!("chunk collector stopped unexpectedly")),
+                Err(e) => Err(anyhow::anyhow!("chunk collector failed: {e}")),
+            }
+        }
+    };
+
+    // Mutations run in tracked tasks so they finish even when their request was dropped.
+    filer.tasks().close();
+    if tokio::time::timeout(DRAIN, filer.tasks().wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?DRAIN,
+            "metadata mutations did not finish within the drain period"
+        );
+    }
+    collector_stop.cancel();
+    if !collector.is_finished() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut collector).await;
+    }
+    tracing::info!("filer stopped");
+    served
+}

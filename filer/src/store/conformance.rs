@@ -1,0 +1,441 @@
+//! One conformance suite run against every [`MetaStore`] implementation, plus RocksDB reopen
+//! tests and a model-based property test (with `Reopen`).
+
+use std::collections::BTreeMap;
+
+use common::api::filer::{Chunk, Entry};
+use proptest::prelude::*;
+
+use super::*;
+
+/// Runs `case` against a fresh in-memory store and a fresh RocksDB store.
+fn for_each_store(case: fn(&dyn MetaStore)) {
+    case(&MemoryStore::new());
+    let dir = tempfile::tempdir().unwrap();
+    let rocks = RocksStore::open(&dir.path().join("meta")).unwrap();
+    case(&rocks);
+}
+
+fn file(path: &str, fids: &[&str]) -> Entry {
+    let chunks: Vec<Chunk> = fids
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Chunk {
+            fid: (*f).to_owned(),
+            offset: i as u64,
+            size: 1,
+            etag: String::new(),
+        })
+        .collect();
+    Entry {
+        full_path: path.to_owned(),
+        size: chunks.len() as u64,
+        chunks,
+        version: 1,
+        ..Entry::default()
+    }
+}
+
+fn dir(path: &str) -> Entry {
+    Entry {
+        full_path: path.to_owned(),
+        is_dir: true,
+        version: 1,
+        ..Entry::default()
+    }
+}
+
+fn put_all(store: &dyn MetaStore, entries: Vec<Entry>) {
+    let mut b = Batch::new();
+    for e in entries {
+        b.put(e);
+    }
+    store.write(&b).unwrap();
+}
+
+fn names(page: &Page) -> Vec<String> {
+    page.entries
+        .iter()
+        .map(|e| crate::path::name(&e.full_path).to_owned())
+        .collect()
+}
+
+fn list(
+    store: &dyn MetaStore,
+    d: &str,
+    start: Option<&str>,
+    inclusive: bool,
+    limit: usize,
+    reverse: bool,
+) -> Page {
+    store
+        .list(
+            d,
+            &ListOpts {
+                start: start.map(str::to_owned),
+                inclusive,
+                limit,
+                reverse,
+            },
+        )
+        .unwrap()
+}
+
+#[test]
+fn test_store_put_get_delete() {
+    for_each_store(|s| {
+        assert_eq!(s.get("/x").unwrap(), None);
+        assert_eq!(s.get("/").unwrap(), None);
+        let e = file("/x", &["1,0100000001"]);
+        put_all(s, vec![e.clone()]);
+        assert_eq!(s.get("/x").unwrap(), Some(e.clone()));
+        let mut e2 = e.clone();
+        e2.version = 2;
+        e2.extended.insert("k".to_owned(), "v".to_owned());
+        put_all(s, vec![e2.clone()]);
+        assert_eq!(s.get("/x").unwrap(), Some(e2));
+        let mut b = Batch::new();
+        b.delete("/x");
+        b.delete("/never-existed");
+        s.write(&b).unwrap();
+        assert_eq!(s.get("/x").unwrap(), None);
+        s.check().unwrap();
+    });
+}
+
+#[test]
+fn test_store_list_pages_forward_and_backward() {
+    for_each_store(|s| {
+        let names_in: Vec<String> = (0..10).map(|i| format!("f{i}")).collect();
+        put_all(
+            s,
+            names_in
+                .iter()
+                .map(|n| file(&format!("/d/{n}"), &[]))
+                .collect(),
+        );
+        put_all(s, vec![dir("/d")]);
+
+        let p = list(s, "/d", None, false, 100, false);
+        assert_eq!(names(&p), names_in);
+        assert!(!p.has_more);
+
+        let p = list(s, "/d", None, false, 3, false);
+        assert_eq!(names(&p), ["f0", "f1", "f2"]);
+        assert!(p.has_more);
+        let p = list(s, "/d", Some("f2"), false, 3, false);
+        assert_eq!(names(&p), ["f3", "f4", "f5"]);
+        let p = list(s, "/d", Some("f2"), true, 3, false);
+        assert_eq!(names(&p), ["f2", "f3", "f4"]);
+        let p = list(s, "/d", Some("f7"), false, 3, false);
+        assert_eq!(names(&p), ["f8", "f9"]);
+        assert!(!p.has_more);
+        let p = list(s, "/d", Some("f9"), false, 3, false);
+        assert!(p.entries.is_empty() && !p.has_more);
+        // A start name that does not exist starts at the next name.
+        let p = list(s, "/d", Some("f25"), false, 2, false);
+        assert_eq!(names(&p), ["f3", "f4"]);
+        let p = list(s, "/d", Some("f9"), true, 1, false);
+        assert_eq!(names(&p), ["f9"]);
+        assert!(!p.has_more);
+
+        let p = list(s, "/d", None, false, 3, true);
+        assert_eq!(names(&p), ["f9", "f8", "f7"]);
+        assert!(p.has_more);
+        let p = list(s, "/d", Some("f7"), false, 3, true);
+        assert_eq!(names(&p), ["f6", "f5", "f4"]);
+        let p = list(s, "/d", Some("f7"), true, 3, true);
+        assert_eq!(names(&p), ["f7", "f6", "f5"]);
+        let p = list(s, "/d", Some("f2"), false, 5, true);
+        assert_eq!(names(&p), ["f1", "f0"]);
+        assert!(!p.has_more);
+        let p = list(s, "/d", Some("f25"), false, 2, true);
+        assert_eq!(names(&p), ["f2", "f1"]);
+        let p = list(s, "/d", Some("f0"), false, 2, true);
+        assert!(p.entries.is_empty());
+        let p = list(s, "/d", Some("zzz"), false, 1, true);
+        assert_eq!(names(&p), ["f9"]);
+
+        // Paging forwards through everything with `start = last name` visits each once.
+        let mut seen = Vec::new();
+        let mut start: Option<String> = None;
+        loop {
+            let p = list(s, "/d", start.as_deref(), false, 4, false);
+            seen.extend(names(&p));
+            if !p.has_more {
+                break;
+            }
+            start = seen.last().cloned();
+        }
+        assert_eq!(seen, names_in);
+
+        let p = list(s, "/empty", None, false, 10, false);
+        assert!(p.entries.is_empty() && !p.has_more);
+        let p = list(s, "/empty", None, false, 10, true);
+        assert!(p.entries.is_empty() && !p.has_more);
+    });
+}
+
+#[test]
+fn test_store_isolates_sibling_directories_with_shared_prefixes() {
+    for_each_store(|s| {
+        put_all(
+            s,
+            vec![
+                dir("/a"),
+                dir("/ab"),
+                dir("/a-"),
+                file("/a/x", &[]),
+                file("/a/y", &[]),
+                file("/ab/x", &[]),
+                file("/ab/z", &[]),
+                file("/a-/q", &[]),
+                dir("/a/b"),
+                file("/a/b/deep", &[]),
+                file("/0", &[]),
+                file("/b", &[]),
+            ],
+        );
+        assert_eq!(
+            names(&list(s, "/a", None, false, 100, false)),
+            ["b", "x", "y"]
+        );
+        assert_eq!(
+            names(&list(s, "/a", None, false, 100, true)),
+            ["y", "x", "b"]
+        );
+        assert_eq!(names(&list(s, "/ab", None, false, 100, false)), ["x", "z"]);
+        assert_eq!(names(&list(s, "/ab", None, false, 100, true)), ["z", "x"]);
+        assert_eq!(names(&list(s, "/a-", None, false, 100, true)), ["q"]);
+        assert_eq!(names(&list(s, "/a/b", None, false, 100, false)), ["deep"]);
+        assert_eq!(
+            names(&list(s, "/", None, false, 100, false)),
+            ["0", "a", "a-", "ab", "b"]
+        );
+        assert_eq!(
+            names(&list(s, "/", None, false, 100, true)),
+            ["b", "ab", "a-", "a", "0"]
+        );
+        assert_eq!(
+            names(&list(s, "/a", Some("y"), false, 100, false)),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            names(&list(s, "/ab", Some("a"), false, 100, true)),
+            Vec::<String>::new()
+        );
+        assert!(has_children(s, "/a").unwrap());
+        assert!(!has_children(s, "/a/x").unwrap());
+    });
+}
+
+#[test]
+fn test_store_recursive_delete_removes_subtree_and_queues_chunks() {
+    for_each_store(|s| {
+        put_all(
+            s,
+            vec![
+                dir("/t"),
+                dir("/t/sub"),
+                file("/t/f1", &["1,0100000001"]),
+                file("/t/sub/f2", &["1,0200000001", "1,0300000001"]),
+                dir("/tt"),
+                file("/tt/keep", &["1,0400000001"]),
+            ],
+        );
+        let root = s.get("/t").unwrap().unwrap();
+        let mut b = Batch::new();
+        let n = plan_delete(s, &root, 7, &mut b).unwrap();
+        assert_eq!(n, 4);
+        s.write(&b).unwrap();
+        for p in ["/t", "/t/sub", "/t/f1", "/t/sub/f2"] {
+            assert_eq!(s.get(p).unwrap(), None, "{p} survived");
+        }
+        assert!(list(s, "/t", None, false, 10, false).entries.is_empty());
+        assert!(s.get("/tt/keep").unwrap().is_some());
+        let pending: Vec<String> = s
+            .pending_deletions(100)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.fid)
+            .collect();
+        assert_eq!(pending, ["1,0100000001", "1,0200000001", "1,0300000001"]);
+        let mut b = Batch::new();
+        b.ops.push(Op::Dequeue("1,0200000001".to_owned()));
+        s.write(&b).unwrap();
+        assert_eq!(s.pending_deletions(100).unwrap().len(), 2);
+        assert_eq!(s.pending_deletions(1).unwrap().len(), 1);
+    });
+}
+
+#[test]
+fn test_store_rename_file_and_directory_subtree() {
+    for_each_store(|s| {
+        put_all(
+            s,
+            vec![
+                dir("/src"),
+                dir("/src/d"),
+                file("/src/d/f", &["1,0100000001"]),
+                file("/src/g", &[]),
+                file("/lone", &["1,0200000001"]),
+                dir("/srcx"),
+                file("/srcx/other", &[]),
+            ],
+        );
+        // A file.
+        let lone = s.get("/lone").unwrap().unwrap();
+        let mut b = Batch::new();
+        let moved = plan_rename(s, &lone, "/renamed", &mut b).unwrap();
+        s.write(&b).unwrap();
+        assert_eq!(moved.full_path, "/renamed");
+        assert_eq!(moved.version, 2);
+        assert_eq!(s.get("/lone").unwrap(), None);
+        let got = s.get("/renamed").unwrap().unwrap();
+        assert_eq!(got.chunks, lone.chunks);
+
+        // A directory, with its subtree, into a new parent.
+        let src = s.get("/src").unwrap().unwrap();
+        let mut b = Batch::new();
+        plan_rename(s, &src, "/new/place", &mut b).unwrap();
+        b.put(dir("/new"));
+        s.write(&b).unwrap();
+        assert_eq!(s.get("/src").unwrap(), None);
+        assert!(list(s, "/src", None, false, 10, false).entries.is_empty());
+        assert!(list(s, "/src/d", None, false, 10, false).entries.is_empty());
+        assert!(s.get("/new/place").unwrap().unwrap().is_dir);
+        assert_eq!(
+            names(&list(s, "/new/place", None, false, 10, false)),
+            ["d", "g"]
+        );
+        let f = s.get("/new/place/d/f").unwrap().unwrap();
+        assert_eq!(f.chunks[0].fid, "1,0100000001");
+        // The sibling with a shared prefix is untouched.
+        assert_eq!(names(&list(s, "/srcx", None, false, 10, false)), ["other"]);
+        // Renames queue no chunk deletions.
+        assert!(s.pending_deletions(10).unwrap().is_empty());
+    });
+}
+
+#[test]
+fn test_rocks_store_data_survives_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("meta");
+    {
+        let s = RocksStore::open(&path).unwrap();
+        put_all(&s, vec![dir("/a"), file("/a/f", &["1,0100000001"])]);
+        let mut b = Batch::new();
+        b.queue_chunks(&file("/gone", &["1,0900000001"]), 1);
+        s.write(&b).unwrap();
+    }
+    let s = RocksStore::open(&path).unwrap();
+    assert!(s.get("/a").unwrap().unwrap().is_dir);
+    assert_eq!(
+        s.get("/a/f").unwrap().unwrap().chunks[0].fid,
+        "1,0100000001"
+    );
+    assert_eq!(s.pending_deletions(10).unwrap()[0].fid, "1,0900000001");
+    assert_eq!(s.path(), path);
+}
+
+#[test]
+fn test_rocks_store_refuses_foreign_format() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("meta");
+    {
+        let db = rocksdb::DB::open_default(&path).unwrap();
+        db.put(codec::FORMAT_KEY, b"something-else").unwrap();
+    }
+    assert!(matches!(
+        RocksStore::open(&path),
+        Err(StoreError::Format { .. })
+    ));
+}
+
+#[derive(Debug, Clone)]
+enum ModelOp {
+    Put {
+        dir: usize,
+        name: usize,
+        version: u64,
+    },
+    Delete {
+        dir: usize,
+        name: usize,
+    },
+    Reopen,
+}
+
+const DIRS: [&str; 4] = ["/", "/a", "/ab", "/a/b"];
+const NAMES: [&str; 5] = ["a", "b", "ab", "b0", "z"];
+
+fn model_op() -> impl Strategy<Value = ModelOp> {
+    prop_oneof![
+        4 => (0..DIRS.len(), 0..NAMES.len(), 1u64..100).prop_map(|(dir, name, version)| ModelOp::Put { dir, name, version }),
+        2 => (0..DIRS.len(), 0..NAMES.len()).prop_map(|(dir, name)| ModelOp::Delete { dir, name }),
+        1 => Just(ModelOp::Reopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Random puts, deletes and reopens against both stores, compared with a model after each
+    /// step through full listings in both directions and paged listings.
+    #[test]
+    fn test_store_matches_model(ops in proptest::collection::vec(model_op(), 1..40)) {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("meta");
+        let mut rocks = Some(RocksStore::open(&path).unwrap());
+        let memory = MemoryStore::new();
+        let mut model: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for op in ops {
+            match op {
+                ModelOp::Put { dir: d, name: n, version } => {
+                    let full = crate::path::join(DIRS[d], NAMES[n]);
+                    let mut e = file(&full, &[]);
+                    e.version = version;
+                    let mut b = Batch::new();
+                    b.put(e);
+                    memory.write(&b).unwrap();
+                    rocks.as_ref().unwrap().write(&b).unwrap();
+                    model.entry(DIRS[d].to_owned()).or_default().insert(NAMES[n].to_owned(), version);
+                }
+                ModelOp::Delete { dir: d, name: n } => {
+                    let full = crate::path::join(DIRS[d], NAMES[n]);
+                    let mut b = Batch::new();
+                    b.delete(full);
+                    memory.write(&b).unwrap();
+                    rocks.as_ref().unwrap().write(&b).unwrap();
+                    model.entry(DIRS[d].to_owned()).or_default().remove(NAMES[n]);
+                }
+                ModelOp::Reopen => {
+                    drop(rocks.take());
+                    rocks = Some(RocksStore::open(&path).unwrap());
+                }
+            }
+            for store in [&memory as &dyn MetaStore, rocks.as_ref().unwrap() as &dyn MetaStore] {
+                for d in DIRS {
+                    let want: Vec<(String, u64)> = model.get(d).map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect()).unwrap_or_default();
+                    let got: Vec<(String, u64)> = list(store, d, None, false, 100, false).entries.iter()
+                        .map(|e| (crate::path::name(&e.full_path).to_owned(), e.version)).collect();
+                    prop_assert_eq!(&got, &want);
+                    let mut rev = want.clone();
+                    rev.reverse();
+                    let got_rev: Vec<(String, u64)> = list(store, d, None, false, 100, true).entries.iter()
+                        .map(|e| (crate::path::name(&e.full_path).to_owned(), e.version)).collect();
+                    prop_assert_eq!(got_rev, rev);
+                    // Page by 2 from each name, exclusive, forwards.
+                    for start in NAMES {
+                        let want_after: Vec<String> = want.iter().map(|(k, _)| k.clone()).filter(|k| k.as_str() > start).take(2).collect();
+                        let p = list(store, d, Some(start), false, 2, false);
+                        prop_assert_eq!(names(&p), want_after);
+                        let want_before: Vec<String> = want.iter().rev().map(|(k, _)| k.clone()).filter(|k| k.as_str() <= start).take(2).collect();
+                        let p = list(store, d, Some(start), true, 2, true);
+                        prop_assert_eq!(names(&p), want_before);
+                    }
+                }
+            }
+        }
+    }
+}

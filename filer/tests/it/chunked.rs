@@ -1,0 +1,380 @@
+//! Chunked uploads, ranged reads and chunk collection against a fake master + volume server
+//! (a few axum routes in this test binary; the real services are tested in `e2e/`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{Method, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use common::api::filer::Entry;
+use http_body_util::BodyExt;
+use kelp_filer::store::{MemoryStore, MetaStore};
+use kelp_filer::{AppState, Config};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::TestFiler;
+
+#[derive(Default)]
+struct Fake {
+    addr: Mutex<String>,
+    needles: Mutex<HashMap<String, Bytes>>,
+    next_key: AtomicUsize,
+    writes: AtomicUsize,
+    /// The n-th write (1-based) fails with a 500.
+    fail_write: AtomicUsize,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    deletes: AtomicUsize,
+}
+
+type FakeState = Arc<Fake>;
+
+async fn assign(State(f): State<FakeState>) -> Json<serde_json::Value> {
+    let key = f.next_key.fetch_add(1, Ordering::SeqCst) + 1;
+    let addr = f.addr.lock().unwrap().clone();
+    Json(json!({"fid": format!("1,{key:02x}0000abcd"), "url": addr, "publicUrl": addr, "count": 1}))
+}
+
+async fn lookup(State(f): State<FakeState>) -> Json<serde_json::Value> {
+    let addr = f.addr.lock().unwrap().clone();
+    Json(json!({"volumeOrFileId": "1", "locations": [{"url": addr, "publicUrl": addr}]}))
+}
+
+async fn needle(
+    State(f): State<FakeState>,
+    method: Method,
+    Path(fid): Path<String>,
+    body: Bytes,
+) -> Response {
+    match method {
+        Method::POST | Method::PUT => {
+            let n = f.writes.fetch_add(1, Ordering::SeqCst) + 1;
+            let now = f.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            f.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            f.in_flight.fetch_sub(1, Ordering::SeqCst);
+            if f.fail_write.load(Ordering::SeqCst) == n {
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Json(json!({"error": "disk on fire", "code": "internal"})),
+                )
+                    .into_response();
+            }
+            let size = body.len();
+            let etag = format!("{:08x}", crc32c::crc32c(&body));
+            f.needles.lock().unwrap().insert(fid, body);
+            (
+                StatusCode::CREATED,
+                Json(json!({"name": "", "size": size, "eTag": etag})),
+            )
+                .into_response()
+        }
+        Method::GET => match f.needles.lock().unwrap().get(&fid) {
+            Some(b) => b.clone().into_response(),
+            None => (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": format!("needle {fid} not found"), "code": "not_found"})),
+            )
+                .into_response(),
+        },
+        Method::DELETE => {
+            f.deletes.fetch_add(1, Ordering::SeqCst);
+            match f.needles.lock().unwrap().remove(&fid) {
+                Some(b) => (StatusCode::ACCEPTED, Json(json!({"size": b.len()}))).into_response(),
+                None => (
+                    StatusCode::NOT_FOUND,
+                    Json(json!({"error": "gone", "code": "not_found"})),
+                )
+                    .into_response(),
+            }
+        }
+        _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+    }
+}
+
+struct Cluster {
+    fake: FakeState,
+    filer: TestFiler,
+    state: AppState,
+    stop: CancellationToken,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn cluster(collect: bool) -> Cluster {
+    let fake = FakeState::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    *fake.addr.lock().unwrap() = addr.clone();
+    let app = Router::new()
+        .route("/dir/assign", any(assign))
+        .route("/dir/lookup", get(lookup))
+        .route("/{fid}", any(needle))
+        .with_state(fake.clone());
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(s.cancelled_owned())
+            .await
+            .unwrap();
+    });
+    let store = Arc::new(MemoryStore::new());
+    let mut cfg = Config::for_test("data/unused", &addr);
+    cfg.chunk_size_mb = 1;
+    let state = AppState::new(&cfg, store.clone());
+    if collect {
+        tokio::spawn(state.filer.clone().collect_chunks(stop.clone()));
+    }
+    Cluster {
+        fake,
+        filer: TestFiler {
+            router: kelp_filer::router(state.clone()),
+            store,
+        },
+        state,
+        stop,
+    }
+}
+
+fn content(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+const MIB: usize = 1 << 20;
+
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn test_chunked_upload_splits_uploads_in_parallel_and_reads_back() {
+    let c = cluster(false).await;
+    let data = content(5 * MIB + MIB / 2);
+    let r = c
+        .filer
+        .call(Method::PUT, "/big/file.bin", Body::from(data.clone()))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.json(), json!({"name": "file.bin", "size": data.len()}));
+
+    let e = c.filer.store.get("/big/file.bin").unwrap().unwrap();
+    assert_eq!(e.size, data.len() as u64);
+    let layout: Vec<(u64, u64)> = e.chunks.iter().map(|c| (c.offset, c.size)).collect();
+    assert_eq!(
+        layout,
+        kelp_filer::chunks::split_chunks(data.len() as u64, MIB as u64)
+    );
+    assert_eq!(c.fake.needles.lock().unwrap().len(), 6);
+    let max = c.fake.max_in_flight.load(Ordering::SeqCst);
+    assert!((2..=4).contains(&max), "max in-flight chunk writes {max}");
+
+    let r = c
+        .filer
+        .call(Method::GET, "/big/file.bin", Body::empty())
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers["content-length"], data.len().to_string());
+    assert!(r.body == data, "content differs");
+
+    for (a, b) in [
+        (0, 0),
+        (MIB - 1, MIB),
+        (MIB - 10, 3 * MIB + 5),
+        (5 * MIB, data.len() - 1),
+        (17, 17),
+    ] {
+        let r = c
+            .filer
+            .send(
+                Request::get("/big/file.bin")
+                    .header("range", format!("bytes={a}-{b}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(
+            r.headers["content-range"],
+            format!("bytes {a}-{b}/{}", data.len())
+        );
+        assert!(r.body[..] == data[a..=b], "range {a}-{b} differs");
+    }
+    let r = c
+        .filer
+        .send(
+            Request::get("/big/file.bin")
+                .header("range", "bytes=-100")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert!(r.body[..] == data[data.len() - 100..]);
+
+    // Multipart uploads go through the same path.
+    let mut body = b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x\"\r\nContent-Type: image/png\r\n\r\n".to_vec();
+    body.extend_from_slice(&data[..MIB + 3]);
+    body.extend_from_slice(b"\r\n--B--\r\n");
+    let r = c
+        .filer
+        .send(
+            Request::post("/big/multi.png")
+                .header("content-type", "multipart/form-data; boundary=B")
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let r = c
+        .filer
+        .call(Method::GET, "/big/multi.png", Body::empty())
+        .await;
+    assert_eq!(r.headers["content-type"], "image/png");
+    assert!(r.body[..] == data[..MIB + 3]);
+    let r = c.filer.call(Method::GET, "/metrics", Body::empty()).await;
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    assert!(text.contains("filer_chunks_uploaded_total 8"), "{text}");
+    assert!(text.contains("filer_files_created_total 2"), "{text}");
+}
+
+#[tokio::test]
+async fn test_chunked_overwrite_and_delete_collect_old_chunks() {
+    let c = cluster(true).await;
+    let r = c
+        .filer
+        .call(Method::PUT, "/f", Body::from(content(3 * MIB)))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let old: Vec<String> = c
+        .filer
+        .store
+        .get("/f")
+        .unwrap()
+        .unwrap()
+        .chunks
+        .into_iter()
+        .map(|c| c.fid)
+        .collect();
+    assert_eq!(old.len(), 3);
+
+    let small = content(10);
+    let r = c
+        .filer
+        .call(Method::PUT, "/f", Body::from(small.clone()))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let new: Entry = c.filer.store.get("/f").unwrap().unwrap();
+    assert_eq!(new.version, 2);
+    let fake = c.fake.clone();
+    let keep = new.chunks[0].fid.clone();
+    eventually("old chunks deleted", || {
+        let n = fake.needles.lock().unwrap();
+        n.len() == 1 && n.contains_key(&keep)
+    })
+    .await;
+    let r = c.filer.call(Method::GET, "/f", Body::empty()).await;
+    assert!(r.body[..] == small[..]);
+
+    let r = c.filer.call(Method::DELETE, "/f", Body::empty()).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let fake = c.fake.clone();
+    eventually("all chunks deleted", || {
+        fake.needles.lock().unwrap().is_empty()
+    })
+    .await;
+    let store = c.filer.store.clone();
+    eventually("queue drained", || {
+        store.pending_deletions(10).unwrap().is_empty()
+    })
+    .await;
+    // An already-deleted needle (404 from the volume) counts as deleted.
+    let mut b = kelp_filer::store::Batch::new();
+    b.queue_chunks(&new, 0);
+    c.filer.store.write(&b).unwrap();
+    c.state.filer.collect_now();
+    let store = c.filer.store.clone();
+    eventually("404 dequeued", || {
+        store.pending_deletions(10).unwrap().is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn test_chunked_upload_failure_commits_nothing_and_collects_written_chunks() {
+    let c = cluster(true).await;
+    c.fake.fail_write.store(3, Ordering::SeqCst);
+    let r = c
+        .filer
+        .call(Method::PUT, "/fail/me", Body::from(content(5 * MIB)))
+        .await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{:?}", r.body);
+    assert!(r.json()["error"].as_str().unwrap().contains("disk on fire"));
+    assert!(c.filer.store.get("/fail/me").unwrap().is_none());
+    assert!(c.filer.store.get("/fail").unwrap().is_none());
+    // Whatever was written before and while the failure was seen is deleted again.
+    assert!(c.fake.writes.load(Ordering::SeqCst) <= 5);
+    let fake = c.fake.clone();
+    eventually("orphans deleted", || {
+        fake.needles.lock().unwrap().is_empty()
+    })
+    .await;
+    let r = c.filer.call(Method::GET, "/metrics", Body::empty()).await;
+    assert!(String::from_utf8_lossy(&r.body).contains("filer_upload_errors_total 1"));
+}
+
+#[tokio::test]
+async fn test_chunked_unreadable_chunk_is_an_error_not_short_content() {
+    let c = cluster(false).await;
+    let r = c
+        .filer
+        .call(Method::PUT, "/r", Body::from(content(4 * MIB)))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let e = c.filer.store.get("/r").unwrap().unwrap();
+    // The first chunk gone: a clean error naming the fid.
+    c.fake.needles.lock().unwrap().remove(&e.chunks[0].fid);
+    let r = c.filer.call(Method::GET, "/r", Body::empty()).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains(&e.chunks[0].fid)
+    );
+    // A later chunk gone: the body is aborted after the status line.
+    let r = c
+        .filer
+        .call(Method::PUT, "/r2", Body::from(content(4 * MIB)))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let e = c.filer.store.get("/r2").unwrap().unwrap();
+    c.fake.needles.lock().unwrap().remove(&e.chunks[3].fid);
+    let resp = tower::ServiceExt::oneshot(
+        c.filer.router.clone(),
+        Request::get("/r2").body(Body::empty()).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.into_body().collect().await.is_err(),
+        "short content served silently"
+    );
+}

@@ -1,0 +1,669 @@
+//! Router tests through `oneshot` with the in-memory store.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use common::api::filer::{DirListing, Entry, ListResponse};
+use kelp_filer::store::MetaStore;
+use serde_json::json;
+
+use crate::{TestFiler, filer};
+
+fn chunk(fid: &str, offset: u64, size: u64) -> serde_json::Value {
+    json!({"fid": fid, "offset": offset, "size": size, "etag": "e"})
+}
+
+async fn put_entry(f: &TestFiler, entry: serde_json::Value) -> crate::Resp {
+    f.json(Method::PUT, "/__meta/entry", json!({ "entry": entry }))
+        .await
+}
+
+async fn put_file_entry(f: &TestFiler, path: &str) -> Entry {
+    let r = put_entry(f, json!({"full_path": path})).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+#[tokio::test]
+async fn test_router_health_ready_metrics() {
+    let f = filer();
+    let r = f.call(Method::GET, "/healthz", Body::empty()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = f.call(Method::GET, "/readyz", Body::empty()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["status"], "ready");
+    put_file_entry(&f, "/m").await;
+    let r = f.call(Method::GET, "/metrics", Body::empty()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let text = String::from_utf8(r.body.to_vec()).unwrap();
+    for name in [
+        "filer_files_created",
+        "filer_bytes_written",
+        "filer_chunks_uploaded",
+        "filer_upload_errors",
+        "filer_chunk_deletions_pending",
+        "filer_chunk_deletions_failed",
+        "filer_rocksdb_write_seconds",
+    ] {
+        assert!(text.contains(name), "{name} missing from {text}");
+    }
+    assert!(
+        text.contains("filer_rocksdb_write_seconds_count 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn test_router_rejects_bad_paths() {
+    let f = filer();
+    let long_name = format!("/{}", "n".repeat(256));
+    let long_path = "/abcdefgh".repeat(520);
+    for bad in [
+        "a/b", "", "/a//b", "/a/", "/a/..", "/a/./b", "/..", "/a\u{0}b", &long_name, &long_path,
+    ] {
+        let r = put_entry(&f, json!({ "full_path": bad })).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad:?}: {:?}", r.body);
+        assert_eq!(r.code(), "bad_path", "{bad:?}");
+    }
+    for uri in [
+        "/__meta/entry?path=relative",
+        "/__meta/entry?path=%2Fa%2F%2Fb",
+        "/__meta/entry?path=%2Fa%2F..",
+        "/__meta/entry?path=%2Fa%00b",
+    ] {
+        let r = f.call(Method::GET, uri, Body::empty()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(r.code(), "bad_path");
+    }
+    for uri in ["/a//b", "/a/../b", "/a/./b", "/a%00b", "/%zz", "/%ff"] {
+        let r = f.call(Method::PUT, uri, Body::empty()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "PUT {uri}: {:?}", r.body);
+        assert_eq!(r.code(), "bad_path", "PUT {uri}");
+        let r = f.call(Method::GET, uri, Body::empty()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "GET {uri}");
+        let r = f.call(Method::DELETE, uri, Body::empty()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "DELETE {uri}");
+    }
+    // The root can be listed but not written, moved or deleted.
+    let r = put_entry(&f, json!({"full_path": "/", "is_dir": true})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = f
+        .call(
+            Method::DELETE,
+            "/__meta/entry?path=%2F&recursive=true",
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = f.call(Method::PUT, "/", Body::from("x")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // No writes happened.
+    assert!(
+        f.store
+            .list("/", &kelp_filer::store::ListOpts::first(10))
+            .unwrap()
+            .entries
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn test_router_meta_entry_round_trip_creates_parents() {
+    let f = filer();
+    let entry = json!({
+        "full_path": "/topics/ns/t/p0000/00000000000000000000.seg",
+        "mode": 420,
+        "mtime_ms": 1234,
+        "size": 10,
+        "mime": "application/x-kelp-segment",
+        "chunks": [chunk("3,01637037d6", 0, 10)],
+        "extended": {"offset_min": "0", "offset_max": "6", "trace_id": "abc"},
+        "version": 99
+    });
+    let r = put_entry(&f, entry.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let stored: Entry = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(stored.version, 1, "the filer assigns versions");
+    assert_eq!(stored.chunks[0].fid, "3,01637037d6");
+    assert_eq!(stored.extended["trace_id"], "abc");
+
+    let r = f
+        .call(
+            Method::GET,
+            "/__meta/entry?path=%2Ftopics%2Fns%2Ft%2Fp0000%2F00000000000000000000.seg",
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let got: Entry = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(got, stored);
+    for parent in [
+        "/topics",
+        "/topics/ns",
+        "/topics/ns/t",
+        "/topics/ns/t/p0000",
+    ] {
+        let e = f
+            .store
+            .get(parent)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{parent} missing"));
+        assert!(e.is_dir, "{parent}");
+    }
+    // The root answers as a directory.
+    let r = f
+        .call(Method::GET, "/__meta/entry?path=%2F", Body::empty())
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["is_dir"], true);
+
+    // Replacing bumps the version; size defaults to the chunks' end.
+    let r = put_entry(&f, json!({"full_path": "/topics/ns/t/p0000/00000000000000000000.seg", "chunks": [chunk("3,01637037d6", 0, 10), chunk("3,02637037d6", 10, 5)]})).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["version"], 2);
+    assert_eq!(r.json()["size"], 15);
+}
+
+#[tokio::test]
+async fn test_router_conflicts_are_409() {
+    let f = filer();
+    put_file_entry(&f, "/f").await;
+    // A file cannot be a parent.
+    let r = put_entry(&f, json!({"full_path": "/f/x"})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.code(), "not_a_directory");
+    // A directory cannot replace a file, nor a file a directory.
+    let r = put_entry(&f, json!({"full_path": "/f", "is_dir": true})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    put_file_entry(&f, "/d/inner").await;
+    let r = put_entry(&f, json!({"full_path": "/d"})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.code(), "is_a_directory");
+    // Uploading a file over a directory, or under a file.
+    let r = f.call(Method::PUT, "/d", Body::empty()).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.code(), "is_a_directory");
+    let r = f.call(Method::POST, "/f/y", Body::empty()).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.code(), "not_a_directory");
+    // Non-recursive delete of a non-empty directory.
+    let r = f.call(Method::DELETE, "/d", Body::empty()).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.code(), "dir_not_empty");
+    let r = f
+        .call(Method::DELETE, "/__meta/entry?path=%2Fd", Body::empty())
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    // Rename onto an existing path.
+    let r = f.call(Method::POST, "/f?mv.from=/d", Body::empty()).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.code(), "already_exists");
+    // Rename into itself.
+    let r = f
+        .call(Method::POST, "/d/inner2/x?mv.from=/d", Body::empty())
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // A directory with chunks is malformed; so are overlapping chunks.
+    let r = put_entry(
+        &f,
+        json!({"full_path": "/bad", "is_dir": true, "chunks": [chunk("1,0100000001", 0, 1)]}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.code(), "bad_entry");
+    let r = put_entry(&f, json!({"full_path": "/bad", "chunks": [chunk("1,0100000001", 0, 4), chunk("1,0200000001", 2, 4)]})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.code(), "bad_entry");
+    let r = put_entry(
+        &f,
+        json!({"full_path": "/bad", "size": 2, "chunks": [chunk("1,0100000001", 0, 4)]}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn test_router_preconditions_are_412() {
+    let f = filer();
+    let body = |expect: serde_json::Value| json!({"entry": {"full_path": "/p"}, "expect": expect});
+    let r = f
+        .json(Method::PUT, "/__meta/entry", body(json!({"version": 1})))
+        .await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(r.code(), "precondition_failed");
+    let r = f
+        .json(Method::PUT, "/__meta/entry", body(json!("absent")))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.json()["version"], 1);
+    let r = f
+        .json(Method::PUT, "/__meta/entry", body(json!("absent")))
+        .await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
+    let r = f
+        .json(Method::PUT, "/__meta/entry", body(json!({"version": 7})))
+        .await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
+    let r = f
+        .json(Method::PUT, "/__meta/entry", body(json!({"version": 1})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["version"], 2);
+    // Concurrent writers expecting the same version: exactly one wins.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let router = f.router.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"entry": {"full_path": "/p", "extended": {"w": i.to_string()}}, "expect": {"version": 2}});
+            let req = Request::builder()
+                .method(Method::PUT)
+                .uri("/__meta/entry")
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                .unwrap();
+            tower::ServiceExt::oneshot(router, req).await.unwrap().status()
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            StatusCode::OK => ok += 1,
+            StatusCode::PRECONDITION_FAILED => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(ok, 1);
+    assert_eq!(f.store.get("/p").unwrap().unwrap().version, 3);
+}
+
+#[tokio::test]
+async fn test_router_lists_and_pages() {
+    let f = filer();
+    for i in 0..25 {
+        put_file_entry(&f, &format!("/dir/f{i:02}")).await;
+    }
+    put_file_entry(&f, "/dirx/other").await;
+
+    let list = |q: &str| {
+        let uri = format!("/__meta/list?{q}");
+        let f = &f;
+        async move {
+            let r = f.call(Method::GET, &uri, Body::empty()).await;
+            assert_eq!(r.status, StatusCode::OK, "{uri}: {:?}", r.body);
+            let l: ListResponse = serde_json::from_slice(&r.body).unwrap();
+            let names: Vec<String> = l
+                .entries
+                .iter()
+                .map(|e| e.full_path.rsplit('/').next().unwrap().to_owned())
+                .collect();
+            (names, l.has_more)
+        }
+    };
+    let (names, more) = list("dir=%2Fdir&limit=3").await;
+    assert_eq!(names, ["f00", "f01", "f02"]);
+    assert!(more);
+    let (names, _) = list("dir=%2Fdir&limit=3&start=f02").await;
+    assert_eq!(names, ["f03", "f04", "f05"]);
+    let (names, _) = list("dir=%2Fdir&limit=2&start=f02&inclusive=true").await;
+    assert_eq!(names, ["f02", "f03"]);
+    let (names, more) = list("dir=%2Fdir&limit=2&reverse=true").await;
+    assert_eq!(names, ["f24", "f23"]);
+    assert!(more);
+    let (names, _) = list("dir=%2Fdir&limit=2&reverse=true&start=f10").await;
+    assert_eq!(names, ["f09", "f08"]);
+    let (names, more) = list("dir=%2Fdir").await;
+    assert_eq!(names.len(), 25);
+    assert!(!more);
+    let (names, _) = list("dir=%2F").await;
+    assert_eq!(names, ["dir", "dirx"]);
+    // A missing directory lists as empty.
+    let (names, more) = list("dir=%2Fnope").await;
+    assert!(names.is_empty() && !more);
+    let r = f
+        .call(
+            Method::GET,
+            "/__meta/list?dir=%2Fdir&limit=0",
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = f
+        .call(
+            Method::GET,
+            "/__meta/list?dir=%2Fdir&limit=x",
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = f
+        .call(Method::GET, "/__meta/list?dir=%2Fdir%2Ff00", Body::empty())
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let r = f
+        .call(
+            Method::GET,
+            "/__meta/list?dir=%2Fdir&bogus=1",
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    // The SeaweedFS-style listing pages with lastFileName.
+    let mut seen = Vec::new();
+    let mut last = String::new();
+    loop {
+        let uri = format!("/dir/?limit=10&lastFileName={last}");
+        let r = f
+            .send(
+                Request::get(&uri)
+                    .header("accept", "application/json")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        let l: DirListing = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(l.path, "/dir");
+        assert_eq!(l.limit, 10);
+        seen.extend(l.entries.iter().map(|e| e.full_path.clone()));
+        if !l.should_display_load_more {
+            break;
+        }
+        last = l.last_file_name;
+    }
+    assert_eq!(seen.len(), 25);
+    assert_eq!(seen[0], "/dir/f00");
+    assert_eq!(seen[24], "/dir/f24");
+    // Without the trailing slash, a directory path lists too; the root lists.
+    let r = f.call(Method::GET, "/dir", Body::empty()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["Entries"].as_array().unwrap().len(), 25);
+    let r = f.call(Method::GET, "/", Body::empty()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["Entries"].as_array().unwrap().len(), 2);
+    let r = f.call(Method::GET, "/?limit=1", Body::empty()).await;
+    assert_eq!(r.json()["ShouldDisplayLoadMore"], true);
+    assert_eq!(r.json()["LastFileName"], "dir");
+    // A file path with a trailing slash is not a directory.
+    let r = f.call(Method::GET, "/dir/f00/", Body::empty()).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn test_router_missing_things_are_404() {
+    let f = filer();
+    for (method, uri) in [
+        (Method::GET, "/__meta/entry?path=%2Fmissing"),
+        (Method::DELETE, "/__meta/entry?path=%2Fmissing"),
+        (Method::GET, "/missing"),
+        (Method::HEAD, "/missing"),
+        (Method::GET, "/missing/"),
+        (Method::DELETE, "/missing"),
+        (Method::POST, "/dst?mv.from=/missing"),
+    ] {
+        let r = f.call(method.clone(), uri, Body::empty()).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{method} {uri}");
+        if method != Method::HEAD {
+            assert_eq!(r.code(), "not_found");
+        }
+    }
+    let r = f.call(Method::PATCH, "/__meta/list", Body::empty()).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn test_router_malformed_requests_are_400() {
+    let f = filer();
+    let send = |body: &'static str, ct: Option<&'static str>| {
+        let mut b = Request::builder().method(Method::PUT).uri("/__meta/entry");
+        if let Some(ct) = ct {
+            b = b.header("content-type", ct);
+        }
+        f.send(b.body(Body::from(body)).unwrap())
+    };
+    for (body, ct) in [
+        ("{", Some("application/json")),
+        ("[]", Some("application/json")),
+        ("{\"entry\": {}}", Some("application/json")),
+        ("{\"entry\": {\"full_path\": 5}}", Some("application/json")),
+        (
+            "{\"entry\": {\"full_path\": \"/x\"}, \"extra\": 1}",
+            Some("application/json"),
+        ),
+        (
+            "{\"entry\": {\"full_path\": \"/x\"}, \"expect\": \"sometimes\"}",
+            Some("application/json"),
+        ),
+        ("{\"entry\": {\"full_path\": \"/x\"}}", None),
+        ("\u{0}\u{1}", Some("application/json")),
+    ] {
+        let r = send(body, ct).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body:?}: {:?}", r.body);
+        assert!(!r.code().is_empty());
+    }
+    let r = f.call(Method::GET, "/__meta/entry", Body::empty()).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.code(), "bad_query");
+    let r = f
+        .call(Method::DELETE, "/x?recursive=maybe", Body::empty())
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = f
+        .send(
+            Request::put("/up")
+                .header("content-type", "multipart/form-data; boundary=XX")
+                .body(Body::from("garbage"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+}
+
+#[tokio::test]
+async fn test_router_empty_file_upload_read_head_range_delete() {
+    let f = filer();
+    let r = f
+        .send(
+            Request::put("/docs/empty.txt")
+                .header("content-type", "text/plain")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.json(), json!({"name": "empty.txt", "size": 0}));
+    let e = f.store.get("/docs/empty.txt").unwrap().unwrap();
+    assert!(e.chunks.is_empty());
+    assert_eq!(e.mime, "text/plain");
+    assert!(f.store.get("/docs").unwrap().unwrap().is_dir);
+
+    let r = f.call(Method::GET, "/docs/empty.txt", Body::empty()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.is_empty());
+    assert_eq!(r.headers["content-length"], "0");
+    assert_eq!(r.headers["content-type"], "text/plain");
+    assert!(r.headers.contains_key("etag"));
+    let r = f.call(Method::HEAD, "/docs/empty.txt", Body::empty()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = f
+        .send(
+            Request::get("/docs/empty.txt")
+                .header("range", "bytes=0-")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(r.headers["content-range"], "bytes */0");
+
+    // Overwrite bumps the version.
+    let r = f.call(Method::POST, "/docs/empty.txt", Body::empty()).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(f.store.get("/docs/empty.txt").unwrap().unwrap().version, 2);
+
+    // Multipart into a directory path takes the part's file name.
+    let body = "--XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"m.bin\"\r\nContent-Type: application/x-test\r\n\r\n\r\n--XX--\r\n";
+    let r = f
+        .send(
+            Request::post("/docs/")
+                .header("content-type", "multipart/form-data; boundary=XX")
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.json()["name"], "m.bin");
+    assert_eq!(
+        f.store.get("/docs/m.bin").unwrap().unwrap().mime,
+        "application/x-test"
+    );
+    // A raw body cannot target a directory path.
+    let r = f.call(Method::PUT, "/docs/", Body::empty()).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    let r = f
+        .call(Method::DELETE, "/docs/empty.txt", Body::empty())
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = f.call(Method::GET, "/docs/empty.txt", Body::empty()).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = f
+        .call(Method::DELETE, "/docs?recursive=true", Body::empty())
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert!(f.store.get("/docs/m.bin").unwrap().is_none());
+}
+
+#[tokio::test]
+async fn test_router_rename_moves_subtrees() {
+    let f = filer();
+    put_file_entry(&f, "/a/b/c").await;
+    put_file_entry(&f, "/a/d").await;
+    put_file_entry(&f, "/ab/keep").await;
+    let r = f.call(Method::POST, "/x/y?mv.from=/a", Body::empty()).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.json()["full_path"], "/x/y");
+    assert!(f.store.get("/a").unwrap().is_none());
+    assert!(f.store.get("/a/b/c").unwrap().is_none());
+    assert!(f.store.get("/x").unwrap().unwrap().is_dir);
+    assert!(f.store.get("/x/y/b/c").unwrap().is_some());
+    assert!(f.store.get("/x/y/d").unwrap().is_some());
+    assert!(f.store.get("/ab/keep").unwrap().is_some());
+    // A file rename.
+    let r = f
+        .call(Method::POST, "/renamed?mv.from=/x/y/d", Body::empty())
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(f.store.get("/renamed").unwrap().is_some());
+    assert!(f.store.get("/x/y/d").unwrap().is_none());
+    // No chunks were queued for deletion by renames.
+    assert!(f.store.pending_deletions(10).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn test_router_orphaned_chunks_are_queued_in_the_same_write() {
+    let f = filer();
+    let r = put_entry(&f, json!({"full_path": "/g/f", "chunks": [chunk("1,0100000001", 0, 4), chunk("1,0200000001", 4, 4)]})).await;
+    assert_eq!(r.status, StatusCode::OK);
+    // Replace keeping one chunk: only the dropped one is queued.
+    let r = put_entry(
+        &f,
+        json!({"full_path": "/g/f", "chunks": [chunk("1,0100000001", 0, 4)]}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let pending: Vec<String> = f
+        .store
+        .pending_deletions(10)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.fid)
+        .collect();
+    assert_eq!(pending, ["1,0200000001"]);
+    let r = f
+        .call(
+            Method::DELETE,
+            "/__meta/entry?path=%2Fg&recursive=true",
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let pending: Vec<String> = f
+        .store
+        .pending_deletions(10)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.fid)
+        .collect();
+    assert_eq!(pending, ["1,0100000001", "1,0200000001"]);
+}
+
+#[tokio::test]
+async fn test_router_reads_with_unreachable_volumes_fail_cleanly() {
+    let f = filer();
+    put_entry(&f, json!({"full_path": "/r", "mime": "text/plain", "chunks": [chunk("1,0100000001", 0, 4), chunk("1,0200000001", 4, 4)]})).await;
+    // HEAD and unsatisfiable ranges need no chunk.
+    let r = f.call(Method::HEAD, "/r", Body::empty()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers["content-length"], "8");
+    assert_eq!(r.headers["accept-ranges"], "bytes");
+    let r = f
+        .send(
+            Request::get("/r")
+                .header("range", "bytes=8-")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(r.headers["content-range"], "bytes */8");
+    // A chunk that cannot be read is an error naming its fid, never short content.
+    let r = f
+        .send(
+            Request::get("/r")
+                .header("range", "bytes=5-6")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+    assert_eq!(r.code(), "chunk_unavailable");
+    assert!(r.json()["error"].as_str().unwrap().contains("1,0200000001"));
+    // A malformed fid is a 500 naming it.
+    put_entry(
+        &f,
+        json!({"full_path": "/bad-fid", "chunks": [chunk("nonsense", 0, 1)]}),
+    )
+    .await;
+    let r = f.call(Method::GET, "/bad-fid", Body::empty()).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(r.json()["error"].as_str().unwrap().contains("nonsense"));
+}
+
+#[tokio::test]
+async fn test_router_upload_without_master_writes_nothing() {
+    let f = filer();
+    let r = f
+        .call(Method::PUT, "/u/file.bin", Body::from(vec![7u8; 1000]))
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+    assert!(r.headers.contains_key("retry-after"));
+    assert!(f.store.get("/u/file.bin").unwrap().is_none());
+    assert!(f.store.get("/u").unwrap().is_none());
+    assert!(f.store.pending_deletions(10).unwrap().is_empty());
+    let r = f.call(Method::GET, "/metrics", Body::empty()).await;
+    assert!(String::from_utf8_lossy(&r.body).contains("filer_upload_errors_total 1"));
+}
+
+#[tokio::test]
+async fn test_router_upload_over_the_limit_is_413() {
+    let store = std::sync::Arc::new(kelp_filer::store::MemoryStore::new());
+    let mut cfg = kelp_filer::Config::for_test("data/unused", "127.0.0.1:1");
+    cfg.max_upload_mb = 1;
+    let router = kelp_filer::router(kelp_filer::AppState::new(&cfg, store.clone()));
+    let f = TestFiler { router, store };
+    let r = f
+        .call(Method::PUT, "/big", Body::from(vec![0u8; (1 << 20) + 1]))
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{:?}", r.body);
+    assert!(f.store.get("/big").unwrap().is_none());
+}

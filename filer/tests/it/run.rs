@@ -1,0 +1,98 @@
+//! `run()` on `127.0.0.1:0` with RocksDB: serves, stops on cancel, and keeps its data.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::api::filer::{Entry, Expect, ListQuery};
+use common::client::HttpClient;
+use common::client::filer::FilerClient;
+use kelp_filer::Config;
+use tokio_util::sync::CancellationToken;
+
+async fn start(
+    dir: &std::path::Path,
+) -> (
+    String,
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let cfg = Config::for_test(dir, "127.0.0.1:1");
+    let token = CancellationToken::new();
+    let handle = tokio::spawn(kelp_filer::run(cfg, listener, token.clone()));
+    (addr, token, handle)
+}
+
+#[tokio::test]
+async fn test_run_serves_and_data_survives_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let http = HttpClient::new(Duration::from_secs(5));
+
+    let (addr, token, handle) = start(tmp.path()).await;
+    let client = FilerClient::new(http.clone(), &addr);
+    let entry = Entry {
+        full_path: "/topics/ns/t/p0000/00000000000000000000.seg".to_owned(),
+        chunks: vec![common::api::filer::Chunk {
+            fid: "3,01637037d6".to_owned(),
+            offset: 0,
+            size: 3,
+            etag: "x".to_owned(),
+        }],
+        ..Entry::default()
+    };
+    let stored = client
+        .put_entry(&entry, Some(Expect::Absent))
+        .await
+        .unwrap();
+    assert_eq!(stored.version, 1);
+    let err = client
+        .put_entry(&entry, Some(Expect::Absent))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("precondition_failed"));
+    let up = client.put_file("/docs/empty", Bytes::new()).await.unwrap();
+    assert_eq!(up.size, 0);
+    assert!(client.get_file("/docs/empty").await.unwrap().is_empty());
+    token.cancel();
+    tokio::time::timeout(Duration::from_secs(30), handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(tmp.path().join("meta").join("CURRENT").is_file());
+
+    let (addr, token, handle) = start(tmp.path()).await;
+    let client = FilerClient::new(http, &addr);
+    let got = client.get_entry(&entry.full_path).await.unwrap().unwrap();
+    assert_eq!(got, stored);
+    let list = client
+        .list(&ListQuery {
+            dir: "/topics/ns/t/p0000".to_owned(),
+            start: None,
+            inclusive: false,
+            limit: Some(10),
+            reverse: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!(list.entries.len(), 1);
+    let listing = client.list_dir("/docs", None, 10).await.unwrap();
+    assert_eq!(listing.entries.len(), 1);
+    client.delete("/docs", true).await.unwrap();
+    assert!(client.get_entry("/docs/empty").await.unwrap().is_none());
+    client.rename("/topics", "/moved").await.unwrap();
+    assert!(
+        client
+            .get_entry("/moved/ns/t/p0000/00000000000000000000.seg")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    token.cancel();
+    tokio::time::timeout(Duration::from_secs(30), handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
