@@ -4,16 +4,16 @@
 //! lives in the service crates, which never depend on each other.
 //!
 //! # Layout
-//! - [`ids`]: file ids (`3,01637037d6`) and volume ids.
-//! - [`config`]: the flags every service shares (clap, each also read from `KELP_*`).
-//! - [`http`]: the JSON error type, extractors, the server layers and the serve loop.
-//! - [`client`]: the one traced HTTP client and the typed clients of each service.
-//! - [`api`]: wire types (serde only) of each service.
-//! - [`fs`]: crash-safe file helpers and the data-directory lock.
-//! - [`service`]: the shared `main` of every service binary.
-//! - [`shutdown`]: SIGTERM/SIGINT handling.
-//! - [`telemetry`]: tracing, OTLP export and W3C context propagation.
-//! - [`metrics`]: the Prometheus registry helpers.
+//! - [`ids`] — file ids (`3,01637037d6`) and volume ids.
+//! - [`config`] — the flags every service shares (clap, each also read from `KELP_*`).
+//! - [`http`] — the JSON error type, extractors, the server layers and the serve loop.
+//! - [`client`] — the one traced HTTP client and the typed clients of each service.
+//! - [`api`] — wire types (serde only) of each service.
+//! - [`fs`] — crash-safe file helpers and the data-directory lock.
+//! - [`service`] — the shared `main` of every service binary.
+//! - [`shutdown`] — SIGTERM/SIGINT handling.
+//! - [`telemetry`] — tracing, OTLP export and W3C context propagation.
+//! - [`metrics`] — the Prometheus registry helpers.
 
 pub mod api;
 pub mod client;

@@ -141,12 +141,11 @@ impl Cluster {
         let url = format!("{}/cluster/status", self.master.url());
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = client.get(&url).send().await {
-                if let Ok(v) = r.json::<serde_json::Value>().await {
-                    if v["alive_nodes"].as_u64() == Some(n as u64) {
-                        return Ok(());
-                    }
-                }
+            if let Ok(r) = client.get(&url).send().await
+                && let Ok(v) = r.json::<serde_json::Value>().await
+                && v["alive_nodes"].as_u64() == Some(n as u64)
+            {
+                return Ok(());
             }
             anyhow::ensure!(
                 std::time::Instant::now() < deadline,

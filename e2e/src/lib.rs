@@ -4,10 +4,10 @@
 //! and reaps every process and temp dir, even when a test panics.
 //!
 //! # Layout
-//! - [`ServiceHandle`]: one service process.
-//! - [`Cluster`]: a master, volume servers, a filer and a broker wired together.
-//! - [`otlp`]: an OTLP/HTTP receiver that decodes the spans the services export.
-//! - [`bin_dir`]: where the binaries are (`E2E_BIN_DIR`, else the workspace's `target/debug`).
+//! - [`ServiceHandle`] — one service process.
+//! - [`Cluster`] — a master, volume servers, a filer and a broker wired together.
+//! - [`otlp`] — an OTLP/HTTP receiver that decodes the spans the services export.
+//! - [`bin_dir`] — where the binaries are (`E2E_BIN_DIR`, else the workspace's `target/debug`).
 
 mod cluster;
 pub mod otlp;

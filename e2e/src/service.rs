@@ -128,12 +128,11 @@ impl ServiceHandle {
         self.starts += 1;
         let deadline = Instant::now() + Duration::from_secs(60);
         let addr = loop {
-            if let Ok(b) = std::fs::read(&addrs) {
-                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&b) {
-                    if let Some(a) = v["http"].as_str().and_then(|s| s.parse().ok()) {
-                        break a;
-                    }
-                }
+            if let Ok(b) = std::fs::read(&addrs)
+                && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&b)
+                && let Some(a) = v["http"].as_str().and_then(|s| s.parse().ok())
+            {
+                break a;
             }
             self.check_alive()?;
             if Instant::now() > deadline {
@@ -157,10 +156,10 @@ impl ServiceHandle {
         let url = format!("{}/readyz", self.url());
         let deadline = Instant::now() + timeout;
         loop {
-            if let Ok(r) = client.get(&url).send().await {
-                if r.status().is_success() {
-                    return Ok(());
-                }
+            if let Ok(r) = client.get(&url).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
             }
             self.check_alive()?;
             if Instant::now() > deadline {
@@ -175,11 +174,11 @@ impl ServiceHandle {
     }
 
     fn check_alive(&mut self) -> anyhow::Result<()> {
-        if let Some(c) = &mut self.child {
-            if let Some(status) = c.try_wait()? {
-                self.child = None;
-                bail!("{} exited with {status}:\n{}", self.name, self.tail_log(40));
-            }
+        if let Some(c) = &mut self.child
+            && let Some(status) = c.try_wait()?
+        {
+            self.child = None;
+            bail!("{} exited with {status}:\n{}", self.name, self.tail_log(40));
         }
         Ok(())
     }

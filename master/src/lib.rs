@@ -3,11 +3,11 @@
 //! handed out twice.
 //!
 //! # Layout
-//! - [`config`]: flags.
-//! - [`state`]: the durable state file and the id sequencer.
-//! - [`topology`]: soft state from heartbeats; which volumes are writable.
-//! - [`service`]: assign, grow, lookup, heartbeat.
-//! - [`http`]: the router.
+//! - [`config`] — flags.
+//! - [`state`] — the durable state file and the id sequencer.
+//! - [`topology`] — soft state from heartbeats; which volumes are writable.
+//! - [`service`] — assign, grow, lookup, heartbeat.
+//! - [`http`] — the router.
 
 pub mod config;
 pub mod http;

@@ -3,12 +3,12 @@
 //! verifies checksums on every read, forwards writes to replicas, and heartbeats the master.
 //!
 //! # Layout
-//! - [`config`]: flags.
-//! - [`store`]: the on-disk format ([`store::needle`], [`store::idx`]), one volume's writer and
+//! - [`config`] — flags.
+//! - [`store`] — the on-disk format ([`store::needle`], [`store::idx`]), one volume's writer and
 //!   recovery ([`store::volume`]), and the set of volumes ([`store::Store`]).
-//! - [`http`]: the router and handlers.
-//! - [`heartbeat`]: the loop that reports volumes to the master.
-//! - [`metrics`]: Prometheus metrics.
+//! - [`http`] — the router and handlers.
+//! - [`heartbeat`] — the loop that reports volumes to the master.
+//! - [`metrics`] — Prometheus metrics.
 
 pub mod config;
 pub mod heartbeat;

@@ -196,14 +196,13 @@ impl Store {
         let mut stems = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
-            if path.extension().is_some_and(|e| e == "dat") {
-                if let Some(parsed) = path
+            if path.extension().is_some_and(|e| e == "dat")
+                && let Some(parsed) = path
                     .file_stem()
                     .and_then(|s| s.to_str())
                     .and_then(parse_stem)
-                {
-                    stems.push(parsed);
-                }
+            {
+                stems.push(parsed);
             }
         }
         stems.sort_by_key(|(_, v)| *v);
@@ -313,10 +312,10 @@ fn quarantine(dir: &Path, collection: &str, vid: VolumeId) {
     for ext in ["dat", "idx"] {
         let from = dir.join(format!("{stem}.{ext}"));
         let to = dir.join(format!("{stem}.{ext}.corrupted"));
-        if std::fs::metadata(&from).is_ok() {
-            if let Err(e) = std::fs::rename(&from, &to) {
-                tracing::error!(file = %from.display(), error = %e, "cannot quarantine volume file");
-            }
+        if std::fs::metadata(&from).is_ok()
+            && let Err(e) = std::fs::rename(&from, &to)
+        {
+            tracing::error!(file = %from.display(), error = %e, "cannot quarantine volume file");
         }
     }
     if let Err(e) = common::fs::fsync_dir(dir) {

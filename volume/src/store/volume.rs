@@ -138,7 +138,7 @@ impl PendingWrite {
     pub async fn done(self) -> Result<(), VolumeError> {
         self.done
             .await
-            .unwrap_or_else(|_| Err(VolumeError::WriterGone { volume: self.id }))
+            .unwrap_or(Err(VolumeError::WriterGone { volume: self.id }))
     }
 }
 
@@ -654,8 +654,8 @@ impl Writer {
         let mut failure: Option<VolumeError> = None;
         let mut deleted_in_batch: Vec<u64> = Vec::new();
         for op in batch {
-            if failure.is_some() {
-                reply_err(op, failure.as_ref().expect("set"));
+            if let Some(err) = &failure {
+                reply_err(op, err);
                 continue;
             }
             match op {
