@@ -2,5 +2,6 @@
 //! Build the binaries first: `cargo build --workspace --bins`.
 
 mod blob;
+mod corruption;
 mod filer;
 mod tracing;
