@@ -4,12 +4,14 @@
 //! - `server`: `kelp server`, every service in one process.
 //! - `blob`: `kelp upload` and `kelp download`.
 //! - `fs`: `kelp fs ls|put|get|rm|mv`.
+//! - `topic`: `kelp topic create|list|describe|locate`, `kelp pub`, `kelp sub`.
 //! - `bench`: `kelp bench blob|filer` and the bare-handler ceiling server.
 
 mod bench;
 mod blob;
 mod fs;
 mod server;
+mod topic;
 
 use std::time::Duration;
 
@@ -38,6 +40,12 @@ enum Command {
     Download(blob::DownloadArgs),
     /// Files in the filer's namespace.
     Fs(fs::FsArgs),
+    /// Topics of the broker.
+    Topic(topic::TopicArgs),
+    /// Publish records (from arguments or stdin lines).
+    Pub(topic::PubArgs),
+    /// Read records from an offset or a consumer group's committed offset.
+    Sub(topic::SubArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -65,6 +73,9 @@ async fn run_client(cmd: Command) -> anyhow::Result<()> {
         Command::Upload(a) => blob::upload(http, a).await,
         Command::Download(a) => blob::download(http, a).await,
         Command::Fs(a) => fs::run(http, a).await,
+        Command::Topic(a) => topic::topic(http, a).await,
+        Command::Pub(a) => topic::publish(http, a).await,
+        Command::Sub(a) => topic::subscribe(http, a).await,
         Command::Bench(b) => bench::run(http, b).await,
     }
 }

@@ -97,6 +97,15 @@ async fn run(a: ServerArgs) -> anyhow::Result<()> {
     ])?;
     let filer_cfg =
         filer::Config::try_parse_from(["kelp-filer", "--dir", &d(2), "--master", &master_addr])?;
+    let broker_cfg = broker::Config::try_parse_from([
+        "kelp-broker",
+        "--dir",
+        &d(3),
+        "--master",
+        &master_addr,
+        "--filer",
+        &filer_addr,
+    ])?;
 
     let signal = common::shutdown::signal_token()?;
     let broker_stop = CancellationToken::new();
@@ -117,8 +126,11 @@ async fn run(a: ServerArgs) -> anyhow::Result<()> {
         "filer",
         filer::run(filer_cfg, filer_l, others_stop.clone()),
     );
-    drop(broker_l);
-    broker_stop.cancel();
+    spawn(
+        &mut set,
+        "broker",
+        broker::run(broker_cfg, broker_l, broker_stop.clone()),
+    );
     tracing::info!(
         master = %master_addr,
         volume = %a.volume_port,

@@ -3,6 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 use common::api::filer::Chunk;
+use common::ids::FileId;
 
 /// The `(offset, len)` of each chunk of a `len`-byte file cut at `chunk_size` (which must be
 /// positive). An empty file has no chunks.
@@ -152,14 +153,28 @@ pub enum LayoutError {
         /// Index of the offending chunk.
         index: usize,
     },
+    /// A chunk's fid is not a file id, so it could never be read.
+    #[error("chunk {index} has {fid:?}, which is not a file id")]
+    BadFid {
+        /// Index of the offending chunk.
+        index: usize,
+        /// Its fid.
+        fid: String,
+    },
 }
 
-/// Checks that chunks are sorted, non-overlapping, named and within `size`.
+/// Checks that chunks are sorted, non-overlapping, named by file ids and within `size`.
 pub fn check_layout(chunks: &[Chunk], size: u64) -> Result<(), LayoutError> {
     let mut prev_end = 0u64;
     for (index, c) in chunks.iter().enumerate() {
         if c.fid.is_empty() {
             return Err(LayoutError::NoFid { index });
+        }
+        if c.fid.parse::<FileId>().is_err() {
+            return Err(LayoutError::BadFid {
+                index,
+                fid: c.fid.clone(),
+            });
         }
         if c.offset < prev_end {
             return Err(LayoutError::Overlap {
@@ -368,6 +383,14 @@ mod tests {
         assert!(matches!(
             check_layout(&[c], 1),
             Err(LayoutError::NoFid { .. })
+        ));
+        // Found by scripts/api-fuzz.sh: an entry naming a chunk "nonsense" was stored and
+        // then every read of it was a 500.
+        let mut c = chunk(0, 1);
+        c.fid = "nonsense".into();
+        assert!(matches!(
+            check_layout(&[c], 1),
+            Err(LayoutError::BadFid { index: 0, .. })
         ));
     }
 

@@ -387,6 +387,14 @@ impl Filer {
         if e.size == 0 {
             e.size = chunks::chunks_end(&e.chunks);
         }
+        // Holes read as zeros, so without this bound one small request could declare a file
+        // of 2^64 bytes that every GET would then stream.
+        if e.size > self.upload.max_upload {
+            return Err(Error::BadEntry(format!(
+                "entry {}: size {} is over the largest file this filer holds ({} bytes, --max-upload-mb)",
+                e.full_path, e.size, self.upload.max_upload
+            )));
+        }
         chunks::check_layout(&e.chunks, e.size)
             .map_err(|err| Error::BadEntry(format!("entry {}: {err}", e.full_path)))?;
         if e.mtime_ms == 0 {

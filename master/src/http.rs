@@ -1,17 +1,18 @@
 //! The master's router: `/dir/assign`, `/dir/lookup`, `/dir/status`, `/cluster/status`,
-//! `/heartbeat`, `/healthz`, `/readyz`, `/metrics`.
+//! `/heartbeat`, `/healthz`, `/readyz`, `/metrics`, and `/openapi.json`, their OpenAPI document
+//! (`openapi.json` beside this file).
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use common::api::master::{
     AssignQuery, AssignResponse, ClusterStatus, DirStatus, Heartbeat, HeartbeatResponse,
     LookupQuery, LookupResponse,
 };
-use common::http::{ApiError, Json, Query, ServeConfig};
+use common::http::{ApiError, Json, Query, ServeConfig, openapi};
 use common::ids::{FileId, VolumeId};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
@@ -34,17 +35,30 @@ pub struct AppState {
     pub size_limit: u64,
 }
 
+/// The OpenAPI document of [`router`], kept beside it (checked by `test_openapi_matches_router`).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Every route the master serves, by path. [`router`] registers exactly these, and the OpenAPI
+/// test checks them against [`OPENAPI`].
+fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    vec![
+        ("/dir/assign", get(assign).post(assign)),
+        ("/dir/lookup", get(lookup)),
+        ("/dir/status", get(dir_status)),
+        ("/cluster/status", get(cluster_status)),
+        ("/heartbeat", post(heartbeat)),
+        ("/healthz", get(common::http::healthz)),
+        ("/readyz", get(readyz)),
+        ("/metrics", get(metrics)),
+        (openapi::PATH, openapi::route(OPENAPI)),
+    ]
+}
+
 /// Builds the router with the shared layers.
 pub fn router(state: AppState) -> Router {
-    let routes = Router::new()
-        .route("/dir/assign", get(assign).post(assign))
-        .route("/dir/lookup", get(lookup))
-        .route("/dir/status", get(dir_status))
-        .route("/cluster/status", get(cluster_status))
-        .route("/heartbeat", post(heartbeat))
-        .route("/healthz", get(common::http::healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    let routes = routes()
+        .into_iter()
+        .fold(Router::new(), |r, (path, handlers)| r.route(path, handlers))
         .with_state(state);
     common::http::with_layers(routes, ServeConfig::default())
 }
@@ -181,4 +195,45 @@ async fn readyz(State(s): State<AppState>) -> Json<impl Serialize> {
 
 async fn metrics(State(s): State<AppState>) -> Response {
     common::metrics::render(&s.registry)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use common::client::HttpClient;
+    use common::client::volume::VolumeClient;
+
+    use super::*;
+    use crate::service::Metrics;
+    use crate::state::Sequencer;
+
+    fn state(dir: &std::path::Path) -> AppState {
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        let master = Master::new(
+            Sequencer::load(dir).unwrap(),
+            Duration::from_secs(1),
+            1 << 30,
+            common::api::master::Replication::default(),
+            VolumeClient::new(HttpClient::new(Duration::from_secs(1)).with_attempts(1)),
+            metrics,
+        );
+        AppState {
+            master: Arc::new(master),
+            registry: Arc::new(registry),
+            addr: "127.0.0.1:1".into(),
+            size_limit: 1 << 30,
+        }
+    }
+
+    #[tokio::test]
+    async fn test_openapi_matches_router() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = router(state(dir.path()));
+        let paths: Vec<&str> = routes().into_iter().map(|(p, _)| p).collect();
+        if let Err(errors) = openapi::check_router(OPENAPI, &app, &paths, &[]).await {
+            panic!("master/src/openapi.json and the router disagree:\n{errors:#?}");
+        }
+    }
 }

@@ -17,6 +17,10 @@ const VERSION: u32 = 1;
 const LEN: usize = 4 + 4 + 4 + 8 + 4;
 /// Keys reserved per persisted step.
 pub const KEY_STEP: u64 = 10_000;
+/// Largest volume id [`Sequencer::observe`] follows (half the id space stays free above it).
+pub const MAX_OBSERVED_VOLUME_ID: VolumeId = VolumeId::MAX / 2;
+/// Largest file key [`Sequencer::observe`] follows (half the key space stays free above it).
+pub const MAX_OBSERVED_KEY: u64 = u64::MAX / 2;
 
 /// The persisted part of the master's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,7 +153,23 @@ impl Sequencer {
 
     /// Raises the counters above what a volume server reports (a master whose state was lost
     /// or is older than the cluster still never reissues an id). Returns whether it changed.
+    ///
+    /// Reports are capped at [`MAX_OBSERVED_VOLUME_ID`] and [`MAX_OBSERVED_KEY`]: a volume id
+    /// or key above them cannot come from this master's counting, only from a bogus heartbeat or
+    /// a blob written directly under a made-up file id, and following it would exhaust the id
+    /// space and fail every later assign.
     pub fn observe(&mut self, volume_id: VolumeId, max_key: u64) -> anyhow::Result<bool> {
+        if volume_id > MAX_OBSERVED_VOLUME_ID || max_key > MAX_OBSERVED_KEY {
+            tracing::warn!(
+                volume_id,
+                max_key,
+                "a volume server reports ids beyond any this master hands out; capping them"
+            );
+        }
+        let (volume_id, max_key) = (
+            volume_id.min(MAX_OBSERVED_VOLUME_ID),
+            max_key.min(MAX_OBSERVED_KEY),
+        );
         let mut next = self.persisted;
         if volume_id > next.max_volume_id {
             next.max_volume_id = volume_id;
@@ -227,6 +247,18 @@ mod tests {
         assert!(s.next_keys(1).unwrap() > 50_000);
         let mut s = Sequencer::load(dir.path()).unwrap();
         assert!(s.next_keys(1).unwrap() > 50_000);
+    }
+
+    /// Found by `scripts/api-fuzz.sh`: a heartbeat reporting key `u64::MAX` overflowed
+    /// (a panic), and a reported volume id `u32::MAX` would have failed every later grow.
+    #[test]
+    fn test_sequencer_caps_absurd_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Sequencer::load(dir.path()).unwrap();
+        s.observe(VolumeId::MAX, u64::MAX).unwrap();
+        assert_eq!(s.max_volume_id(), MAX_OBSERVED_VOLUME_ID);
+        assert_eq!(s.next_keys(100_000).unwrap(), MAX_OBSERVED_KEY + 1);
+        assert!(s.next_volume_id().unwrap() > MAX_OBSERVED_VOLUME_ID);
     }
 
     proptest! {

@@ -197,8 +197,8 @@ pub struct FetchQuery {
     /// At most this many records (default 1000, capped at 10000).
     #[serde(default)]
     pub limit: Option<u32>,
-    /// At most about this many bytes of records (default 1 MiB); at least one record is
-    /// returned when one is available.
+    /// At most about this many bytes of records (default 1 MiB, capped at 16 MiB); at least
+    /// one record is returned when one is available.
     #[serde(default)]
     pub max_bytes: Option<u64>,
     /// Long-poll up to this many milliseconds (max 30000) when nothing is visible yet.

@@ -1,9 +1,11 @@
 //! HTTP plumbing every service shares: the JSON error type, extractors whose rejections use
 //! that error body, the layer stack (trace context, request ids, spans, timeouts) and the serve
-//! loop with graceful shutdown.
+//! loop with graceful shutdown, and the [`openapi`] helpers that serve and check each service's
+//! OpenAPI document.
 
 mod error;
 mod extract;
+pub mod openapi;
 mod server;
 
 pub use error::{ApiError, ErrorBody};

@@ -2,6 +2,8 @@
 //! Build the binaries first: `cargo build --workspace --bins`.
 
 mod blob;
+mod broker;
+mod chaos;
 mod corruption;
 mod filer;
 mod tracing;

@@ -122,3 +122,171 @@ async fn given_otlp_endpoint_when_a_replicated_write_is_made_should_export_one_t
     );
     drop(c);
 }
+
+#[tokio::test]
+async fn given_otlp_endpoint_when_a_durable_publish_is_flushed_should_export_one_trace_across_all_four_services()
+ {
+    let rx = OtlpReceiver::start().await.unwrap();
+    let mut c = Cluster::start(ClusterOptions {
+        broker: true,
+        env: otel_env(&rx),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let broker = e2e::broker::Broker::new(c.broker().url());
+    broker.create_topic("trace/t", 1).await;
+    let offsets = broker
+        .publish("trace/t", &[(0, "traced record".into())], "durable")
+        .await
+        .unwrap();
+    assert_eq!(offsets, vec![0]);
+
+    let spans = wait_spans(
+        &rx,
+        "a flush trace with spans of all four services",
+        |spans| {
+            let Some(flush) = spans.iter().find(|s| s.name == "broker.flush") else {
+                return false;
+            };
+            let services: std::collections::HashSet<&str> = spans
+                .iter()
+                .filter(|s| s.trace_id == flush.trace_id)
+                .map(|s| s.service.as_str())
+                .collect();
+            services.len() == 4
+                && spans
+                    .iter()
+                    .any(|s| s.name == "rocksdb.write" && s.trace_id == flush.trace_id)
+        },
+    )
+    .await;
+    let flush = spans.iter().find(|s| s.name == "broker.flush").unwrap();
+    let trace: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|s| s.trace_id == flush.trace_id)
+        .collect();
+    let tree = render_tree(&trace, flush, 0);
+    println!("flush trace {}:\n{tree}", flush.trace_id);
+    assert!(
+        flush.parent_span_id.is_empty(),
+        "broker.flush is a root span"
+    );
+    for attr in [
+        "topic",
+        "partition",
+        "offset_min",
+        "offset_max",
+        "records",
+        "bytes",
+    ] {
+        assert!(
+            flush.attributes.contains_key(attr),
+            "broker.flush lacks {attr}: {:?}",
+            flush.attributes
+        );
+    }
+
+    // Each hop: the broker's client span is a child of the flush, the server span a child of it.
+    let hop = |client_name: &str, service: &str| {
+        let client = trace
+            .iter()
+            .find(|s| {
+                s.name == client_name
+                    && s.kind == 3
+                    && s.service == "kelp-broker"
+                    && is_descendant(&trace, s, flush)
+            })
+            .unwrap_or_else(|| panic!("no client span {client_name} under the flush:\n{tree}"));
+        let server = trace
+            .iter()
+            .find(|s| s.parent_span_id == client.span_id && s.kind == 2)
+            .unwrap_or_else(|| panic!("no server span under {client_name}:\n{tree}"));
+        assert_eq!(server.service, service);
+        assert_eq!(server.name, client_name, "server span named by its route");
+        *server
+    };
+    hop("POST /dir/assign", "kelp-master");
+    let volume = hop("POST /{fid}", "kelp-volume");
+    let filer = hop("PUT /__meta/entry", "kelp-filer");
+    let fsync = child(&spans, volume, "volume.fsync")
+        .unwrap_or_else(|| panic!("no volume.fsync in the volume write:\n{tree}"));
+    assert!(fsync.start_ns >= volume.start_ns && fsync.end_ns <= volume.end_ns);
+    let rocks = trace
+        .iter()
+        .find(|s| s.name == "rocksdb.write" && is_descendant(&trace, s, filer))
+        .unwrap_or_else(|| panic!("no rocksdb.write in the filer commit:\n{tree}"));
+    assert!(rocks.start_ns >= filer.start_ns && rocks.end_ns <= filer.end_ns);
+
+    // The flush links to the publish request it made durable.
+    let publish = spans
+        .iter()
+        .find(|s| s.service == "kelp-broker" && s.kind == 2 && s.name.contains("/publish"))
+        .expect("publish server span");
+    assert!(
+        flush.links.iter().any(|(t, _)| *t == publish.trace_id),
+        "flush links {:?} do not include the publish trace {}",
+        flush.links,
+        publish.trace_id
+    );
+    // The segment entry records the flush's trace id.
+    let filer_client = common::client::filer::FilerClient::new(
+        common::client::HttpClient::new(Duration::from_secs(10)),
+        &c.filer().addr().to_string(),
+    );
+    let list = filer_client
+        .list(&common::api::filer::ListQuery {
+            dir: "/topics/trace/t/p0000".into(),
+            start: None,
+            inclusive: false,
+            limit: Some(10),
+            reverse: false,
+        })
+        .await
+        .unwrap();
+    let seg = list
+        .entries
+        .iter()
+        .find(|e| e.full_path.ends_with(".seg"))
+        .expect("a segment entry");
+    assert_eq!(seg.extended.get("trace_id"), Some(&flush.trace_id));
+}
+
+fn is_descendant(trace: &[&ReceivedSpan], s: &ReceivedSpan, ancestor: &ReceivedSpan) -> bool {
+    let mut cur = s;
+    for _ in 0..64 {
+        if cur.parent_span_id == ancestor.span_id {
+            return true;
+        }
+        match trace.iter().find(|p| p.span_id == cur.parent_span_id) {
+            Some(p) => cur = p,
+            None => return false,
+        }
+    }
+    false
+}
+
+/// The span tree under `root`, one span a line, with service, kind and duration.
+pub fn render_tree(trace: &[&ReceivedSpan], root: &ReceivedSpan, depth: usize) -> String {
+    let kind = match root.kind {
+        2 => "server",
+        3 => "client",
+        _ => "internal",
+    };
+    let mut out = format!(
+        "{}{} [{}, {kind}] {:.2} ms\n",
+        "  ".repeat(depth),
+        root.name,
+        root.service,
+        root.end_ns.saturating_sub(root.start_ns) as f64 / 1e6
+    );
+    let mut children: Vec<&&ReceivedSpan> = trace
+        .iter()
+        .filter(|s| s.parent_span_id == root.span_id)
+        .collect();
+    children.sort_by_key(|s| s.start_ns);
+    for c in children {
+        out.push_str(&render_tree(trace, c, depth + 1));
+    }
+    out
+}

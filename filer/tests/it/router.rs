@@ -628,15 +628,42 @@ async fn test_router_reads_with_unreachable_volumes_fail_cleanly() {
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
     assert_eq!(r.code(), "chunk_unavailable");
     assert!(r.json()["error"].as_str().unwrap().contains("1,0200000001"));
-    // A malformed fid is a 500 naming it.
-    put_entry(
+    // A malformed fid is refused when the entry is written (it could never be read)...
+    let r = put_entry(
         &f,
         json!({"full_path": "/bad-fid", "chunks": [chunk("nonsense", 0, 1)]}),
     )
     .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    assert_eq!(r.code(), "bad_entry");
+    assert!(r.json()["error"].as_str().unwrap().contains("nonsense"));
+    // ...and one already in the store is a 500 naming it.
+    let mut batch = kelp_filer::store::Batch::new();
+    batch.put(Entry {
+        full_path: "/bad-fid".into(),
+        size: 1,
+        chunks: vec![serde_json::from_value(chunk("nonsense", 0, 1)).unwrap()],
+        ..Entry::default()
+    });
+    f.store.write(&batch).unwrap();
     let r = f.call(Method::GET, "/bad-fid", Body::empty()).await;
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(r.json()["error"].as_str().unwrap().contains("nonsense"));
+}
+
+/// Found by scripts/api-fuzz.sh: an entry may not declare a file larger than the filer holds
+/// (its holes would read as zeros, so a GET would stream up to 2^64 bytes).
+#[tokio::test]
+async fn test_router_put_entry_size_is_bounded() {
+    let f = filer();
+    let max = kelp_filer::Config::for_test("data/unused", "127.0.0.1:1").max_upload();
+    let r = put_entry(&f, json!({"full_path": "/huge", "size": max + 1})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    assert_eq!(r.code(), "bad_entry");
+    let r = put_entry(&f, json!({"full_path": "/huge", "size": u64::MAX})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    let r = put_entry(&f, json!({"full_path": "/big", "size": max})).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
 }
 
 #[tokio::test]

@@ -272,6 +272,8 @@ pub async fn get_blob(
     let (status, body) = match range.map(|r| parse_range(r, total)) {
         None | Some(RangeSpec::Ignore) => (StatusCode::OK, n.data),
         Some(RangeSpec::Unsatisfiable) => {
+            // The body is the JSON error, not the blob: keep the error's Content-Type.
+            resp_headers.remove(header::CONTENT_TYPE);
             resp_headers.insert(
                 header::CONTENT_RANGE,
                 HeaderValue::from_str(&format!("bytes */{total}")).expect("ascii"),

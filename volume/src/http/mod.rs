@@ -1,7 +1,8 @@
 //! The volume server's router and shared state.
 //!
 //! Routes: `POST|PUT /{fid}` (raw body or multipart `file`), `GET|HEAD /{fid}` (Range, ETag),
-//! `DELETE /{fid}`, `POST /admin/volume`, `GET /status`, `/healthz`, `/readyz`, `/metrics`.
+//! `DELETE /{fid}`, `POST /admin/volume`, `GET /status`, `/healthz`, `/readyz`, `/metrics`, and
+//! `/openapi.json`, their OpenAPI document (`openapi.json` beside this file).
 
 mod blobs;
 
@@ -10,12 +11,12 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use common::api::master::{AllocateQuery, Replication};
 use common::api::volume::VolumeServerStatus;
 use common::client::master::MasterClient;
 use common::client::volume::VolumeClient;
-use common::http::{ApiError, Json, Query, ServeConfig};
+use common::http::{ApiError, Json, Query, ServeConfig, openapi};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -45,23 +46,36 @@ pub struct AppState {
     pub cfg: Arc<Config>,
 }
 
-/// Builds the router with the shared layers.
-pub fn router(state: AppState) -> Router {
-    let body_limit = usize::try_from(common::config::mib(state.cfg.max_blob_mb) + (1 << 20))
-        .unwrap_or(usize::MAX);
-    let routes = Router::new()
-        .route("/healthz", get(common::http::healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/status", get(status))
-        .route("/admin/volume", post(allocate))
-        .route(
+/// The OpenAPI document of [`router`], kept beside it (checked by `test_openapi_matches_router`).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Every route the volume server serves, by path. [`router`] registers exactly these, and the
+/// OpenAPI test checks them against [`OPENAPI`].
+fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    vec![
+        ("/healthz", get(common::http::healthz)),
+        ("/readyz", get(readyz)),
+        ("/metrics", get(metrics)),
+        ("/status", get(status)),
+        ("/admin/volume", post(allocate)),
+        (openapi::PATH, openapi::route(OPENAPI)),
+        (
             "/{fid}",
             get(blobs::get_blob)
                 .post(blobs::put_blob)
                 .put(blobs::put_blob)
                 .delete(blobs::delete_blob),
-        )
+        ),
+    ]
+}
+
+/// Builds the router with the shared layers.
+pub fn router(state: AppState) -> Router {
+    let body_limit = usize::try_from(common::config::mib(state.cfg.max_blob_mb) + (1 << 20))
+        .unwrap_or(usize::MAX);
+    let routes = routes()
+        .into_iter()
+        .fold(Router::new(), |r, (path, handlers)| r.route(path, handlers))
         .with_state(state);
     common::http::with_layers(
         routes,

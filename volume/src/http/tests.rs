@@ -92,7 +92,12 @@ async fn test_router_write_read_delete() {
         .header("range", "bytes=50-")
         .body(Body::empty())
         .unwrap();
-    assert_eq!(send(&app, r).await.0, StatusCode::RANGE_NOT_SATISFIABLE);
+    let (st, h, body) = send(&app, r).await;
+    assert_eq!(st, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(h["content-range"], "bytes */10");
+    // Found by scripts/api-fuzz.sh: the JSON error went out as the blob's Content-Type.
+    assert_eq!(h["content-type"], "application/json");
+    assert_eq!(error_code(&body), "range_not_satisfiable");
 
     let (st, h, body) = send(&app, req("HEAD", "/3,01637037d6", Body::empty())).await;
     assert_eq!(st, StatusCode::OK);
@@ -225,4 +230,17 @@ async fn test_router_allocate_status_and_metrics() {
     assert_eq!(st, StatusCode::OK);
     let text = String::from_utf8(body.to_vec()).unwrap();
     assert!(text.contains("kelp_volume_fdatasyncs_total 1"), "{text}");
+}
+
+#[tokio::test]
+async fn test_openapi_matches_router() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(state(dir.path()));
+    let paths: Vec<&str> = routes().into_iter().map(|(p, _)| p).collect();
+    // Volume 3 exists (see `state`); the probes write and delete an empty blob on it.
+    let samples = [("fid", "3,01637037d6")];
+    if let Err(errors) = common::http::openapi::check_router(OPENAPI, &app, &paths, &samples).await
+    {
+        panic!("volume/src/http/openapi.json and the router disagree:\n{errors:#?}");
+    }
 }

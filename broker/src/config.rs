@@ -1,0 +1,191 @@
+//! The broker's flags (clap derive), each also read from `KELP_<FLAG>`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Configuration of `kelp-broker`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "kelp-broker",
+    version,
+    about = "Kelp message broker: topics, durable publish, fetch by offset"
+)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "KELP_IP", default_value = "127.0.0.1")]
+    pub ip: String,
+    /// Port to listen on (0 picks a free one; see `<dir>/addrs.json`).
+    #[arg(long, env = "KELP_PORT", default_value_t = 17777)]
+    pub port: u16,
+    /// Data directory (locked while the broker runs).
+    #[arg(long, env = "KELP_DIR", default_value = "./data/broker")]
+    pub dir: PathBuf,
+    /// Master address `host:port`.
+    #[arg(long, env = "KELP_MASTER", default_value = "127.0.0.1:9333")]
+    pub master: String,
+    /// Filer address `host:port`.
+    #[arg(long, env = "KELP_FILER", default_value = "127.0.0.1:8888")]
+    pub filer: String,
+    /// Buffered records are flushed at most this long after they arrive.
+    #[arg(long, env = "KELP_FLUSH_INTERVAL_MS", default_value_t = 1000)]
+    pub flush_interval_ms: u64,
+    /// A partition is flushed once this many bytes wait (also the batch roll size).
+    #[arg(long, env = "KELP_FLUSH_BYTES", default_value_t = 4 << 20)]
+    pub flush_bytes: u64,
+    /// How long a flush for a durable publish waits to gather concurrent publishers.
+    #[arg(long, env = "KELP_FLUSH_LINGER_MS", default_value_t = 2)]
+    pub flush_linger_ms: u64,
+    /// Bound on the bytes buffered (not yet durable) across all partitions.
+    #[arg(long, env = "KELP_MAX_BUFFER_MB", default_value_t = 256)]
+    pub max_buffer_mb: u64,
+    /// Collection segments are written to.
+    #[arg(long, env = "KELP_COLLECTION", default_value = "topics")]
+    pub collection: String,
+    /// Replication of segments (`000`, `001`, …).
+    #[arg(long, env = "KELP_REPLICATION", default_value = "000")]
+    pub replication: String,
+    /// Cap of the exponential backoff between flush retries.
+    #[arg(long, env = "KELP_FLUSH_RETRY_MAX_MS", default_value_t = 5000)]
+    pub flush_retry_max_ms: u64,
+    /// Largest record (key + value + headers) accepted.
+    #[arg(long, env = "KELP_MAX_RECORD_BYTES", default_value_t = 1 << 20)]
+    pub max_record_bytes: u64,
+    /// Largest publish request (sum of its records) accepted.
+    #[arg(long, env = "KELP_MAX_BATCH_BYTES", default_value_t = 16 << 20)]
+    pub max_batch_bytes: u64,
+    /// Largest segment one flush writes (at least one batch is always written).
+    #[arg(long, env = "KELP_MAX_SEGMENT_BYTES", default_value_t = 8 << 20)]
+    pub max_segment_bytes: u64,
+    /// How long a durable publish (and `/admin/flush`) waits for its flush before a 503.
+    #[arg(long, env = "KELP_DURABLE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub durable_timeout_ms: u64,
+    /// On graceful shutdown, how long to keep trying to flush what is buffered.
+    #[arg(long, env = "KELP_SHUTDOWN_FLUSH_TIMEOUT_MS", default_value_t = 30_000)]
+    pub shutdown_flush_timeout_ms: u64,
+    /// Memory for recently flushed records kept to serve reads without the volume servers.
+    #[arg(long, env = "KELP_TAIL_CACHE_MB", default_value_t = 64)]
+    pub tail_cache_mb: u64,
+    /// Memory for decoded segments read back from volume servers.
+    #[arg(long, env = "KELP_SEGMENT_CACHE_MB", default_value_t = 64)]
+    pub segment_cache_mb: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            ip: "127.0.0.1".to_owned(),
+            port: 17777,
+            dir: PathBuf::from("./data/broker"),
+            master: "127.0.0.1:9333".to_owned(),
+            filer: "127.0.0.1:8888".to_owned(),
+            flush_interval_ms: 1000,
+            flush_bytes: 4 << 20,
+            flush_linger_ms: 2,
+            max_buffer_mb: 256,
+            collection: "topics".to_owned(),
+            replication: "000".to_owned(),
+            flush_retry_max_ms: 5000,
+            max_record_bytes: 1 << 20,
+            max_batch_bytes: 16 << 20,
+            max_segment_bytes: 8 << 20,
+            durable_timeout_ms: 30_000,
+            shutdown_flush_timeout_ms: 30_000,
+            tail_cache_mb: 64,
+            segment_cache_mb: 64,
+        }
+    }
+}
+
+impl Config {
+    /// Checks values clap cannot check alone.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.flush_bytes >= 1, "--flush-bytes must be at least 1");
+        anyhow::ensure!(
+            self.max_buffer_mb >= 1,
+            "--max-buffer-mb must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_record_bytes >= 1 && self.max_record_bytes <= 1 << 30,
+            "--max-record-bytes must be between 1 and 1 GiB"
+        );
+        anyhow::ensure!(
+            self.max_batch_bytes >= self.max_record_bytes,
+            "--max-batch-bytes must be at least --max-record-bytes"
+        );
+        self.replication
+            .parse::<common::api::master::Replication>()
+            .map_err(|e| anyhow::anyhow!("--replication: {e}"))?;
+        Ok(())
+    }
+
+    /// The largest publish accepted: `--max-batch-bytes`, but never more than the buffer.
+    pub fn batch_limit(&self) -> u64 {
+        self.max_batch_bytes.min(self.max_buffer())
+    }
+
+    /// `--max-buffer-mb` in bytes.
+    pub fn max_buffer(&self) -> u64 {
+        common::config::mib(self.max_buffer_mb)
+    }
+
+    /// `--flush-interval-ms`.
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.flush_interval_ms)
+    }
+
+    /// `--flush-linger-ms`.
+    pub fn flush_linger(&self) -> Duration {
+        Duration::from_millis(self.flush_linger_ms)
+    }
+
+    /// `--flush-retry-max-ms`.
+    pub fn flush_retry_max(&self) -> Duration {
+        Duration::from_millis(self.flush_retry_max_ms.max(1))
+    }
+
+    /// `--durable-timeout-ms`.
+    pub fn durable_timeout(&self) -> Duration {
+        Duration::from_millis(self.durable_timeout_ms)
+    }
+
+    /// `--shutdown-flush-timeout-ms`.
+    pub fn shutdown_flush_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_flush_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_config_defaults_match_clap_defaults() {
+        let parsed = Config::try_parse_from(["kelp-broker"]).unwrap();
+        let d = Config::default();
+        assert_eq!(format!("{parsed:?}"), format!("{d:?}"));
+        d.validate().unwrap();
+    }
+
+    #[test]
+    fn test_config_validate_rejects_bad_values() {
+        let c = Config {
+            replication: "9".into(),
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+        let c = Config {
+            max_batch_bytes: 1,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+        // A buffer smaller than a batch is fine: publishes are bounded by the buffer then.
+        let c = Config {
+            max_buffer_mb: 1,
+            ..Config::default()
+        };
+        c.validate().unwrap();
+        assert_eq!(c.batch_limit(), 1 << 20);
+    }
+}

@@ -1,0 +1,419 @@
+//! The flusher: one task per partition that turns buffered records into durable segments.
+//!
+//! A flush seals everything pending (up to `--max-segment-bytes`), so publishers that arrived
+//! while earlier flushes ran ride along (group commit). It asks the master for a file id
+//! (every flush asks anew), writes the segment to that volume server with fsync, and creates
+//! the segment's filer entry with `Expect::Absent`; only then does the durable offset advance,
+//! waiting publishers get their answer and consumers wake.
+//!
+//! The task runs two stages joined by a queue: the *writer* (seal, assign, volume write) and
+//! the *committer* (filer commit, advance). At most [`PIPELINE`] flushes are in flight, so the
+//! next segment is written while the previous one commits; commits, and with them the durable
+//! offset, stay strictly in offset order. A segment entry is therefore never committed before
+//! the entries below it, and recovery (which trusts the last entry) never sees a gap.
+//!
+//! A failed attempt keeps the data, backs off exponentially up to `--flush-retry-max-ms` and
+//! retries the same range: a flush never skips ahead. A volume write that succeeded is not
+//! repeated when only the filer commit failed, so a retry after a lost commit answer finds its
+//! own entry and succeeds.
+//!
+//! Each flush is the root span `broker.flush`, linked to the publish spans it persisted; its
+//! trace id is stored in the segment entry.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::FutureExt;
+use opentelemetry::trace::SpanContext;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tracing::{Instrument, Span};
+
+use crate::log::Sealed;
+use crate::metrics::Hop;
+use crate::partition::{FlushRecord, Partition};
+use crate::service::Broker;
+use crate::store::{ChunkRef, SegmentMeta, SegmentRef, StoreError};
+
+/// First retry delay; doubles up to `--flush-retry-max-ms`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Flushes in flight per partition: one committing while the next is written.
+pub const PIPELINE: usize = 2;
+
+/// Starts the flusher of `part`. A panic inside it is logged and stops the broker.
+pub fn spawn(broker: &Arc<Broker>, part: Arc<Partition>) {
+    let span = tracing::info_span!("broker.flusher", topic = %part.label, partition = part.index);
+    let b = broker.clone();
+    broker.tasks.spawn(
+        async move {
+            let fatal = b.fatal.clone();
+            if AssertUnwindSafe(run(b, part)).catch_unwind().await.is_err() {
+                tracing::error!("flusher panicked; stopping the broker");
+                fatal.cancel();
+            }
+        }
+        .instrument(span),
+    );
+}
+
+async fn run(broker: Arc<Broker>, part: Arc<Partition>) {
+    let (tx, rx) = mpsc::channel(PIPELINE);
+    tokio::join!(writer(&broker, &part, tx), committer(&broker, &part, rx));
+}
+
+/// A segment written to a volume server, waiting for its filer commit.
+struct Written {
+    sealed: Sealed,
+    chunk: ChunkRef,
+    bytes: u64,
+    span: Span,
+    trace_id: Option<String>,
+    started: Instant,
+    _permit: OwnedSemaphorePermit,
+}
+
+enum Next {
+    /// Sleep until woken or until the deadline (the oldest pending record's interval).
+    Idle(Option<Instant>),
+    /// Flush now, after lingering until the given instant if set.
+    Flush(Option<Instant>),
+    /// Nothing left and shutting down: stop.
+    Stop,
+}
+
+/// What to do next, decided under the partition lock.
+fn decide(broker: &Broker, part: &Partition) -> Next {
+    let cfg = &broker.cfg;
+    let shutting = broker.shutdown.is_cancelled();
+    let mut st = part.lock();
+    let log = &st.log;
+    if !log.has_pending() {
+        if shutting {
+            // Refuse appends from now on; in-flight flushes still complete.
+            st.closed = true;
+            return Next::Stop;
+        }
+        return Next::Idle(None);
+    }
+    let wanted = st.wanted > log.sealed_end();
+    let full = log.pending_bytes() >= cfg.flush_bytes;
+    let oldest = log.oldest_pending();
+    if wanted || full || shutting {
+        // A durable publish waits: give concurrent publishers until the oldest pending
+        // record is `--flush-linger-ms` old to join. A backlog that built up while earlier
+        // flushes ran is older than that and goes at once.
+        let linger = (wanted && !full && !shutting)
+            .then(|| oldest.map(|t| t + cfg.flush_linger()))
+            .flatten()
+            .filter(|t| *t > Instant::now());
+        return Next::Flush(linger);
+    }
+    match oldest.map(|t| t + cfg.flush_interval()) {
+        Some(due) if due > Instant::now() => Next::Idle(Some(due)),
+        _ => Next::Flush(None),
+    }
+}
+
+/// The writer stage: waits for a reason to flush, seals, assigns and writes.
+async fn writer(broker: &Arc<Broker>, part: &Arc<Partition>, tx: mpsc::Sender<Written>) {
+    let slots = Arc::new(Semaphore::new(PIPELINE));
+    loop {
+        let shutting = broker.shutdown.is_cancelled();
+        match decide(broker, part) {
+            Next::Stop => return,
+            Next::Idle(deadline) => {
+                let sleep = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    () = part.wake.notified() => {}
+                    () = sleep => {}
+                    () = broker.shutdown.cancelled(), if !shutting => {}
+                }
+            }
+            Next::Flush(linger) => {
+                let permit = tokio::select! {
+                    p = slots.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    },
+                    () = broker.abort.cancelled() => return,
+                };
+                if let Some(until) = linger {
+                    tokio::time::sleep_until(until.into()).await;
+                }
+                let sealed = {
+                    let mut st = part.lock();
+                    st.log
+                        .seal(broker.cfg.max_segment_bytes)
+                        .map(|s| (s, std::mem::take(&mut st.links)))
+                };
+                let Some((sealed, links)) = sealed else {
+                    continue;
+                };
+                let Some(written) = write_segment(broker, part, sealed, links, permit).await else {
+                    return;
+                };
+                if tx.send(written).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A failed hop.
+#[derive(Debug, thiserror::Error)]
+#[error("{hop:?} failed: {source}")]
+struct HopError {
+    hop: Hop,
+    source: StoreError,
+}
+
+fn backoff(attempt: u32, max: Duration) -> Duration {
+    FIRST_BACKOFF
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(max)
+}
+
+/// Records a failed attempt: metrics, log, the partition's error (for `/readyz`) and the
+/// failure count (for `/admin/flush`). Returns how long to back off.
+fn failed(
+    broker: &Broker,
+    part: &Partition,
+    sealed: &Sealed,
+    attempt: u32,
+    e: &HopError,
+) -> Duration {
+    broker.metrics.error(e.hop);
+    let wait = backoff(attempt, broker.cfg.flush_retry_max());
+    tracing::warn!(
+        attempt,
+        offset_min = sealed.first,
+        offset_max = sealed.end - 1,
+        retry_in = ?wait,
+        "failed to flush segment: {e}"
+    );
+    let msg = format!(
+        "flush of offsets {}..={} failed {attempt} times, last: {e}",
+        sealed.first,
+        sealed.end - 1
+    );
+    {
+        let mut st = part.lock();
+        if e.hop == Hop::FilerCommit {
+            st.commit_error = Some(msg);
+        } else {
+            st.write_error = Some(msg);
+        }
+    }
+    part.durable_tx.send_modify(|p| p.failures += 1);
+    wait
+}
+
+/// Opens the flush span, then assigns and writes the segment, retrying until it is written.
+/// `None` when the shutdown gave up first.
+async fn write_segment(
+    broker: &Broker,
+    part: &Partition,
+    sealed: Sealed,
+    links: Vec<SpanContext>,
+    permit: OwnedSemaphorePermit,
+) -> Option<Written> {
+    let span = tracing::info_span!(
+        parent: None,
+        "broker.flush",
+        otel.name = "broker.flush",
+        topic = %part.label,
+        partition = part.index,
+        offset_min = sealed.first,
+        offset_max = sealed.end - 1,
+        bytes = sealed.bytes,
+        records = sealed.records(),
+    );
+    for link in links {
+        common::telemetry::add_link(&span, link);
+    }
+    let trace_id = common::telemetry::trace_id(&span);
+    let started = Instant::now();
+    let data = sealed.encode();
+    let bytes = data.len() as u64;
+    let mut attempt = 0;
+    let chunk = async {
+        loop {
+            attempt += 1;
+            match assign_and_write(broker, &data).await {
+                Ok(c) => {
+                    part.lock().write_error = None;
+                    return Some(c);
+                }
+                Err(e) => {
+                    let wait = failed(broker, part, &sealed, attempt, &e);
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = broker.abort.cancelled() => return None,
+                    }
+                }
+            }
+        }
+    }
+    .instrument(span.clone())
+    .await?;
+    Some(Written {
+        sealed,
+        chunk,
+        bytes,
+        span,
+        trace_id,
+        started,
+        _permit: permit,
+    })
+}
+
+async fn assign_and_write(broker: &Broker, data: &Bytes) -> Result<ChunkRef, HopError> {
+    let (store, m) = (&broker.store, &broker.metrics);
+    let t = Instant::now();
+    let a = store.assign().await.map_err(|source| HopError {
+        hop: Hop::Assign,
+        source,
+    })?;
+    m.observe(Hop::Assign, t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    let c = store
+        .write(&a, data.clone())
+        .await
+        .map_err(|source| HopError {
+            hop: Hop::VolumeWrite,
+            source,
+        })?;
+    m.observe(Hop::VolumeWrite, t.elapsed().as_secs_f64());
+    Ok(c)
+}
+
+/// The committer stage: commits written segments in order and advances the durable offset.
+async fn committer(broker: &Arc<Broker>, part: &Arc<Partition>, mut rx: mpsc::Receiver<Written>) {
+    while let Some(w) = rx.recv().await {
+        let span = w.span.clone();
+        if !commit(broker, part, w).instrument(span).await {
+            return;
+        }
+    }
+}
+
+/// Commits one segment entry (retrying until it is committed) and makes its records
+/// durable. `false` when the shutdown gave up first.
+async fn commit(broker: &Broker, part: &Partition, w: Written) -> bool {
+    let meta = SegmentMeta {
+        topic: part.topic.clone(),
+        partition: part.index,
+        offset_min: w.sealed.first,
+        offset_max: w.sealed.end - 1,
+        ts_min: w.sealed.ts_min(),
+        ts_max: w.sealed.ts_max(),
+        trace_id: w.trace_id.clone(),
+        chunk: w.chunk.clone(),
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let t = Instant::now();
+        match broker.store.commit_segment(&meta).await {
+            Ok(()) => {
+                broker
+                    .metrics
+                    .observe(Hop::FilerCommit, t.elapsed().as_secs_f64());
+                break;
+            }
+            Err(source) => {
+                let e = HopError {
+                    hop: Hop::FilerCommit,
+                    source,
+                };
+                let wait = failed(broker, part, &w.sealed, attempt, &e);
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = broker.abort.cancelled() => return false,
+                }
+            }
+        }
+    }
+    if attempt > 1 {
+        tracing::info!(attempt, "flush recovered");
+    }
+    complete(broker, part, &w, &meta);
+    true
+}
+
+/// Advances the durable offset past a committed segment and wakes waiters.
+fn complete(broker: &Broker, part: &Partition, w: &Written, meta: &SegmentMeta) {
+    let (released, durable, lag) = {
+        let mut st = part.lock();
+        let released = st.log.complete(w.sealed.end);
+        st.commit_error = None;
+        st.remember_flush(FlushRecord {
+            first: w.sealed.first,
+            end: w.sealed.end,
+            trace_id: w.trace_id.as_deref().map(Arc::from),
+        });
+        st.remember_segment(SegmentRef {
+            offset_min: meta.offset_min,
+            offset_max: meta.offset_max,
+            fid: meta.chunk.fid,
+            size: meta.chunk.size,
+        });
+        (released, st.log.durable(), st.log.next() - st.log.durable())
+    };
+    broker.budget.release(released);
+    keep_tail_in_budget(broker, part, released);
+    part.lag.set(lag as i64);
+    part.durable_tx.send_modify(|p| p.durable = durable);
+    let m = &broker.metrics;
+    m.buffered_bytes.set(broker.budget.used() as i64);
+    m.flushes.inc();
+    m.bytes_flushed.inc_by(w.bytes);
+    m.records_flushed.inc_by(w.sealed.records());
+    m.observe(Hop::Total, w.started.elapsed().as_secs_f64());
+    tracing::debug!(durable_offset = durable, bytes = w.bytes, fid = %meta.chunk.fid, "flushed segment");
+}
+
+/// Keeps the tail caches within `--tail-cache-mb`: after `added` bytes joined this
+/// partition's tail, drop its oldest batches while the total is over budget, and never let
+/// one partition hold more than a quarter of it.
+fn keep_tail_in_budget(broker: &Broker, part: &Partition, added: u64) {
+    let cap = common::config::mib(broker.cfg.tail_cache_mb);
+    let total = broker.tail_used.fetch_add(added, Ordering::AcqRel) + added;
+    let freed = {
+        let mut st = part.lock();
+        let own = st.log.tail_bytes();
+        let excess = total.saturating_sub(cap);
+        let keep = own.saturating_sub(excess).min(cap / 4);
+        st.log.evict_tail(keep)
+    };
+    if freed > 0 {
+        let _ = broker
+            .tail_used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(freed))
+            });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_backoff_doubles_up_to_the_cap() {
+        let max = Duration::from_millis(5000);
+        assert_eq!(backoff(1, max), Duration::from_millis(100));
+        assert_eq!(backoff(2, max), Duration::from_millis(200));
+        assert_eq!(backoff(6, max), Duration::from_millis(3200));
+        assert_eq!(backoff(7, max), max);
+        assert_eq!(backoff(u32::MAX, max), max);
+    }
+}

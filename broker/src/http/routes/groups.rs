@@ -1,0 +1,28 @@
+//! `PUT|GET /groups/{group}/offsets`.
+
+use axum::extract::State;
+use common::api::broker::{CommitOffsetRequest, GroupOffsets, GroupOffsetsQuery};
+use common::http::{ApiError, Json, Query};
+
+use crate::http::{AppState, Path};
+
+/// Commits a group's offset of one partition, durably.
+pub async fn commit(
+    State(broker): State<AppState>,
+    Path(group): Path<String>,
+    Json(req): Json<CommitOffsetRequest>,
+) -> Result<Json<GroupOffsets>, ApiError> {
+    broker
+        .commit_offset(&group, &req.topic, req.partition, req.offset)
+        .await
+        .map(Json)
+}
+
+/// A group's committed offsets of one topic.
+pub async fn get(
+    State(broker): State<AppState>,
+    Path(group): Path<String>,
+    Query(q): Query<GroupOffsetsQuery>,
+) -> Result<Json<GroupOffsets>, ApiError> {
+    broker.group_offsets(&group, &q.topic).await.map(Json)
+}

@@ -1,0 +1,80 @@
+//! `POST /topics/{ns}/{topic}/publish?acks=durable|buffered`, JSON or the binary batch.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use common::api::broker::{
+    BATCH_CONTENT_TYPE, PublishQuery, PublishRequest, PublishResponse, decode_batch,
+};
+use common::http::{ApiError, Json, Query};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::http::{AppState, Path, body_limit};
+use crate::publish::{InRecord, from_json};
+use crate::store::TopicKey;
+
+/// Publishes records; answers once they are durable (`acks=durable`, the default) or
+/// buffered (`acks=buffered`).
+pub async fn publish(
+    State(broker): State<AppState>,
+    Path((ns, topic)): Path<(String, String)>,
+    Query(q): Query<PublishQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<PublishResponse>, ApiError> {
+    let key = TopicKey::new(ns, topic);
+    let acks = q.acks.unwrap_or_default();
+    // The request span: the flush that persists these records links to it.
+    let server_span = tracing::Span::current();
+    let link = common::telemetry::span_context(&server_span);
+    let body = axum::body::to_bytes(body, body_limit(&broker))
+        .await
+        .map_err(|e| {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                ApiError::PayloadTooLarge {
+                    message: format!(
+                        "publish body to {key} is over {} bytes",
+                        body_limit(&broker)
+                    ),
+                }
+            } else {
+                ApiError::bad_request("bad_body", format!("read publish body: {e}"))
+            }
+        })?;
+    let binary = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with(BATCH_CONTENT_TYPE));
+    let records: Vec<InRecord<'_>> = if binary {
+        decode_batch(&body)
+            .map_err(|e| ApiError::bad_request("bad_batch", e.to_string()))?
+            .into_iter()
+            .map(InRecord::from)
+            .collect()
+    } else {
+        let req: PublishRequest<'_> = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request("bad_json", format!("publish body is not valid JSON: {e}"))
+        })?;
+        from_json(req)?
+    };
+    let span = tracing::info_span!(
+        "broker.publish",
+        topic = %key,
+        acks = acks.as_str(),
+        records = records.len(),
+        flush_trace_id = tracing::field::Empty,
+    );
+    let published = broker
+        .publish(&key, records, acks, link)
+        .instrument(span.clone())
+        .await?;
+    if !published.flush_trace_ids.is_empty() {
+        let ids = published.flush_trace_ids.join(",");
+        span.record("flush_trace_id", ids.as_str());
+        server_span.set_attribute("flush_trace_id", ids);
+    }
+    Ok(Json(published.response))
+}

@@ -1,0 +1,129 @@
+//! `kelp-broker`: a durable message queue on top of Kelp's blob store.
+//!
+//! Topics `(namespace, name)` have N partitions, each an append-only log with exact `u64`
+//! offsets starting at 0. Published records are encoded once into an in-memory batch; a
+//! per-partition flusher writes them as a *segment* to a volume server (fsynced) and records
+//! the segment in the filer (synced), and only then counts them durable. `acks=durable`
+//! publishes are answered after that; `acks=buffered` ones as soon as the records are in
+//! memory. Fetches read by offset from memory or from segments, and by default see only
+//! durable records. Start-up recovers each partition's offsets from its first and last
+//! segment entries.
+//!
+//! # Layout
+//! - [`config`]: flags (`KELP_*` env vars).
+//! - [`http`]: the router and one handler module per resource.
+//! - [`service`]: topics, recovery, consumer groups, the admin flush, readiness.
+//! - [`publish`] and [`fetch`]: the two hot paths.
+//! - [`flusher`]: the per-partition flush loop (group commit, retries, tracing).
+//! - [`partition`] and [`log`]: a partition's state and its in-memory log buffer.
+//! - [`segment`]: the on-volume segment encoding (batches with crc32c).
+//! - [`cache`]: the LRU of decoded segments.
+//! - [`store`]: the [`store::Store`] trait over master, volume servers and filer, with an
+//!   in-memory implementation for tests.
+//! - [`metrics`]: Prometheus metrics.
+
+#![deny(missing_docs)]
+
+pub mod cache;
+pub mod config;
+pub mod fetch;
+pub mod flusher;
+pub mod http;
+pub mod log;
+pub mod metrics;
+pub mod partition;
+pub mod publish;
+pub mod segment;
+pub mod service;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::client::HttpClient;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use service::Broker;
+
+/// Timeout of each call to the master, volume servers and filer.
+const STORE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long in-flight requests may take to finish after shutdown starts.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Runs the broker on `listener` until `shutdown` is cancelled, then stops accepting
+/// publishes, flushes everything buffered (for at most `--shutdown-flush-timeout-ms`, logging
+/// what could not be flushed) and returns.
+pub async fn run(
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    cfg.validate()?;
+    let http = HttpClient::new(STORE_CALL_TIMEOUT);
+    let store = store::http::HttpStore::new(
+        http,
+        &cfg.master,
+        &cfg.filer,
+        &cfg.collection,
+        &cfg.replication,
+    );
+    run_with_store(cfg, Arc::new(store), listener, shutdown).await
+}
+
+/// [`run`] with a given store (tests use [`store::mem::MemStore`]).
+pub async fn run_with_store(
+    cfg: Config,
+    store: Arc<dyn store::Store>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    tracing::info!(
+        flush_interval_ms = cfg.flush_interval_ms,
+        flush_bytes = cfg.flush_bytes,
+        flush_linger_ms = cfg.flush_linger_ms,
+        max_buffer_mb = cfg.max_buffer_mb,
+        collection = %cfg.collection,
+        replication = %cfg.replication,
+        "starting broker"
+    );
+    let broker = Broker::new(cfg, store, shutdown.clone());
+    broker.spawn_loader();
+
+    // Give up on flushing a bounded time after shutdown starts.
+    let flush_timeout = broker.cfg.shutdown_flush_timeout();
+    let abort = broker.abort.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        tokio::time::sleep(flush_timeout).await;
+        abort.cancel();
+    });
+
+    let router = http::router(broker.clone());
+    let served = tokio::select! {
+        r = common::http::serve(listener, router, shutdown.clone(), DRAIN) => r.map_err(anyhow::Error::from),
+        () = broker.fatal.cancelled() => Err(anyhow::anyhow!("a flusher died")),
+    };
+    // Whatever ended serving, stop: refuse publishes and flush what is buffered.
+    shutdown.cancel();
+    tracing::info!(
+        buffered_bytes = broker.budget.used(),
+        "flushing buffered records before exit"
+    );
+    broker.tasks.close();
+    broker.tasks.wait().await;
+    let lost = broker.report_unflushed();
+    if lost == 0 {
+        tracing::info!("all buffered records are durable; broker stopped");
+    }
+    served?;
+    if broker.fatal.is_cancelled() {
+        anyhow::bail!("a flusher died");
+    }
+    if lost > 0 {
+        anyhow::bail!("{lost} partitions could not be flushed before shutdown");
+    }
+    Ok(())
+}

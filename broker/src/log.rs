@@ -1,0 +1,567 @@
+//! The in-memory log of one partition: records encoded once (in the segment record format) as
+//! they are published, sealed into a flush, kept as a tail cache once durable.
+//!
+//! Offsets, all exclusive upper bounds: `log_start ≤ tail start ≤ durable ≤ sealed_end ≤ next`.
+//! - `[tail start, durable)`: durable batches kept to serve recent reads (the *tail*);
+//! - `[durable, sealed_end)`: batches sealed by the running flush (*in flight*);
+//! - `[sealed_end, next)`: batches waiting for the next flush (*pending*); the last one is
+//!   open for appends until it reaches the roll size or is sealed.
+//!
+//! Every operation is O(records touched) and never allocates per record: a record is appended
+//! into its batch's buffer and its start position is pushed onto a vector.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::segment;
+
+#[derive(Debug)]
+enum Buf {
+    Open(BytesMut),
+    Frozen(Bytes),
+}
+
+impl Buf {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Open(b) => b,
+            Self::Frozen(b) => b,
+        }
+    }
+}
+
+/// A run of consecutive records, encoded back to back.
+#[derive(Debug)]
+struct MemBatch {
+    base: u64,
+    buf: Buf,
+    positions: Vec<u32>,
+    ts_min: u64,
+    ts_max: u64,
+}
+
+impl MemBatch {
+    fn end(&self) -> u64 {
+        self.base + self.positions.len() as u64
+    }
+
+    fn bytes(&self) -> u64 {
+        self.buf.as_slice().len() as u64
+    }
+
+    fn freeze(&mut self) -> Bytes {
+        if let Buf::Open(b) = &mut self.buf {
+            let b = std::mem::take(b);
+            // A frozen buffer keeps its whole allocation alive in the tail cache, which counts
+            // only the bytes used: trim a mostly empty one (a small flush) with a copy.
+            let frozen = if b.capacity() > 2 * b.len() + 4096 {
+                Bytes::copy_from_slice(&b)
+            } else {
+                b.freeze()
+            };
+            self.buf = Buf::Frozen(frozen);
+        }
+        match &self.buf {
+            Buf::Frozen(b) => b.clone(),
+            Buf::Open(_) => Bytes::new(),
+        }
+    }
+}
+
+/// One batch of a sealed flush: what the segment encoder needs.
+#[derive(Debug, Clone)]
+pub struct SealedBatch {
+    /// First offset.
+    pub base: u64,
+    /// Number of records.
+    pub count: u32,
+    /// Smallest timestamp.
+    pub ts_min: u64,
+    /// Largest timestamp.
+    pub ts_max: u64,
+    /// Encoded records.
+    pub body: Bytes,
+}
+
+/// The range a flush took: `[first, end)`.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    /// First offset.
+    pub first: u64,
+    /// One past the last offset.
+    pub end: u64,
+    /// The batches, in order.
+    pub batches: Vec<SealedBatch>,
+    /// Encoded bytes (the memory this flush will release).
+    pub bytes: u64,
+}
+
+impl Sealed {
+    /// Number of records.
+    pub fn records(&self) -> u64 {
+        self.end - self.first
+    }
+
+    /// Smallest timestamp.
+    pub fn ts_min(&self) -> u64 {
+        self.batches.iter().map(|b| b.ts_min).min().unwrap_or(0)
+    }
+
+    /// Largest timestamp.
+    pub fn ts_max(&self) -> u64 {
+        self.batches.iter().map(|b| b.ts_max).max().unwrap_or(0)
+    }
+
+    /// The segment: each batch's header followed by its body.
+    pub fn encode(&self) -> Bytes {
+        let total: usize = self
+            .batches
+            .iter()
+            .map(|b| segment::HEADER_LEN + b.body.len())
+            .sum();
+        let mut out = BytesMut::with_capacity(total);
+        for b in &self.batches {
+            segment::encode_batch(&mut out, b.base, b.count, b.ts_min, b.ts_max, &b.body);
+        }
+        out.freeze()
+    }
+}
+
+/// Consecutive records copied (or sliced) out of memory, to decode without the lock.
+#[derive(Debug, Clone)]
+pub struct Region {
+    /// Offset of the first record.
+    pub first_offset: u64,
+    /// Number of records.
+    pub count: usize,
+    /// The encoded records.
+    pub data: Bytes,
+}
+
+/// The in-memory log of one partition.
+#[derive(Debug)]
+pub struct PartitionLog {
+    log_start: u64,
+    durable: u64,
+    sealed_end: u64,
+    next: u64,
+    tail: VecDeque<MemBatch>,
+    inflight: VecDeque<MemBatch>,
+    pending: VecDeque<MemBatch>,
+    tail_bytes: u64,
+    inflight_bytes: u64,
+    pending_bytes: u64,
+    oldest_pending: Option<Instant>,
+    roll_bytes: usize,
+}
+
+impl PartitionLog {
+    /// A log whose durable records are `[log_start, next)` (all on segments, none in memory).
+    /// Batches roll over at `roll_bytes`.
+    pub fn new(log_start: u64, next: u64, roll_bytes: usize) -> Self {
+        Self {
+            log_start: log_start.min(next),
+            durable: next,
+            sealed_end: next,
+            next,
+            tail: VecDeque::new(),
+            inflight: VecDeque::new(),
+            pending: VecDeque::new(),
+            tail_bytes: 0,
+            inflight_bytes: 0,
+            pending_bytes: 0,
+            oldest_pending: None,
+            roll_bytes: roll_bytes.max(1),
+        }
+    }
+
+    /// First offset still stored.
+    pub fn log_start(&self) -> u64 {
+        self.log_start
+    }
+
+    /// One past the last durable record.
+    pub fn durable(&self) -> u64 {
+        self.durable
+    }
+
+    /// One past the last record accepted.
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
+    /// One past the last sealed record (`durable` when no flush runs).
+    pub fn sealed_end(&self) -> u64 {
+        self.sealed_end
+    }
+
+    /// Bytes not yet durable (pending and in flight).
+    pub fn buffered_bytes(&self) -> u64 {
+        self.pending_bytes + self.inflight_bytes
+    }
+
+    /// Bytes waiting for the next flush.
+    pub fn pending_bytes(&self) -> u64 {
+        self.pending_bytes
+    }
+
+    /// Bytes of durable records kept in memory.
+    pub fn tail_bytes(&self) -> u64 {
+        self.tail_bytes
+    }
+
+    /// When the oldest record waiting for a flush was appended.
+    pub fn oldest_pending(&self) -> Option<Instant> {
+        self.oldest_pending
+    }
+
+    /// Whether records wait for a flush.
+    pub fn has_pending(&self) -> bool {
+        self.next > self.sealed_end
+    }
+
+    /// Whether a flush is running.
+    pub fn in_flight(&self) -> bool {
+        self.sealed_end > self.durable
+    }
+
+    /// Appends one record and returns its offset. The caller has validated sizes (see
+    /// [`segment::encode_record`]).
+    pub fn append<H: AsRef<str>>(
+        &mut self,
+        timestamp_ms: u64,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: &[(H, H)],
+        now: Instant,
+    ) -> u64 {
+        let roll = match self.pending.back() {
+            Some(MemBatch {
+                buf: Buf::Open(b), ..
+            }) => b.len() >= self.roll_bytes,
+            _ => true,
+        };
+        if roll {
+            self.pending.push_back(MemBatch {
+                base: self.next,
+                buf: Buf::Open(BytesMut::with_capacity(self.roll_bytes.min(4 << 10))),
+                positions: Vec::new(),
+                ts_min: timestamp_ms,
+                ts_max: timestamp_ms,
+            });
+        }
+        let offset = self.next;
+        let Some(batch) = self.pending.back_mut() else {
+            unreachable!("a pending batch was just ensured")
+        };
+        let Buf::Open(buf) = &mut batch.buf else {
+            unreachable!("the last pending batch is open")
+        };
+        let start = buf.len();
+        // Batches roll at `roll_bytes`, far below 4 GiB, and records are at most 1 GiB.
+        let delta = (offset - batch.base) as u32;
+        segment::encode_record(buf, delta, timestamp_ms, key, value, headers);
+        batch.positions.push(start as u32);
+        batch.ts_min = batch.ts_min.min(timestamp_ms);
+        batch.ts_max = batch.ts_max.max(timestamp_ms);
+        self.pending_bytes += (buf.len() - start) as u64;
+        self.next += 1;
+        self.oldest_pending.get_or_insert(now);
+        offset
+    }
+
+    /// Seals pending batches for a flush: at least one, then more while the total stays
+    /// within `max_bytes`. Flushes may overlap (the next one is written while the previous
+    /// one commits), so sealed ranges follow each other. Returns `None` when nothing is
+    /// pending.
+    pub fn seal(&mut self, max_bytes: u64) -> Option<Sealed> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let mut batches = Vec::new();
+        let mut bytes = 0;
+        while let Some(b) = self.pending.front() {
+            if !batches.is_empty() && bytes + b.bytes() > max_bytes {
+                break;
+            }
+            let Some(mut b) = self.pending.pop_front() else {
+                break;
+            };
+            let body = b.freeze();
+            bytes += b.bytes();
+            batches.push(SealedBatch {
+                base: b.base,
+                count: b.positions.len() as u32,
+                ts_min: b.ts_min,
+                ts_max: b.ts_max,
+                body,
+            });
+            self.inflight.push_back(b);
+        }
+        let first = self.sealed_end;
+        let end = self.inflight.back().map_or(first, MemBatch::end);
+        self.sealed_end = end;
+        self.pending_bytes -= bytes;
+        self.inflight_bytes += bytes;
+        if self.pending.is_empty() {
+            self.oldest_pending = None;
+        }
+        Some(Sealed {
+            first,
+            end,
+            batches,
+            bytes,
+        })
+    }
+
+    /// Marks the sealed records below `end` durable (`end` is the end of a sealed range,
+    /// completed in order): their batches join the tail. Returns the bytes released from the
+    /// buffer.
+    pub fn complete(&mut self, end: u64) -> u64 {
+        let mut released = 0;
+        while self.inflight.front().is_some_and(|b| b.end() <= end) {
+            let Some(b) = self.inflight.pop_front() else {
+                break;
+            };
+            released += b.bytes();
+            self.tail.push_back(b);
+        }
+        self.inflight_bytes -= released;
+        self.tail_bytes += released;
+        self.durable = self.durable.max(end.min(self.sealed_end));
+        released
+    }
+
+    /// Drops the oldest tail batches until at most `keep` bytes of tail remain; returns the
+    /// bytes dropped.
+    pub fn evict_tail(&mut self, keep: u64) -> u64 {
+        let mut freed = 0;
+        while self.tail_bytes > keep {
+            let Some(b) = self.tail.pop_front() else {
+                break;
+            };
+            self.tail_bytes -= b.bytes();
+            freed += b.bytes();
+        }
+        freed
+    }
+
+    /// Records `[from, until)` held in memory, at most `limit` of them and about `max_bytes`
+    /// (at least one record when any is available). `None` when `from` is below what memory
+    /// holds, so the caller reads segments.
+    pub fn read(
+        &self,
+        from: u64,
+        until: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Option<Vec<Region>> {
+        let mem_start = self
+            .tail
+            .front()
+            .or(self.inflight.front())
+            .or(self.pending.front())
+            .map_or(self.next, |b| b.base);
+        if from < mem_start {
+            return None;
+        }
+        let until = until.min(self.next);
+        let mut out = Vec::new();
+        let (mut pos, mut taken, mut bytes) = (from, 0usize, 0usize);
+        for b in self
+            .tail
+            .iter()
+            .chain(self.inflight.iter())
+            .chain(self.pending.iter())
+        {
+            if pos >= until || taken >= limit || (taken > 0 && bytes >= max_bytes) {
+                break;
+            }
+            if b.end() <= pos {
+                continue;
+            }
+            let data = b.buf.as_slice();
+            let first = (pos - b.base) as usize;
+            let last = ((until - b.base) as usize).min(b.positions.len());
+            let mut i = first;
+            while i < last && taken < limit && (taken == 0 || bytes < max_bytes) {
+                let start = b.positions[i] as usize;
+                let stop = b.positions.get(i + 1).map_or(data.len(), |p| *p as usize);
+                bytes += stop - start;
+                taken += 1;
+                i += 1;
+            }
+            if i == first {
+                break;
+            }
+            let start = b.positions[first] as usize;
+            let stop = b.positions.get(i).map_or(data.len(), |p| *p as usize);
+            let data = match &b.buf {
+                Buf::Frozen(f) => f.slice(start..stop),
+                Buf::Open(o) => Bytes::copy_from_slice(&o[start..stop]),
+            };
+            out.push(Region {
+                first_offset: pos,
+                count: i - first,
+                data,
+            });
+            pos = b.base + i as u64;
+        }
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NO_HEADERS: &[(&str, &str)] = &[];
+
+    fn decode(regions: &[Region]) -> Vec<(u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        for r in regions {
+            let mut pos = 0;
+            for i in 0..r.count {
+                let (rec, next) = segment::decode_record(&r.data, pos).unwrap();
+                out.push((r.first_offset + i as u64, rec.value.to_vec()));
+                pos = next;
+            }
+            assert_eq!(pos, r.data.len());
+        }
+        out
+    }
+
+    fn append_n(log: &mut PartitionLog, n: usize) {
+        for _ in 0..n {
+            let off = log.next();
+            log.append(
+                1,
+                None,
+                format!("v{off}").as_bytes(),
+                NO_HEADERS,
+                Instant::now(),
+            );
+        }
+    }
+
+    #[test]
+    fn test_log_append_assigns_consecutive_offsets_from_recovered_next() {
+        let mut log = PartitionLog::new(3, 10, 1 << 20);
+        assert_eq!(log.append(1, None, b"a", NO_HEADERS, Instant::now()), 10);
+        assert_eq!(
+            log.append(1, Some(b"k"), b"b", &[("h", "v")], Instant::now()),
+            11
+        );
+        assert_eq!((log.log_start(), log.durable(), log.next()), (3, 10, 12));
+        assert!(log.has_pending());
+        assert_eq!(
+            log.buffered_bytes() as usize,
+            segment::record_len(None, b"a", NO_HEADERS)
+                + segment::record_len(Some(b"k"), b"b", &[("h", "v")])
+        );
+    }
+
+    #[test]
+    fn test_log_seal_complete_advances_durable_and_accounts_memory() {
+        let mut log = PartitionLog::new(0, 0, 64);
+        append_n(&mut log, 10);
+        let total = log.buffered_bytes();
+        let sealed = log.seal(u64::MAX).unwrap();
+        assert_eq!((sealed.first, sealed.end, sealed.bytes), (0, 10, total));
+        assert!(
+            sealed.batches.len() > 1,
+            "64-byte roll makes several batches"
+        );
+        assert!(log.seal(u64::MAX).is_none(), "nothing pending");
+        append_n(&mut log, 2);
+        assert_eq!(log.durable(), 0);
+        assert_eq!(log.complete(sealed.end), total);
+        assert_eq!((log.durable(), log.sealed_end(), log.next()), (10, 10, 12));
+        assert_eq!(log.tail_bytes(), total);
+        let s2 = log.seal(u64::MAX).unwrap();
+        assert_eq!((s2.first, s2.end), (10, 12));
+        // The encoded segment decodes back to the same records.
+        let batches = segment::decode_segment(&sealed.encode()).unwrap();
+        assert_eq!(batches.first().unwrap().header.first_offset, 0);
+        assert_eq!(batches.last().unwrap().end_offset(), 10);
+    }
+
+    #[test]
+    fn test_log_seal_respects_max_bytes_but_takes_one_batch() {
+        let mut log = PartitionLog::new(0, 0, 32);
+        append_n(&mut log, 6);
+        let s = log.seal(1).unwrap();
+        assert_eq!(s.batches.len(), 1);
+        assert!(s.end < 6);
+        log.complete(s.end);
+        let s2 = log.seal(u64::MAX).unwrap();
+        assert_eq!((s2.first, s2.end), (s.end, 6));
+    }
+
+    #[test]
+    fn test_log_read_by_offset_across_tail_inflight_pending() {
+        let mut log = PartitionLog::new(0, 0, 40);
+        append_n(&mut log, 5);
+        let s = log.seal(u64::MAX).unwrap();
+        log.complete(s.end);
+        append_n(&mut log, 5);
+        log.seal(u64::MAX).unwrap();
+        append_n(&mut log, 5);
+        let all = decode(&log.read(0, 15, 100, 1 << 20).unwrap());
+        assert_eq!(all.len(), 15);
+        for (i, (off, v)) in all.iter().enumerate() {
+            assert_eq!(*off, i as u64);
+            assert_eq!(v, format!("v{i}").as_bytes());
+        }
+        let some = decode(&log.read(7, 12, 3, 1 << 20).unwrap());
+        assert_eq!(some.iter().map(|r| r.0).collect::<Vec<_>>(), vec![7, 8, 9]);
+        let one = decode(&log.read(3, 15, 100, 1).unwrap());
+        assert_eq!(one.len(), 1, "at least one record even over max_bytes");
+        assert!(log.read(15, 15, 10, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn test_log_read_below_memory_goes_to_segments() {
+        let mut log = PartitionLog::new(0, 100, 1 << 20);
+        assert!(log.read(50, 100, 10, 1 << 20).is_none());
+        assert!(log.read(100, 100, 10, 1 << 20).unwrap().is_empty());
+        append_n(&mut log, 3);
+        let s = log.seal(u64::MAX).unwrap();
+        log.complete(s.end);
+        let freed = log.evict_tail(0);
+        assert!(freed > 0);
+        assert_eq!(log.tail_bytes(), 0);
+        assert!(log.read(101, 103, 10, 1 << 20).is_none());
+        assert!(log.read(103, 103, 10, 1 << 20).unwrap().is_empty());
+    }
+
+    #[test]
+    fn test_log_overlapping_flushes_complete_in_order() {
+        let mut log = PartitionLog::new(0, 0, 1 << 20);
+        append_n(&mut log, 3);
+        let a = log.seal(u64::MAX).unwrap();
+        append_n(&mut log, 2);
+        let b = log.seal(u64::MAX).unwrap();
+        assert_eq!((a.first, a.end, b.first, b.end), (0, 3, 3, 5));
+        assert_eq!(log.sealed_end(), 5);
+        assert_eq!(log.complete(a.end), a.bytes);
+        assert_eq!((log.durable(), log.buffered_bytes()), (3, b.bytes));
+        assert_eq!(log.complete(b.end), b.bytes);
+        assert_eq!((log.durable(), log.buffered_bytes()), (5, 0));
+        assert_eq!(decode(&log.read(0, 5, 10, 1 << 20).unwrap()).len(), 5);
+    }
+
+    #[test]
+    fn test_log_oldest_pending_tracks_unsealed_records() {
+        let mut log = PartitionLog::new(0, 0, 1 << 20);
+        assert!(log.oldest_pending().is_none());
+        append_n(&mut log, 1);
+        assert!(log.oldest_pending().is_some());
+        log.seal(u64::MAX).unwrap();
+        assert!(log.oldest_pending().is_none());
+        assert!(!log.has_pending());
+        assert!(log.in_flight());
+    }
+}

@@ -1,0 +1,13 @@
+//! `kelp-broker`: parses flags and runs the broker until SIGTERM/SIGINT (see
+//! `common::service::main`); on SIGTERM it flushes everything buffered before exiting.
+
+use clap::Parser;
+use kelp_broker::Config;
+
+fn main() -> anyhow::Result<()> {
+    let cfg = Config::parse();
+    let (ip, port, dir) = (cfg.ip.clone(), cfg.port, cfg.dir.clone());
+    common::service::main("broker", &ip, port, &dir, |dir, listener, shutdown| {
+        kelp_broker::run(Config { dir, ..cfg }, listener, shutdown)
+    })
+}

@@ -1,0 +1,200 @@
+//! A topic and its partitions: each partition's log under a short-held lock, the watch
+//! channels publishers and consumers wait on, and the notify that wakes its flusher.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use opentelemetry::trace::SpanContext;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::{Notify, watch};
+
+use crate::log::PartitionLog;
+use crate::store::{SegmentRef, TopicKey};
+
+/// Most links a flush span carries to the publishes it persisted.
+pub const MAX_LINKS: usize = 128;
+/// Recent flushes remembered per partition (to tell a publisher which flush persisted it).
+const RECENT_FLUSHES: usize = 256;
+/// Segment locations remembered per partition (saves a filer lookup per read).
+const KNOWN_SEGMENTS: usize = 4096;
+
+/// Durability progress of a partition, published to waiters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// One past the last durable record.
+    pub durable: u64,
+    /// Failed flush attempts so far.
+    pub failures: u64,
+}
+
+/// One completed flush.
+#[derive(Debug, Clone)]
+pub struct FlushRecord {
+    /// First offset.
+    pub first: u64,
+    /// One past the last offset.
+    pub end: u64,
+    /// Trace id of its span.
+    pub trace_id: Option<Arc<str>>,
+}
+
+/// Everything behind a partition's lock.
+#[derive(Debug)]
+pub struct PartState {
+    /// The in-memory log.
+    pub log: PartitionLog,
+    /// Someone waits for everything below this to be durable: flush without waiting for
+    /// the interval.
+    pub wanted: u64,
+    /// Set by the flusher when it stops: appends are refused from then on.
+    pub closed: bool,
+    /// The last assign/volume-write error, while segment writes fail.
+    pub write_error: Option<String>,
+    /// The last filer-commit error, while commits fail.
+    pub commit_error: Option<String>,
+    /// Span contexts of publishes waiting for the next flush.
+    pub links: Vec<SpanContext>,
+    /// Recent flushes, oldest first.
+    pub recent: VecDeque<FlushRecord>,
+    /// Known segments by first offset.
+    pub segments: BTreeMap<u64, SegmentRef>,
+}
+
+impl PartState {
+    /// The current flush error, if flushes are failing.
+    pub fn error(&self) -> Option<String> {
+        match (&self.write_error, &self.commit_error) {
+            (None, None) => None,
+            (Some(e), None) | (None, Some(e)) => Some(e.clone()),
+            (Some(w), Some(c)) => Some(format!("{c}; {w}")),
+        }
+    }
+
+    /// Remembers a completed flush.
+    pub fn remember_flush(&mut self, rec: FlushRecord) {
+        if self.recent.len() >= RECENT_FLUSHES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(rec);
+    }
+
+    /// Remembers where a segment is.
+    pub fn remember_segment(&mut self, seg: SegmentRef) {
+        self.segments.insert(seg.offset_min, seg);
+        while self.segments.len() > KNOWN_SEGMENTS {
+            self.segments.pop_first();
+        }
+    }
+
+    /// The known segment holding `offset`, if any.
+    pub fn known_segment(&self, offset: u64) -> Option<SegmentRef> {
+        self.segments
+            .range(..=offset)
+            .next_back()
+            .map(|(_, s)| s)
+            .filter(|s| s.offset_max >= offset)
+            .cloned()
+    }
+
+    /// The trace id of the flush that persisted `offset`, if remembered.
+    pub fn flush_trace_for(&self, offset: u64) -> Option<Arc<str>> {
+        self.recent
+            .iter()
+            .rev()
+            .find(|f| f.first <= offset && offset < f.end)
+            .and_then(|f| f.trace_id.clone())
+    }
+}
+
+/// One partition.
+#[derive(Debug)]
+pub struct Partition {
+    /// Its topic.
+    pub topic: TopicKey,
+    /// `namespace/topic`, for logs and labels.
+    pub label: String,
+    /// Partition number.
+    pub index: u32,
+    state: Mutex<PartState>,
+    /// Durability progress.
+    pub durable_tx: watch::Sender<Progress>,
+    /// Log end offset.
+    pub end_tx: watch::Sender<u64>,
+    /// Wakes the flusher.
+    pub wake: Notify,
+    /// `log_end - durable`, exported.
+    pub lag: Gauge,
+}
+
+impl Partition {
+    /// A partition whose durable records are `[log_start, next)`.
+    pub fn new(
+        topic: TopicKey,
+        index: u32,
+        log_start: u64,
+        next: u64,
+        roll_bytes: usize,
+        lag: Gauge,
+    ) -> Self {
+        let label = topic.to_string();
+        lag.set(0);
+        Self {
+            topic,
+            label,
+            index,
+            state: Mutex::new(PartState {
+                log: PartitionLog::new(log_start, next, roll_bytes),
+                wanted: next,
+                closed: false,
+                write_error: None,
+                commit_error: None,
+                links: Vec::new(),
+                recent: VecDeque::new(),
+                segments: BTreeMap::new(),
+            }),
+            durable_tx: watch::Sender::new(Progress {
+                durable: next,
+                failures: 0,
+            }),
+            end_tx: watch::Sender::new(next),
+            wake: Notify::new(),
+            lag,
+        }
+    }
+
+    /// Locks the state. Holders never await and never panic, so a poisoned lock still holds
+    /// consistent state.
+    pub fn lock(&self) -> MutexGuard<'_, PartState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `(log_start, durable, log_end)`.
+    pub fn offsets(&self) -> (u64, u64, u64) {
+        let st = self.lock();
+        (st.log.log_start(), st.log.durable(), st.log.next())
+    }
+}
+
+/// A topic.
+#[derive(Debug)]
+pub struct Topic {
+    /// Its key.
+    pub key: TopicKey,
+    /// Its partitions, by number.
+    pub partitions: Vec<Arc<Partition>>,
+    /// Round-robin cursor for records with neither key nor partition.
+    pub rr: AtomicU64,
+}
+
+impl Topic {
+    /// The number of partitions.
+    pub fn partition_count(&self) -> u32 {
+        self.partitions.len() as u32
+    }
+
+    /// Partition `p`, if it exists.
+    pub fn partition(&self, p: u32) -> Option<&Arc<Partition>> {
+        self.partitions.get(p as usize)
+    }
+}

@@ -1,0 +1,666 @@
+//! The broker's domain operations: topics, recovery, consumer groups, the admin flush and
+//! readiness. Publish, fetch and the flusher live in their own modules and extend [`Broker`].
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use common::api::broker::{
+    FlushResponse, GroupOffsets, PartitionInfo, PartitionOffset, TopicInfo, TopicSummary,
+};
+use common::http::ApiError;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::cache::SegmentCache;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::partition::{Partition, Topic};
+use crate::store::{CreateOutcome, Store, StoreError, TopicConf, TopicKey};
+
+/// Most partitions a topic may have.
+pub const MAX_PARTITIONS: u32 = 1024;
+/// How many partitions are recovered concurrently.
+const RECOVERY_CONCURRENCY: usize = 16;
+
+/// Whether `name` is a valid namespace, topic or group name: `[A-Za-z0-9._-]{1,128}`, and
+/// neither `.` nor `..` (they would be path components).
+pub fn valid_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && name != "."
+        && name != ".."
+}
+
+/// Checks a name, answering 400 `bad_name` naming it.
+pub fn check_name(kind: &str, name: &str) -> Result<(), ApiError> {
+    if valid_name(name) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "bad_name",
+            format!(
+                "{kind} name {name:?} must be 1 to 128 characters of A-Z a-z 0-9 . _ - (and not . or ..)"
+            ),
+        ))
+    }
+}
+
+/// Maps a store failure to an API error: unreachable dependencies are a 503, the rest a 500.
+pub fn store_error(err: StoreError) -> ApiError {
+    match &err {
+        StoreError::Client { source, .. } if source.is_transient() => {
+            ApiError::unavailable("store_unavailable", err.to_string(), 1)
+        }
+        StoreError::Conflict(m) => ApiError::conflict("conflict", m.clone()),
+        _ => ApiError::internal(anyhow::Error::new(err)),
+    }
+}
+
+/// The bound on buffered bytes across all partitions.
+#[derive(Debug)]
+pub struct Budget {
+    used: AtomicU64,
+    limit: u64,
+}
+
+impl Budget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: u64) -> Self {
+        Self {
+            used: AtomicU64::new(0),
+            limit,
+        }
+    }
+
+    /// Takes `n` bytes unless that would exceed the limit.
+    pub fn try_reserve(&self, n: u64) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                u.checked_add(n).filter(|t| *t <= self.limit)
+            })
+            .is_ok()
+    }
+
+    /// Gives `n` bytes back.
+    pub fn release(&self, n: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(n))
+            });
+    }
+
+    /// Bytes in use.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+}
+
+/// The broker: its topics, buffers, store and background tasks.
+pub struct Broker {
+    /// Configuration.
+    pub cfg: Config,
+    /// Durable storage.
+    pub store: Arc<dyn Store>,
+    topics: RwLock<BTreeMap<TopicKey, Arc<Topic>>>,
+    loaded: AtomicBool,
+    load_error: Mutex<Option<String>>,
+    /// Buffered bytes across partitions.
+    pub budget: Budget,
+    /// Bytes of durable records kept in memory across partitions.
+    pub tail_used: AtomicU64,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled on graceful shutdown: publishes are refused and everything is flushed.
+    pub shutdown: CancellationToken,
+    /// Cancelled when the shutdown flush gives up: flush retries stop.
+    pub abort: CancellationToken,
+    /// Cancelled when a critical task died.
+    pub fatal: CancellationToken,
+    /// The flushers.
+    pub tasks: TaskTracker,
+    /// Decoded segments.
+    pub cache: SegmentCache,
+    create_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// A broker with no topics loaded yet; call [`Broker::load_all`] to recover them.
+    pub fn new(cfg: Config, store: Arc<dyn Store>, shutdown: CancellationToken) -> Arc<Self> {
+        let budget = Budget::new(cfg.max_buffer());
+        let cache = SegmentCache::new(common::config::mib(cfg.segment_cache_mb));
+        Arc::new(Self {
+            cfg,
+            store,
+            topics: RwLock::new(BTreeMap::new()),
+            loaded: AtomicBool::new(false),
+            load_error: Mutex::new(None),
+            budget,
+            tail_used: AtomicU64::new(0),
+            metrics: Arc::new(Metrics::new()),
+            shutdown,
+            abort: CancellationToken::new(),
+            fatal: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            cache,
+            create_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Whether start-up recovery finished.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    /// 503 until recovery finished.
+    pub fn check_loaded(&self) -> Result<(), ApiError> {
+        if self.is_loaded() {
+            return Ok(());
+        }
+        let why = self
+            .load_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .unwrap_or_else(|| "in progress".to_owned());
+        Err(ApiError::unavailable(
+            "not_ready",
+            format!("broker is still recovering topics from the filer ({why})"),
+            1,
+        ))
+    }
+
+    /// 503 once shutting down or before recovery finished.
+    pub fn check_accepting(&self) -> Result<(), ApiError> {
+        if self.shutdown.is_cancelled() {
+            return Err(shutting_down());
+        }
+        self.check_loaded()
+    }
+
+    /// The topic `key`, or 404 naming it.
+    pub fn topic(&self, key: &TopicKey) -> Result<Arc<Topic>, ApiError> {
+        self.topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::not_found("unknown_topic", format!("topic {key} does not exist"))
+            })
+    }
+
+    /// Every topic.
+    pub fn all_topics(&self) -> Vec<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Recovers every topic from the store, retrying until the store answers; then marks the
+    /// broker loaded. Returns early on shutdown.
+    pub async fn load_all(self: Arc<Self>) {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.try_load_all().await {
+                Ok(n) => {
+                    *self
+                        .load_error
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = None;
+                    self.loaded.store(true, Ordering::Release);
+                    tracing::info!(topics = n, "recovered topics from the filer");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?delay, "failed to recover topics from the filer");
+                    *self
+                        .load_error
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.shutdown.cancelled() => return,
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn try_load_all(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let confs = self.store.list_topics().await?;
+        let n = confs.len();
+        for conf in confs {
+            if self.topic(&conf.key).is_ok() {
+                continue;
+            }
+            let topic = self.recover_topic(&conf, true).await?;
+            self.install(topic);
+        }
+        Ok(n)
+    }
+
+    /// Rebuilds a topic's partitions from its segment entries: the last segment gives the
+    /// next offset, the first gives `log_start_offset`. Costs two listings per partition
+    /// directory, whatever the number of records. With `existing = false` (a topic just
+    /// created) only partitions that already have a directory are listed.
+    async fn recover_topic(
+        self: &Arc<Self>,
+        conf: &TopicConf,
+        existing: bool,
+    ) -> Result<Arc<Topic>, StoreError> {
+        let key = &conf.key;
+        let dirs = self.store.partition_dirs(key).await?;
+        if !existing && dirs.is_empty() {
+            return Ok(self.build_topic(conf, &BTreeMap::new()));
+        }
+        let store = &self.store;
+        let results: Vec<Result<(u32, u64, u64), StoreError>> =
+            futures::stream::iter(dirs.into_iter().filter(|p| *p < conf.partitions))
+                .map(|p| async move {
+                    let last = store.last_segment(key, p).await?;
+                    let Some(last) = last else {
+                        return Ok((p, 0, 0));
+                    };
+                    let first = store.first_segment(key, p).await?.ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "partition {p} of {key} has a last segment but no first"
+                        ))
+                    })?;
+                    if first.offset_min > last.offset_min {
+                        return Err(StoreError::Corrupt(format!(
+                            "partition {p} of {key}: first segment starts after the last one"
+                        )));
+                    }
+                    Ok((p, first.offset_min, last.end()))
+                })
+                .buffer_unordered(RECOVERY_CONCURRENCY)
+                .collect()
+                .await;
+        let mut bounds = BTreeMap::new();
+        for r in results {
+            let (p, start, next) = r?;
+            tracing::info!(topic = %key, partition = p, log_start_offset = start, next_offset = next, "recovered partition");
+            bounds.insert(p, (start, next));
+        }
+        Ok(self.build_topic(conf, &bounds))
+    }
+
+    fn build_topic(
+        self: &Arc<Self>,
+        conf: &TopicConf,
+        bounds: &BTreeMap<u32, (u64, u64)>,
+    ) -> Arc<Topic> {
+        let roll = self.cfg.flush_bytes.min(self.cfg.max_segment_bytes).max(1) as usize;
+        let label = conf.key.to_string();
+        let partitions = (0..conf.partitions)
+            .map(|p| {
+                let (start, next) = bounds.get(&p).copied().unwrap_or((0, 0));
+                Arc::new(Partition::new(
+                    conf.key.clone(),
+                    p,
+                    start,
+                    next,
+                    roll,
+                    self.metrics.lag_gauge(&label, p),
+                ))
+            })
+            .collect();
+        Arc::new(Topic {
+            key: conf.key.clone(),
+            partitions,
+            rr: AtomicU64::new(0),
+        })
+    }
+
+    /// Registers a topic and starts its flushers.
+    fn install(self: &Arc<Self>, topic: Arc<Topic>) {
+        for part in &topic.partitions {
+            crate::flusher::spawn(self, part.clone());
+        }
+        self.topics
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(topic.key.clone(), topic);
+    }
+
+    /// A topic's offsets.
+    pub fn topic_info(&self, topic: &Topic) -> TopicInfo {
+        TopicInfo {
+            namespace: topic.key.ns.clone(),
+            name: topic.key.name.clone(),
+            partitions: topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let (log_start_offset, durable_offset, log_end_offset) = p.offsets();
+                    PartitionInfo {
+                        partition: p.index,
+                        log_start_offset,
+                        durable_offset,
+                        log_end_offset,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Creates a topic; `Ok((true, _))` when created, `Ok((false, _))` when it existed with
+    /// the same partition count, 409 when it exists with another.
+    pub async fn create_topic(
+        self: &Arc<Self>,
+        key: TopicKey,
+        partitions: u32,
+    ) -> Result<(bool, TopicInfo), ApiError> {
+        check_name("namespace", &key.ns)?;
+        check_name("topic", &key.name)?;
+        if !(1..=MAX_PARTITIONS).contains(&partitions) {
+            return Err(ApiError::bad_request(
+                "bad_partitions",
+                format!(
+                    "topic {key}: partitions must be between 1 and {MAX_PARTITIONS}, not {partitions}"
+                ),
+            ));
+        }
+        self.check_accepting()?;
+        let _guard = self.create_lock.lock().await;
+        let conflict = |have: u32| {
+            ApiError::conflict(
+                "topic_exists",
+                format!("topic {key} already exists with {have} partitions, not {partitions}"),
+            )
+        };
+        if let Ok(t) = self.topic(&key) {
+            return if t.partition_count() == partitions {
+                Ok((false, self.topic_info(&t)))
+            } else {
+                Err(conflict(t.partition_count()))
+            };
+        }
+        let conf = TopicConf {
+            key: key.clone(),
+            partitions,
+        };
+        let outcome = self.store.create_topic(&conf).await.map_err(store_error)?;
+        let (created, conf) = match outcome {
+            CreateOutcome::Created => (true, conf),
+            CreateOutcome::Exists(existing) => (false, existing),
+        };
+        let topic = self
+            .recover_topic(&conf, !created)
+            .await
+            .map_err(store_error)?;
+        self.install(topic.clone());
+        if created {
+            tracing::info!(topic = %key, partitions, "created topic");
+        }
+        if conf.partitions != partitions {
+            return Err(conflict(conf.partitions));
+        }
+        Ok((created, self.topic_info(&topic)))
+    }
+
+    /// Every topic, ordered.
+    pub fn list_topics(&self) -> Result<Vec<TopicSummary>, ApiError> {
+        self.check_loaded()?;
+        Ok(self
+            .all_topics()
+            .iter()
+            .map(|t| TopicSummary {
+                namespace: t.key.ns.clone(),
+                name: t.key.name.clone(),
+                partitions: t.partition_count(),
+            })
+            .collect())
+    }
+
+    /// A topic's offsets, or 404.
+    pub fn get_topic(&self, key: &TopicKey) -> Result<TopicInfo, ApiError> {
+        check_name("namespace", &key.ns)?;
+        check_name("topic", &key.name)?;
+        self.check_loaded()?;
+        let t = self.topic(key)?;
+        Ok(self.topic_info(&t))
+    }
+
+    /// Parses `namespace/topic` and finds the topic.
+    fn group_topic(&self, group: &str, topic: &str) -> Result<Arc<Topic>, ApiError> {
+        check_name("group", group)?;
+        let Some((ns, name)) = topic.split_once('/') else {
+            return Err(ApiError::bad_request(
+                "bad_topic",
+                format!("topic {topic:?} must be namespace/topic"),
+            ));
+        };
+        check_name("namespace", ns)?;
+        check_name("topic", name)?;
+        self.check_loaded()?;
+        self.topic(&TopicKey::new(ns, name))
+    }
+
+    /// Stores a consumer group's offset durably.
+    pub async fn commit_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<GroupOffsets, ApiError> {
+        let t = self.group_topic(group, topic)?;
+        if partition >= t.partition_count() {
+            return Err(unknown_partition(&t, partition));
+        }
+        self.store
+            .put_group_offset(group, &t.key, partition, offset)
+            .await
+            .map_err(store_error)?;
+        Ok(GroupOffsets {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            offsets: vec![PartitionOffset { partition, offset }],
+        })
+    }
+
+    /// A consumer group's committed offsets.
+    pub async fn group_offsets(&self, group: &str, topic: &str) -> Result<GroupOffsets, ApiError> {
+        let t = self.group_topic(group, topic)?;
+        let offsets = self
+            .store
+            .group_offsets(group, &t.key)
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .map(|(partition, offset)| PartitionOffset { partition, offset })
+            .collect();
+        Ok(GroupOffsets {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            offsets,
+        })
+    }
+
+    /// Makes everything buffered now durable. Answers 503 naming a partition that is not
+    /// durable within `--durable-timeout-ms`, or earlier when its flush keeps failing (five
+    /// failed attempts since the call, and a tenth of that timeout gone).
+    pub async fn flush_all(&self) -> Result<FlushResponse, ApiError> {
+        self.check_loaded()?;
+        let mut waits = Vec::new();
+        for topic in self.all_topics() {
+            for part in &topic.partitions {
+                let target = {
+                    let mut st = part.lock();
+                    let end = st.log.next();
+                    if end <= st.log.durable() {
+                        continue;
+                    }
+                    st.wanted = st.wanted.max(end);
+                    end
+                };
+                part.wake.notify_one();
+                let failures = part.durable_tx.borrow().failures;
+                waits.push((part.clone(), target, failures));
+            }
+        }
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.cfg.durable_timeout();
+        let patience = self.cfg.durable_timeout() / 10;
+        for (part, target, failures) in &waits {
+            let mut rx = part.durable_tx.subscribe();
+            let waited = tokio::time::timeout_at(
+                deadline,
+                rx.wait_for(|p| {
+                    p.durable >= *target
+                        || (p.failures >= failures + 5 && started.elapsed() >= patience)
+                }),
+            )
+            .await;
+            let reached = matches!(&waited, Ok(Ok(p)) if p.durable >= *target);
+            if !reached {
+                let error = part
+                    .lock()
+                    .error()
+                    .unwrap_or_else(|| "no error reported yet".to_owned());
+                return Err(ApiError::unavailable(
+                    "flush_failed",
+                    format!(
+                        "partition {} of {} is not durable up to offset {target}: {error}; \
+                         its records stay buffered and flushes are retried",
+                        part.index, part.label
+                    ),
+                    1,
+                ));
+            }
+        }
+        Ok(FlushResponse {
+            flushed_partitions: waits.len() as u64,
+        })
+    }
+
+    /// 200 when recovered, not shutting down and no flush is failing; otherwise a 503
+    /// naming why.
+    pub fn readiness(&self) -> Result<(), ApiError> {
+        self.check_loaded()?;
+        if self.shutdown.is_cancelled() {
+            return Err(shutting_down());
+        }
+        let mut failing = Vec::new();
+        for topic in self.all_topics() {
+            for part in &topic.partitions {
+                let error = part.lock().error();
+                if let Some(e) = error {
+                    failing.push(format!("{} partition {}: {e}", part.label, part.index));
+                }
+            }
+        }
+        if failing.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::unavailable(
+                "flush_failing",
+                format!("flushes are failing for {}", failing.join("; ")),
+                1,
+            ))
+        }
+    }
+
+    /// Logs every partition that still holds records that are not durable; returns how many.
+    pub fn report_unflushed(&self) -> usize {
+        let mut n = 0;
+        for topic in self.all_topics() {
+            for part in &topic.partitions {
+                let st = part.lock();
+                if st.log.next() > st.log.durable() {
+                    n += 1;
+                    tracing::error!(
+                        topic = %part.label,
+                        partition = part.index,
+                        durable_offset = st.log.durable(),
+                        log_end_offset = st.log.next(),
+                        bytes = st.log.buffered_bytes(),
+                        error = st.error().unwrap_or_default(),
+                        "records could not be flushed before shutdown and are lost"
+                    );
+                }
+            }
+        }
+        n
+    }
+
+    /// Starts recovery in the background.
+    pub fn spawn_loader(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(
+            me.load_all()
+                .instrument(tracing::info_span!("broker.recover")),
+        );
+    }
+}
+
+/// 503 `shutting_down`.
+pub fn shutting_down() -> ApiError {
+    ApiError::unavailable("shutting_down", "broker is shutting down", 1)
+}
+
+/// 400 `unknown_partition` naming the topic and its partition count.
+pub fn unknown_partition(topic: &Topic, partition: u32) -> ApiError {
+    ApiError::bad_request(
+        "unknown_partition",
+        format!(
+            "topic {} has no partition {partition} (it has {})",
+            topic.key,
+            topic.partition_count()
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_valid_name_rules() {
+        for ok in ["a", "A-b_c.d", "0", &"x".repeat(128)] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "a b", "ü", &"x".repeat(129), "a%2F"] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn test_budget_never_exceeds_limit() {
+        let b = Budget::new(100);
+        assert!(b.try_reserve(60));
+        assert!(!b.try_reserve(41));
+        assert!(b.try_reserve(40));
+        assert_eq!(b.used(), 100);
+        b.release(100);
+        assert_eq!(b.used(), 0);
+        b.release(5);
+        assert_eq!(b.used(), 0);
+        assert!(!b.try_reserve(u64::MAX));
+    }
+}

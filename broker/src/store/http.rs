@@ -1,0 +1,460 @@
+//! [`HttpStore`]: segments on volume servers (assigned by the master, written with fsync) and
+//! their metadata in the filer's `/__meta/` API.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::http::StatusCode;
+use bytes::Bytes;
+use common::api::filer::{Chunk, Entry, Expect, ListQuery};
+use common::api::master::AssignQuery;
+use common::client::filer::FilerClient;
+use common::client::volume::{BlobClient, WriteOptions};
+use common::client::{ClientError, HttpClient};
+use common::ids::FileId;
+use futures::FutureExt;
+
+use super::{
+    Assignment, ChunkRef, CreateOutcome, SegmentMeta, SegmentRef, Store, StoreError, StoreFuture,
+    TopicConf, TopicKey, parse_segment_entry, segment_name,
+};
+
+/// MIME type of segment entries.
+const SEGMENT_MIME: &str = "application/x-kelp-segment";
+/// Page size of directory listings.
+const PAGE: usize = 1000;
+
+/// The store backed by a master, its volume servers and a filer.
+#[derive(Debug, Clone)]
+pub struct HttpStore {
+    blobs: BlobClient,
+    filer: FilerClient,
+    assign_query: AssignQuery,
+}
+
+impl HttpStore {
+    /// A store talking to the master at `master` and the filer at `filer` (`host:port`);
+    /// segments go to `collection` with `replication`.
+    pub fn new(
+        http: HttpClient,
+        master: &str,
+        filer: &str,
+        collection: &str,
+        replication: &str,
+    ) -> Self {
+        Self {
+            blobs: BlobClient::new(http.clone(), master),
+            filer: FilerClient::new(http, filer),
+            assign_query: AssignQuery {
+                count: None,
+                collection: Some(collection.to_owned()),
+                replication: Some(replication.to_owned()),
+                ttl: None,
+            },
+        }
+    }
+
+    fn client(what: impl Into<String>) -> impl FnOnce(ClientError) -> StoreError {
+        let what = what.into();
+        move |source| StoreError::Client { what, source }
+    }
+
+    /// Every entry of `dir` in name order (empty when the directory does not exist).
+    async fn list_all(&self, dir: &str) -> Result<Vec<Entry>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<String> = None;
+        loop {
+            let q = ListQuery {
+                dir: dir.to_owned(),
+                start: start.clone(),
+                inclusive: false,
+                limit: Some(PAGE),
+                reverse: false,
+            };
+            let resp = match self.filer.list(&q).await {
+                Ok(r) => r,
+                Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => return Ok(out),
+                Err(e) => return Err(Self::client(format!("list {dir}"))(e)),
+            };
+            let last = resp
+                .entries
+                .last()
+                .map(|e| entry_name(&e.full_path).to_owned());
+            out.extend(resp.entries);
+            match last {
+                Some(l) if resp.has_more => start = Some(l),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// The one entry a bounded listing returns, parsed as a segment.
+    async fn one_segment(&self, q: ListQuery) -> Result<Option<SegmentRef>, StoreError> {
+        let resp = match self.filer.list(&q).await {
+            Ok(r) => r,
+            Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => return Ok(None),
+            Err(e) => return Err(Self::client(format!("list {}", q.dir))(e)),
+        };
+        resp.entries.first().map(parse_segment_entry).transpose()
+    }
+}
+
+/// The last segment of a path.
+fn entry_name(path: &str) -> &str {
+    path.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn precondition_failed(e: &ClientError) -> bool {
+    matches!(
+        e.status(),
+        Some(StatusCode::PRECONDITION_FAILED | StatusCode::CONFLICT)
+    )
+}
+
+fn parse_topic_conf(key: &TopicKey, entry: &Entry) -> Result<TopicConf, StoreError> {
+    let partitions = entry
+        .extended
+        .get("partitions")
+        .and_then(|p| p.parse::<u32>().ok())
+        .filter(|p| *p >= 1)
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "topic config {}: extended.partitions is missing or not a positive number",
+                entry.full_path
+            ))
+        })?;
+    Ok(TopicConf {
+        key: key.clone(),
+        partitions,
+    })
+}
+
+impl Store for HttpStore {
+    fn assign(&self) -> StoreFuture<'_, Assignment> {
+        async move {
+            let a = self
+                .blobs
+                .master
+                .assign(&self.assign_query)
+                .await
+                .map_err(Self::client("assign a file id for a segment"))?;
+            let fid = a.fid.parse::<FileId>().map_err(|e| {
+                StoreError::Corrupt(format!(
+                    "master assigned a malformed file id {:?}: {e}",
+                    a.fid
+                ))
+            })?;
+            Ok(Assignment { fid, url: a.url })
+        }
+        .boxed()
+    }
+
+    fn write<'a>(&'a self, assignment: &'a Assignment, data: Bytes) -> StoreFuture<'a, ChunkRef> {
+        async move {
+            let len = data.len() as u64;
+            let resp = self
+                .blobs
+                .volumes
+                .write(
+                    &assignment.url,
+                    &assignment.fid,
+                    data,
+                    &WriteOptions::default(),
+                )
+                .await
+                .map_err(Self::client(format!(
+                    "write segment {} to {}",
+                    assignment.fid, assignment.url
+                )))?;
+            if resp.size != len {
+                return Err(StoreError::Corrupt(format!(
+                    "volume server {} stored {} bytes of segment {} instead of {len}",
+                    assignment.url, resp.size, assignment.fid
+                )));
+            }
+            Ok(ChunkRef {
+                fid: assignment.fid,
+                size: resp.size,
+                etag: resp.etag,
+            })
+        }
+        .boxed()
+    }
+
+    fn commit_segment<'a>(&'a self, meta: &'a SegmentMeta) -> StoreFuture<'a, ()> {
+        async move {
+            let path = meta.path();
+            let fid = meta.chunk.fid.to_string();
+            let entry = Entry {
+                full_path: path.clone(),
+                is_dir: false,
+                mode: 0o644,
+                mtime_ms: now_ms(),
+                size: meta.chunk.size,
+                mime: SEGMENT_MIME.to_owned(),
+                chunks: vec![Chunk {
+                    fid: fid.clone(),
+                    offset: 0,
+                    size: meta.chunk.size,
+                    etag: meta.chunk.etag.clone(),
+                }],
+                extended: meta.extended(),
+                version: 0,
+            };
+            match self.filer.put_entry(&entry, Some(Expect::Absent)).await {
+                Ok(_) => Ok(()),
+                Err(e) if precondition_failed(&e) => {
+                    // Either our own earlier attempt landed and its answer was lost, or
+                    // someone else wrote this offset: the chunk tells which.
+                    let existing = self
+                        .filer
+                        .get_entry(&path)
+                        .await
+                        .map_err(Self::client(format!("read back segment entry {path}")))?;
+                    match existing {
+                        Some(e) if e.chunks.first().is_some_and(|c| c.fid == fid) => Ok(()),
+                        Some(e) => Err(StoreError::Conflict(format!(
+                            "segment entry {path} already exists with chunk {} instead of {fid}: \
+                             another broker writes this partition",
+                            e.chunks.first().map_or("none", |c| c.fid.as_str())
+                        ))),
+                        None => Err(StoreError::Other(format!(
+                            "segment entry {path} was reported existing but is gone"
+                        ))),
+                    }
+                }
+                Err(e) => Err(Self::client(format!("commit segment entry {path}"))(e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn first_segment<'a>(
+        &'a self,
+        topic: &'a TopicKey,
+        partition: u32,
+    ) -> StoreFuture<'a, Option<SegmentRef>> {
+        self.one_segment(ListQuery {
+            dir: topic.partition_dir(partition),
+            start: None,
+            inclusive: false,
+            limit: Some(1),
+            reverse: false,
+        })
+        .boxed()
+    }
+
+    fn last_segment<'a>(
+        &'a self,
+        topic: &'a TopicKey,
+        partition: u32,
+    ) -> StoreFuture<'a, Option<SegmentRef>> {
+        self.one_segment(ListQuery {
+            dir: topic.partition_dir(partition),
+            start: None,
+            inclusive: false,
+            limit: Some(1),
+            reverse: true,
+        })
+        .boxed()
+    }
+
+    fn find_segment<'a>(
+        &'a self,
+        topic: &'a TopicKey,
+        partition: u32,
+        offset: u64,
+    ) -> StoreFuture<'a, Option<SegmentRef>> {
+        self.one_segment(ListQuery {
+            dir: topic.partition_dir(partition),
+            start: Some(segment_name(offset)),
+            inclusive: true,
+            limit: Some(1),
+            reverse: true,
+        })
+        .boxed()
+    }
+
+    fn read_segment<'a>(&'a self, seg: &'a SegmentRef) -> StoreFuture<'a, Bytes> {
+        async move {
+            self.blobs
+                .download(&seg.fid)
+                .await
+                .map_err(Self::client(format!("read segment {}", seg.fid)))
+        }
+        .boxed()
+    }
+
+    fn list_topics(&self) -> StoreFuture<'_, Vec<TopicConf>> {
+        async move {
+            let mut out = Vec::new();
+            for ns in self.list_all("/topics").await? {
+                let ns = entry_name(&ns.full_path).to_owned();
+                for topic in self.list_all(&format!("/topics/{ns}")).await? {
+                    let key = TopicKey::new(ns.clone(), entry_name(&topic.full_path));
+                    if !crate::service::valid_name(&key.ns) || !crate::service::valid_name(&key.name) {
+                        tracing::warn!(topic = %key, "skipping a topic directory with an invalid name");
+                        continue;
+                    }
+                    let path = format!("{}/topic.conf", key.dir());
+                    let entry = self
+                        .filer
+                        .get_entry(&path)
+                        .await
+                        .map_err(Self::client(format!("read topic config {path}")))?;
+                    match entry {
+                        Some(e) => out.push(parse_topic_conf(&key, &e)?),
+                        None => tracing::warn!(topic = %key, "topic directory without topic.conf, skipping it"),
+                    }
+                }
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn partition_dirs<'a>(&'a self, topic: &'a TopicKey) -> StoreFuture<'a, Vec<u32>> {
+        async move {
+            let entries = self.list_all(&topic.dir()).await?;
+            Ok(entries
+                .iter()
+                .filter_map(|e| {
+                    let name = entry_name(&e.full_path);
+                    let digits = name.strip_prefix('p')?;
+                    (digits.len() == 4 && digits.bytes().all(|b| b.is_ascii_digit()))
+                        .then(|| digits.parse().ok())
+                        .flatten()
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn create_topic<'a>(&'a self, conf: &'a TopicConf) -> StoreFuture<'a, CreateOutcome> {
+        async move {
+            let path = format!("{}/topic.conf", conf.key.dir());
+            let mut extended = std::collections::BTreeMap::new();
+            extended.insert("partitions".to_owned(), conf.partitions.to_string());
+            extended.insert("namespace".to_owned(), conf.key.ns.clone());
+            extended.insert("name".to_owned(), conf.key.name.clone());
+            let entry = Entry {
+                full_path: path.clone(),
+                mode: 0o644,
+                mtime_ms: now_ms(),
+                mime: "application/json".to_owned(),
+                extended,
+                ..Entry::default()
+            };
+            match self.filer.put_entry(&entry, Some(Expect::Absent)).await {
+                Ok(_) => Ok(CreateOutcome::Created),
+                Err(e) if precondition_failed(&e) => {
+                    let existing = self
+                        .filer
+                        .get_entry(&path)
+                        .await
+                        .map_err(Self::client(format!("read topic config {path}")))?;
+                    match existing {
+                        Some(e) => Ok(CreateOutcome::Exists(parse_topic_conf(&conf.key, &e)?)),
+                        None => Err(StoreError::Other(format!(
+                            "topic config {path} was reported existing but is gone"
+                        ))),
+                    }
+                }
+                Err(e) => Err(Self::client(format!("create topic config {path}"))(e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn put_group_offset<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a TopicKey,
+        partition: u32,
+        offset: u64,
+    ) -> StoreFuture<'a, ()> {
+        async move {
+            let path = format!("{}/groups/{group}/p{partition:04}", topic.dir());
+            let mut extended = std::collections::BTreeMap::new();
+            extended.insert("offset".to_owned(), offset.to_string());
+            let entry = Entry {
+                full_path: path.clone(),
+                mode: 0o644,
+                mtime_ms: now_ms(),
+                extended,
+                ..Entry::default()
+            };
+            self.filer
+                .put_entry(&entry, None)
+                .await
+                .map(drop)
+                .map_err(Self::client(format!("store group offset {path}")))
+        }
+        .boxed()
+    }
+
+    fn group_offsets<'a>(
+        &'a self,
+        group: &'a str,
+        topic: &'a TopicKey,
+    ) -> StoreFuture<'a, Vec<(u32, u64)>> {
+        async move {
+            let dir = format!("{}/groups/{group}", topic.dir());
+            let mut out = Vec::new();
+            for e in self.list_all(&dir).await? {
+                let name = entry_name(&e.full_path);
+                let Some(p) = name.strip_prefix('p').and_then(|d| d.parse::<u32>().ok()) else {
+                    continue;
+                };
+                let offset = e
+                    .extended
+                    .get("offset")
+                    .and_then(|o| o.parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "group offset entry {} has no numeric offset",
+                            e.full_path
+                        ))
+                    })?;
+                out.push((p, offset));
+            }
+            out.sort_unstable();
+            Ok(out)
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_entry_name_takes_last_segment() {
+        assert_eq!(entry_name("/topics/ns/t/p0001"), "p0001");
+        assert_eq!(entry_name("/topics/ns/"), "ns");
+        assert_eq!(entry_name("x"), "x");
+    }
+
+    #[test]
+    fn test_parse_topic_conf_rejects_missing_partitions() {
+        let key = TopicKey::new("ns", "t");
+        let mut e = Entry {
+            full_path: "/topics/ns/t/topic.conf".into(),
+            ..Entry::default()
+        };
+        assert!(parse_topic_conf(&key, &e).is_err());
+        e.extended.insert("partitions".into(), "0".into());
+        assert!(parse_topic_conf(&key, &e).is_err());
+        e.extended.insert("partitions".into(), "3".into());
+        assert_eq!(parse_topic_conf(&key, &e).unwrap().partitions, 3);
+    }
+}

@@ -1,0 +1,373 @@
+//! The broker's promise under real crashes: write → flush → restart → read, always.
+
+use std::time::{Duration, Instant};
+
+use e2e::broker::{Broker, Checker};
+use e2e::{Cluster, ClusterOptions};
+
+fn broker_of(c: &mut Cluster) -> Broker {
+    Broker::new(c.broker().url())
+}
+
+fn values(prefix: &str, n: usize) -> Vec<(u32, String)> {
+    (0..n)
+        .map(|i| (0, format!("{prefix}-{i}-{}", "x".repeat(i % 50))))
+        .collect()
+}
+
+/// SIGKILLs every service, then starts them again in dependency order.
+async fn kill_and_restart_all(c: &mut Cluster) {
+    c.broker().kill();
+    c.filer().kill();
+    for v in &mut c.volumes {
+        v.kill();
+    }
+    c.master.kill();
+    c.master.start().await.unwrap();
+    for v in &mut c.volumes {
+        v.start().await.unwrap();
+    }
+    c.wait_volumes_registered(c.volumes.len()).await.unwrap();
+    c.filer().start().await.unwrap();
+    c.broker().start().await.unwrap();
+}
+
+fn volume_files(c: &Cluster) -> Vec<String> {
+    let mut out = Vec::new();
+    for v in &c.volumes {
+        for e in std::fs::read_dir(v.dir()).unwrap().flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.ends_with(".dat") || n.ends_with(".idx") {
+                out.push(format!("{}/{n}", v.name()));
+            }
+        }
+    }
+    out
+}
+
+async fn wait_durable(b: &Broker, topic: &str, p: u32, want: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let (_, durable, _) = b.offsets(topic, p).await;
+        if durable >= want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic}/{p} durable {durable} never reached {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn given_7_durable_records_when_every_service_is_killed_should_read_them_all_back() {
+    let mut c = Cluster::start(ClusterOptions {
+        broker: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let b = broker_of(&mut c);
+    b.create_topic("seed/events", 1).await;
+    let records = values("seed", 7);
+    let mut checker = Checker::default();
+    // Publish one at a time, so the partition holds several segments, the first at offset 0.
+    for r in &records {
+        let offsets = b
+            .publish("seed/events", std::slice::from_ref(r), "durable")
+            .await
+            .expect("durable publish");
+        checker.ack("seed/events", std::slice::from_ref(r), &offsets);
+    }
+    assert_eq!(b.offsets("seed/events", 0).await, (0, 7, 7));
+
+    kill_and_restart_all(&mut c).await;
+    let b = broker_of(&mut c);
+    assert_eq!(
+        b.offsets("seed/events", 0).await,
+        (0, 7, 7),
+        "durable offset after restart"
+    );
+    let read = b.read_all("seed/events", 0, 0).await;
+    let want: Vec<(u64, String)> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (_, v))| (i as u64, v.clone()))
+        .collect();
+    let got: Vec<(u64, String)> = read.into_iter().map(|r| (r.offset, r.value)).collect();
+    assert_eq!(got, want);
+    assert_eq!(checker.verify(&b).await, 7);
+    let files = volume_files(&c);
+    assert!(
+        files.iter().any(|f| f.ends_with(".dat")) && files.iter().any(|f| f.ends_with(".idx")),
+        "{files:?}"
+    );
+
+    // Offsets continue after the restart, with no gap.
+    let more = values("after", 3);
+    let offsets = b.publish("seed/events", &more, "durable").await.unwrap();
+    assert_eq!(offsets, vec![7, 8, 9]);
+}
+
+#[tokio::test]
+async fn given_5_topics_of_10_partitions_when_every_service_is_killed_should_read_them_all_back() {
+    let mut c = Cluster::start(ClusterOptions {
+        broker: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let b = broker_of(&mut c);
+    let mut checker = Checker::default();
+    for t in 0..5 {
+        let topic = format!("seed/t{t}");
+        b.create_topic(&topic, 10).await;
+        let records: Vec<(u32, String)> =
+            (0..70).map(|i| (i % 10, format!("{topic}-{i}"))).collect();
+        let offsets = b.publish(&topic, &records, "durable").await.unwrap();
+        checker.ack(&topic, &records, &offsets);
+    }
+    kill_and_restart_all(&mut c).await;
+    let b = broker_of(&mut c);
+    for t in 0..5 {
+        for p in 0..10 {
+            assert_eq!(b.offsets(&format!("seed/t{t}"), p).await, (0, 7, 7));
+        }
+    }
+    assert_eq!(checker.verify(&b).await, 350);
+}
+
+#[tokio::test]
+async fn given_buffered_acks_when_broker_gets_sigterm_should_lose_nothing() {
+    let mut c = Cluster::start(ClusterOptions {
+        broker: true,
+        broker_args: vec!["--flush-interval-ms".into(), "600000".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let b = broker_of(&mut c);
+    b.create_topic("buf/term", 2).await;
+    let mut checker = Checker::default();
+    for i in 0..20 {
+        let recs: Vec<(u32, String)> = (0..10).map(|j| (j % 2, format!("b{i}-{j}"))).collect();
+        let offsets = b.publish("buf/term", &recs, "buffered").await.unwrap();
+        checker.ack("buf/term", &recs, &offsets);
+    }
+    // Nothing has been flushed yet (the interval is 10 minutes)...
+    assert_eq!(b.offsets("buf/term", 0).await.1, 0);
+    // ...but a graceful stop flushes everything.
+    assert!(
+        c.broker().stop(Duration::from_secs(30)).await,
+        "broker exits 0 on SIGTERM"
+    );
+    c.broker().start().await.unwrap();
+    let b = broker_of(&mut c);
+    assert_eq!(b.offsets("buf/term", 0).await, (0, 100, 100));
+    assert_eq!(checker.verify(&b).await, 200);
+}
+
+#[tokio::test]
+async fn given_buffered_acks_when_broker_is_killed_should_lose_at_most_the_unflushed_window() {
+    let mut c = Cluster::start(ClusterOptions {
+        broker: true,
+        broker_args: vec!["--flush-interval-ms".into(), "200".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let b = broker_of(&mut c);
+    b.create_topic("buf/kill", 1).await;
+    let mut acked = Vec::new();
+    for i in 0..300 {
+        let recs = vec![(0, format!("k{i}"))];
+        let offsets = b.publish("buf/kill", &recs, "buffered").await.unwrap();
+        acked.push((offsets[0], recs[0].1.clone()));
+        if i == 150 {
+            // Let some flushes happen mid-stream.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    c.broker().kill();
+    c.broker().start().await.unwrap();
+    let b = broker_of(&mut c);
+    let (start, durable, end) = b.offsets("buf/kill", 0).await;
+    assert_eq!(
+        (start, end),
+        (0, durable),
+        "after a restart only durable records exist"
+    );
+    assert!(
+        durable >= 151,
+        "records flushed before the pause survive (durable {durable})"
+    );
+    let read = b.read_all("buf/kill", 0, 0).await;
+    assert_eq!(read.len() as u64, durable);
+    for (r, (o, v)) in read.iter().zip(&acked) {
+        assert_eq!(
+            (r.offset, &r.value),
+            (*o, v),
+            "no gap, no duplicate, same bytes"
+        );
+    }
+    // New publishes continue at the durable offset: no gap and no duplicate offsets.
+    let next = b
+        .publish("buf/kill", &[(0, "after".into())], "durable")
+        .await
+        .unwrap();
+    assert_eq!(next, vec![durable]);
+}
+
+#[tokio::test]
+async fn given_one_segment_at_offset_0_when_broker_restarts_should_recover_it() {
+    let mut c = Cluster::start(ClusterOptions {
+        broker: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let b = broker_of(&mut c);
+    b.create_topic("one/seg", 1).await;
+    assert_eq!(
+        b.publish("one/seg", &[(0, "only".into())], "durable")
+            .await
+            .unwrap(),
+        vec![0]
+    );
+    c.broker().restart().await.unwrap();
+    let b = broker_of(&mut c);
+    assert_eq!(b.offsets("one/seg", 0).await, (0, 1, 1));
+    assert_eq!(b.read_all("one/seg", 0, 0).await[0].value, "only");
+}
+
+#[tokio::test]
+async fn given_volume_down_during_flush_should_delay_durability_and_lose_nothing() {
+    let mut c = Cluster::start(ClusterOptions {
+        broker: true,
+        broker_args: vec![
+            "--flush-interval-ms".into(),
+            "100".into(),
+            "--flush-retry-max-ms".into(),
+            "300".into(),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let b = broker_of(&mut c);
+    b.create_topic("vol/down", 1).await;
+    let first = values("before", 5);
+    let mut checker = Checker::default();
+    let o = b.publish("vol/down", &first, "durable").await.unwrap();
+    checker.ack("vol/down", &first, &o);
+
+    c.volumes[0].kill();
+    let during = values("during", 5);
+    let o = b.publish("vol/down", &during, "buffered").await.unwrap();
+    checker.ack("vol/down", &during, &o);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, durable, end) = b.offsets("vol/down", 0).await;
+    assert_eq!(
+        (durable, end),
+        (5, 10),
+        "durability waits for the volume server"
+    );
+    let ready = reqwest::get(format!("{}/readyz", c.broker().url()))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503, "readyz shows the broker is degraded");
+
+    c.volumes[0].start().await.unwrap();
+    wait_durable(&b, "vol/down", 0, 10, Duration::from_secs(30)).await;
+    assert_eq!(checker.verify(&b).await, 10);
+    c.broker().restart().await.unwrap();
+    let b = broker_of(&mut c);
+    assert_eq!(checker.verify(&b).await, 10);
+}
+
+#[tokio::test]
+async fn given_consumer_group_offsets_when_services_restart_should_keep_them() {
+    let mut c = Cluster::start(ClusterOptions {
+        broker: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let b = broker_of(&mut c);
+    b.create_topic("grp/t", 2).await;
+    let http = reqwest::Client::new();
+    for (p, off) in [(0u32, 41u64), (1, 7)] {
+        let r = http
+            .put(format!("{}/groups/g1/offsets", c.broker().url()))
+            .json(&serde_json::json!({ "topic": "grp/t", "partition": p, "offset": off }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    }
+    kill_and_restart_all(&mut c).await;
+    let v: serde_json::Value = http
+        .get(format!(
+            "{}/groups/g1/offsets?topic=grp/t",
+            c.broker().url()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let offsets: Vec<(u64, u64)> = v["offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["partition"].as_u64().unwrap(),
+                o["offset"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(offsets, vec![(0, 41), (1, 7)], "{v}");
+}
+
+#[tokio::test]
+async fn given_a_full_buffer_when_publishing_should_get_503_with_retry_after() {
+    let mut c = Cluster::start(ClusterOptions {
+        broker: true,
+        broker_args: vec![
+            "--max-buffer-mb".into(),
+            "1".into(),
+            "--flush-interval-ms".into(),
+            "600000".into(),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let b = broker_of(&mut c);
+    b.create_topic("full/t", 1).await;
+    // Nothing can flush while the volume server is down, so the buffer fills.
+    c.volumes[0].kill();
+    let big = "v".repeat(64 * 1024);
+    let mut acked = 0;
+    let rejection = loop {
+        match b.publish("full/t", &[(0, big.clone())], "buffered").await {
+            Ok(_) => acked += 1,
+            Err(r) => break r,
+        }
+        assert!(
+            acked < 64,
+            "1 MiB buffer accepted {acked} records of 64 KiB"
+        );
+    };
+    assert_eq!(rejection.status, 503, "{rejection:?}");
+    assert!(rejection.retry_after.is_some(), "503 carries Retry-After");
+    assert!(acked >= 8, "the buffer held only {acked} records of 64 KiB");
+    // Once the volume is back, everything acknowledged becomes durable.
+    c.volumes[0].start().await.unwrap();
+    assert!(b.flush().await.is_success());
+    let (_, durable, end) = b.offsets("full/t", 0).await;
+    assert_eq!((durable, end), (acked, acked));
+}
