@@ -6,4 +6,5 @@ mod broker;
 mod chaos;
 mod corruption;
 mod filer;
+mod scenarios;
 mod tracing;
