@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs every benchmark the issues report, against a fresh `kelp server` and, for the ceiling,
 # a bare axum handler that does no I/O, in the same run. Prints everything to stdout.
-# Usage: scripts/bench.sh [N_BLOBS] [N_RECORDS]
+# Usage: scripts/bench.sh [N_BLOBS] [N_RECORDS] [all|blob]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="${CARGO_TARGET_DIR:-target}/debug"
 N_BLOBS="${1:-20000}"
 N_RECORDS="${2:-200000}"
+ONLY="${3:-all}"
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 export RUST_BACKTRACE=0 RUST_LOG=warn
@@ -24,6 +25,7 @@ for c in 16 64; do "$BIN/kelp" bench blob --quiet --master 127.0.0.1:${ports[0]}
 echo "== blobs: kelp server, fsync off"
 for c in 16 64; do "$BIN/kelp" bench blob --quiet --no-fsync --master 127.0.0.1:${ports[0]} -n "$N_BLOBS" -c $c; done
 curl -s "127.0.0.1:${ports[1]}/metrics" | grep -E '^kelp_volume_(writes|fdatasyncs)_total'
+[ "$ONLY" = blob ] && exit 0
 echo "== filer: small files"
 "$BIN/kelp" bench filer --quiet --filer 127.0.0.1:${ports[2]} -n 5000 -c 16
 echo "== broker"

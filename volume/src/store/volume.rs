@@ -2,11 +2,12 @@
 //! thread that appends with group commit.
 //!
 //! # Write path and when data is on disk
-//! Requests are encoded (and checksummed) by the caller and sent to the volume's writer
-//! thread. The thread takes every request waiting in its queue, appends the records to the
-//! `.dat`, calls `fdatasync` once for the whole batch (group commit: concurrent writers share
-//! one sync), appends the batch's `.idx` rows, publishes the keys in the in-memory map and
-//! only then answers. A needle is therefore on disk before anyone can read it or be told it
+//! Requests are encoded (and checksummed) by the caller and sent to the volume's appender
+//! thread. It takes every request waiting in its queue and appends the records to the `.dat`,
+//! then hands the batch to the syncer thread, which calls `fdatasync` once for every batch
+//! appended since its last sync (group commit: concurrent writers share one sync, and the
+//! next batch is appended while the previous one is being synced), appends the batches'
+//! `.idx` rows, publishes the keys in the in-memory map and only then answers. A needle is therefore on disk before anyone can read it or be told it
 //! was written. The `.idx` is not synced: it is a cache that recovery rebuilds from the `.dat`.
 //!
 //! A failed append truncates the `.dat` back to where the batch began, so no half-written
@@ -403,7 +404,7 @@ impl Volume {
     }
 
     fn poisoned(&self) -> Option<String> {
-        self.shared.poisoned.lock().expect("poison lock").clone()
+        poisoned(&self.shared)
     }
 
     /// Starts writing a needle; await the returned stages. `size_limit` is the master's
@@ -601,7 +602,7 @@ fn read_record_at(dat: &File, pos: u64, dat_len: u64) -> Result<Record, needle::
     needle::decode(&buf)
 }
 
-/// The writer thread's state: the only writer of the `.dat` and `.idx`.
+/// The appender thread's state: the only writer of the `.dat`.
 struct Writer {
     shared: Arc<Shared>,
     dat: File,
@@ -619,8 +620,44 @@ struct Appended {
     bytes: u64,
 }
 
+/// One appended batch handed from the appender to the syncer.
+struct SyncJob {
+    appended: Vec<Appended>,
+    end: u64,
+    want_sync: bool,
+}
+
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Op>) {
+    /// Runs the two stages: this thread appends batches, a syncer thread fsyncs, indexes and
+    /// answers them. While one batch is being synced the next one is appended, and the syncer
+    /// coalesces every batch appended meanwhile into its next `fdatasync`.
+    fn run(self, mut rx: mpsc::Receiver<Op>) {
+        let Writer {
+            shared,
+            dat,
+            idx,
+            idx_len,
+            mut end,
+        } = self;
+        let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel::<SyncJob>(4);
+        let syncer = match dat.try_clone() {
+            Ok(sync_dat) => {
+                let s = Syncer {
+                    shared: shared.clone(),
+                    dat: sync_dat,
+                    idx,
+                    idx_len,
+                };
+                std::thread::Builder::new()
+                    .name(format!("volume-{}-sync", shared.id))
+                    .spawn(move || s.run(jobs_rx))
+                    .ok()
+            }
+            Err(_) => None,
+        };
+        if syncer.is_none() {
+            poison(&shared, "cannot start the syncer thread".to_owned());
+        }
         while let Some(first) = rx.blocking_recv() {
             let mut batch = vec![first];
             let mut bytes = 0usize;
@@ -635,120 +672,189 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.process(batch);
+            if let Some(job) = append_batch(&shared, &dat, &mut end, batch) {
+                if let Err(std::sync::mpsc::SendError(job)) = jobs_tx.send(job) {
+                    for a in job.appended {
+                        let _ = a
+                            .done
+                            .send(Err(VolumeError::WriterGone { volume: shared.id }));
+                    }
+                }
+            }
         }
-        tracing::debug!(volume = self.shared.id, "volume writer stopped");
+        drop(jobs_tx);
+        if let Some(h) = syncer {
+            let _ = h.join();
+        }
+        tracing::debug!(volume = shared.id, "volume writer stopped");
     }
+}
 
-    fn poison(&self, reason: String) {
-        tracing::error!(volume = self.shared.id, reason = %reason, "volume poisoned: refusing writes");
-        *self.shared.poisoned.lock().expect("poison lock") = Some(reason);
-    }
+fn poison(shared: &Shared, reason: String) {
+    tracing::error!(volume = shared.id, reason = %reason, "volume poisoned: refusing writes");
+    *shared.poisoned.lock().expect("poison lock") = Some(reason);
+}
 
-    fn process(&mut self, batch: Vec<Op>) {
-        let id = self.shared.id;
-        let start = self.end;
-        let mut pos = start;
-        let mut want_sync = false;
-        let mut appended: Vec<Appended> = Vec::with_capacity(batch.len());
-        let mut failure: Option<VolumeError> = None;
-        let mut deleted_in_batch: Vec<u64> = Vec::new();
+fn poisoned(shared: &Shared) -> Option<String> {
+    shared.poisoned.lock().expect("poison lock").clone()
+}
+
+/// Appends one batch to the `.dat`; returns the job for the syncer, or `None` when every
+/// request of the batch was already answered (failed or rejected).
+fn append_batch(shared: &Shared, dat: &File, end: &mut u64, batch: Vec<Op>) -> Option<SyncJob> {
+    let id = shared.id;
+    if let Some(reason) = poisoned(shared) {
+        let err = VolumeError::Poisoned { volume: id, reason };
         for op in batch {
-            if let Some(err) = &failure {
-                reply_err(op, err);
-                continue;
+            reply_err(op, &err);
+        }
+        return None;
+    }
+    let start = *end;
+    let mut pos = start;
+    let mut want_sync = false;
+    let mut appended: Vec<Appended> = Vec::with_capacity(batch.len());
+    let mut failure: Option<VolumeError> = None;
+    let mut deleted_in_batch: Vec<u64> = Vec::new();
+    for op in batch {
+        if let Some(err) = &failure {
+            reply_err(op, err);
+            continue;
+        }
+        match op {
+            Op::Put {
+                record,
+                key,
+                size,
+                fsync,
+                appended: notify,
+                done,
+            } => {
+                let len = record.len() as u64;
+                if pos + len > MAX_DAT_LEN {
+                    let _ = done.send(Err(VolumeError::Full { volume: id }));
+                    continue;
+                }
+                if let Err(source) = dat.write_all_at(&record, pos) {
+                    let err = VolumeError::from_write(id, source);
+                    let _ = done.send(Err(err.clone_shallow()));
+                    failure = Some(err);
+                    continue;
+                }
+                if let Some(n) = notify {
+                    let _ = n.send(());
+                }
+                want_sync |= fsync;
+                appended.push(Appended {
+                    row: IdxRow {
+                        key,
+                        offset_units: (pos / needle::ALIGN) as u32,
+                        size: size as i32,
+                    },
+                    loc: Some(Loc { offset: pos, size }),
+                    done,
+                    is_delete: false,
+                    bytes: len,
+                });
+                deleted_in_batch.retain(|k| *k != key);
+                pos += len;
             }
-            match op {
-                Op::Put {
-                    record,
-                    key,
-                    size,
-                    fsync,
-                    appended: notify,
-                    done,
-                } => {
-                    let len = record.len() as u64;
-                    if pos + len > MAX_DAT_LEN {
-                        let _ = done.send(Err(VolumeError::Full { volume: id }));
-                        continue;
-                    }
-                    if let Err(source) = self.dat.write_all_at(&record, pos) {
-                        failure = Some(VolumeError::from_write(id, source));
-                        let _ = done.send(Err(failure.as_ref().expect("set").clone_shallow()));
-                        continue;
-                    }
-                    if let Some(n) = notify {
-                        let _ = n.send(());
-                    }
-                    want_sync |= fsync;
-                    appended.push(Appended {
-                        row: IdxRow {
-                            key,
-                            offset_units: (pos / needle::ALIGN) as u32,
-                            size: size as i32,
-                        },
-                        loc: Some(Loc { offset: pos, size }),
-                        done,
-                        is_delete: false,
-                        bytes: len,
-                    });
-                    deleted_in_batch.retain(|k| *k != key);
-                    pos += len;
+            Op::Delete {
+                key,
+                cookie,
+                expect_offset,
+                fsync,
+                done,
+            } => {
+                let current = shared
+                    .index
+                    .read()
+                    .expect("index lock")
+                    .get(&key)
+                    .map(|l| l.offset);
+                if current != Some(expect_offset) || deleted_in_batch.contains(&key) {
+                    let _ = done.send(Err(VolumeError::NeedleNotFound { volume: id, key }));
+                    continue;
                 }
-                Op::Delete {
-                    key,
-                    cookie,
-                    expect_offset,
-                    fsync,
-                    done,
-                } => {
-                    let current = self
-                        .shared
-                        .index
-                        .read()
-                        .expect("index lock")
-                        .get(&key)
-                        .map(|l| l.offset);
-                    if current != Some(expect_offset) || deleted_in_batch.contains(&key) {
-                        let _ = done.send(Err(VolumeError::NeedleNotFound { volume: id, key }));
-                        continue;
-                    }
-                    let record = needle::encode_tombstone(cookie, key, now_ns());
-                    let len = record.len() as u64;
-                    if let Err(source) = self.dat.write_all_at(&record, pos) {
-                        failure = Some(VolumeError::from_write(id, source));
-                        let _ = done.send(Err(failure.as_ref().expect("set").clone_shallow()));
-                        continue;
-                    }
-                    want_sync |= fsync;
-                    deleted_in_batch.push(key);
-                    appended.push(Appended {
-                        row: IdxRow {
-                            key,
-                            offset_units: (pos / needle::ALIGN) as u32,
-                            size: -1,
-                        },
-                        loc: None,
-                        done,
-                        is_delete: true,
-                        bytes: len,
-                    });
-                    pos += len;
+                let record = needle::encode_tombstone(cookie, key, now_ns());
+                let len = record.len() as u64;
+                if let Err(source) = dat.write_all_at(&record, pos) {
+                    let err = VolumeError::from_write(id, source);
+                    let _ = done.send(Err(err.clone_shallow()));
+                    failure = Some(err);
+                    continue;
                 }
+                want_sync |= fsync;
+                deleted_in_batch.push(key);
+                appended.push(Appended {
+                    row: IdxRow {
+                        key,
+                        offset_units: (pos / needle::ALIGN) as u32,
+                        size: -1,
+                    },
+                    loc: None,
+                    done,
+                    is_delete: true,
+                    bytes: len,
+                });
+                pos += len;
             }
         }
-        if let Some(err) = failure {
-            // Cut whatever this batch appended, so no half-written needle stays in the .dat.
-            self.shared.metrics.write_errors.inc();
-            if let Err(e) = self.dat.set_len(start) {
-                self.poison(format!("cannot cut a failed append: {e}"));
+    }
+    if let Some(err) = failure {
+        // Cut whatever this batch appended, so no half-written needle stays in the .dat.
+        // Earlier batches lie below `start` and are unaffected.
+        shared.metrics.write_errors.inc();
+        if let Err(e) = dat.set_len(start) {
+            poison(shared, format!("cannot cut a failed append: {e}"));
+        }
+        for a in appended {
+            let _ = a.done.send(Err(err.clone_shallow()));
+        }
+        return None;
+    }
+    if appended.is_empty() {
+        return None;
+    }
+    *end = pos;
+    Some(SyncJob {
+        appended,
+        end: pos,
+        want_sync,
+    })
+}
+
+/// The syncer thread's state: fsyncs the `.dat`, appends `.idx` rows, publishes and answers.
+struct Syncer {
+    shared: Arc<Shared>,
+    dat: File,
+    idx: File,
+    idx_len: u64,
+}
+
+impl Syncer {
+    fn run(mut self, jobs: std::sync::mpsc::Receiver<SyncJob>) {
+        while let Ok(first) = jobs.recv() {
+            let mut batch = vec![first];
+            while let Ok(more) = jobs.try_recv() {
+                batch.push(more);
             }
+            self.commit(batch);
+        }
+    }
+
+    fn commit(&mut self, jobs: Vec<SyncJob>) {
+        let id = self.shared.id;
+        let end = jobs.last().map_or(0, |j| j.end);
+        let want_sync = jobs.iter().any(|j| j.want_sync);
+        let appended: Vec<Appended> = jobs.into_iter().flat_map(|j| j.appended).collect();
+        if let Some(reason) = poisoned(&self.shared) {
             for a in appended {
-                let _ = a.done.send(Err(err.clone_shallow()));
+                let _ = a.done.send(Err(VolumeError::Poisoned {
+                    volume: id,
+                    reason: reason.clone(),
+                }));
             }
-            return;
-        }
-        if appended.is_empty() {
             return;
         }
         if want_sync {
@@ -761,7 +867,7 @@ impl Writer {
                 .observe(t.elapsed().as_secs_f64());
             if let Err(e) = res {
                 let reason = format!("fdatasync failed: {e}");
-                self.poison(reason.clone());
+                poison(&self.shared, reason.clone());
                 for a in appended {
                     let _ = a.done.send(Err(VolumeError::Poisoned {
                         volume: id,
@@ -771,7 +877,6 @@ impl Writer {
                 return;
             }
         }
-        self.end = pos;
         let mut rows = Vec::with_capacity(appended.len() * idx::ROW_LEN);
         for a in &appended {
             rows.extend_from_slice(&a.row.encode());
@@ -780,8 +885,8 @@ impl Writer {
             // The needles are durable in the .dat; recovery will re-index them. But this
             // process's .idx may now have a hole, so stop writing until a restart.
             let reason = format!("idx append failed: {e}");
-            self.poison(reason.clone());
-            self.shared.end.store(pos, Ordering::Release);
+            poison(&self.shared, reason.clone());
+            self.shared.end.store(end, Ordering::Release);
             for a in appended {
                 let _ = a.done.send(Err(VolumeError::Poisoned {
                     volume: id,
@@ -809,7 +914,7 @@ impl Writer {
                 .file_count
                 .store(index.len() as u64, Ordering::Relaxed);
         }
-        self.shared.end.store(pos, Ordering::Release);
+        self.shared.end.store(end, Ordering::Release);
         for a in appended {
             m.write_bytes.inc_by(a.bytes);
             if a.is_delete {
