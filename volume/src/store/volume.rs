@@ -672,13 +672,13 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if let Some(job) = append_batch(&shared, &dat, &mut end, batch) {
-                if let Err(std::sync::mpsc::SendError(job)) = jobs_tx.send(job) {
-                    for a in job.appended {
-                        let _ = a
-                            .done
-                            .send(Err(VolumeError::WriterGone { volume: shared.id }));
-                    }
+            if let Some(job) = append_batch(&shared, &dat, &mut end, batch)
+                && let Err(std::sync::mpsc::SendError(job)) = jobs_tx.send(job)
+            {
+                for a in job.appended {
+                    let _ = a
+                        .done
+                        .send(Err(VolumeError::WriterGone { volume: shared.id }));
                 }
             }
         }
