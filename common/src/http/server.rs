@@ -85,8 +85,13 @@ fn make_server_span(req: &Request) -> Span {
         http.route = %route,
         http.response.status_code = tracing::field::Empty,
         request_id = %request_id,
+        trace_id = tracing::field::Empty,
     );
     telemetry::set_parent_from_headers(&span, req.headers());
+    // Log lines inside the request carry the trace id (when traces are being exported).
+    if let Some(id) = telemetry::trace_id(&span) {
+        span.record("trace_id", id);
+    }
     span
 }
 

@@ -218,6 +218,17 @@ async fn given_otlp_endpoint_when_a_durable_publish_is_flushed_should_export_one
         .unwrap_or_else(|| panic!("no rocksdb.write in the filer commit:\n{tree}"));
     assert!(rocks.start_ns >= filer.start_ns && rocks.end_ns <= filer.end_ns);
 
+    // Log lines written inside a traced request carry its trace id: the master logged the
+    // volume it grew for this first flush.
+    let master_log = c.master.tail_log(400);
+    assert!(
+        master_log
+            .lines()
+            .any(|l| l.contains("volume grown") && l.contains(&flush.trace_id)),
+        "no master log line with trace id {}:\n{master_log}",
+        flush.trace_id
+    );
+
     // The flush links to the publish request it made durable.
     let publish = spans
         .iter()
