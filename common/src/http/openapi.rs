@@ -143,11 +143,12 @@ fn check_refs(root: &Value, v: &Value, broken: &mut Vec<String>) {
 ///
 /// - `paths` are the paths the router registers (in axum syntax); as templates they must be
 ///   exactly the document's paths.
-/// - Each path is then sent every method of [`PROBE_METHODS`], its parameters filled in from
-///   `samples` (`(name, value)`), with an empty body. A method counts as served unless the
-///   router's fallbacks answer: a 405, or a 404 with code `no_route`. It must be served exactly
-///   when the document lists it; `HEAD` is served wherever `GET` is (axum answers it with the
-///   `GET` handler), so it is expected wherever the document lists `GET` or `HEAD`.
+/// - Each path is then sent `GET`, `HEAD`, `POST`, `PUT`, `DELETE`, `PATCH` and `OPTIONS`
+///   with an empty body, its parameters filled in from `samples` (`(name, value)`). A method
+///   counts as served unless the router's fallbacks answer: a 405, or a 404 with code
+///   `no_route`. It must be served exactly when the document lists it; `HEAD` is served
+///   wherever `GET` is (axum answers it with the `GET` handler), so it is expected wherever the
+///   document lists `GET` or `HEAD`.
 ///
 /// The probes run the real handlers, so `router` should sit on throwaway state. Returns every
 /// mismatch found.

@@ -3,7 +3,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Multipart, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -33,9 +34,21 @@ pub struct WriteParams {
     name: Option<String>,
 }
 
-fn parse_fid(s: &str) -> Result<FileId, ApiError> {
-    s.parse::<FileId>()
-        .map_err(|e| ApiError::bad_request("bad_fid", e.to_string()))
+/// The `{fid}` path segment, parsed. Every rejection is a JSON 400 `bad_fid`, including
+/// axum's own (a percent-escape that is not UTF-8), which would otherwise be plain text.
+pub struct Fid(FileId);
+
+impl<S: Send + Sync> FromRequestParts<S> for Fid {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request("bad_fid", e.body_text()))?;
+        raw.parse::<FileId>()
+            .map(Self)
+            .map_err(|e| ApiError::bad_request("bad_fid", e.to_string()))
+    }
 }
 
 /// Maps a volume error to an API error whose text names the file id.
@@ -114,11 +127,10 @@ fn too_large(limit: usize) -> ApiError {
 /// `POST|PUT /{fid}`: stores a blob, durably (and on every replica) before answering 201.
 pub async fn put_blob(
     State(s): State<AppState>,
-    Path(fid): Path<String>,
+    Fid(fid): Fid,
     Query(q): Query<WriteParams>,
     req: Request,
 ) -> Result<(StatusCode, Json<UploadResponse>), ApiError> {
-    let fid = parse_fid(&fid)?;
     let vol = s.store.get(fid.volume_id).map_err(|e| fid_error(&fid, e))?;
     let limit = usize::try_from(common::config::mib(s.cfg.max_blob_mb)).unwrap_or(usize::MAX);
     let (data, part_name, mime) = read_body(req, limit).await?;
@@ -232,11 +244,10 @@ async fn replica_urls(s: &AppState, vid: u32, copies: usize) -> Result<Vec<Strin
 /// `If-None-Match`.
 pub async fn get_blob(
     State(s): State<AppState>,
-    Path(fid): Path<String>,
+    Fid(fid): Fid,
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let fid = parse_fid(&fid)?;
     let vol = s.store.get(fid.volume_id).map_err(|e| fid_error(&fid, e))?;
     let read = if vol.needle_size(fid.key).unwrap_or(0) > INLINE_READ_MAX {
         let v = vol.clone();
@@ -359,10 +370,9 @@ fn parse_range(h: &str, total: u64) -> RangeSpec {
 /// `DELETE /{fid}`: appends a tombstone (cookie checked) here and on every replica.
 pub async fn delete_blob(
     State(s): State<AppState>,
-    Path(fid): Path<String>,
+    Fid(fid): Fid,
     Query(q): Query<WriteParams>,
 ) -> Result<(StatusCode, Json<DeleteResponse>), ApiError> {
-    let fid = parse_fid(&fid)?;
     let vol = s.store.get(fid.volume_id).map_err(|e| fid_error(&fid, e))?;
     let fsync = s.cfg.fsync && q.fsync != Some(false);
     let replicate = q.kind.as_deref() == Some("replicate");

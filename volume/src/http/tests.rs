@@ -138,6 +138,15 @@ async fn test_router_bad_input_gets_json_4xx() {
         assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}");
         assert_eq!(error_code(&body), "bad_fid");
     }
+    // A percent-escape that is not UTF-8 was axum's plain-text 400, not the JSON error.
+    for method in ["GET", "HEAD", "POST", "PUT", "DELETE"] {
+        let (st, h, body) = send(&app, req(method, "/%FF,01637037d6", Body::empty())).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{method}");
+        assert_eq!(h["content-type"], "application/json", "{method}");
+        if method != "HEAD" {
+            assert_eq!(error_code(&body), "bad_fid", "{method}");
+        }
+    }
     let (st, _, body) = send(&app, req("POST", "/9,01637037d6", "x")).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     let err: ErrorBody = serde_json::from_slice(&body).unwrap();
