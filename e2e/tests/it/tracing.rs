@@ -261,6 +261,26 @@ async fn given_otlp_endpoint_when_a_durable_publish_is_flushed_should_export_one
         .find(|e| e.full_path.ends_with(".seg"))
         .expect("a segment entry");
     assert_eq!(seg.extended.get("trace_id"), Some(&flush.trace_id));
+
+    // `kelp topic locate` goes from the offset to the segment, its fid, the volume server and
+    // the flush's trace id.
+    let out = std::process::Command::new(e2e::bin_dir().join("kelp"))
+        .args(["topic", "locate", "trace/t", "0", "0"])
+        .args(["--broker", &c.broker().addr().to_string()])
+        .args(["--filer", &c.filer().addr().to_string()])
+        .args(["--master", &c.master.addr().to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "locate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(&seg.full_path), "{text}");
+    assert!(text.contains(&seg.chunks[0].fid), "{text}");
+    assert!(text.contains(&c.volumes[0].addr().to_string()), "{text}");
+    assert!(text.contains(&flush.trace_id), "{text}");
 }
 
 fn is_descendant(trace: &[&ReceivedSpan], s: &ReceivedSpan, ancestor: &ReceivedSpan) -> bool {
