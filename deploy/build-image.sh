@@ -12,7 +12,7 @@ DEPLOY_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$DEPLOY_DIR/.." && pwd)"
 TAG="${1:-${KELP_IMAGE:-kelp:dev}}"
 BASE="${KELP_BASE_IMAGE:-kelp-base:bookworm}"
-BIN_DIR="${KELP_BIN_DIR:-$REPO_DIR/target/debug}"
+BIN_DIR="${KELP_BIN_DIR:-${CARGO_TARGET_DIR:-$REPO_DIR/target}/debug}"
 BINS=(kelp-master kelp-volume kelp-filer kelp-broker kelp)
 
 "$DEPLOY_DIR/build-base-image.sh" "$BASE"

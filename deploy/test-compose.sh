@@ -188,7 +188,7 @@ check_no_writes_outside_mounts() {
 # ---------------------------------------------------------------------------------------------
 step "build"
 BINS=(kelp-master kelp-volume kelp-filer kelp-broker kelp)
-export KELP_BIN_DIR="${KELP_BIN_DIR:-$REPO_DIR/target/debug}"   # read by build-image.sh too
+export KELP_BIN_DIR="${KELP_BIN_DIR:-${CARGO_TARGET_DIR:-$REPO_DIR/target}/debug}"   # read by build-image.sh too
 BIN_DIR="$KELP_BIN_DIR"
 # (A concurrent cargo build replaces binaries while linking: look again before building.)
 for attempt in 1 2 3; do
