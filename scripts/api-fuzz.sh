@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Property-based API fuzzing (issue 7): starts the real master, volume server and filer on
-# ephemeral ports, then runs schemathesis against each service's own OpenAPI document
+# Property-based API fuzzing (issue 7): starts the real master, volume server, filer and broker
+# on ephemeral ports, then runs schemathesis against each service's own OpenAPI document
 # (`GET /openapi.json`). Fails on any 5xx the document does not allow (see
 # scripts/api-fuzz.toml), any response that does not match the document (status code, content
 # type, headers, body schema), a panic in a service's log, or a service that died.
@@ -12,8 +12,10 @@
 #   API_FUZZ_MAX_EXAMPLES  test cases per operation and phase (default 30)
 #   API_FUZZ_MAX_TIME      seconds per service; bounds each schemathesis run (default 60)
 #   API_FUZZ_SEED          seed, to replay a run (default: random, printed)
-#   API_FUZZ_SERVICES      which services to fuzz, in order (default "filer volume master":
-#                          the filer needs a healthy cluster, while fuzzing the volume server
+#   API_FUZZ_SERVICES      which services to fuzz, in order (default "broker filer volume
+#                          master": the broker and the filer need a healthy cluster, and the
+#                          broker an untouched /topics/ in the filer, while fuzzing the filer
+#                          writes anywhere in its namespace, fuzzing the volume server
 #                          allocates volumes and fuzzing the master registers made-up servers)
 #   API_FUZZ_KEEP=1        keep the work dir (logs, data, reports) instead of deleting it
 #   API_FUZZ_ARGS          extra `schemathesis run` arguments (e.g. "--checks all" to explore)
@@ -24,10 +26,10 @@ BIN=${E2E_BIN_DIR:-${CARGO_TARGET_DIR:-target}/debug}
 MAX_EXAMPLES=${API_FUZZ_MAX_EXAMPLES:-30}
 MAX_TIME=${API_FUZZ_MAX_TIME:-60}
 SEED=${API_FUZZ_SEED:-$RANDOM$RANDOM}
-SERVICES=${API_FUZZ_SERVICES:-filer volume master}
+SERVICES=${API_FUZZ_SERVICES:-broker filer volume master}
 CONFIG=$PWD/scripts/api-fuzz.toml
 
-for b in kelp-master kelp-volume kelp-filer; do
+for b in kelp-master kelp-volume kelp-filer kelp-broker; do
     if [[ ! -x $BIN/$b ]]; then
         echo "api-fuzz: $BIN/$b not found: run \`cargo build --workspace --bins\` first" >&2
         exit 2
@@ -45,13 +47,12 @@ WORK=$(mktemp -d -t kelp-api-fuzz-XXXXXX)
 PIDS=()
 NAMES=()
 
+# Stops the services in reverse start order, so the broker flushes to a live cluster.
 cleanup() {
-    local status=$?
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
+    local status=$? i
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        kill -TERM "${PIDS[$i]}" 2>/dev/null || true
+        wait "${PIDS[$i]}" 2>/dev/null || true
     done
     if [[ $status -ne 0 || ${API_FUZZ_KEEP:-0} == 1 ]]; then
         echo "api-fuzz: logs, data and reports kept in $WORK"
@@ -61,6 +62,15 @@ cleanup() {
     exit "$status"
 }
 trap cleanup EXIT
+
+# schemathesis has no serializer for the broker's binary publish batch: send the generated
+# bytes as they are, like application/octet-stream.
+cat >"$WORK/hooks.py" <<'HOOKS'
+import schemathesis
+
+schemathesis.serializer.alias("application/x-kelp-batch", "application/octet-stream")
+HOOKS
+export SCHEMATHESIS_HOOKS=$WORK/hooks.py
 
 # start NAME BINARY ARGS...: starts a service on port 0 with its own dir and log, waits for
 # its addrs.json and /readyz, and sets ADDR to its address.
@@ -101,7 +111,12 @@ VOLUME=$ADDR
 # fuzzed sparse entry reads at most 16 MiB of zeros.
 start filer kelp-filer --master "$MASTER" --max-upload-mb 16
 FILER=$ADDR
-echo "api-fuzz: master $MASTER, volume $VOLUME, filer $FILER (work dir $WORK)"
+# Fast flushes, and durable publishes (and /admin/flush) answered or refused well within the
+# request timeout; a short shutdown flush keeps the clean-up bounded.
+start broker kelp-broker --master "$MASTER" --filer "$FILER" --flush-interval-ms 100 \
+    --durable-timeout-ms 5000 --shutdown-flush-timeout-ms 5000
+BROKER=$ADDR
+echo "api-fuzz: master $MASTER, volume $VOLUME, filer $FILER, broker $BROKER (work dir $WORK)"
 
 # Grow volume 1 now, so the documents' example file id (1,01637037d6) names a real volume and
 # the blob routes are exercised past the volume lookup.
@@ -113,12 +128,25 @@ for _ in $(seq 1 100); do
 done
 curl -fsS "http://$MASTER/dir/lookup?volumeId=1" >/dev/null
 
+# The broker document's example topic (fuzz/events, 2 partitions), with durable records in both
+# partitions and a committed group offset, so the examples reach past the topic lookup.
+curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' -d '{"partitions":2}' \
+    "http://$BROKER/topics/fuzz/events"
+for p in 0 1; do
+    curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' \
+        -d "{\"records\":[{\"value\":\"a\",\"partition\":$p},{\"value\":\"b\",\"partition\":$p},{\"value_b64\":\"/w==\",\"key\":\"k\",\"partition\":$p}]}" \
+        "http://$BROKER/topics/fuzz/events/publish"
+done
+curl -fsS -o /dev/null -X PUT -H 'Content-Type: application/json' \
+    -d '{"topic":"fuzz/events","partition":0,"offset":1}' "http://$BROKER/groups/fuzz-group/offsets"
+
 failed=()
 for svc in $SERVICES; do
     case $svc in
         master) addr=$MASTER ;;
         volume) addr=$VOLUME ;;
         filer) addr=$FILER ;;
+        broker) addr=$BROKER ;;
         *)
             echo "api-fuzz: unknown service $svc" >&2
             exit 2

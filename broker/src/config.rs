@@ -70,6 +70,10 @@ pub struct Config {
     /// Memory for decoded segments read back from volume servers.
     #[arg(long, env = "KELP_SEGMENT_CACHE_MB", default_value_t = 64)]
     pub segment_cache_mb: u64,
+    /// Most partitions, over all topics, this broker holds (each costs memory); creating a
+    /// topic past it is refused with 409 `partition_limit`.
+    #[arg(long, env = "KELP_MAX_PARTITIONS", default_value_t = 10_000)]
+    pub max_partitions: u64,
 }
 
 impl Default for Config {
@@ -94,6 +98,7 @@ impl Default for Config {
             shutdown_flush_timeout_ms: 30_000,
             tail_cache_mb: 64,
             segment_cache_mb: 64,
+            max_partitions: 10_000,
         }
     }
 }

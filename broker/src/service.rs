@@ -400,6 +400,22 @@ impl Broker {
                 Err(conflict(t.partition_count()))
             };
         }
+        let held: u64 = self
+            .topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(|t| u64::from(t.partition_count()))
+            .sum();
+        if held + u64::from(partitions) > self.cfg.max_partitions {
+            return Err(ApiError::conflict(
+                "partition_limit",
+                format!(
+                    "topic {key}: {partitions} more partitions would exceed this broker's limit of {} (it holds {held}; see --max-partitions)",
+                    self.cfg.max_partitions
+                ),
+            ));
+        }
         let conf = TopicConf {
             key: key.clone(),
             partitions,

@@ -1,7 +1,6 @@
 //! The broker's integration tests: the service against an in-memory store (publish, flush,
 //! fetch, recovery, failures), the router through `oneshot`, and `run` on `127.0.0.1:0`.
 
-mod bench;
 mod helpers;
 mod router;
 mod server;

@@ -427,3 +427,38 @@ async fn test_router_record_too_large_is_413() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn test_router_partition_limit_is_409() {
+    let c = kelp_broker::Config {
+        max_partitions: 5,
+        ..cfg()
+    };
+    // The helper's broker already holds topic ns/t with 2 partitions.
+    let (b, _store) = broker(2, c).await;
+    let app = router(b);
+    let (st, body) = call(
+        &app,
+        "POST",
+        "/topics/ns/three",
+        JSON,
+        br#"{"partitions":3}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(
+        st,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let e = expect_error(
+        &app,
+        "POST",
+        "/topics/ns/one-more",
+        JSON,
+        br#"{"partitions":1}"#,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert_eq!(e.code, "partition_limit");
+}

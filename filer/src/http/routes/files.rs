@@ -116,24 +116,24 @@ async fn serve_file(
             return Ok(resp);
         }
     };
-    let mime = if entry.mime.is_empty() {
-        "application/octet-stream"
-    } else {
+    let mime = if is_media_type(&entry.mime) {
         entry.mime.as_str()
+    } else {
+        "application/octet-stream"
     };
-    let mut builder = Response::builder()
+    // HTTP dates stop at year 9999; a later mtime (possible through the meta API) is clamped.
+    let mtime_ms = entry.mtime_ms.min(MAX_HTTP_DATE_MS);
+    let builder = Response::builder()
         .status(status)
         .header(header::CONTENT_LENGTH, end - start)
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::ETAG, chunks::file_etag(&entry.chunks))
         .header(
             header::LAST_MODIFIED,
-            httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_millis(entry.mtime_ms)),
-        );
-    builder = match HeaderValue::from_str(mime) {
-        Ok(v) => builder.header(header::CONTENT_TYPE, v),
-        Err(_) => builder.header(header::CONTENT_TYPE, "application/octet-stream"),
-    };
+            httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_millis(mtime_ms)),
+        )
+        .header(header::CONTENT_TYPE, mime);
+    let mut builder = builder;
     if status == StatusCode::PARTIAL_CONTENT {
         builder = builder.header(
             header::CONTENT_RANGE,
@@ -259,4 +259,44 @@ pub async fn delete(
     let (p, _) = request_path(&uri)?;
     st.filer.delete(p, q.recursive.unwrap_or(false)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Milliseconds since the epoch of 9999-12-31T23:59:59Z, the last instant an HTTP date can name.
+const MAX_HTTP_DATE_MS: u64 = 253_402_300_799_000;
+
+/// Whether `m` is an ASCII `type/subtype[; params]` media type, safe to serve as Content-Type.
+fn is_media_type(m: &str) -> bool {
+    let essence = m.split(';').next().unwrap_or("").trim();
+    let token = |t: &str| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    m.is_ascii()
+        && !m.bytes().any(|b| b.is_ascii_control())
+        && essence
+            .split_once('/')
+            .is_some_and(|(t, s)| token(t) && token(s))
+}
+
+#[cfg(test)]
+mod media_tests {
+    use super::*;
+
+    #[test]
+    fn test_is_media_type() {
+        assert!(is_media_type("text/plain"));
+        assert!(is_media_type("text/plain; charset=utf-8"));
+        assert!(!is_media_type(""));
+        assert!(!is_media_type("¥jc"));
+        assert!(!is_media_type("textplain"));
+        assert!(!is_media_type("text/"));
+        assert!(!is_media_type("te xt/plain"));
+    }
+
+    #[test]
+    fn test_max_http_date_formats() {
+        let s = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_millis(MAX_HTTP_DATE_MS));
+        assert!(s.contains("9999"), "{s}");
+    }
 }
