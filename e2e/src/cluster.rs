@@ -35,6 +35,17 @@ impl Default for ClusterOptions {
     }
 }
 
+impl ClusterOptions {
+    /// One volume server, a filer and a broker started with `broker_args`.
+    pub fn with_broker(broker_args: &[&str]) -> Self {
+        Self {
+            broker: true,
+            broker_args: broker_args.iter().map(|a| (*a).to_owned()).collect(),
+            ..Self::default()
+        }
+    }
+}
+
 /// Running services. Dropping it kills them all and removes the temp dir.
 pub struct Cluster {
     /// The master.

@@ -62,12 +62,9 @@ async fn wait_durable(b: &Broker, topic: &str, p: u32, want: u64, within: Durati
 
 #[tokio::test]
 async fn given_7_durable_records_when_every_service_is_killed_should_read_them_all_back() {
-    let mut c = Cluster::start(ClusterOptions {
-        broker: true,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let mut c = Cluster::start(ClusterOptions::with_broker(&[]))
+        .await
+        .unwrap();
     let b = broker_of(&mut c);
     b.create_topic("seed/events", 1).await;
     let records = values("seed", 7);
@@ -112,12 +109,9 @@ async fn given_7_durable_records_when_every_service_is_killed_should_read_them_a
 
 #[tokio::test]
 async fn given_5_topics_of_10_partitions_when_every_service_is_killed_should_read_them_all_back() {
-    let mut c = Cluster::start(ClusterOptions {
-        broker: true,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let mut c = Cluster::start(ClusterOptions::with_broker(&[]))
+        .await
+        .unwrap();
     let b = broker_of(&mut c);
     let mut checker = Checker::default();
     for t in 0..5 {
@@ -140,11 +134,10 @@ async fn given_5_topics_of_10_partitions_when_every_service_is_killed_should_rea
 
 #[tokio::test]
 async fn given_buffered_acks_when_broker_gets_sigterm_should_lose_nothing() {
-    let mut c = Cluster::start(ClusterOptions {
-        broker: true,
-        broker_args: vec!["--flush-interval-ms".into(), "600000".into()],
-        ..Default::default()
-    })
+    let mut c = Cluster::start(ClusterOptions::with_broker(&[
+        "--flush-interval-ms",
+        "600000",
+    ]))
     .await
     .unwrap();
     let b = broker_of(&mut c);
@@ -170,13 +163,9 @@ async fn given_buffered_acks_when_broker_gets_sigterm_should_lose_nothing() {
 
 #[tokio::test]
 async fn given_buffered_acks_when_broker_is_killed_should_lose_at_most_the_unflushed_window() {
-    let mut c = Cluster::start(ClusterOptions {
-        broker: true,
-        broker_args: vec!["--flush-interval-ms".into(), "200".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let mut c = Cluster::start(ClusterOptions::with_broker(&["--flush-interval-ms", "200"]))
+        .await
+        .unwrap();
     let b = broker_of(&mut c);
     b.create_topic("buf/kill", 1).await;
     let mut acked = Vec::new();
@@ -221,12 +210,9 @@ async fn given_buffered_acks_when_broker_is_killed_should_lose_at_most_the_unflu
 
 #[tokio::test]
 async fn given_one_segment_at_offset_0_when_broker_restarts_should_recover_it() {
-    let mut c = Cluster::start(ClusterOptions {
-        broker: true,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let mut c = Cluster::start(ClusterOptions::with_broker(&[]))
+        .await
+        .unwrap();
     let b = broker_of(&mut c);
     b.create_topic("one/seg", 1).await;
     assert_eq!(
@@ -243,16 +229,12 @@ async fn given_one_segment_at_offset_0_when_broker_restarts_should_recover_it() 
 
 #[tokio::test]
 async fn given_volume_down_during_flush_should_delay_durability_and_lose_nothing() {
-    let mut c = Cluster::start(ClusterOptions {
-        broker: true,
-        broker_args: vec![
-            "--flush-interval-ms".into(),
-            "100".into(),
-            "--flush-retry-max-ms".into(),
-            "300".into(),
-        ],
-        ..Default::default()
-    })
+    let mut c = Cluster::start(ClusterOptions::with_broker(&[
+        "--flush-interval-ms",
+        "100",
+        "--flush-retry-max-ms",
+        "300",
+    ]))
     .await
     .unwrap();
     let b = broker_of(&mut c);
@@ -288,12 +270,9 @@ async fn given_volume_down_during_flush_should_delay_durability_and_lose_nothing
 
 #[tokio::test]
 async fn given_consumer_group_offsets_when_services_restart_should_keep_them() {
-    let mut c = Cluster::start(ClusterOptions {
-        broker: true,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let mut c = Cluster::start(ClusterOptions::with_broker(&[]))
+        .await
+        .unwrap();
     let b = broker_of(&mut c);
     b.create_topic("grp/t", 2).await;
     let http = reqwest::Client::new();
@@ -334,16 +313,12 @@ async fn given_consumer_group_offsets_when_services_restart_should_keep_them() {
 
 #[tokio::test]
 async fn given_a_full_buffer_when_publishing_should_get_503_with_retry_after() {
-    let mut c = Cluster::start(ClusterOptions {
-        broker: true,
-        broker_args: vec![
-            "--max-buffer-mb".into(),
-            "1".into(),
-            "--flush-interval-ms".into(),
-            "600000".into(),
-        ],
-        ..Default::default()
-    })
+    let mut c = Cluster::start(ClusterOptions::with_broker(&[
+        "--max-buffer-mb",
+        "1",
+        "--flush-interval-ms",
+        "600000",
+    ]))
     .await
     .unwrap();
     let b = broker_of(&mut c);

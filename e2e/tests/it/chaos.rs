@@ -18,11 +18,10 @@ async fn given_durable_publishers_when_services_are_killed_in_a_loop_should_lose
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
-    let mut c = Cluster::start(ClusterOptions {
-        broker: true,
-        broker_args: vec!["--flush-retry-max-ms".into(), "200".into()],
-        ..Default::default()
-    })
+    let mut c = Cluster::start(ClusterOptions::with_broker(&[
+        "--flush-retry-max-ms",
+        "200",
+    ]))
     .await
     .unwrap();
     let broker = Broker::new(c.broker().url());

@@ -78,12 +78,9 @@ async fn flush_until_ok(b: &Broker, within: Duration) {
 #[tokio::test]
 async fn given_buffered_load_when_every_service_is_restarted_gracefully_in_turn_should_lose_nothing()
  {
-    let mut c = Cluster::start(ClusterOptions {
-        broker: true,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let mut c = Cluster::start(ClusterOptions::with_broker(&[]))
+        .await
+        .unwrap();
     let b = Broker::new(c.broker().url());
     b.create_topic("roll/t", 4).await;
     let load = Load::start(&b, "roll/t", 4, "buffered", 3);
@@ -228,18 +225,14 @@ async fn given_no_replication_when_a_volume_server_never_comes_back_should_name_
 }
 
 async fn unreachable_then_recover(which: &str) {
-    let mut c = Cluster::start(ClusterOptions {
-        broker: true,
-        broker_args: vec![
-            "--max-buffer-mb".into(),
-            "2".into(),
-            "--durable-timeout-ms".into(),
-            "1500".into(),
-            "--flush-retry-max-ms".into(),
-            "300".into(),
-        ],
-        ..Default::default()
-    })
+    let mut c = Cluster::start(ClusterOptions::with_broker(&[
+        "--max-buffer-mb",
+        "2",
+        "--durable-timeout-ms",
+        "1500",
+        "--flush-retry-max-ms",
+        "300",
+    ]))
     .await
     .unwrap();
     let b = Broker::new(c.broker().url());
