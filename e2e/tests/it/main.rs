@@ -7,4 +7,5 @@ mod chaos;
 mod corruption;
 mod filer;
 mod scenarios;
+mod server;
 mod tracing;
