@@ -37,6 +37,9 @@ pub struct Config {
     /// Largest blob accepted, in MiB.
     #[arg(long, env = "KELP_MAX_BLOB_MB", default_value_t = 256)]
     pub max_blob_mb: u64,
+    /// Verify every needle's checksum once after start-up, in the background.
+    #[arg(long, env = "KELP_SCRUB_ON_START", default_value_t = true, action = ArgAction::Set)]
+    pub scrub_on_start: bool,
     /// Milliseconds between heartbeats to the master.
     #[arg(long, env = "KELP_HEARTBEAT_INTERVAL_MS", default_value_t = 5000)]
     pub heartbeat_interval_ms: u64,
@@ -55,6 +58,7 @@ impl Config {
             fsync: true,
             max_blob_mb: 16,
             heartbeat_interval_ms: 500,
+            scrub_on_start: true,
         }
     }
 }

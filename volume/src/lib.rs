@@ -64,6 +64,26 @@ pub async fn run(
     };
     tracing::info!(%addr, %url, master = %state.cfg.master, volumes = state.store.len(), "volume server listening");
     let beats = tokio::spawn(heartbeat::run(state.clone(), shutdown.clone()));
+    if state.cfg.scrub_on_start {
+        // Verify every stored needle once, in the background, so corruption is reported at
+        // start-up rather than at the first read (reads verify again regardless).
+        let store = state.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let (checked, bad) = store.scrub();
+            if bad.is_empty() {
+                tracing::info!(
+                    needles = checked,
+                    "start-up scrub found every needle intact"
+                );
+            } else {
+                tracing::error!(
+                    needles = checked,
+                    corrupt = bad.len(),
+                    "start-up scrub found corrupt needles"
+                );
+            }
+        });
+    }
     let router = http::router(state);
     common::http::serve(listener, router, shutdown.clone(), Duration::from_secs(10))
         .await

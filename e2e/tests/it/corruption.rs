@@ -73,6 +73,22 @@ async fn given_a_flipped_byte_in_a_needle_should_never_serve_it() {
     f.write_all_at(&[bytes[at] ^ 0x5a], at as u64).unwrap();
     drop(f);
     c.volumes[0].start().await.unwrap();
+    // The start-up scrub reports it before anyone reads it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while metric(&c, "kelp_volume_crc_failures_total").await < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the start-up scrub never reported the flipped byte"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let log = c.volumes[0].tail_log(50);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("scrub found a corrupt needle")
+                && l.contains(&format!("{:x}", bad_fid.key))),
+        "{log}"
+    );
     let (status, body) = status_of(&c, bad_fid).await;
     assert_eq!(status, 500, "{body}");
     assert!(

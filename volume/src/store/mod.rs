@@ -283,6 +283,25 @@ impl Store {
         Ok(v)
     }
 
+    /// Scrubs every volume (see [`Volume::scrub`]); returns the number of needles checked
+    /// and the corrupt ones as `(volume, key)`.
+    pub fn scrub(&self) -> (u64, Vec<(VolumeId, u64)>) {
+        let vols: Vec<Arc<Volume>> = self
+            .volumes
+            .read()
+            .expect("volumes lock")
+            .values()
+            .cloned()
+            .collect();
+        let mut checked = 0;
+        let mut bad = Vec::new();
+        for v in vols {
+            checked += v.info().file_count;
+            bad.extend(v.scrub().into_iter().map(|k| (v.id, k)));
+        }
+        (checked, bad)
+    }
+
     /// What the master is told about every volume.
     pub fn infos(&self) -> Vec<VolumeInfo> {
         let mut infos: Vec<VolumeInfo> = self

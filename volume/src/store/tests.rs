@@ -228,3 +228,24 @@ async fn test_store_load_quarantines_unreadable_volume() {
     assert_eq!(store.get(2).unwrap().collection, "pics");
     assert!(std::fs::metadata(dir.path().join("1.dat.corrupted")).is_ok());
 }
+
+#[tokio::test]
+async fn test_store_scrub_reports_exactly_the_corrupt_needles() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, _) = Volume::create(dir.path(), 1, "", Replication::default(), metrics()).unwrap();
+    for k in 1..=10 {
+        put(&v, &blob(k, 300)).await;
+    }
+    assert!(v.scrub().is_empty());
+    // Find needle 4 by its header (cookie, key) and flip a byte of its data.
+    let mut header = 0xabcd_u32.to_be_bytes().to_vec();
+    header.extend_from_slice(&4u64.to_be_bytes());
+    let bytes = std::fs::read(dir.path().join("1.dat")).unwrap();
+    let at = bytes.windows(12).position(|w| w == &header[..]).unwrap() + 16 + 4 + 100;
+    let dat = OpenOptions::new()
+        .write(true)
+        .open(dir.path().join("1.dat"))
+        .unwrap();
+    dat.write_all_at(&[bytes[at] ^ 1], at as u64).unwrap();
+    assert_eq!(v.scrub(), vec![4]);
+}

@@ -461,6 +461,39 @@ impl Volume {
             .map(|l| l.size)
     }
 
+    /// Verifies the checksum of every live needle (in offset order, so the disk is read
+    /// sequentially) and returns the keys of those that fail. Each failure is logged and counted
+    /// in `crc_failures`; a bad needle is never served (every read checks again).
+    pub fn scrub(&self) -> Vec<u64> {
+        let mut locs: Vec<(u64, Loc)> = self
+            .shared
+            .index
+            .read()
+            .expect("index lock")
+            .iter()
+            .map(|(k, l)| (*k, *l))
+            .collect();
+        locs.sort_by_key(|(_, l)| l.offset);
+        let mut bad = Vec::new();
+        let mut buf = Vec::new();
+        for (key, loc) in locs {
+            buf.resize(needle::record_len(loc.size) as usize, 0);
+            let ok = self.reader.read_exact_at(&mut buf, loc.offset).is_ok()
+                && needle::decode(&buf).is_ok_and(|r| r.header.key == key && r.needle.is_some());
+            if !ok {
+                self.shared.metrics.crc_failures.inc();
+                tracing::error!(
+                    volume = self.id,
+                    key = format_args!("{key:x}"),
+                    offset = loc.offset,
+                    "scrub found a corrupt needle; it will not be served"
+                );
+                bad.push(key);
+            }
+        }
+        bad
+    }
+
     /// Reads and verifies the needle `key`; a wrong cookie is "not found".
     pub fn read(&self, key: u64, cookie: u32) -> Result<ReadNeedle, VolumeError> {
         let loc = self
