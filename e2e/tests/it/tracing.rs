@@ -234,6 +234,11 @@ async fn given_otlp_endpoint_when_a_durable_publish_is_flushed_should_export_one
         .iter()
         .find(|s| s.service == "kelp-broker" && s.kind == 2 && s.name.contains("/publish"))
         .expect("publish server span");
+    assert_eq!(
+        publish.attributes.get("flush_trace_id"),
+        Some(&flush.trace_id),
+        "the durable publish's span records the trace id of the flush that answered it"
+    );
     assert!(
         flush.links.iter().any(|(t, _)| *t == publish.trace_id),
         "flush links {:?} do not include the publish trace {}",
