@@ -296,3 +296,77 @@ pub fn base_url(addr: &str) -> String {
         format!("http://{}", addr.trim_end_matches('/'))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use axum::Router;
+    use axum::response::IntoResponse;
+    use axum::routing::any;
+
+    use super::*;
+
+    /// A server whose first `fail` answers are 503 (with a JSON error body), then 200.
+    async fn flaky(fail: u32) -> (String, Arc<AtomicU32>) {
+        let hits = Arc::new(AtomicU32::new(0));
+        let h = hits.clone();
+        let app = Router::new().route(
+            "/x",
+            any(move || {
+                let h = h.clone();
+                async move {
+                    if h.fetch_add(1, Ordering::SeqCst) < fail {
+                        crate::http::ApiError::unavailable("busy", "try later", 0).into_response()
+                    } else {
+                        "ok".into_response()
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{addr}/x"), hits)
+    }
+
+    #[tokio::test]
+    async fn test_client_retries_idempotent_calls_on_503() {
+        let (url, hits) = flaky(2).await;
+        let client = HttpClient::new(Duration::from_secs(5));
+        let body = client
+            .bytes(Call::new(Method::GET, &url, "GET /x"))
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"ok");
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn test_client_sends_non_idempotent_calls_once_and_parses_the_error() {
+        let (url, hits) = flaky(2).await;
+        let client = HttpClient::new(Duration::from_secs(5));
+        let err = client
+            .bytes(Call::new(Method::POST, &url, "POST /x"))
+            .await
+            .unwrap_err();
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        assert_eq!(err.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(err.code(), Some("busy"));
+        assert!(err.is_transient());
+    }
+
+    #[tokio::test]
+    async fn test_client_gives_up_after_its_attempts() {
+        let (url, hits) = flaky(100).await;
+        let client = HttpClient::new(Duration::from_secs(5)).with_attempts(3);
+        assert!(
+            client
+                .bytes(Call::new(Method::GET, &url, "GET /x"))
+                .await
+                .is_err()
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+    }
+}
