@@ -209,3 +209,26 @@ async fn given_replication_001_when_one_volume_server_dies_for_good_should_read_
     assert_all_read_back(&client, &single).await;
     drop(dead);
 }
+
+#[tokio::test]
+async fn given_a_running_service_when_a_second_one_uses_its_data_dir_should_refuse_to_start() {
+    let c = Cluster::start(ClusterOptions::default()).await.unwrap();
+    for (bin, dir) in [
+        ("kelp-master", c.master.dir()),
+        ("kelp-volume", c.volumes[0].dir()),
+    ] {
+        let out = std::process::Command::new(e2e::bin_dir().join(bin))
+            .arg("--dir")
+            .arg(dir)
+            .args(["--port", "0"])
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bin} started on a locked data dir");
+        assert!(
+            stderr.contains("locked by another process"),
+            "{bin}: {stderr}"
+        );
+    }
+}
