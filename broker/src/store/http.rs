@@ -5,9 +5,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
 use bytes::Bytes;
-use common::api::filer::{Chunk, Entry, Expect, ListQuery};
+use common::api::filer::{Chunk, Entry, ListQuery};
 use common::api::master::AssignQuery;
-use common::client::filer::FilerClient;
+use common::client::filer::{Created, FilerClient};
 use common::client::volume::{BlobClient, WriteOptions};
 use common::client::{ClientError, HttpClient};
 use common::ids::FileId;
@@ -112,13 +112,6 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn precondition_failed(e: &ClientError) -> bool {
-    matches!(
-        e.status(),
-        Some(StatusCode::PRECONDITION_FAILED | StatusCode::CONFLICT)
-    )
-}
-
 fn parse_topic_conf(key: &TopicKey, entry: &Entry) -> Result<TopicConf, StoreError> {
     let partitions = entry
         .extended
@@ -209,29 +202,21 @@ impl Store for HttpStore {
                 extended: meta.extended(),
                 version: 0,
             };
-            match self.filer.put_entry(&entry, Some(Expect::Absent)).await {
-                Ok(_) => Ok(()),
-                Err(e) if precondition_failed(&e) => {
-                    // Either our own earlier attempt landed and its answer was lost, or
-                    // someone else wrote this offset: the chunk tells which.
-                    let existing = self
-                        .filer
-                        .get_entry(&path)
-                        .await
-                        .map_err(Self::client(format!("read back segment entry {path}")))?;
-                    match existing {
-                        Some(e) if e.chunks.first().is_some_and(|c| c.fid == fid) => Ok(()),
-                        Some(e) => Err(StoreError::Conflict(format!(
-                            "segment entry {path} already exists with chunk {} instead of {fid}: \
-                             another broker writes this partition",
-                            e.chunks.first().map_or("none", |c| c.fid.as_str())
-                        ))),
-                        None => Err(StoreError::Other(format!(
-                            "segment entry {path} was reported existing but is gone"
-                        ))),
-                    }
-                }
-                Err(e) => Err(Self::client(format!("commit segment entry {path}"))(e)),
+            // A retried commit whose first answer was lost finds its own entry (same chunk);
+            // an entry with another chunk means someone else wrote this offset.
+            match self
+                .filer
+                .create_entry(&entry)
+                .await
+                .map_err(Self::client(format!("commit segment entry {path}")))?
+            {
+                Created::New(_) => Ok(()),
+                Created::Exists(e) if e.chunks.first().is_some_and(|c| c.fid == fid) => Ok(()),
+                Created::Exists(e) => Err(StoreError::Conflict(format!(
+                    "segment entry {path} already exists with chunk {} instead of {fid}: \
+                     another broker writes this partition",
+                    e.chunks.first().map_or("none", |c| c.fid.as_str())
+                ))),
             }
         }
         .boxed()
@@ -353,22 +338,14 @@ impl Store for HttpStore {
                 extended,
                 ..Entry::default()
             };
-            match self.filer.put_entry(&entry, Some(Expect::Absent)).await {
-                Ok(_) => Ok(CreateOutcome::Created),
-                Err(e) if precondition_failed(&e) => {
-                    let existing = self
-                        .filer
-                        .get_entry(&path)
-                        .await
-                        .map_err(Self::client(format!("read topic config {path}")))?;
-                    match existing {
-                        Some(e) => Ok(CreateOutcome::Exists(parse_topic_conf(&conf.key, &e)?)),
-                        None => Err(StoreError::Other(format!(
-                            "topic config {path} was reported existing but is gone"
-                        ))),
-                    }
-                }
-                Err(e) => Err(Self::client(format!("create topic config {path}"))(e)),
+            match self
+                .filer
+                .create_entry(&entry)
+                .await
+                .map_err(Self::client(format!("create topic config {path}")))?
+            {
+                Created::New(_) => Ok(CreateOutcome::Created),
+                Created::Exists(e) => Ok(CreateOutcome::Exists(parse_topic_conf(&conf.key, &e)?)),
             }
         }
         .boxed()

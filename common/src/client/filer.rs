@@ -9,6 +9,15 @@ use crate::api::filer::{
     DirListing, Entry, Expect, FileUploadResponse, ListQuery, ListResponse, PutEntryRequest,
 };
 
+/// What [`FilerClient::create_entry`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// The entry was created (as stored, with its version).
+    New(Entry),
+    /// An entry already existed at the path; this is it.
+    Exists(Entry),
+}
+
 /// Client of one filer.
 #[derive(Debug, Clone)]
 pub struct FilerClient {
@@ -67,6 +76,27 @@ impl FilerClient {
         )
         .json(&body);
         self.http.json(call).await
+    }
+
+    /// Creates `entry` unless an entry already exists at its path, in which case the existing
+    /// one is returned. Safe to repeat: a create whose answer was lost shows up as `Exists`
+    /// with the caller's own content, which the caller can recognise.
+    pub async fn create_entry(&self, entry: &Entry) -> Result<Created, ClientError> {
+        let mut attempt = 0;
+        loop {
+            match self.put_entry(entry, Some(Expect::Absent)).await {
+                Ok(e) => return Ok(Created::New(e)),
+                Err(e) if e.status() == Some(StatusCode::PRECONDITION_FAILED) => {
+                    match self.get_entry(&entry.full_path).await? {
+                        Some(existing) => return Ok(Created::Exists(existing)),
+                        // Deleted between the two calls: try the create again.
+                        None if attempt < 2 => attempt += 1,
+                        None => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Deletes an entry (and, if `recursive`, everything under it).

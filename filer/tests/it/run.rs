@@ -96,3 +96,28 @@ async fn test_run_serves_and_data_survives_restart() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn test_run_create_entry_creates_once_then_returns_the_existing_entry() {
+    use common::client::filer::Created;
+    let tmp = tempfile::tempdir().unwrap();
+    let (addr, token, handle) = start(tmp.path()).await;
+    let client = FilerClient::new(HttpClient::new(Duration::from_secs(5)), &addr);
+    let mut entry = Entry {
+        full_path: "/topics/ns/t/topic.conf".to_owned(),
+        ..Entry::default()
+    };
+    entry.extended.insert("partitions".into(), "3".into());
+    let Created::New(first) = client.create_entry(&entry).await.unwrap() else {
+        panic!("the first create must create");
+    };
+    entry.extended.insert("partitions".into(), "9".into());
+    // A second create (a retry, or a rival) gets the stored entry back, unchanged.
+    assert_eq!(
+        client.create_entry(&entry).await.unwrap(),
+        Created::Exists(first.clone())
+    );
+    assert_eq!(first.extended["partitions"], "3");
+    token.cancel();
+    handle.await.unwrap().unwrap();
+}
