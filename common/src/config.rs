@@ -10,16 +10,11 @@ use anyhow::Context;
 
 use crate::fs::DirLock;
 
-/// The default data directory of `service`: `./data/<service>`.
-pub fn default_dir(service: &str) -> PathBuf {
-    PathBuf::from("data").join(service)
-}
-
 /// Creates and locks a service's data directory, returning its absolute path and the lock.
 /// Refuses (errors) when the directory cannot be created or another process holds it.
 pub fn open_data_dir(service: &str, dir: &Path) -> anyhow::Result<(PathBuf, DirLock)> {
     let abs =
-        crate::fs::absolute(dir).with_context(|| format!("resolve data dir {}", dir.display()))?;
+        std::path::absolute(dir).with_context(|| format!("resolve data dir {}", dir.display()))?;
     let lock =
         DirLock::acquire(&abs).with_context(|| format!("lock data dir {}", abs.display()))?;
     tracing::info!(service, dir = %abs.display(), "data directory ready");

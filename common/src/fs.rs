@@ -72,7 +72,6 @@ fn tmp_path(path: &Path) -> PathBuf {
 #[derive(Debug)]
 pub struct DirLock {
     _file: File,
-    path: PathBuf,
 }
 
 impl DirLock {
@@ -87,7 +86,7 @@ impl DirLock {
             .write(true)
             .open(&path)?;
         match file.try_lock() {
-            Ok(()) => Ok(Self { _file: file, path }),
+            Ok(()) => Ok(Self { _file: file }),
             Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
                 format!(
@@ -98,16 +97,6 @@ impl DirLock {
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
     }
-
-    /// The lock file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-/// Resolves `dir` to an absolute path (without requiring it to exist).
-pub fn absolute(dir: &Path) -> io::Result<PathBuf> {
-    std::path::absolute(dir)
 }
 
 #[cfg(test)]

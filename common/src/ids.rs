@@ -46,14 +46,6 @@ impl FileId {
             cookie,
         }
     }
-
-    /// The `i`-th id of a multi-id assignment (`count > 1`): same volume and cookie, key + i.
-    pub fn nth(self, i: u64) -> Self {
-        Self {
-            key: self.key + i,
-            ..self
-        }
-    }
 }
 
 impl fmt::Display for FileId {

@@ -29,11 +29,6 @@ pub struct TelemetryGuard {
 }
 
 impl TelemetryGuard {
-    /// Whether spans are being exported over OTLP.
-    pub fn exporting(&self) -> bool {
-        self.provider.is_some()
-    }
-
     /// Flushes pending spans and stops the exporter.
     pub fn shutdown(self) {
         if let Some(provider) = self.provider {
