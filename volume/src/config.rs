@@ -5,6 +5,22 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Parser};
 
+use crate::store::needle::MAX_DATA_LEN;
+
+/// Largest `--max-blob-mb` the needle format holds (see [`crate::store::needle::MAX_BODY_SIZE`]).
+pub const MAX_BLOB_MB: u64 = MAX_DATA_LEN >> 20;
+const _: () = assert!(MAX_BLOB_MB << 20 <= MAX_DATA_LEN);
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--max-blob-mb` is over what the format holds.
+    #[error(
+        "--max-blob-mb {0} is too large: a needle's size is stored as an i32, so blobs are at most {MAX_BLOB_MB} MiB"
+    )]
+    MaxBlobTooLarge(u64),
+}
+
 /// Configuration of a volume server.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -34,8 +50,9 @@ pub struct Config {
     /// Fsync writes before acknowledging them. `false` is for throwaway data only.
     #[arg(long, env = "KELP_FSYNC", default_value_t = true, action = ArgAction::Set)]
     pub fsync: bool,
-    /// Largest blob accepted, in MiB.
-    #[arg(long, env = "KELP_MAX_BLOB_MB", default_value_t = 256)]
+    /// Largest blob accepted, in MiB (at most 2047: a needle's size is an `i32` in the `.idx`).
+    #[arg(long, env = "KELP_MAX_BLOB_MB", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_BLOB_MB))]
     pub max_blob_mb: u64,
     /// Verify every needle's checksum once after start-up, in the background.
     #[arg(long, env = "KELP_SCRUB_ON_START", default_value_t = true, action = ArgAction::Set)]
@@ -46,6 +63,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// Checks what the flags' parsers cannot (for configurations built in code).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_blob_mb > MAX_BLOB_MB {
+            return Err(ConfigError::MaxBlobTooLarge(self.max_blob_mb));
+        }
+        Ok(())
+    }
+
     /// A configuration for tests: port 0, data in `dir`, the given master.
     pub fn for_test(dir: PathBuf, master: String) -> Self {
         Self {
@@ -60,5 +85,25 @@ impl Config {
             heartbeat_interval_ms: 500,
             scrub_on_start: true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_config_max_blob_mb_bound() {
+        // Regression for issue 11, finding 2: 2 GiB blobs vanished after a restart.
+        assert_eq!(MAX_BLOB_MB, 2047);
+        let mut cfg = Config::for_test("d".into(), "m:1".into());
+        cfg.max_blob_mb = MAX_BLOB_MB;
+        assert!(cfg.validate().is_ok());
+        cfg.max_blob_mb = MAX_BLOB_MB + 1;
+        assert!(cfg.validate().is_err());
+        let ok = Config::try_parse_from(["kelp-volume", "--max-blob-mb", "2047"]).unwrap();
+        assert_eq!(ok.max_blob_mb, 2047);
+        let err = Config::try_parse_from(["kelp-volume", "--max-blob-mb", "2048"]).unwrap_err();
+        assert!(err.to_string().contains("2048"), "{err}");
     }
 }

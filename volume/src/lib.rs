@@ -4,8 +4,10 @@
 //!
 //! # Layout
 //! - [`config`] — flags.
-//! - [`store`] — the on-disk format ([`store::needle`], [`store::idx`]), one volume's writer and
-//!   recovery ([`store::volume`]), and the set of volumes ([`store::Store`]).
+//! - [`store`] — the on-disk format ([`store::needle`], [`store::idx`], [`store::superblock`]),
+//!   one volume's writer ([`store::volume`]) and its recovery (`store::recover`: never cuts a
+//!   byte followed by a valid needle), the fault-injection seam tests use
+//!   ([`store::faults`]), and the set of volumes ([`store::Store`]).
 //! - [`http`] — the router and handlers.
 //! - [`heartbeat`] — the loop that reports volumes to the master.
 //! - [`metrics`] — Prometheus metrics.
@@ -36,6 +38,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    cfg.validate().context("check the configuration")?;
     let addr = listener.local_addr().context("read the bound address")?;
     let url = cfg.public_url.clone().unwrap_or_else(|| addr.to_string());
     if !cfg.fsync {
@@ -55,7 +58,8 @@ pub async fn run(
     let state = http::AppState {
         store: Arc::new(store),
         master: Arc::new(MasterClient::new(http.clone(), &cfg.master)),
-        volumes: VolumeClient::new(http),
+        volumes: VolumeClient::new(http.clone()),
+        http,
         url: url.clone(),
         registry: Arc::new(registry),
         metrics,

@@ -33,6 +33,14 @@ pub struct Metrics {
     pub bytes_cut: Counter,
     /// `.idx` rows dropped at start-up because they pointed past the `.dat` or were garbage.
     pub idx_rows_dropped: Counter,
+    /// Corrupt `.dat` regions followed by valid needles, skipped (not cut) at start-up.
+    pub corrupt_regions: Counter,
+    /// Bytes in those regions.
+    pub bytes_skipped: Counter,
+    /// Volume recoveries stopped by an I/O error (the volume is read-only, nothing cut).
+    pub recovery_io_errors: Counter,
+    /// Volumes that failed to load (not quarantined) or loaded read-only after a failure.
+    pub volumes_failed: Gauge,
     /// Write errors (I/O, disk full).
     pub write_errors: Counter,
     /// Volumes loaded.
@@ -57,6 +65,10 @@ impl Metrics {
             needles_recovered: Counter::default(),
             bytes_cut: Counter::default(),
             idx_rows_dropped: Counter::default(),
+            corrupt_regions: Counter::default(),
+            bytes_skipped: Counter::default(),
+            recovery_io_errors: Counter::default(),
+            volumes_failed: Gauge::default(),
             write_errors: Counter::default(),
             volumes: Gauge::default(),
         };
@@ -108,6 +120,26 @@ impl Metrics {
             "idx_rows_dropped",
             "Bad .idx rows dropped at start-up",
             m.idx_rows_dropped.clone(),
+        );
+        r.register(
+            "corrupt_regions",
+            "Corrupt .dat regions followed by valid needles, skipped at start-up",
+            m.corrupt_regions.clone(),
+        );
+        r.register(
+            "bytes_skipped",
+            "Bytes of corrupt .dat regions skipped at start-up",
+            m.bytes_skipped.clone(),
+        );
+        r.register(
+            "recovery_io_errors",
+            "Volume recoveries stopped by an I/O error (volume read-only, nothing cut)",
+            m.recovery_io_errors.clone(),
+        );
+        r.register(
+            "volumes_failed",
+            "Volumes that failed to load or are read-only after a failure",
+            m.volumes_failed.clone(),
         );
         r.register(
             "write_errors",

@@ -9,7 +9,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use common::api::volume::{DeleteResponse, UploadResponse};
-use common::client::volume::WriteOptions;
+use common::client::master::urlencode;
+use common::client::{Call, HttpClient, base_url};
 use common::http::{ApiError, Json, Query};
 use common::ids::FileId;
 use serde::Deserialize;
@@ -32,6 +33,10 @@ pub struct WriteParams {
     kind: Option<String>,
     /// File name to keep with the needle.
     name: Option<String>,
+    /// The primary's last-modified time (seconds), kept by a replica copy so both copies
+    /// have the same checksum (ETag).
+    #[serde(rename = "lastModified")]
+    last_modified: Option<u64>,
 }
 
 /// The `{fid}` path segment, parsed. Every rejection is a JSON 400 `bad_fid`, including
@@ -137,16 +142,21 @@ pub async fn put_blob(
     let name = q.name.clone().or(part_name);
     let fsync = s.cfg.fsync && q.fsync != Some(false);
     let replicate = q.kind.as_deref() == Some("replicate");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs());
     let needle = Needle {
         cookie: fid.cookie,
         key: fid.key,
         data: data.clone(),
         name: name.clone(),
-        mime,
-        last_modified: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .ok()
-            .map(|d| d.as_secs()),
+        mime: mime.clone(),
+        last_modified: if replicate {
+            q.last_modified.or(now)
+        } else {
+            now
+        },
     };
 
     let local = async {
@@ -180,25 +190,29 @@ pub async fn put_blob(
         local.await?
     } else {
         let replicas = replica_urls(&s, fid.volume_id, vol.replication.copies()).await?;
-        let opts = WriteOptions {
-            no_fsync: !fsync,
-            replicate: true,
-            name,
+        let copy = ReplicaCopy {
+            fsync,
+            name: name.as_deref(),
+            mime: mime.as_deref(),
+            last_modified: needle.last_modified,
         };
         let forwards = replicas.iter().map(|url| {
-            let (client, data, opts) = (&s.volumes, data.clone(), &opts);
+            let (http, data, copy) = (&s.http, data.clone(), &copy);
             async move {
-                client
-                    .write(url, &fid, data, opts)
+                replicate_write(http, url, &fid, data, copy)
                     .await
                     .map_err(|e| replica_error(&fid, url, e))
             }
         });
         let (checksum, forwarded) = tokio::join!(local, futures::future::join_all(forwards));
-        for f in forwarded {
-            f?;
+        let checksum = checksum?;
+        for (f, url) in forwarded.into_iter().zip(&replicas) {
+            let copy = f?;
+            if copy.etag != format!("{checksum:08x}") {
+                tracing::error!(fid = %fid, replica = %url, local = format_args!("{checksum:08x}"), replica_etag = %copy.etag, "replica stored a needle with a different checksum; the copies differ");
+            }
         }
-        checksum?
+        checksum
     };
     Ok((
         StatusCode::CREATED,
@@ -208,6 +222,48 @@ pub async fn put_blob(
             etag: format!("{checksum:08x}"),
         }),
     ))
+}
+
+/// What a replica copy must keep identical to the primary's needle.
+struct ReplicaCopy<'a> {
+    fsync: bool,
+    name: Option<&'a str>,
+    mime: Option<&'a str>,
+    last_modified: Option<u64>,
+}
+
+/// Forwards a write to a replica with the needle's metadata (name, MIME type as
+/// `Content-Type`, last-modified), so both copies hold the same bytes and the same ETag.
+async fn replicate_write(
+    http: &HttpClient,
+    server: &str,
+    fid: &FileId,
+    data: Bytes,
+    copy: &ReplicaCopy<'_>,
+) -> Result<UploadResponse, common::client::ClientError> {
+    let mut params = vec!["type=replicate".to_owned()];
+    if !copy.fsync {
+        params.push("fsync=false".to_owned());
+    }
+    if let Some(n) = copy.name {
+        params.push(format!("name={}", urlencode(n)));
+    }
+    if let Some(t) = copy.last_modified {
+        params.push(format!("lastModified={t}"));
+    }
+    let mut call = Call::new(
+        Method::POST,
+        format!("{}/{fid}?{}", base_url(server), params.join("&")),
+        "POST /{fid}",
+    )
+    .body(data)
+    .idempotent(true);
+    let mime = copy
+        .mime
+        .and_then(|m| HeaderValue::from_str(m).ok())
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    call.headers.insert(header::CONTENT_TYPE, mime);
+    http.json(call).await
 }
 
 fn replica_error(fid: &FileId, url: &str, e: common::client::ClientError) -> ApiError {
@@ -368,6 +424,11 @@ fn parse_range(h: &str, total: u64) -> RangeSpec {
 }
 
 /// `DELETE /{fid}`: appends a tombstone (cookie checked) here and on every replica.
+///
+/// On a replicated volume the delete reaches every replica even when the needle is already
+/// gone here: a retry after a replica failed (503) must still delete the replica's copy, or it
+/// would serve the blob after a failover. The answer is 202 if any copy held the needle, 404
+/// if none did, 503 if a replica could not be reached (retry it).
 pub async fn delete_blob(
     State(s): State<AppState>,
     Fid(fid): Fid,
@@ -376,25 +437,42 @@ pub async fn delete_blob(
     let vol = s.store.get(fid.volume_id).map_err(|e| fid_error(&fid, e))?;
     let fsync = s.cfg.fsync && q.fsync != Some(false);
     let replicate = q.kind.as_deref() == Some("replicate");
-    let size = vol
-        .delete(fid.key, fid.cookie, fsync)
-        .await
-        .map_err(|e| fid_error(&fid, e))?;
-    if !replicate && vol.replication.copies() > 1 {
-        let replicas = replica_urls(&s, fid.volume_id, vol.replication.copies()).await?;
-        for url in &replicas {
-            match s.volumes.delete(url, &fid, true).await {
-                Ok(_) => {}
-                Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {}
-                Err(e) => {
-                    return Err(s_unavailable(format!(
-                        "replica delete of {fid} on {url} failed: {e}"
-                    )));
-                }
+    let local = vol.delete(fid.key, fid.cookie, fsync).await;
+    if replicate || vol.replication.copies() == 1 {
+        let size = local.map_err(|e| fid_error(&fid, e))?;
+        return Ok((StatusCode::ACCEPTED, Json(DeleteResponse { size })));
+    }
+    let mut size = match local {
+        Ok(size) => Some(size),
+        Err(VolumeError::NeedleNotFound { .. }) => None,
+        Err(e) => return Err(fid_error(&fid, e)),
+    };
+    let replicas = replica_urls(&s, fid.volume_id, vol.replication.copies()).await?;
+    let volumes = &s.volumes;
+    let deletes = replicas
+        .iter()
+        .map(|url| async move { (url, volumes.delete(url, &fid, true).await) });
+    for (url, res) in futures::future::join_all(deletes).await {
+        match res {
+            Ok(r) => size = size.or(Some(r.size)),
+            Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {}
+            Err(e) => {
+                return Err(s_unavailable(format!(
+                    "replica delete of {fid} on {url} failed: {e}"
+                )));
             }
         }
     }
-    Ok((StatusCode::ACCEPTED, Json(DeleteResponse { size })))
+    match size {
+        Some(size) => Ok((StatusCode::ACCEPTED, Json(DeleteResponse { size }))),
+        None => Err(ApiError::not_found(
+            "needle_not_found",
+            format!(
+                "file {fid}: not found on any copy of volume {}",
+                fid.volume_id
+            ),
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use axum::response::Response;
 use axum::routing::{MethodRouter, get, post};
 use common::api::master::{AllocateQuery, Replication};
 use common::api::volume::VolumeServerStatus;
+use common::client::HttpClient;
 use common::client::master::MasterClient;
 use common::client::volume::VolumeClient;
 use common::http::{ApiError, Json, Query, ServeConfig, openapi};
@@ -34,6 +35,8 @@ pub struct AppState {
     pub master: Arc<MasterClient>,
     /// Client for forwarding writes to replicas.
     pub volumes: VolumeClient,
+    /// The traced HTTP client behind `volumes` (replica writes that carry needle metadata).
+    pub http: HttpClient,
     /// This server's address as the master knows it.
     pub url: String,
     /// The metrics registry.

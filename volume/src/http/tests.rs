@@ -23,7 +23,8 @@ fn state(dir: &std::path::Path) -> AppState {
     AppState {
         store: Arc::new(store),
         master: Arc::new(MasterClient::new(http.clone(), "127.0.0.1:1")),
-        volumes: VolumeClient::new(http),
+        volumes: VolumeClient::new(http.clone()),
+        http,
         url: "127.0.0.1:2".into(),
         registry: Arc::new(registry),
         metrics,
@@ -252,4 +253,28 @@ async fn test_openapi_matches_router() {
     {
         panic!("volume/src/http/openapi.json and the router disagree:\n{errors:#?}");
     }
+}
+
+#[tokio::test]
+async fn test_router_disk_full_is_a_507_json_error_and_reads_keep_working() {
+    // Issue 11: ENOSPC on a write is a 507 naming the file, nothing acknowledged is lost.
+    let dir = tempfile::tempdir().unwrap();
+    let s = state(dir.path());
+    let vol = s.store.get(3).unwrap();
+    let app = router(s);
+    let (st, _, _) = send(&app, req("POST", "/3,01637037d6", "before")).await;
+    assert_eq!(st, StatusCode::CREATED);
+    vol.faults().fail_writes(std::io::ErrorKind::StorageFull);
+    let (st, headers, body) = send(&app, req("POST", "/3,02637037d6", "after")).await;
+    assert_eq!(st, StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(error_code(&body), "insufficient_storage");
+    let (st, _, body) = send(&app, req("GET", "/3,01637037d6", Body::empty())).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(&body[..], b"before");
+    let (st, _, _) = send(&app, req("GET", "/3,02637037d6", Body::empty())).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    vol.faults().heal_writes();
+    let (st, _, _) = send(&app, req("POST", "/3,02637037d6", "after")).await;
+    assert_eq!(st, StatusCode::CREATED);
 }

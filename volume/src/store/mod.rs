@@ -1,17 +1,25 @@
 //! The volume store: every volume in the data directory, their files and their errors.
 //!
 //! Files are `<dir>/<collection>_<vid>.dat` (`<vid>.dat` without a collection) and `.idx`.
-//! A `.dat` starts with an 8-byte superblock: `version u8 (3) | replication u8 | ttl u16 |
-//! compaction revision u16 | extra size u16`.
+//! A `.dat` starts with an 8-byte superblock (see [`superblock`]: version, replication and a
+//! checksum).
+//!
+//! A volume whose files fail a format or checksum check (its superblock) is quarantined: its
+//! files are renamed `*.corrupted` and it is reported. Any other failure to open it (an I/O
+//! error, too many open files, a permission problem) leaves its files where they are: it is
+//! reported as failed to load (ERROR log, `volumes_failed` metric) and a restart retries it.
 
+pub mod faults;
 pub mod idx;
 pub mod needle;
+mod recover;
+pub mod superblock;
 pub mod volume;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use common::api::master::{Replication, VolumeInfo};
 use common::http::ApiError;
@@ -21,9 +29,7 @@ use crate::metrics::Metrics;
 pub use volume::{RecoveryReport, Volume};
 
 /// Bytes of the superblock at the start of every `.dat`.
-pub const SUPERBLOCK_LEN: u64 = 8;
-/// The needle format version written in the superblock.
-pub const SUPERBLOCK_VERSION: u8 = 3;
+pub const SUPERBLOCK_LEN: u64 = superblock::LEN as u64;
 
 /// Errors of volume operations; each names the volume.
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +176,10 @@ impl From<VolumeError> for ApiError {
 pub struct Store {
     dir: PathBuf,
     volumes: RwLock<HashMap<VolumeId, Arc<Volume>>>,
+    /// Volumes whose files are present but could not be opened, and why.
+    failed: RwLock<HashMap<VolumeId, String>>,
+    /// Serializes allocations, so the slow creation runs outside `volumes`' lock.
+    allocating: Mutex<()>,
     /// The master's volume size limit in bytes.
     size_limit: AtomicU64,
     metrics: Metrics,
@@ -184,12 +194,16 @@ fn parse_stem(stem: &str) -> Option<(String, VolumeId)> {
 }
 
 impl Store {
-    /// Opens every volume in `dir`, recovering each. A volume that cannot be opened is renamed
-    /// `*.corrupted` (data is never deleted) and reported; the others still load.
+    /// Opens every volume in `dir`, recovering each. A volume whose format or checksum is bad
+    /// is renamed `*.corrupted` (data is never deleted) and reported; one that fails for any
+    /// other reason (an I/O error, EMFILE) is left in place and reported as failed to load; the
+    /// others still load.
     pub fn load(dir: &Path, metrics: Metrics) -> anyhow::Result<Self> {
         let store = Self {
             dir: dir.to_path_buf(),
             volumes: RwLock::new(HashMap::new()),
+            failed: RwLock::new(HashMap::new()),
+            allocating: Mutex::new(()),
             size_limit: AtomicU64::new(30_000 << 20),
             metrics,
         };
@@ -209,6 +223,9 @@ impl Store {
         for (collection, vid) in stems {
             match Volume::open(dir, vid, &collection, store.metrics.clone()) {
                 Ok((v, report)) => {
+                    if let Some(reason) = v.failure() {
+                        tracing::error!(volume = vid, collection = %collection, reason = %reason, "volume loaded read-only after a failure");
+                    }
                     tracing::info!(
                         volume = vid,
                         collection = %collection,
@@ -216,6 +233,8 @@ impl Store {
                         size = v.size(),
                         recovered = report.needles_recovered,
                         bytes_cut = report.bytes_cut,
+                        corrupt_regions = report.corrupt_regions,
+                        bytes_skipped = report.bytes_skipped,
                         idx_rows_dropped = report.idx_rows_dropped,
                         "volume loaded"
                     );
@@ -225,14 +244,48 @@ impl Store {
                         .expect("volumes lock")
                         .insert(vid, Arc::new(v));
                 }
-                Err(e) => {
-                    tracing::error!(volume = vid, error = %e, "volume cannot be opened; quarantining its files");
+                Err(e @ VolumeError::Corrupt { .. }) => {
+                    tracing::error!(volume = vid, error = %e, "volume failed its format or checksum check; quarantining its files");
                     quarantine(dir, &collection, vid);
+                }
+                Err(e) => {
+                    tracing::error!(volume = vid, error = %e, "volume cannot be opened; its files are left in place, it is not served until a restart succeeds");
+                    store
+                        .failed
+                        .write()
+                        .expect("failed lock")
+                        .insert(vid, e.to_string());
                 }
             }
         }
         store.metrics.volumes.set(store.len() as i64);
+        store.update_failed_gauge();
         Ok(store)
+    }
+
+    fn update_failed_gauge(&self) {
+        let degraded = self
+            .volumes
+            .read()
+            .expect("volumes lock")
+            .values()
+            .filter(|v| v.failure().is_some())
+            .count();
+        let failed = self.failed.read().expect("failed lock").len();
+        self.metrics.volumes_failed.set((degraded + failed) as i64);
+    }
+
+    /// Volumes present on disk that failed to open (not quarantined), with the error.
+    pub fn failed(&self) -> Vec<(VolumeId, String)> {
+        let mut f: Vec<(VolumeId, String)> = self
+            .failed
+            .read()
+            .expect("failed lock")
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        f.sort();
+        f
     }
 
     /// The data directory.
@@ -261,23 +314,31 @@ impl Store {
     }
 
     /// Creates a volume; idempotent when it exists with the same collection and replication.
+    ///
+    /// Allocations are serialized by their own lock; the store-wide map is locked only to look
+    /// the id up and to insert the new volume, never across the creation's fsyncs, so reads and
+    /// heartbeats do not wait for an allocation.
     pub fn allocate(
         &self,
         id: VolumeId,
         collection: &str,
         replication: Replication,
     ) -> Result<Arc<Volume>, VolumeError> {
-        let mut vols = self.volumes.write().expect("volumes lock");
-        if let Some(v) = vols.get(&id) {
+        let _alloc = self.allocating.lock().unwrap_or_else(|e| e.into_inner());
+        if let Ok(v) = self.get(id) {
             return if v.collection == collection && v.replication == replication {
-                Ok(v.clone())
+                Ok(v)
             } else {
                 Err(VolumeError::Exists { volume: id })
             };
         }
+        if self.failed.read().expect("failed lock").contains_key(&id) {
+            return Err(VolumeError::Exists { volume: id });
+        }
         let (v, _) = Volume::create(&self.dir, id, collection, replication, self.metrics.clone())?;
         tracing::info!(volume = id, collection, %replication, "volume allocated");
         let v = Arc::new(v);
+        let mut vols = self.volumes.write().expect("volumes lock");
         vols.insert(id, v.clone());
         self.metrics.volumes.set(vols.len() as i64);
         Ok(v)

@@ -25,13 +25,33 @@ pub const FOOTER_LEN: usize = 12;
 /// Needles start at multiples of this.
 pub const ALIGN: u64 = 8;
 
-const HAS_NAME: u8 = 0x01;
-const HAS_MIME: u8 = 0x02;
-const HAS_LAST_MODIFIED: u8 = 0x04;
+/// Flag: a name follows the data.
+pub(crate) const HAS_NAME: u8 = 0x01;
+/// Flag: a MIME type follows the name.
+pub(crate) const HAS_MIME: u8 = 0x02;
+/// Flag: a last-modified time follows the MIME type.
+pub(crate) const HAS_LAST_MODIFIED: u8 = 0x04;
+/// Every flag a body may carry.
+pub(crate) const KNOWN_FLAGS: u8 = HAS_NAME | HAS_MIME | HAS_LAST_MODIFIED;
+
+/// Largest body a needle may have. The `.idx` stores a size as an `i32` (-1 marks a deletion),
+/// so a body of 2 GiB or more would read back as a deletion after a restart: it is refused.
+pub const MAX_BODY_SIZE: u32 = i32::MAX as u32;
+/// Most bytes a body holds besides the data: `data_size`, flags, a name and a MIME type of 255
+/// bytes each with their lengths, and the last-modified time.
+pub const MAX_BODY_OVERHEAD: u64 = 4 + 1 + (1 + 255) * 2 + 8;
+/// Largest blob whose needle fits [`MAX_BODY_SIZE`] whatever its metadata.
+pub const MAX_DATA_LEN: u64 = MAX_BODY_SIZE as u64 - MAX_BODY_OVERHEAD;
 
 /// Why bytes are not a valid needle.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NeedleError {
+    /// The body would not fit the format's size field (see [`MAX_BODY_SIZE`]).
+    #[error("needle body of {size} bytes exceeds the largest the format holds ({MAX_BODY_SIZE})")]
+    TooLarge {
+        /// Body bytes.
+        size: u64,
+    },
     /// Fewer bytes than the header's size calls for: a torn tail.
     #[error("needle truncated: need {need} bytes, have {have}")]
     Truncated {
@@ -139,12 +159,10 @@ impl Needle {
         n
     }
 
-    /// Encodes the record; returns it and its checksum. Fails if the blob is too big for a u32
-    /// size.
+    /// Encodes the record; returns it and its checksum. Fails if the body is over
+    /// [`MAX_BODY_SIZE`].
     pub fn encode(&self, append_at_ns: u64) -> Result<(Vec<u8>, u32), NeedleError> {
-        let body_len = self.body_len();
-        let size =
-            u32::try_from(body_len).map_err(|_| NeedleError::Malformed("blob over 4 GiB"))?;
+        let size = body_size(self.body_len() as u64)?;
         let total = record_len(size) as usize;
         let mut out = Vec::with_capacity(total);
         out.extend_from_slice(&self.cookie.to_be_bytes());
@@ -179,6 +197,14 @@ impl Needle {
     }
 }
 
+/// The header's `size` for a body of `body_len` bytes, if the format holds it.
+pub fn body_size(body_len: u64) -> Result<u32, NeedleError> {
+    u32::try_from(body_len)
+        .ok()
+        .filter(|s| *s <= MAX_BODY_SIZE)
+        .ok_or(NeedleError::TooLarge { size: body_len })
+}
+
 /// Encodes a tombstone record for `key`.
 pub fn encode_tombstone(cookie: u32, key: u64, append_at_ns: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(record_len(0) as usize);
@@ -203,6 +229,11 @@ pub fn decode(buf: &[u8]) -> Result<Record, NeedleError> {
             have,
         })?;
     let header = Header::decode(head);
+    if header.size > MAX_BODY_SIZE {
+        return Err(NeedleError::TooLarge {
+            size: u64::from(header.size),
+        });
+    }
     let need = header.record_len();
     if have < need {
         return Err(NeedleError::Truncated { need, have });
@@ -349,6 +380,42 @@ mod tests {
             bad[i] ^= 0x40;
             assert!(decode(&bad).is_err(), "flip at {i} not caught");
         }
+    }
+
+    #[test]
+    fn test_needle_body_size_bound() {
+        // Regression for issue 11, finding 2: a 2 GiB body became a deletion after restart.
+        assert_eq!(body_size(u64::from(MAX_BODY_SIZE)), Ok(MAX_BODY_SIZE));
+        assert_eq!(
+            body_size(u64::from(MAX_BODY_SIZE) + 1),
+            Err(NeedleError::TooLarge {
+                size: u64::from(MAX_BODY_SIZE) + 1
+            })
+        );
+        assert!(body_size(1 << 32).is_err());
+        // The largest body is still a live needle in an idx row, not a deletion.
+        let row = super::super::idx::IdxRow {
+            key: 1,
+            offset_units: 1,
+            size: MAX_BODY_SIZE as i32,
+        };
+        assert!(!row.is_delete());
+        assert_eq!(row.body_size(), MAX_BODY_SIZE);
+        // The largest blob with the longest metadata still fits.
+        let n = Needle {
+            name: Some("n".repeat(300)),
+            mime: Some("m".repeat(300)),
+            last_modified: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(n.body_len() as u64 + MAX_DATA_LEN, u64::from(MAX_BODY_SIZE));
+    }
+
+    #[test]
+    fn test_needle_header_over_the_bound_is_rejected() {
+        let mut rec = encode_tombstone(1, 2, 3);
+        rec[12..16].copy_from_slice(&(MAX_BODY_SIZE + 1).to_be_bytes());
+        assert!(matches!(decode(&rec), Err(NeedleError::TooLarge { .. })));
     }
 
     #[test]

@@ -249,3 +249,381 @@ async fn test_store_scrub_reports_exactly_the_corrupt_needles() {
     dat.write_all_at(&[bytes[at] ^ 1], at as u64).unwrap();
     assert_eq!(v.scrub(), vec![4]);
 }
+
+// ---- Issue 11: recovery never cuts an acknowledged byte -------------------------------------
+
+/// Byte offset of needle `key`'s record in the `.dat` (found by its cookie and key).
+fn offset_of(dir: &Path, key: u64) -> u64 {
+    let mut header = 0xabcd_u32.to_be_bytes().to_vec();
+    header.extend_from_slice(&key.to_be_bytes());
+    let bytes = std::fs::read(dir.join("1.dat")).unwrap();
+    let at = (SUPERBLOCK_LEN as usize..bytes.len())
+        .step_by(8)
+        .find(|&i| bytes[i..].starts_with(&header))
+        .unwrap();
+    at as u64
+}
+
+fn set_len(path: &Path, len: u64) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+fn write_at(path: &Path, at: u64, bytes: &[u8]) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .write_all_at(bytes, at)
+        .unwrap();
+}
+
+fn torn_copies(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".torn."))
+        .collect()
+}
+
+/// The data length of needle `k` in these tests (varied, 50 to 749 bytes).
+fn len_of(k: u64) -> usize {
+    50 + (k as usize * 37) % 700
+}
+
+/// Writes needles 1..=n of varied sizes, acknowledged (fsynced).
+async fn volume_with(dir: &Path, n: u64) -> Volume {
+    let (v, _) = Volume::create(dir, 1, "", Replication::default(), metrics()).unwrap();
+    for k in 1..=n {
+        put(&v, &blob(k, len_of(k))).await;
+    }
+    v
+}
+
+fn assert_reads(v: &Volume, keys: impl IntoIterator<Item = u64>) {
+    for k in keys {
+        let got = v
+            .read(k, 0xabcd)
+            .unwrap_or_else(|e| panic!("needle {k}: {e}"));
+        assert_eq!(got.needle.data, blob(k, len_of(k)).data, "needle {k}");
+    }
+}
+
+#[tokio::test]
+async fn test_recovery_skips_a_corrupt_body_after_a_stale_idx_and_keeps_later_needles() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(volume_with(dir.path(), 30).await);
+    let dat = dir.path().join("1.dat");
+    let dat_len = std::fs::metadata(&dat).unwrap().len();
+    // The idx's durable prefix ends at needle 10 (a power cut), and needle 15 has a flipped
+    // byte in its body: every needle after it was acknowledged and must survive.
+    set_len(&dir.path().join("1.idx"), 10 * 16);
+    let at = offset_of(dir.path(), 15) + 16 + 4 + 3;
+    let b = std::fs::read(&dat).unwrap()[at as usize];
+    write_at(&dat, at, &[b ^ 0x20]);
+    let (v, report) = open(dir.path());
+    assert_eq!(report.bytes_cut, 0);
+    assert_eq!(report.corrupt_regions, 1);
+    assert_eq!(report.needles_recovered, 19);
+    assert!(torn_copies(dir.path()).is_empty());
+    assert_eq!(
+        std::fs::metadata(&dat).unwrap().len(),
+        dat_len,
+        "nothing cut"
+    );
+    assert_reads(&v, (1..=30).filter(|k| *k != 15));
+    assert!(v.read(15, 0xabcd).is_err());
+    // Writes continue after the last needle, and a second reopen finds everything again
+    // without re-scanning the damage.
+    put(&v, &blob(31, 10)).await;
+    drop(v);
+    let (v, report) = open(dir.path());
+    assert_eq!(report.corrupt_regions, 0);
+    assert_eq!(report.needles_recovered, 0);
+    assert_reads(&v, (1..=30).filter(|k| *k != 15));
+    assert!(v.read(31, 0xabcd).is_ok());
+}
+
+#[tokio::test]
+async fn test_recovery_resyncs_past_a_garbage_header_at_any_aligned_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(volume_with(dir.path(), 20).await);
+    let dat = dir.path().join("1.dat");
+    // No idx at all, and needles 5 and 6 are overwritten by garbage from the middle of 5
+    // (header included) to the middle of 6: the scan must find needle 7 by searching.
+    set_len(&dir.path().join("1.idx"), 0);
+    let from = offset_of(dir.path(), 5);
+    let to = offset_of(dir.path(), 6) + 40;
+    write_at(&dat, from, &vec![0xa5u8; (to - from) as usize]);
+    let (v, report) = open(dir.path());
+    assert_eq!(report.bytes_cut, 0);
+    assert_eq!(report.corrupt_regions, 1);
+    assert_eq!(report.bytes_skipped, offset_of(dir.path(), 7) - from);
+    assert_reads(&v, (1..=20).filter(|k| *k != 5 && *k != 6));
+}
+
+#[tokio::test]
+async fn test_recovery_drops_idx_rows_that_do_not_match_their_needle_and_rescans() {
+    for (field, byte) in [("key", 7usize), ("offset", 11), ("size", 15)] {
+        let dir = tempfile::tempdir().unwrap();
+        drop(volume_with(dir.path(), 20).await);
+        let idx = dir.path().join("1.idx");
+        // Flip one bit of row 8 (needle 9): the scan must not start inside a needle.
+        let mut rows = std::fs::read(&idx).unwrap();
+        rows[8 * 16 + byte] ^= 0x01;
+        std::fs::write(&idx, &rows).unwrap();
+        let (v, report) = open(dir.path());
+        assert_eq!(report.idx_rows_dropped, 12, "{field}");
+        assert_eq!(report.needles_recovered, 12, "{field}");
+        assert_eq!(report.bytes_cut, 0, "{field}");
+        assert_eq!(report.corrupt_regions, 0, "{field}");
+        assert_reads(&v, 1..=20);
+        drop(v);
+        // The rebuilt idx is valid again.
+        let (_, report) = open(dir.path());
+        assert_eq!(report.idx_rows_dropped, 0, "{field}");
+    }
+}
+
+#[tokio::test]
+async fn test_recovery_copies_a_torn_tail_aside_before_cutting_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = volume_with(dir.path(), 5).await;
+    let good_len = v.size();
+    drop(v);
+    let (rec, _) = blob(6, 1000).encode(1).unwrap();
+    let torn = &rec[..rec.len() / 2 + 3];
+    write_at(&dir.path().join("1.dat"), good_len, torn);
+    let (v, report) = open(dir.path());
+    assert_eq!(report.bytes_cut, torn.len() as u64);
+    let copies = torn_copies(dir.path());
+    assert_eq!(copies.len(), 1);
+    assert_eq!(report.torn_copy.as_ref(), Some(&copies[0]));
+    assert_eq!(std::fs::read(&copies[0]).unwrap(), torn);
+    assert_eq!(v.size(), good_len);
+    assert_reads(&v, 1..=5);
+}
+
+#[tokio::test]
+async fn test_recovery_io_error_while_scanning_cuts_nothing_and_opens_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(volume_with(dir.path(), 20).await);
+    let dat = dir.path().join("1.dat");
+    let idx = dir.path().join("1.idx");
+    set_len(&idx, 5 * 16);
+    let dat_len = std::fs::metadata(&dat).unwrap().len();
+    let bad_sector = offset_of(dir.path(), 12) + 100;
+    let faults = Arc::new(faults::Faults::default());
+    faults.fail_reads_from(bad_sector);
+    let m = metrics();
+    let (v, report) = Volume::open_with(dir.path(), 1, "", m.clone(), faults).unwrap();
+    assert!(report.io_error.is_some(), "{report:?}");
+    assert_eq!(report.bytes_cut, 0);
+    assert_eq!(m.recovery_io_errors.get(), 1);
+    assert!(v.failure().is_some());
+    assert!(
+        v.info().read_only,
+        "reported read-only to the master and /status"
+    );
+    assert!(matches!(
+        v.write(&blob(99, 10), true, u64::MAX).await,
+        Err(VolumeError::Poisoned { .. })
+    ));
+    // Needles before the bad sector are served; nothing on disk changed.
+    assert_reads(&v, 1..=11);
+    drop(v);
+    assert_eq!(std::fs::metadata(&dat).unwrap().len(), dat_len);
+    assert_eq!(std::fs::metadata(&idx).unwrap().len(), 5 * 16);
+    assert!(torn_copies(dir.path()).is_empty());
+    // Once the disk reads again, every needle is back.
+    let (v, report) = open(dir.path());
+    assert_eq!(report.io_error, None);
+    assert_reads(&v, 1..=20);
+}
+
+#[tokio::test]
+async fn test_recovery_io_error_while_validating_the_idx_cuts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(volume_with(dir.path(), 20).await);
+    let idx = dir.path().join("1.idx");
+    let idx_len = std::fs::metadata(&idx).unwrap().len();
+    let faults = Arc::new(faults::Faults::default());
+    faults.fail_reads_from(offset_of(dir.path(), 8));
+    let (v, report) = Volume::open_with(dir.path(), 1, "", metrics(), faults).unwrap();
+    assert!(report.io_error.is_some());
+    assert!(v.info().read_only);
+    // The rows it could not check are kept (every read verifies the needle's CRC).
+    assert_reads(&v, 1..=20);
+    drop(v);
+    assert_eq!(std::fs::metadata(&idx).unwrap().len(), idx_len);
+}
+
+#[tokio::test]
+async fn test_store_enospc_fails_the_write_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = volume_with(dir.path(), 10).await;
+    let size = v.size();
+    v.faults().fail_writes(std::io::ErrorKind::StorageFull);
+    let err = v
+        .write(&blob(11, 100), true, u64::MAX)
+        .await
+        .unwrap()
+        .done()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, VolumeError::DiskFull { .. }), "{err}");
+    assert_eq!(v.size(), size);
+    assert_reads(&v, 1..=10);
+    v.faults().heal_writes();
+    put(&v, &blob(12, len_of(12))).await;
+    drop(v);
+    let (v, report) = open(dir.path());
+    assert_eq!(report, RecoveryReport::default());
+    assert_reads(&v, (1..=10).chain([12]));
+    assert!(v.read(11, 0xabcd).is_err());
+}
+
+/// Simulates a power cut: every byte written after the last successful fsync of each file is
+/// dropped; every acknowledged needle must read back.
+#[tokio::test]
+async fn test_store_power_cut_keeps_every_acknowledged_needle() {
+    for stale_idx in [None, Some(3 * 16 + 5), Some(usize::MAX)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (v, _) = Volume::create(dir.path(), 1, "", Replication::default(), metrics()).unwrap();
+        let v = Arc::new(v);
+        v.faults().record_syncs();
+        let mut tasks = Vec::new();
+        for t in 0..8u64 {
+            let v = v.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..10u64 {
+                    let k = 1 + t * 10 + i;
+                    put(&v, &blob(k, len_of(k))).await;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        v.delete(40, 0xabcd, true).await.unwrap();
+        // Written but not synced (not acknowledged as durable): a power cut may drop it.
+        v.write(&blob(1000, 500), false, u64::MAX)
+            .await
+            .unwrap()
+            .done()
+            .await
+            .unwrap();
+        let dat_synced = v.faults().last_synced(faults::SyncedFile::Dat).unwrap();
+        let idx_synced = v.faults().last_synced(faults::SyncedFile::Idx).unwrap_or(0);
+        assert!(
+            dat_synced < v.size(),
+            "the unsynced needle lies past the sync point"
+        );
+        drop(v);
+        set_len(&dir.path().join("1.dat"), dat_synced);
+        let idx = dir.path().join("1.idx");
+        let idx_len = std::fs::metadata(&idx).unwrap().len();
+        match stale_idx {
+            // Only what was synced: here nothing, the idx is never synced by writes.
+            None => set_len(&idx, idx_synced),
+            // A stale idx cut mid-row.
+            Some(n) if n != usize::MAX => set_len(&idx, n as u64),
+            // The whole unsynced idx survived, including the row of the lost needle.
+            Some(_) => assert_eq!(idx_len, 82 * 16),
+        }
+        let (v, report) = open(dir.path());
+        assert_eq!(report.bytes_cut, 0, "{stale_idx:?}");
+        assert_eq!(report.corrupt_regions, 0, "{stale_idx:?}");
+        assert_reads(&v, (1..=80).filter(|k| *k != 40));
+        assert!(v.read(40, 0xabcd).is_err(), "the acknowledged delete holds");
+        assert!(v.read(1000, 0xabcd).is_err());
+    }
+}
+
+#[tokio::test]
+async fn test_store_flipped_replication_byte_quarantines_the_volume() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::load(dir.path(), metrics()).unwrap();
+        store.allocate(1, "", "001".parse().unwrap()).unwrap();
+        store.allocate(2, "", "001".parse().unwrap()).unwrap();
+    }
+    // Regression for issue 11, finding 9: 001 must not silently become 000.
+    let dat = dir.path().join("1.dat");
+    let b = std::fs::read(&dat).unwrap()[1];
+    write_at(&dat, 1, &[b ^ 0x01]);
+    let store = Store::load(dir.path(), metrics()).unwrap();
+    assert!(store.get(1).is_err());
+    assert!(std::fs::metadata(dir.path().join("1.dat.corrupted")).is_ok());
+    assert_eq!(store.get(2).unwrap().replication, "001".parse().unwrap());
+}
+
+#[tokio::test]
+async fn test_store_old_superblock_without_checksum_still_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(volume_with(dir.path(), 3).await);
+    write_at(&dir.path().join("1.dat"), 4, &[0, 0, 0, 0]);
+    let (v, report) = open(dir.path());
+    assert!(report.unchecked_superblock);
+    assert_reads(&v, 1..=3);
+}
+
+#[tokio::test]
+async fn test_store_transient_open_error_is_reported_not_quarantined() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::load(dir.path(), metrics()).unwrap();
+        store.allocate(1, "", Replication::default()).unwrap();
+        store.allocate(2, "", Replication::default()).unwrap();
+    }
+    // An idx that cannot be opened (here a directory: EISDIR, like EMFILE or EACCES not a
+    // checksum failure) must not get the volume renamed.
+    let idx = dir.path().join("1.idx");
+    std::fs::remove_file(&idx).unwrap();
+    std::fs::create_dir(&idx).unwrap();
+    let m = metrics();
+    let store = Store::load(dir.path(), m.clone()).unwrap();
+    assert!(store.get(1).is_err());
+    assert!(store.get(2).is_ok());
+    assert_eq!(store.failed().len(), 1);
+    assert_eq!(store.failed()[0].0, 1);
+    assert_eq!(m.volumes_failed.get(), 1);
+    assert!(std::fs::metadata(dir.path().join("1.dat")).is_ok());
+    assert!(std::fs::metadata(dir.path().join("1.dat.corrupted")).is_err());
+    assert!(matches!(
+        store.allocate(1, "", Replication::default()),
+        Err(VolumeError::Exists { .. })
+    ));
+    drop(store);
+    std::fs::remove_dir(&idx).unwrap();
+    let store = Store::load(dir.path(), metrics()).unwrap();
+    assert!(store.get(1).is_ok());
+}
+
+#[tokio::test]
+async fn test_store_enospc_on_the_idx_acknowledges_durable_needles_and_leaves_no_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = volume_with(dir.path(), 5).await;
+    v.faults().fail_idx_writes(std::io::ErrorKind::StorageFull);
+    for k in 6..=8 {
+        put(&v, &blob(k, len_of(k))).await;
+    }
+    assert_reads(&v, 1..=8);
+    v.faults().heal_writes();
+    for k in 9..=10 {
+        put(&v, &blob(k, len_of(k))).await;
+    }
+    drop(v);
+    // The kept rows were written before the later ones: the idx is complete, in order.
+    assert_eq!(
+        std::fs::metadata(dir.path().join("1.idx")).unwrap().len(),
+        10 * 16
+    );
+    let (v, report) = open(dir.path());
+    assert_eq!(report, RecoveryReport::default());
+    assert_reads(&v, 1..=10);
+}

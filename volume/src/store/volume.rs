@@ -16,12 +16,13 @@
 //! it refuses writes, keeps serving checksummed reads, and the error names the volume.
 //!
 //! # Recovery
-//! On open, the `.idx` rows are loaded (a torn final row is cut; rows that are zeroed or point
-//! past the end of the `.dat` end the usable index there), then the `.dat` is scanned from the
-//! end of the last indexed needle: every complete needle whose checksum holds is re-indexed,
-//! and the first torn or corrupt record cuts the tail (logged with the number of bytes cut).
-//! Records past the last indexed one were never acknowledged, so cutting them loses nothing
-//! that was promised.
+//! On open, the superblock's checksum is verified, then the index is rebuilt from the `.idx`
+//! rows (each validated against the needle header it points at) and a scan of the `.dat` past
+//! the last good row. Recovery never removes bytes that are followed by a valid needle: a
+//! corrupt region in the middle is skipped and reported; only a torn tail is cut, after a copy
+//! is kept; an I/O error opens the volume read-only instead of cutting. See `store::recover`.
+//! Records past the last `.idx` row may well have been acknowledged (the `.idx` is not synced),
+//! which is why they are re-indexed rather than dropped.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -36,9 +37,10 @@ use common::api::master::{Replication, VolumeInfo};
 use common::ids::VolumeId;
 use tokio::sync::{mpsc, oneshot};
 
+use super::faults::{Faults, SyncedFile};
 use super::idx::{self, IdxRow};
-use super::needle::{self, Header, Needle, Record};
-use super::{SUPERBLOCK_LEN, SUPERBLOCK_VERSION, VolumeError};
+use super::needle::{self, Needle};
+use super::{SUPERBLOCK_LEN, VolumeError, superblock};
 use crate::metrics::Metrics;
 
 /// Largest `.dat` an `.idx` row can address (offset/8 in a u32).
@@ -50,9 +52,9 @@ const MAX_BATCH_BYTES: usize = 32 << 20;
 
 /// Where a live needle is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Loc {
-    offset: u64,
-    size: u32,
+pub(crate) struct Loc {
+    pub(crate) offset: u64,
+    pub(crate) size: u32,
 }
 
 /// What recovery found when the volume was opened.
@@ -60,10 +62,21 @@ struct Loc {
 pub struct RecoveryReport {
     /// Needles re-indexed from the `.dat` past the last `.idx` row.
     pub needles_recovered: u64,
-    /// Bytes cut from a torn or corrupt `.dat` tail.
+    /// Bytes cut from a torn `.dat` tail (no valid needle after them); copied aside first.
     pub bytes_cut: u64,
-    /// `.idx` rows dropped (torn, zeroed, or pointing past the `.dat`).
+    /// Where the cut tail was copied (`<name>.dat.torn.<unix ms>`).
+    pub torn_copy: Option<PathBuf>,
+    /// Corrupt regions followed by valid needles: skipped, left in place.
+    pub corrupt_regions: u64,
+    /// Bytes in those regions.
+    pub bytes_skipped: u64,
+    /// `.idx` rows dropped (torn, zeroed, pointing past the `.dat`, or not matching the needle
+    /// header they point at); the scan re-derives them.
     pub idx_rows_dropped: u64,
+    /// The I/O error that stopped recovery; the volume is then read-only and nothing was cut.
+    pub io_error: Option<String>,
+    /// Whether the superblock had no checksum (written by an older Kelp).
+    pub unchecked_superblock: bool,
 }
 
 struct Shared {
@@ -75,6 +88,7 @@ struct Shared {
     max_key: AtomicU64,
     poisoned: Mutex<Option<String>>,
     metrics: Metrics,
+    faults: Arc<Faults>,
 }
 
 /// A request to the writer thread.
@@ -159,13 +173,6 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-fn superblock(replication: Replication) -> [u8; SUPERBLOCK_LEN as usize] {
-    let mut sb = [0u8; SUPERBLOCK_LEN as usize];
-    sb[0] = SUPERBLOCK_VERSION;
-    sb[1] = replication.to_byte();
-    sb
-}
-
 impl Volume {
     /// Creates a new, empty volume durably (superblock written via temp + fsync + rename +
     /// fsync dir) and opens it.
@@ -197,7 +204,8 @@ impl Volume {
             .open(&idx)
             .and_then(|f| f.sync_all())
             .map_err(io("create idx"))?;
-        common::fs::durable_overwrite(&dat, &superblock(replication)).map_err(io("create dat"))?;
+        common::fs::durable_overwrite(&dat, &superblock::encode(replication))
+            .map_err(io("create dat"))?;
         Self::open(dir, id, collection, metrics)
     }
 
@@ -207,6 +215,17 @@ impl Volume {
         id: VolumeId,
         collection: &str,
         metrics: Metrics,
+    ) -> Result<(Self, RecoveryReport), VolumeError> {
+        Self::open_with(dir, id, collection, metrics, Arc::default())
+    }
+
+    /// [`Volume::open`] with a fault plan (tests arm it to inject I/O errors).
+    pub(crate) fn open_with(
+        dir: &Path,
+        id: VolumeId,
+        collection: &str,
+        metrics: Metrics,
+        faults: Arc<Faults>,
     ) -> Result<(Self, RecoveryReport), VolumeError> {
         let stem = file_stem(collection, id);
         let dat_path = dir.join(format!("{stem}.dat"));
@@ -241,118 +260,54 @@ impl Volume {
                 ),
             });
         }
-        dat.read_exact_at(&mut sb, 0)
+        faults
+            .check_read(0, sb.len())
+            .and_then(|()| dat.read_exact_at(&mut sb, 0))
             .map_err(io("read superblock"))?;
-        if sb[0] != SUPERBLOCK_VERSION {
-            return Err(VolumeError::Corrupt {
-                volume: id,
-                what: format!(
-                    "{} has superblock version {}, expected {SUPERBLOCK_VERSION}",
-                    dat_path.display(),
-                    sb[0]
-                ),
-            });
-        }
-        let replication = Replication::from_byte(sb[1]);
-
-        let mut report = RecoveryReport::default();
-        let idx_bytes = std::fs::read(&idx_path).map_err(io("read idx"))?;
-        let (rows, _) = idx::decode_all(&idx_bytes);
-        let mut index: HashMap<u64, Loc> = HashMap::new();
-        let mut delete_count = 0u64;
-        let mut max_key = 0u64;
-        let mut indexed_end = SUPERBLOCK_LEN;
-        let mut good_rows = 0usize;
-        for row in &rows {
-            let end = row.offset() + needle::record_len(row.body_size());
-            if !row.is_plausible() || end > dat_len {
-                break;
-            }
-            apply_row(&mut index, row, &mut delete_count);
-            max_key = max_key.max(row.key);
-            indexed_end = indexed_end.max(end);
-            good_rows += 1;
-        }
-        report.idx_rows_dropped = (rows.len() - good_rows) as u64;
-        if report.idx_rows_dropped > 0 {
+        let sb = superblock::decode(&sb).map_err(|e| VolumeError::Corrupt {
+            volume: id,
+            what: format!("{}: {e}", dat_path.display()),
+        })?;
+        if !sb.checksummed {
             tracing::warn!(
                 volume = id,
-                dropped = report.idx_rows_dropped,
-                "idx rows past the usable index dropped; re-scanning the dat"
+                file = %dat_path.display(),
+                "superblock has no checksum (written by an older kelp); its replication cannot be verified"
             );
         }
-        let good_idx_len = (good_rows * idx::ROW_LEN) as u64;
-        if good_idx_len != idx_bytes.len() as u64 {
-            idx_file.set_len(good_idx_len).map_err(io("truncate idx"))?;
-        }
-
-        // Re-index complete needles past the last indexed one; cut the first bad record.
-        let mut pos = indexed_end;
-        let mut new_rows = Vec::new();
-        while pos < dat_len {
-            match read_record_at(&dat, pos, dat_len) {
-                Ok(rec) => {
-                    let row = IdxRow {
-                        key: rec.header.key,
-                        offset_units: (pos / needle::ALIGN) as u32,
-                        size: if rec.needle.is_none() {
-                            -1
-                        } else {
-                            rec.header.size as i32
-                        },
-                    };
-                    apply_row(&mut index, &row, &mut delete_count);
-                    max_key = max_key.max(row.key);
-                    new_rows.extend_from_slice(&row.encode());
-                    report.needles_recovered += 1;
-                    pos += rec.header.record_len();
-                }
-                Err(e) => {
-                    if matches!(e, needle::NeedleError::Checksum { .. }) {
-                        metrics.crc_failures.inc();
-                    }
-                    report.bytes_cut = dat_len - pos;
-                    tracing::warn!(volume = id, offset = pos, bytes_cut = report.bytes_cut, error = %e, "cutting torn or corrupt tail of dat");
-                    dat.set_len(pos).map_err(io("truncate dat"))?;
-                    dat.sync_all().map_err(io("sync dat"))?;
-                    break;
-                }
-            }
-        }
-        if !new_rows.is_empty() {
-            idx_file
-                .write_all_at(&new_rows, good_idx_len)
-                .map_err(io("append idx"))?;
-            idx_file.sync_data().map_err(io("sync idx"))?;
-            tracing::info!(
-                volume = id,
-                needles = report.needles_recovered,
-                "re-indexed needles past the last idx row"
-            );
-        }
-        let end = pos;
-        metrics.needles_recovered.inc_by(report.needles_recovered);
-        metrics.bytes_cut.inc_by(report.bytes_cut);
-        metrics.idx_rows_dropped.inc_by(report.idx_rows_dropped);
-
-        let file_count = index.len() as u64;
+        let replication = sb.replication;
+        let idx_bytes = std::fs::read(&idx_path).map_err(io("read idx"))?;
+        let rec = super::recover::recover(
+            id, &dat, &dat_path, dat_len, &idx_file, &idx_bytes, &metrics, &faults,
+        )?;
+        let mut report = rec.report;
+        report.unchecked_superblock = !sb.checksummed;
+        let end = rec.end;
+        let file_count = rec.index.len() as u64;
         let shared = Arc::new(Shared {
             id,
-            index: RwLock::new(index),
+            index: RwLock::new(rec.index),
             end: AtomicU64::new(end),
             file_count: AtomicU64::new(file_count),
-            delete_count: AtomicU64::new(delete_count),
-            max_key: AtomicU64::new(max_key),
+            delete_count: AtomicU64::new(rec.delete_count),
+            max_key: AtomicU64::new(rec.max_key),
             poisoned: Mutex::new(None),
             metrics: metrics.clone(),
+            faults,
         });
+        if let Some(reason) = rec.failure {
+            poison(
+                &shared,
+                format!("recovery stopped, nothing was cut: {reason}"),
+            );
+        }
         let reader = File::open(&dat_path).map_err(io("open dat for reading"))?;
         let (tx, rx) = mpsc::channel(MAX_BATCH);
         let writer = Writer {
             shared: shared.clone(),
             dat,
             idx: idx_file,
-            idx_len: good_idx_len + new_rows.len() as u64,
+            idx_len: rec.idx_len,
             end,
         };
         std::thread::Builder::new()
@@ -372,6 +327,18 @@ impl Volume {
             },
             report,
         ))
+    }
+
+    /// The fault plan of this volume (tests arm it).
+    #[cfg(test)]
+    pub(crate) fn faults(&self) -> &Faults {
+        &self.shared.faults
+    }
+
+    /// Why the volume refuses writes, if it does (a failed fsync, or recovery stopped by an
+    /// I/O error).
+    pub fn failure(&self) -> Option<String> {
+        self.poisoned()
     }
 
     /// Path of the `.dat`.
@@ -599,7 +566,8 @@ impl Volume {
     }
 }
 
-fn apply_row(index: &mut HashMap<u64, Loc>, row: &IdxRow, delete_count: &mut u64) {
+/// Applies one `.idx` row to the index.
+pub(crate) fn apply_row(index: &mut HashMap<u64, Loc>, row: &IdxRow, delete_count: &mut u64) {
     if row.is_delete() {
         if index.remove(&row.key).is_some() {
             *delete_count += 1;
@@ -613,26 +581,6 @@ fn apply_row(index: &mut HashMap<u64, Loc>, row: &IdxRow, delete_count: &mut u64
             },
         );
     }
-}
-
-fn read_record_at(dat: &File, pos: u64, dat_len: u64) -> Result<Record, needle::NeedleError> {
-    let mut head = [0u8; needle::HEADER_LEN];
-    let avail = dat_len - pos;
-    if avail < needle::HEADER_LEN as u64 || dat.read_exact_at(&mut head, pos).is_err() {
-        return Err(needle::NeedleError::Truncated {
-            need: needle::HEADER_LEN as u64,
-            have: avail,
-        });
-    }
-    let h = Header::decode(&head);
-    let need = h.record_len();
-    if need > avail {
-        return Err(needle::NeedleError::Truncated { need, have: avail });
-    }
-    let mut buf = vec![0u8; need as usize];
-    dat.read_exact_at(&mut buf, pos)
-        .map_err(|_| needle::NeedleError::Truncated { need, have: avail })?;
-    needle::decode(&buf)
 }
 
 /// The appender thread's state: the only writer of the `.dat`.
@@ -680,6 +628,7 @@ impl Writer {
                     dat: sync_dat,
                     idx,
                     idx_len,
+                    pending_rows: Vec::new(),
                 };
                 std::thread::Builder::new()
                     .name(format!("volume-{}-sync", shared.id))
@@ -768,7 +717,11 @@ fn append_batch(shared: &Shared, dat: &File, end: &mut u64, batch: Vec<Op>) -> O
                     let _ = done.send(Err(VolumeError::Full { volume: id }));
                     continue;
                 }
-                if let Err(source) = dat.write_all_at(&record, pos) {
+                if let Err(source) = shared
+                    .faults
+                    .check_write()
+                    .and_then(|()| dat.write_all_at(&record, pos))
+                {
                     let err = VolumeError::from_write(id, source);
                     let _ = done.send(Err(err.clone_shallow()));
                     failure = Some(err);
@@ -811,7 +764,11 @@ fn append_batch(shared: &Shared, dat: &File, end: &mut u64, batch: Vec<Op>) -> O
                 }
                 let record = needle::encode_tombstone(cookie, key, now_ns());
                 let len = record.len() as u64;
-                if let Err(source) = dat.write_all_at(&record, pos) {
+                if let Err(source) = shared
+                    .faults
+                    .check_write()
+                    .and_then(|()| dat.write_all_at(&record, pos))
+                {
                     let err = VolumeError::from_write(id, source);
                     let _ = done.send(Err(err.clone_shallow()));
                     failure = Some(err);
@@ -863,6 +820,8 @@ struct Syncer {
     dat: File,
     idx: File,
     idx_len: u64,
+    /// Rows a full disk kept out of the `.idx`, written before any later row (never a gap).
+    pending_rows: Vec<u8>,
 }
 
 impl Syncer {
@@ -898,6 +857,9 @@ impl Syncer {
                 .metrics
                 .fdatasync_seconds
                 .observe(t.elapsed().as_secs_f64());
+            if res.is_ok() {
+                self.shared.faults.synced(SyncedFile::Dat, end);
+            }
             if let Err(e) = res {
                 let reason = format!("fdatasync failed: {e}");
                 poison(&self.shared, reason.clone());
@@ -910,25 +872,40 @@ impl Syncer {
                 return;
             }
         }
-        let mut rows = Vec::with_capacity(appended.len() * idx::ROW_LEN);
+        let mut rows = std::mem::take(&mut self.pending_rows);
         for a in &appended {
             rows.extend_from_slice(&a.row.encode());
         }
-        if let Err(e) = self.idx.write_all_at(&rows, self.idx_len) {
-            // The needles are durable in the .dat; recovery will re-index them. But this
-            // process's .idx may now have a hole, so stop writing until a restart.
-            let reason = format!("idx append failed: {e}");
-            poison(&self.shared, reason.clone());
-            self.shared.end.store(end, Ordering::Release);
-            for a in appended {
-                let _ = a.done.send(Err(VolumeError::Poisoned {
-                    volume: id,
-                    reason: reason.clone(),
-                }));
+        match self
+            .shared
+            .faults
+            .check_idx_write()
+            .and_then(|()| self.idx.write_all_at(&rows, self.idx_len))
+        {
+            Ok(()) => self.idx_len += rows.len() as u64,
+            Err(e) if e.kind() == io::ErrorKind::StorageFull => {
+                // The needles are durable in the .dat and the .idx is only a cache: answer
+                // them, and keep their rows to write before any later one, so the .idx never
+                // has a gap (recovery re-indexes whatever is past its last row).
+                tracing::warn!(volume = id, rows = rows.len() / idx::ROW_LEN, error = %e, "disk full appending idx rows; they are kept and retried");
+                self.shared.metrics.write_errors.inc();
+                self.pending_rows = rows;
             }
-            return;
+            Err(e) => {
+                // The needles are durable in the .dat; recovery will re-index them. But this
+                // process's .idx may now have a hole, so stop writing until a restart.
+                let reason = format!("idx append failed: {e}");
+                poison(&self.shared, reason.clone());
+                self.shared.end.store(end, Ordering::Release);
+                for a in appended {
+                    let _ = a.done.send(Err(VolumeError::Poisoned {
+                        volume: id,
+                        reason: reason.clone(),
+                    }));
+                }
+                return;
+            }
         }
-        self.idx_len += rows.len() as u64;
         let m = &self.shared.metrics;
         m.batch_needles.observe(appended.len() as f64);
         {
