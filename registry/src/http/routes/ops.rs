@@ -1,0 +1,46 @@
+//! Operational routes: `/` (Confluent's root answers `{}`), `/readyz` and `/metrics`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Serialize;
+
+use crate::http::error::SrError;
+use crate::http::{AppState, SrJson};
+
+/// Body of a ready `/readyz`.
+#[derive(Debug, Serialize)]
+pub struct Ready {
+    /// Always `"ready"`.
+    pub status: &'static str,
+    /// Records of the schemas log applied.
+    pub records: u64,
+}
+
+/// `GET /`: an empty object, as Confluent's registry answers (clients use it as a ping).
+pub async fn root() -> SrJson<serde_json::Map<String, serde_json::Value>> {
+    SrJson(serde_json::Map::new())
+}
+
+/// `GET /readyz`: 200 once the index is rebuilt from the log, else 503.
+pub async fn readyz(State(st): State<AppState>) -> Result<SrJson<Ready>, SrError> {
+    if !st.registry.is_ready() {
+        return Err(SrError {
+            retry_after: Some(1),
+            ..SrError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                50301,
+                "the schema index is still being rebuilt from the log",
+            )
+        });
+    }
+    Ok(SrJson(Ready {
+        status: "ready",
+        records: st.registry.counts().2,
+    }))
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics(State(st): State<AppState>) -> Response {
+    common::metrics::render(&st.metrics)
+}

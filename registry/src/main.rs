@@ -1,0 +1,13 @@
+//! `kelp-registry`: parses flags and runs the schema registry until SIGTERM/SIGINT (see
+//! `common::service::main`).
+
+use clap::Parser;
+use kelp_registry::Config;
+
+fn main() -> anyhow::Result<()> {
+    let cfg = Config::parse();
+    let (ip, port, dir) = (cfg.ip.clone(), cfg.port, cfg.dir.clone());
+    common::service::main("registry", &ip, port, &dir, |dir, listener, shutdown| {
+        kelp_registry::run(Config { dir, ..cfg }, listener, shutdown)
+    })
+}

@@ -1,0 +1,6 @@
+//! Crate tests of the registry: the real router over an in-memory log (`store::mem::MemLog`),
+//! and `run` on a real socket.
+
+mod helpers;
+mod router;
+mod server;
