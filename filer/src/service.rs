@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use common::api::filer::{Chunk, Entry, Expect, FileUploadResponse, PutEntryRequest};
+use common::api::filer::{Chunk, Entry, Expect, FileUploadResponse, ParentExpect, PutEntryRequest};
 use common::api::master::AssignQuery;
 use common::client::volume::{BlobClient, WriteOptions};
 use common::client::{ClientError, HttpClient};
@@ -87,6 +87,14 @@ pub enum Error {
     /// An `expect` precondition did not hold (412).
     #[error("precondition failed on {path}: {message}")]
     PreconditionFailed {
+        /// The path.
+        path: String,
+        /// What was expected and found.
+        message: String,
+    },
+    /// A `parent_expect` fencing token did not hold (412 `fenced`).
+    #[error("write to {path} is fenced: {message}")]
+    Fenced {
         /// The path.
         path: String,
         /// What was expected and found.
@@ -200,6 +208,26 @@ fn new_dir(p: &str, now: u64) -> Entry {
         version: 1,
         ..Entry::default()
     }
+}
+
+/// Checks that `p`'s parent directory holds the fencing token.
+fn check_fence(s: &dyn MetaStore, p: &str, fence: &ParentExpect) -> Result<(), Error> {
+    let parent = path::split(p).0;
+    let found = s
+        .get(parent)?
+        .and_then(|e| e.extended.get(&fence.key).cloned());
+    if found.as_deref() == Some(fence.value.as_str()) {
+        return Ok(());
+    }
+    Err(Error::Fenced {
+        path: p.to_owned(),
+        message: format!(
+            "{parent} has {}={}, not {}",
+            fence.key,
+            found.as_deref().unwrap_or("(none)"),
+            fence.value
+        ),
+    })
 }
 
 fn check_expect(p: &str, old: Option<&Entry>, expect: Option<Expect>) -> Result<(), Error> {
@@ -403,20 +431,30 @@ impl Filer {
         if e.mode == 0 {
             e.mode = if e.is_dir { DIR_MODE } else { FILE_MODE };
         }
-        let expect = req.expect;
-        self.critical(move |f| async move { f.commit_entry(e, expect).await })
+        let (expect, parent_expect) = (req.expect, req.parent_expect);
+        self.critical(move |f| async move { f.commit_entry(e, expect, parent_expect).await })
             .await
     }
 
     /// Read-check-write of one entry under its path lock. Queues the chunks the new entry no
     /// longer references for deletion, in the same batch.
-    async fn commit_entry(&self, mut entry: Entry, expect: Option<Expect>) -> Result<Entry, Error> {
+    /// The parent's fencing token is checked under the same locks: a writer of the parent
+    /// waits for this write, and this write for it.
+    async fn commit_entry(
+        &self,
+        mut entry: Entry,
+        expect: Option<Expect>,
+        parent_expect: Option<ParentExpect>,
+    ) -> Result<Entry, Error> {
         let p = entry.full_path.clone();
         let _locks = self.locks.lock(&[&p]).await;
         let now = now_ms();
         let planned = {
             let entry = entry.clone();
             self.read(move |s| {
+                if let Some(fence) = &parent_expect {
+                    check_fence(s, &entry.full_path, fence)?;
+                }
                 let old = s.get(&entry.full_path)?;
                 check_expect(&entry.full_path, old.as_ref(), expect)?;
                 match &old {
@@ -580,7 +618,7 @@ impl Filer {
         };
         let committed = self
             .critical(move |f| async move {
-                let result = f.commit_entry(entry, None).await;
+                let result = f.commit_entry(entry, None, None).await;
                 if result.is_ok() {
                     guard.disarm();
                 }

@@ -68,6 +68,22 @@ pub struct PutEntryRequest {
     /// Optional precondition; a failed one is a 412 `precondition_failed`.
     #[serde(default)]
     pub expect: Option<Expect>,
+    /// Optional fencing precondition on the parent directory, checked atomically with the
+    /// write; a failed one is a 412 `fenced`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_expect: Option<ParentExpect>,
+}
+
+/// A fencing token: the parent directory's `extended[key]` must equal `value`. A writer that
+/// takes over the directory changes the value (its own write of the directory excludes every
+/// write below it), so a writer holding an older token can no longer write there.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ParentExpect {
+    /// Attribute name.
+    pub key: String,
+    /// Expected value.
+    pub value: String,
 }
 
 /// Query of `GET /__meta/entry` and `DELETE /__meta/entry`.

@@ -6,7 +6,8 @@ use bytes::Bytes;
 use super::master::urlencode;
 use super::{Call, ClientError, HttpClient, base_url};
 use crate::api::filer::{
-    DirListing, Entry, Expect, FileUploadResponse, ListQuery, ListResponse, PutEntryRequest,
+    DirListing, Entry, Expect, FileUploadResponse, ListQuery, ListResponse, ParentExpect,
+    PutEntryRequest,
 };
 
 /// What [`FilerClient::create_entry`] found.
@@ -65,9 +66,21 @@ impl FilerClient {
         entry: &Entry,
         expect: Option<Expect>,
     ) -> Result<Entry, ClientError> {
+        self.put_entry_fenced(entry, expect, None).await
+    }
+
+    /// [`FilerClient::put_entry`] that also requires the parent directory to hold a fencing
+    /// token (`parent_expect`); a write under a stale token is a 412 with code `fenced`.
+    pub async fn put_entry_fenced(
+        &self,
+        entry: &Entry,
+        expect: Option<Expect>,
+        parent_expect: Option<&ParentExpect>,
+    ) -> Result<Entry, ClientError> {
         let body = PutEntryRequest {
             entry: entry.clone(),
             expect,
+            parent_expect: parent_expect.cloned(),
         };
         let call = Call::new(
             Method::PUT,
@@ -82,10 +95,24 @@ impl FilerClient {
     /// one is returned. Safe to repeat: a create whose answer was lost shows up as `Exists`
     /// with the caller's own content, which the caller can recognise.
     pub async fn create_entry(&self, entry: &Entry) -> Result<Created, ClientError> {
+        self.create_entry_fenced(entry, None).await
+    }
+
+    /// [`FilerClient::create_entry`] under a fencing token on the parent directory (see
+    /// [`FilerClient::put_entry_fenced`]); a stale token is an error with code `fenced`.
+    pub async fn create_entry_fenced(
+        &self,
+        entry: &Entry,
+        fence: Option<&ParentExpect>,
+    ) -> Result<Created, ClientError> {
         let mut attempt = 0;
         loop {
-            match self.put_entry(entry, Some(Expect::Absent)).await {
+            match self
+                .put_entry_fenced(entry, Some(Expect::Absent), fence)
+                .await
+            {
                 Ok(e) => return Ok(Created::New(e)),
+                Err(e) if e.code() == Some("fenced") => return Err(e),
                 Err(e) if e.status() == Some(StatusCode::PRECONDITION_FAILED) => {
                     match self.get_entry(&entry.full_path).await? {
                         Some(existing) => return Ok(Created::Exists(existing)),

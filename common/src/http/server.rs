@@ -141,11 +141,19 @@ pub async fn serve(
 #[derive(Serialize)]
 struct Addrs {
     http: SocketAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kafka: Option<SocketAddr>,
 }
 
 /// Writes `<dir>/addrs.json` with the bound address, so tests and tools that started the
 /// service on port 0 can find it.
 pub fn write_addrs_file(dir: &Path, addr: SocketAddr) -> std::io::Result<()> {
-    let body = serde_json::to_vec(&Addrs { http: addr }).map_err(std::io::Error::other)?;
+    write_addrs(dir, addr, None)
+}
+
+/// Writes `<dir>/addrs.json` with the HTTP address and, for a broker with a Kafka listener,
+/// its address (`"kafka"`).
+pub fn write_addrs(dir: &Path, http: SocketAddr, kafka: Option<SocketAddr>) -> std::io::Result<()> {
+    let body = serde_json::to_vec(&Addrs { http, kafka }).map_err(std::io::Error::other)?;
     crate::fs::durable_overwrite(&dir.join("addrs.json"), &body)
 }

@@ -20,6 +20,10 @@ impl From<Error> for ApiError {
                 code: "precondition_failed",
                 message,
             },
+            Error::Fenced { .. } => ApiError::PreconditionFailed {
+                code: "fenced",
+                message,
+            },
             Error::TooLarge { .. } => ApiError::PayloadTooLarge { message },
             Error::Upload { source, .. } => {
                 if source.is_transient() {

@@ -222,6 +222,41 @@ async fn test_router_conflicts_are_409() {
 }
 
 #[tokio::test]
+async fn test_router_parent_fence_refuses_writes_under_a_stale_token() {
+    let f = filer();
+    let dir = |epoch: &str| json!({"entry": {"full_path": "/t/p0000", "is_dir": true, "extended": {"owner_epoch": epoch}}});
+    let seg = |name: &str, epoch: &str| {
+        json!({"entry": {"full_path": format!("/t/p0000/{name}")}, "expect": "absent",
+               "parent_expect": {"key": "owner_epoch", "value": epoch}})
+    };
+    let r = f.json(Method::PUT, "/__meta/entry", dir("1")).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = f.json(Method::PUT, "/__meta/entry", seg("a", "1")).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    // Another owner takes the directory over: the old token no longer writes below it.
+    let r = f.json(Method::PUT, "/__meta/entry", dir("2")).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = f.json(Method::PUT, "/__meta/entry", seg("b", "1")).await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(r.code(), "fenced");
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("owner_epoch=2")
+    );
+    let r = f
+        .call(Method::GET, "/__meta/entry?path=/t/p0000/b", Body::empty())
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "nothing was written");
+    let r = f.json(Method::PUT, "/__meta/entry", seg("b", "2")).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    // A parent that does not exist holds no token.
+    let r = f.json(Method::PUT, "/__meta/entry", json!({"entry": {"full_path": "/u/x"}, "parent_expect": {"key": "owner_epoch", "value": "1"}})).await;
+    assert_eq!(r.code(), "fenced");
+}
+
+#[tokio::test]
 async fn test_router_preconditions_are_412() {
     let f = filer();
     let body = |expect: serde_json::Value| json!({"entry": {"full_path": "/p"}, "expect": expect});
