@@ -5,6 +5,7 @@ mod blob;
 mod broker;
 mod chaos;
 mod corruption;
+mod durability;
 mod filer;
 mod scenarios;
 mod server;
