@@ -57,8 +57,11 @@ use super::needle::{self, Header, Record};
 use super::volume::{Loc, RecoveryReport, apply_row};
 use crate::metrics::Metrics;
 
-/// Bytes read at once while scanning.
-const WINDOW: usize = 64 << 10;
+/// Bytes read at once for headers while scanning: small, so validating the rows of big
+/// needles reads little more than their headers.
+const WINDOW: usize = 16 << 10;
+/// Bytes copied at once when a torn tail is set aside.
+const COPY_CHUNK: usize = 1 << 20;
 
 /// What recovery rebuilt.
 pub(crate) struct Recovered {
@@ -283,10 +286,10 @@ fn copy_aside(sc: &Scanner<'_>, dat_path: &Path, from: u64) -> io::Result<PathBu
         .write(true)
         .create_new(true)
         .open(&path)?;
-    let mut buf = vec![0u8; WINDOW];
+    let mut buf = vec![0u8; COPY_CHUNK];
     let mut pos = from;
     while pos < sc.len {
-        let n = (sc.len - pos).min(WINDOW as u64) as usize;
+        let n = (sc.len - pos).min(COPY_CHUNK as u64) as usize;
         sc.pread(&mut buf[..n], pos)?;
         out.write_all(&buf[..n])?;
         pos += n as u64;
