@@ -1,0 +1,249 @@
+//! Produce and InitProducerId.
+//!
+//! Each partition's records are split into v2 batches and appended one by one through
+//! [`Backend::produce`](crate::Backend::produce) inside a `kafka.produce` span (topic,
+//! partition, records). Error codes: a partition of an unknown topic (auto-create off)
+//! UNKNOWN_TOPIC_OR_PARTITION; bytes that are not whole checked batches CORRUPT_MESSAGE;
+//! magic 0/1 message sets and Produce v0-2 UNSUPPORTED_FOR_MESSAGE_FORMAT; transactional
+//! batches and transactional producers TRANSACTIONAL_ID_AUTHORIZATION_FAILED (transactions
+//! are not supported); control batches INVALID_REQUEST; acks other than -1/0/1
+//! INVALID_REQUIRED_ACKS; backend errors as [`crate::error::backend_code`] maps them.
+
+use bytes::{Buf, BufMut, Bytes};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{
+    InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId,
+};
+use tracing::Instrument;
+
+use super::{Ctx, HandleError, Reply, decode, respond};
+use crate::backend::{BackendError, Durability, ProduceOutcome, ProducedBatch};
+use crate::batch::{self, BatchError};
+use crate::codec::{self, Request};
+use crate::error::{backend_code, code, log_backend_error};
+
+/// Produce v3+.
+pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Reply, HandleError> {
+    let produce: ProduceRequest = decode(req, "produce")?;
+    let durability = match produce.acks {
+        -1 => Some(Durability::Durable),
+        0 | 1 => Some(Durability::Buffered),
+        _ => None,
+    };
+    let transactional = produce.transactional_id.is_some();
+    let mut resp = ProduceResponse::default();
+    for topic in produce.topic_data {
+        let name = topic.name.0.as_str().to_owned();
+        let exists = super::admin::ensure_topic(ctx, &name, ctx.cfg.auto_create_topics)
+            .await
+            .map(|_| ());
+        let parts = topic.partition_data.iter().map(|p| {
+            let name = name.clone();
+            let exists = exists.clone();
+            async move {
+                let mut out = PartitionProduceResponse::default();
+                out.index = p.index;
+                out.base_offset = -1;
+                out.log_append_time_ms = -1;
+                out.log_start_offset = -1;
+                out.error_code = match (durability, transactional, exists) {
+                    (None, _, _) => code::INVALID_REQUIRED_ACKS,
+                    (_, true, _) => code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                    (_, _, Err(c)) => c,
+                    (Some(d), false, Ok(())) => {
+                        let records = p.records.clone().unwrap_or_default();
+                        match produce_partition(ctx, &name, p.index, &records, d).await {
+                            Ok((base, start)) => {
+                                out.base_offset = base;
+                                out.log_start_offset = start;
+                                code::NONE
+                            }
+                            Err(c) => c,
+                        }
+                    }
+                };
+                out
+            }
+        });
+        let mut t = TopicProduceResponse::default();
+        t.name = topic.name.clone();
+        t.partition_responses = futures::future::join_all(parts).await;
+        resp.responses.push(t);
+    }
+    if produce.acks == 0 {
+        return Ok(None);
+    }
+    respond(req, &resp)
+}
+
+/// Appends every batch of one partition; returns the first batch's base offset and the log
+/// start offset, or the Kafka error code.
+async fn produce_partition(
+    ctx: &Ctx,
+    topic: &str,
+    partition: i32,
+    records: &Bytes,
+    durability: Durability,
+) -> Result<(i64, i64), i16> {
+    let Ok(partition) = u32::try_from(partition) else {
+        return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
+    };
+    let batches = batch::split_batches(records).map_err(|e| {
+        tracing::debug!(topic, partition, error = %e, "refused produce records");
+        match e {
+            BatchError::BadMagic(_) => code::UNSUPPORTED_FOR_MESSAGE_FORMAT,
+            _ => code::CORRUPT_MESSAGE,
+        }
+    })?;
+    if batches.is_empty() {
+        return Err(code::CORRUPT_MESSAGE);
+    }
+    let mut first = None;
+    for (bytes, info) in batches {
+        if info.is_transactional() {
+            return Err(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+        }
+        if info.is_control() {
+            return Err(code::INVALID_REQUEST);
+        }
+        let span = tracing::info_span!(
+            "kafka.produce",
+            topic,
+            partition,
+            records = info.record_count,
+            acks = ?durability
+        );
+        let result = ctx
+            .backend
+            .produce(topic, partition, ProducedBatch { bytes, info }, durability)
+            .instrument(span.clone())
+            .await;
+        let (base, start) = match result {
+            Ok(ProduceOutcome::Appended {
+                base_offset,
+                log_start,
+            }) => (base_offset, log_start),
+            Ok(ProduceOutcome::Duplicate {
+                base_offset,
+                log_start,
+            }) => {
+                span.in_scope(|| tracing::debug!(base_offset, "duplicate batch not stored again"));
+                (base_offset, log_start)
+            }
+            Err(e) => {
+                span.in_scope(|| log_backend_error(&e));
+                return Err(backend_code(&e));
+            }
+        };
+        first.get_or_insert((base, start));
+    }
+    first.ok_or(code::CORRUPT_MESSAGE)
+}
+
+/// Produce v0-2: listed in ApiVersions (see the module doc of [`super`]) but refused with
+/// UNSUPPORTED_FOR_MESSAGE_FORMAT per partition. `kafka-protocol` cannot decode these
+/// versions, so the request and response are read and written here.
+pub fn handle_legacy(req: &Request) -> Result<Reply, HandleError> {
+    let malformed = |what: &str| HandleError::Malformed {
+        api: "produce",
+        version: req.api_version,
+        reason: what.to_owned(),
+    };
+    let mut b = req.body.clone();
+    // Header v1 is already stripped: acks, timeout, then the topics.
+    if b.remaining() < 6 {
+        return Err(malformed("truncated"));
+    }
+    let acks = b.get_i16();
+    let _timeout = b.get_i32();
+    let mut topics: Vec<(Bytes, Vec<i32>)> = Vec::new();
+    let n = read_len(&mut b).ok_or_else(|| malformed("topic count"))?;
+    for _ in 0..n {
+        let name = read_str(&mut b).ok_or_else(|| malformed("topic name"))?;
+        let parts = read_len(&mut b).ok_or_else(|| malformed("partition count"))?;
+        let mut ids = Vec::new();
+        for _ in 0..parts {
+            if b.remaining() < 8 {
+                return Err(malformed("partition"));
+            }
+            ids.push(b.get_i32());
+            let size = b.get_i32();
+            if size > 0 {
+                let size = size as usize;
+                if b.remaining() < size {
+                    return Err(malformed("record set"));
+                }
+                b.advance(size);
+            }
+        }
+        topics.push((name, ids));
+    }
+    if acks == 0 {
+        return Ok(None);
+    }
+    let version = req.api_version;
+    Ok(Some(codec::encode_raw(req.correlation_id, 0, |buf| {
+        buf.put_i32(topics.len() as i32);
+        for (name, ids) in &topics {
+            buf.put_i16(name.len() as i16);
+            buf.put_slice(name);
+            buf.put_i32(ids.len() as i32);
+            for id in ids {
+                buf.put_i32(*id);
+                buf.put_i16(code::UNSUPPORTED_FOR_MESSAGE_FORMAT);
+                buf.put_i64(-1);
+                if version >= 2 {
+                    buf.put_i64(-1);
+                }
+            }
+        }
+        if version >= 1 {
+            buf.put_i32(0);
+        }
+        Ok(())
+    })?))
+}
+
+fn read_len(b: &mut Bytes) -> Option<usize> {
+    if b.remaining() < 4 {
+        return None;
+    }
+    let n = b.get_i32();
+    // Each element takes at least two bytes, which bounds a lying count.
+    usize::try_from(n).ok().filter(|&n| n <= b.remaining())
+}
+
+fn read_str(b: &mut Bytes) -> Option<Bytes> {
+    if b.remaining() < 2 {
+        return None;
+    }
+    let n = usize::try_from(b.get_i16()).ok()?;
+    (b.remaining() >= n).then(|| b.split_to(n))
+}
+
+/// InitProducerId: a fresh producer id at epoch 0. A transactional id is refused with
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which clients report as a fatal, clear error.
+pub async fn init_producer_id(ctx: &Ctx, req: &Request) -> Result<Reply, HandleError> {
+    let r: kafka_protocol::messages::InitProducerIdRequest = decode(req, "init_producer_id")?;
+    let mut resp = InitProducerIdResponse::default();
+    resp.producer_id = ProducerId(-1);
+    resp.producer_epoch = -1;
+    if r.transactional_id.is_some() {
+        resp.error_code = code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+        return respond(req, &resp);
+    }
+    match ctx.backend.allocate_producer_id().await {
+        Ok(id) => {
+            resp.producer_id = ProducerId(id);
+            resp.producer_epoch = 0;
+        }
+        Err(e) => {
+            log_backend_error(&e);
+            resp.error_code = match e {
+                BackendError::Unavailable(_) => code::COORDINATOR_NOT_AVAILABLE,
+                other => backend_code(&other),
+            };
+        }
+    }
+    respond(req, &resp)
+}
