@@ -39,7 +39,8 @@ pub struct Metrics {
     pub bytes_skipped: Counter,
     /// Volume recoveries stopped by an I/O error (the volume is read-only, nothing cut).
     pub recovery_io_errors: Counter,
-    /// Volumes that failed to load (not quarantined) or loaded read-only after a failure.
+    /// Volumes that failed to load (left in place, not quarantined) or refuse writes after a
+    /// failure (recovery stopped by an I/O error, a failed fdatasync).
     pub volumes_failed: Gauge,
     /// Write errors (I/O, disk full).
     pub write_errors: Counter,
@@ -138,7 +139,7 @@ impl Metrics {
         );
         r.register(
             "volumes_failed",
-            "Volumes that failed to load or are read-only after a failure",
+            "Volumes that failed to load or refuse writes after a failure",
             m.volumes_failed.clone(),
         );
         r.register(

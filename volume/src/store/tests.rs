@@ -424,6 +424,7 @@ async fn test_recovery_io_error_while_scanning_cuts_nothing_and_opens_read_only(
     assert!(report.io_error.is_some(), "{report:?}");
     assert_eq!(report.bytes_cut, 0);
     assert_eq!(m.recovery_io_errors.get(), 1);
+    assert_eq!(m.volumes_failed.get(), 1);
     assert!(v.failure().is_some());
     assert!(
         v.info().read_only,

@@ -674,7 +674,15 @@ impl Writer {
 
 fn poison(shared: &Shared, reason: String) {
     tracing::error!(volume = shared.id, reason = %reason, "volume poisoned: refusing writes");
-    *shared.poisoned.lock().expect("poison lock") = Some(reason);
+    if shared
+        .poisoned
+        .lock()
+        .expect("poison lock")
+        .replace(reason)
+        .is_none()
+    {
+        shared.metrics.volumes_failed.inc();
+    }
 }
 
 fn poisoned(shared: &Shared) -> Option<String> {
