@@ -2,6 +2,11 @@
 //! needle appended to the `.dat`, in append order. `size` is -1 for a deletion, whose offset
 //! points at the tombstone record. The `.idx` is a cache of the `.dat`: recovery re-derives any
 //! rows lost in a crash by scanning the `.dat` past the last indexed needle.
+//!
+//! Rows carry no checksum and the file is not fsynced. Instead of a new row format, recovery
+//! validates every row against the needle header it points at (same key, same size, in `.dat`
+//! order) and drops the first row that does not match and all after it (see `store::recover`
+//! for why), so a torn, zeroed, stale or flipped row can never place the scan inside a needle.
 
 /// Bytes in one row.
 pub const ROW_LEN: usize = 16;
