@@ -74,6 +74,28 @@ pub struct Config {
     /// topic past it is refused with 409 `partition_limit`.
     #[arg(long, env = "KELP_MAX_PARTITIONS", default_value_t = 10_000)]
     pub max_partitions: u64,
+    /// Port of the Kafka listener (0 = off); it listens on `--ip`.
+    #[arg(long, env = "KELP_KAFKA_PORT", default_value_t = 9092)]
+    pub kafka_port: u16,
+    /// Host the Kafka listener advertises to clients (default: `--ip`, or 127.0.0.1 when
+    /// that is a wildcard address).
+    #[arg(long, env = "KELP_KAFKA_ADVERTISED_HOST")]
+    pub kafka_advertised_host: Option<String>,
+    /// Port the Kafka listener advertises (default: the port it listens on).
+    #[arg(long, env = "KELP_KAFKA_ADVERTISED_PORT")]
+    pub kafka_advertised_port: Option<u16>,
+    /// Kelp namespace whose topics Kafka clients see (Kafka topic `t` is `<namespace>/t`).
+    #[arg(long, env = "KELP_KAFKA_NAMESPACE", default_value = "kafka")]
+    pub kafka_namespace: String,
+    /// Create unknown topics a Kafka client asks for (Metadata, Produce).
+    #[arg(long, env = "KELP_KAFKA_AUTO_CREATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub kafka_auto_create: bool,
+    /// Partitions of a topic created on demand by a Kafka client.
+    #[arg(long, env = "KELP_KAFKA_AUTO_CREATE_PARTITIONS", default_value_t = 1)]
+    pub kafka_auto_create_partitions: u32,
+    /// Largest Kafka request accepted (larger ones close the connection).
+    #[arg(long, env = "KELP_KAFKA_MAX_REQUEST_MB", default_value_t = 100)]
+    pub kafka_max_request_mb: u64,
 }
 
 impl Default for Config {
@@ -99,6 +121,13 @@ impl Default for Config {
             tail_cache_mb: 64,
             segment_cache_mb: 64,
             max_partitions: 10_000,
+            kafka_port: 9092,
+            kafka_advertised_host: None,
+            kafka_advertised_port: None,
+            kafka_namespace: "kafka".to_owned(),
+            kafka_auto_create: true,
+            kafka_auto_create_partitions: 1,
+            kafka_max_request_mb: 100,
         }
     }
 }
@@ -118,6 +147,19 @@ impl Config {
         anyhow::ensure!(
             self.max_batch_bytes >= self.max_record_bytes,
             "--max-batch-bytes must be at least --max-record-bytes"
+        );
+        anyhow::ensure!(
+            crate::service::valid_name(&self.kafka_namespace),
+            "--kafka-namespace must be a valid namespace name"
+        );
+        anyhow::ensure!(
+            (1..=crate::service::MAX_PARTITIONS).contains(&self.kafka_auto_create_partitions),
+            "--kafka-auto-create-partitions must be between 1 and {}",
+            crate::service::MAX_PARTITIONS
+        );
+        anyhow::ensure!(
+            (1..=2048).contains(&self.kafka_max_request_mb),
+            "--kafka-max-request-mb must be between 1 and 2048"
         );
         self.replication
             .parse::<common::api::master::Replication>()

@@ -36,9 +36,11 @@ struct FetchOut<'a> {
     log_end_offset: u64,
 }
 
-struct RecordOut<'a> {
-    offset: u64,
-    view: RecordView<'a>,
+enum RecordOut<'a> {
+    /// A record published over HTTP.
+    Kelp { offset: u64, view: RecordView<'a> },
+    /// A record of a Kafka batch.
+    Kafka(&'a kafka::batch::OwnedRecord),
 }
 
 struct Headers<'a>(RecordView<'a>);
@@ -53,30 +55,55 @@ impl Serialize for Headers<'_> {
     }
 }
 
+/// A Kafka record's headers as text (values lossily decoded; a null value is empty).
+struct KafkaHeaders<'a>(&'a [(String, Option<Bytes>)]);
+
+impl Serialize for KafkaHeaders<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            let v = v
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            m.serialize_entry(k, &v)?;
+        }
+        m.end()
+    }
+}
+
+/// Serializes bytes as `field` when UTF-8, else as null plus `field_b64`.
+fn bytes_entry<M: SerializeMap>(m: &mut M, field: &str, b: Option<&[u8]>) -> Result<(), M::Error> {
+    match b.map(|b| (b, std::str::from_utf8(b))) {
+        None => m.serialize_entry(field, &None::<&str>),
+        Some((_, Ok(t))) => m.serialize_entry(field, t),
+        Some((b, Err(_))) => {
+            m.serialize_entry(field, &None::<&str>)?;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(b);
+            m.serialize_entry(&format!("{field}_b64"), &b64)
+        }
+    }
+}
+
 impl Serialize for RecordOut<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
         let mut m = s.serialize_map(None)?;
-        m.serialize_entry("offset", &self.offset)?;
-        match self.view.key {
-            None => m.serialize_entry("key", &None::<&str>)?,
-            Some(k) => match std::str::from_utf8(k) {
-                Ok(t) => m.serialize_entry("key", t)?,
-                Err(_) => {
-                    m.serialize_entry("key", &None::<&str>)?;
-                    m.serialize_entry("key_b64", &b64(k))?;
-                }
-            },
-        }
-        match std::str::from_utf8(self.view.value) {
-            Ok(t) => m.serialize_entry("value", t)?,
-            Err(_) => {
-                m.serialize_entry("value", &None::<&str>)?;
-                m.serialize_entry("value_b64", &b64(self.view.value))?;
+        match self {
+            Self::Kelp { offset, view } => {
+                m.serialize_entry("offset", offset)?;
+                bytes_entry(&mut m, "key", view.key)?;
+                bytes_entry(&mut m, "value", Some(view.value))?;
+                m.serialize_entry("headers", &Headers(*view))?;
+                m.serialize_entry("timestamp_ms", &view.timestamp_ms)?;
+            }
+            Self::Kafka(r) => {
+                m.serialize_entry("offset", &r.offset)?;
+                bytes_entry(&mut m, "key", r.key.as_deref())?;
+                bytes_entry(&mut m, "value", r.value.as_deref())?;
+                m.serialize_entry("headers", &KafkaHeaders(&r.headers))?;
+                m.serialize_entry("timestamp_ms", &r.timestamp)?;
             }
         }
-        m.serialize_entry("headers", &Headers(self.view))?;
-        m.serialize_entry("timestamp_ms", &self.view.timestamp_ms)?;
         m.end()
     }
 }
@@ -137,8 +164,37 @@ impl Broker {
         let regions = self
             .read_range(&part, offset, visible, limit, max_bytes)
             .await?;
+        // Kafka batches are decoded (and decompressed) first, so records can borrow them.
+        let kafka_records = regions
+            .iter()
+            .filter(|r| r.kafka)
+            .map(|r| {
+                kafka::batch::decode_batches(&r.data).map_err(|e| {
+                    corrupt(
+                        &part,
+                        format!(
+                            "Kafka batch at offset {} is undecodable: {e}",
+                            r.first_offset
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut kafka_batches = kafka_records.iter();
         let mut records = Vec::with_capacity(regions.iter().map(|r| r.count).sum());
         for r in &regions {
+            if r.kafka {
+                let Some(decoded) = kafka_batches.next() else {
+                    break;
+                };
+                for rec in decoded {
+                    let at = u64::try_from(rec.offset).unwrap_or(0);
+                    if at >= offset && at < visible && records.len() < limit {
+                        records.push(RecordOut::Kafka(rec));
+                    }
+                }
+                continue;
+            }
             let mut pos = 0;
             for i in 0..r.count {
                 let (view, next) = segment::decode_record(&r.data, pos).ok_or_else(|| {
@@ -147,14 +203,20 @@ impl Broker {
                         format!("malformed record at offset {}", r.first_offset + i as u64),
                     )
                 })?;
-                records.push(RecordOut {
-                    offset: r.first_offset + i as u64,
-                    view,
-                });
+                if records.len() < limit {
+                    records.push(RecordOut::Kelp {
+                        offset: r.first_offset + i as u64,
+                        view,
+                    });
+                }
                 pos = next;
             }
         }
-        let next_offset = offset + records.len() as u64;
+        let next_offset = match records.last() {
+            Some(RecordOut::Kelp { offset, .. }) => offset + 1,
+            Some(RecordOut::Kafka(r)) => u64::try_from(r.offset).unwrap_or(0) + 1,
+            None => offset,
+        };
         let (_, durable_offset, log_end_offset) = part.offsets();
         serde_json::to_vec(&FetchOut {
             records,
@@ -193,7 +255,7 @@ impl Broker {
     }
 
     /// Records `[from, until)`, at most `limit` and about `max_bytes` (at least one when any).
-    async fn read_range(
+    pub(crate) async fn read_range(
         &self,
         part: &Partition,
         from: u64,
@@ -224,6 +286,18 @@ impl Broker {
                 if pos >= until || taken >= limit || (taken > 0 && bytes >= max_bytes) {
                     break;
                 }
+                if b.is_kafka() {
+                    bytes += b.body.len();
+                    taken += b.header.record_count as usize;
+                    out.push(Region {
+                        first_offset: b.header.first_offset,
+                        count: b.header.record_count as usize,
+                        data: b.body.clone(),
+                        kafka: true,
+                    });
+                    pos = b.end_offset();
+                    continue;
+                }
                 let first = (pos - b.header.first_offset) as usize;
                 let last = ((until.min(b.end_offset()) - b.header.first_offset) as usize)
                     .min(b.positions.len());
@@ -244,6 +318,7 @@ impl Broker {
                     first_offset: pos,
                     count: i - first,
                     data: b.body.slice(start..stop),
+                    kafka: false,
                 });
                 pos = b.header.first_offset + i as u64;
             }
@@ -260,7 +335,7 @@ impl Broker {
     }
 
     /// The decoded segment holding `offset` (a durable offset no longer in memory).
-    async fn segment_for(
+    pub(crate) async fn segment_for(
         &self,
         part: &Partition,
         offset: u64,

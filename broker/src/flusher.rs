@@ -88,6 +88,9 @@ fn decide(broker: &Broker, part: &Partition) -> Next {
     let cfg = &broker.cfg;
     let shutting = broker.shutdown.is_cancelled();
     let mut st = part.lock();
+    if st.fenced.is_some() {
+        return Next::Stop;
+    }
     let log = &st.log;
     if !log.has_pending() {
         if shutting {
@@ -317,6 +320,7 @@ async fn commit(broker: &Broker, part: &Partition, w: Written) -> bool {
         ts_max: w.sealed.ts_max(),
         trace_id: w.trace_id.clone(),
         chunk: w.chunk.clone(),
+        epoch: part.lock().epoch,
     };
     let mut attempt = 0;
     loop {
@@ -328,6 +332,10 @@ async fn commit(broker: &Broker, part: &Partition, w: Written) -> bool {
                     .metrics
                     .observe(Hop::FilerCommit, t.elapsed().as_secs_f64());
                 break;
+            }
+            Err(StoreError::Fenced(why)) => {
+                fence(broker, part, &why);
+                return false;
             }
             Err(source) => {
                 let e = HopError {
@@ -347,6 +355,34 @@ async fn commit(broker: &Broker, part: &Partition, w: Written) -> bool {
     }
     complete(broker, part, &w, &meta);
     true
+}
+
+/// Another broker took the partition over: stop serving it. Appends are refused from now on,
+/// durable waiters are answered with the fence (their records were never acknowledged), and
+/// records buffered here are dropped: the new owner holds everything that was durable.
+fn fence(broker: &Broker, part: &Partition, why: &str) {
+    let (dropped, bytes) = {
+        let mut st = part.lock();
+        st.fenced = Some(format!(
+            "partition {} of {} is fenced: {why}; this broker no longer serves it",
+            part.index, part.label
+        ));
+        st.closed = true;
+        (st.log.next() - st.log.durable(), st.log.buffered_bytes())
+    };
+    broker.budget.release(bytes);
+    broker
+        .metrics
+        .buffered_bytes
+        .set(broker.budget.used() as i64);
+    part.durable_tx.send_modify(|p| p.fenced = true);
+    part.wake.notify_one();
+    tracing::error!(
+        topic = %part.label,
+        partition = part.index,
+        dropped_records = dropped,
+        "another broker took the partition over; stopped serving it: {why}"
+    );
 }
 
 /// Advances the durable offset past a committed segment and wakes waiters.

@@ -18,6 +18,7 @@
 //! - [`partition`] and [`log`]: a partition's state and its in-memory log buffer.
 //! - [`segment`]: the on-volume segment encoding (batches with crc32c).
 //! - [`cache`]: the LRU of decoded segments.
+//! - [`kafka_backend`]: the broker as the backend of its Kafka listener (`--kafka-port`).
 //! - [`store`]: the [`store::Store`] trait over master, volume servers and filer, with an
 //!   in-memory implementation for tests.
 //! - [`metrics`]: Prometheus metrics.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod fetch;
 pub mod flusher;
 pub mod http;
+pub mod kafka_backend;
 pub mod log;
 pub mod metrics;
 pub mod partition;
@@ -40,6 +42,7 @@ pub mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use common::client::HttpClient;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -72,6 +75,49 @@ pub async fn run(
     run_with_store(cfg, Arc::new(store), listener, shutdown).await
 }
 
+/// Binds the Kafka listener (`--kafka-port`, on `--ip`) and serves it in a task, recording
+/// its address in `<dir>/addrs.json`; with port 0 configured off, the task never ends.
+async fn start_kafka(
+    broker: &Arc<Broker>,
+    http: &TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let cfg = &broker.cfg;
+    if cfg.kafka_port == 0 {
+        return Ok(tokio::spawn(std::future::pending()));
+    }
+    let listener = TcpListener::bind((cfg.ip.as_str(), cfg.kafka_port))
+        .await
+        .with_context(|| format!("bind the Kafka listener to {}:{}", cfg.ip, cfg.kafka_port))?;
+    let local = listener.local_addr()?;
+    if cfg.dir.is_absolute() {
+        common::http::write_addrs(&cfg.dir, http.local_addr()?, Some(local))
+            .context("write addrs.json")?;
+    }
+    let host = cfg.kafka_advertised_host.clone().unwrap_or_else(|| {
+        match cfg.ip.parse::<std::net::IpAddr>() {
+            Ok(ip) if ip.is_unspecified() => "127.0.0.1".to_owned(),
+            _ => cfg.ip.clone(),
+        }
+    });
+    let kcfg = kafka::KafkaConfig {
+        advertised_host: host,
+        advertised_port: cfg.kafka_advertised_port.unwrap_or(local.port()),
+        auto_create_topics: cfg.kafka_auto_create,
+        auto_create_partitions: cfg.kafka_auto_create_partitions,
+        max_request_bytes: common::config::mib(cfg.kafka_max_request_mb) as usize,
+        ..kafka::KafkaConfig::default()
+    };
+    tracing::info!(addr = %local, advertised = %format!("{}:{}", kcfg.advertised_host, kcfg.advertised_port), namespace = %cfg.kafka_namespace, "kafka listener started");
+    let backend = Arc::new(kafka_backend::KafkaBackend::new(
+        broker.clone(),
+        &cfg.kafka_namespace,
+    ));
+    Ok(tokio::spawn(kafka::serve(
+        listener, backend, kcfg, shutdown,
+    )))
+}
+
 /// [`run`] with a given store (tests use [`store::mem::MemStore`]).
 pub async fn run_with_store(
     cfg: Config,
@@ -101,10 +147,25 @@ pub async fn run_with_store(
         abort.cancel();
     });
 
+    let kafka = start_kafka(&broker, &listener, shutdown.clone()).await?;
+    // The Kafka listener ends only on shutdown; anything else is fatal.
+    let stop = shutdown.clone();
+    let kafka_failed = async move {
+        let r = kafka.await;
+        if stop.is_cancelled() {
+            std::future::pending::<()>().await;
+        }
+        match r {
+            Ok(Ok(())) => anyhow::anyhow!("the Kafka listener stopped"),
+            Ok(Err(e)) => anyhow::Error::new(e).context("the Kafka listener failed"),
+            Err(e) => anyhow::anyhow!("the Kafka listener task failed: {e}"),
+        }
+    };
     let router = http::router(broker.clone());
     let served = tokio::select! {
         r = common::http::serve(listener, router, shutdown.clone(), DRAIN) => r.map_err(anyhow::Error::from),
         () = broker.fatal.cancelled() => Err(anyhow::anyhow!("a flusher died")),
+        e = kafka_failed => Err(e),
     };
     // Whatever ended serving, stop: refuse publishes and flush what is buffered.
     shutdown.cancel();

@@ -32,7 +32,8 @@ impl Buf {
     }
 }
 
-/// A run of consecutive records, encoded back to back.
+/// A run of consecutive records, encoded back to back; or one Kafka record batch
+/// (`kafka`, no positions: it is read whole).
 #[derive(Debug)]
 struct MemBatch {
     base: u64,
@@ -40,11 +41,17 @@ struct MemBatch {
     positions: Vec<u32>,
     ts_min: u64,
     ts_max: u64,
+    kafka: Option<u32>,
 }
 
 impl MemBatch {
+    /// Offsets the batch spans.
+    fn count(&self) -> u32 {
+        self.kafka.unwrap_or(self.positions.len() as u32)
+    }
+
     fn end(&self) -> u64 {
-        self.base + self.positions.len() as u64
+        self.base + u64::from(self.count())
     }
 
     fn bytes(&self) -> u64 {
@@ -81,8 +88,10 @@ pub struct SealedBatch {
     pub ts_min: u64,
     /// Largest timestamp.
     pub ts_max: u64,
-    /// Encoded records.
+    /// Encoded records, or one Kafka batch.
     pub body: Bytes,
+    /// Segment batch flags ([`segment::FLAG_KAFKA`] for a Kafka batch).
+    pub flags: u16,
 }
 
 /// The range a flush took: `[first, end)`.
@@ -123,21 +132,32 @@ impl Sealed {
             .sum();
         let mut out = BytesMut::with_capacity(total);
         for b in &self.batches {
-            segment::encode_batch(&mut out, b.base, b.count, b.ts_min, b.ts_max, &b.body);
+            segment::encode_batch(
+                &mut out,
+                b.base,
+                b.count,
+                (b.ts_min, b.ts_max),
+                b.flags,
+                &b.body,
+            );
         }
         out.freeze()
     }
 }
 
-/// Consecutive records copied (or sliced) out of memory, to decode without the lock.
+/// Consecutive records copied (or sliced) out of memory or a segment, to decode without the
+/// lock.
 #[derive(Debug, Clone)]
 pub struct Region {
-    /// Offset of the first record.
+    /// Offset of the first record (for a Kafka batch: its base offset, which may be before
+    /// the offset asked for).
     pub first_offset: u64,
-    /// Number of records.
+    /// Number of records (offsets spanned).
     pub count: usize,
-    /// The encoded records.
+    /// The encoded records, or one whole Kafka batch.
     pub data: Bytes,
+    /// Whether `data` is one Kafka v2 record batch.
+    pub kafka: bool,
 }
 
 /// The in-memory log of one partition.
@@ -227,6 +247,32 @@ impl PartitionLog {
         self.sealed_end > self.durable
     }
 
+    /// Appends one Kafka v2 record batch spanning `count` offsets (already checked by the
+    /// caller) as a batch of its own, rewriting its base offset; returns that base offset.
+    pub fn append_kafka(
+        &mut self,
+        batch: &[u8],
+        count: u32,
+        (ts_min, ts_max): (u64, u64),
+        now: Instant,
+    ) -> u64 {
+        let base = self.next;
+        let mut buf = BytesMut::from(batch);
+        kafka::batch::set_base_offset(&mut buf, base as i64);
+        self.pending_bytes += buf.len() as u64;
+        self.pending.push_back(MemBatch {
+            base,
+            buf: Buf::Frozen(buf.freeze()),
+            positions: Vec::new(),
+            ts_min,
+            ts_max,
+            kafka: Some(count),
+        });
+        self.next += u64::from(count);
+        self.oldest_pending.get_or_insert(now);
+        base
+    }
+
     /// Appends one record and returns its offset. The caller has validated sizes (see
     /// [`segment::encode_record`]).
     pub fn append<H: AsRef<str>>(
@@ -250,6 +296,7 @@ impl PartitionLog {
                 positions: Vec::new(),
                 ts_min: timestamp_ms,
                 ts_max: timestamp_ms,
+                kafka: None,
             });
         }
         let offset = self.next;
@@ -293,10 +340,15 @@ impl PartitionLog {
             bytes += b.bytes();
             batches.push(SealedBatch {
                 base: b.base,
-                count: b.positions.len() as u32,
+                count: b.count(),
                 ts_min: b.ts_min,
                 ts_max: b.ts_max,
                 body,
+                flags: if b.kafka.is_some() {
+                    segment::FLAG_KAFKA
+                } else {
+                    0
+                },
             });
             self.inflight.push_back(b);
         }
@@ -382,6 +434,22 @@ impl PartitionLog {
             if b.end() <= pos {
                 continue;
             }
+            if let Some(count) = b.kafka {
+                let data = match &b.buf {
+                    Buf::Frozen(f) => f.clone(),
+                    Buf::Open(o) => Bytes::copy_from_slice(o),
+                };
+                bytes += data.len();
+                taken += count as usize;
+                out.push(Region {
+                    first_offset: b.base,
+                    count: count as usize,
+                    data,
+                    kafka: true,
+                });
+                pos = b.end();
+                continue;
+            }
             let data = b.buf.as_slice();
             let first = (pos - b.base) as usize;
             let last = ((until - b.base) as usize).min(b.positions.len());
@@ -406,6 +474,7 @@ impl PartitionLog {
                 first_offset: pos,
                 count: i - first,
                 data,
+                kafka: false,
             });
             pos = b.base + i as u64;
         }

@@ -26,6 +26,8 @@ pub struct Progress {
     pub durable: u64,
     /// Failed flush attempts so far.
     pub failures: u64,
+    /// Another broker took the partition over: nothing more becomes durable here.
+    pub fenced: bool,
 }
 
 /// One completed flush.
@@ -59,11 +61,22 @@ pub struct PartState {
     pub recent: VecDeque<FlushRecord>,
     /// Known segments by first offset.
     pub segments: BTreeMap<u64, SegmentRef>,
+    /// Idempotent Kafka producers' recent sequences.
+    pub producers: kafka::idempotence::ProducerStates,
+    /// Whether `producers` was rebuilt from the partition's last segment after start-up.
+    pub producers_loaded: bool,
+    /// The owner epoch this broker holds the partition under.
+    pub epoch: u64,
+    /// Set when a commit was refused because another broker took the partition over.
+    pub fenced: Option<String>,
 }
 
 impl PartState {
     /// The current flush error, if flushes are failing.
     pub fn error(&self) -> Option<String> {
+        if let Some(f) = &self.fenced {
+            return Some(f.clone());
+        }
         match (&self.write_error, &self.commit_error) {
             (None, None) => None,
             (Some(e), None) | (None, Some(e)) => Some(e.clone()),
@@ -152,10 +165,16 @@ impl Partition {
                 links: Vec::new(),
                 recent: VecDeque::new(),
                 segments: BTreeMap::new(),
+                producers: kafka::idempotence::ProducerStates::default(),
+                // Nothing to rebuild in a partition that holds no record.
+                producers_loaded: next == 0,
+                epoch: 0,
+                fenced: None,
             }),
             durable_tx: watch::Sender::new(Progress {
                 durable: next,
                 failures: 0,
+                fenced: false,
             }),
             end_tx: watch::Sender::new(next),
             wake: Notify::new(),

@@ -18,7 +18,7 @@ use common::api::broker::{
 use common::http::ApiError;
 use opentelemetry::trace::SpanContext;
 
-use crate::partition::MAX_LINKS;
+use crate::partition::{MAX_LINKS, Partition};
 use crate::segment;
 use crate::service::{Broker, check_name, shutting_down, unknown_partition};
 use crate::store::TopicKey;
@@ -111,6 +111,11 @@ pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// 503 `partition_fenced`: another broker owns the partition now.
+pub fn fenced(message: String) -> ApiError {
+    ApiError::unavailable("partition_fenced", message, 1)
 }
 
 /// Returns reserved buffer bytes that were not used (on an early return).
@@ -264,6 +269,9 @@ impl Broker {
             };
             let (end, lag, wake) = {
                 let mut st = part.lock();
+                if let Some(f) = &st.fenced {
+                    return Err(fenced(f.clone()));
+                }
                 if st.closed {
                     return Err(shutting_down());
                 }
@@ -310,30 +318,7 @@ impl Broker {
                 let Some(part) = topic.partition(p) else {
                     continue;
                 };
-                let mut rx = part.durable_tx.subscribe();
-                let waited = tokio::select! {
-                    r = tokio::time::timeout_at(deadline, rx.wait_for(|s| s.durable >= target)) => r.ok().and_then(Result::ok).is_some(),
-                    () = self.abort.cancelled() => false,
-                };
-                if !waited {
-                    let error = part
-                        .lock()
-                        .error()
-                        .unwrap_or_else(|| "flush still running".to_owned());
-                    return Err(ApiError::unavailable(
-                        "not_durable_yet",
-                        format!(
-                            "records of {key} partition {p} up to offset {} were accepted but are not durable \
-                             after {} ms ({error}); they stay buffered and will still be flushed, so retrying \
-                             may duplicate them",
-                            target - 1,
-                            self.cfg.durable_timeout_ms
-                        ),
-                        1,
-                    ));
-                }
-                let id = part.lock().flush_trace_for(target - 1);
-                if let Some(id) = id
+                if let Some(id) = self.wait_durable(part, target, deadline).await?
                     && !flush_trace_ids.contains(&id)
                 {
                     flush_trace_ids.push(id);
@@ -344,5 +329,45 @@ impl Broker {
             response: PublishResponse { offsets },
             flush_trace_ids,
         })
+    }
+
+    /// Waits until `part` is durable up to `target` (exclusive) or `deadline` passes, and
+    /// returns the trace id of the flush that made offset `target - 1` durable. A timeout (or
+    /// the shutdown flush giving up) is a 503 naming the partition's flush error: the records
+    /// stay buffered and will still be flushed, so a retry may duplicate them.
+    pub async fn wait_durable(
+        &self,
+        part: &Partition,
+        target: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Arc<str>>, ApiError> {
+        let mut rx = part.durable_tx.subscribe();
+        let waited = tokio::select! {
+            r = tokio::time::timeout_at(deadline, rx.wait_for(|s| s.durable >= target || s.fenced)) => r.ok().and_then(Result::ok).is_some_and(|s| s.durable >= target),
+            () = self.abort.cancelled() => false,
+        };
+        if !waited {
+            if let Some(f) = part.lock().fenced.clone() {
+                return Err(fenced(f));
+            }
+            let error = part
+                .lock()
+                .error()
+                .unwrap_or_else(|| "flush still running".to_owned());
+            return Err(ApiError::unavailable(
+                "not_durable_yet",
+                format!(
+                    "records of {} partition {} up to offset {} were accepted but are not durable \
+                     after {} ms ({error}); they stay buffered and will still be flushed, so retrying \
+                     may duplicate them",
+                    part.label,
+                    part.index,
+                    target.saturating_sub(1),
+                    self.cfg.durable_timeout_ms
+                ),
+                1,
+            ));
+        }
+        Ok(part.lock().flush_trace_for(target.saturating_sub(1)))
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! batch  = header (48 bytes) | body (body_len bytes)
-//! header = magic u32 ("KLS1") | version u16 (1) | flags u16 (0)
+//! header = magic u32 ("KLS1") | version u16 (1) | flags u16 (0, or 1 = Kafka batch)
 //!          | first_offset u64 | record_count u32 | ts_min u64 | ts_max u64
 //!          | body_len u32 | body_crc u32 (crc32c of the body)
 //!          | header_crc u32 (crc32c of the 44 header bytes before it)
@@ -14,6 +14,11 @@
 //!          | key_len i32 (-1: no key) | key | value_len u32 | value
 //!          | header_count u16 | (name_len u16 | name utf8 | value_len u32 | value utf8)*
 //! ```
+//!
+//! A batch with flag 1 (`FLAG_KAFKA`) has instead one Kafka v2 record batch as its body,
+//! stored as its producer sent it (any compression) with only its base offset rewritten to
+//! `first_offset`; `record_count` is the number of offsets it spans. Such a batch is read
+//! whole: a fetch of an offset inside it returns the whole batch.
 //!
 //! `offset_delta` is the record's offset minus the batch's `first_offset`; within a batch the
 //! deltas are 0, 1, 2, … without gaps, and a segment's batches continue each other's offsets.
@@ -29,6 +34,8 @@ pub const MAGIC: u32 = u32::from_le_bytes(*b"KLS1");
 pub const VERSION: u16 = 1;
 /// Size of a batch header.
 pub const HEADER_LEN: usize = 48;
+/// Flag of a batch whose body is one Kafka v2 record batch.
+pub const FLAG_KAFKA: u16 = 1;
 /// Fixed part of a record: len, offset_delta, timestamp, key_len, value_len, header_count.
 pub const RECORD_OVERHEAD: usize = 4 + 4 + 8 + 4 + 4 + 2;
 
@@ -48,6 +55,14 @@ pub enum SegmentError {
     BadMagic {
         /// Byte position of the batch.
         at: usize,
+    },
+    /// The header has flags this version does not know.
+    #[error("batch at byte {at} has unknown flags {flags:#x}")]
+    BadFlags {
+        /// Byte position of the batch.
+        at: usize,
+        /// The flags found.
+        flags: u16,
     },
     /// The header was written by a newer or unknown version.
     #[error("batch at byte {at} has unsupported version {version}")]
@@ -111,6 +126,8 @@ pub struct BatchHeader {
     pub body_len: u32,
     /// crc32c of the body.
     pub body_crc: u32,
+    /// Flags: [`FLAG_KAFKA`] or 0.
+    pub flags: u16,
 }
 
 impl BatchHeader {
@@ -119,7 +136,7 @@ impl BatchHeader {
         let mut h = [0u8; HEADER_LEN];
         h[0..4].copy_from_slice(&MAGIC.to_le_bytes());
         h[4..6].copy_from_slice(&VERSION.to_le_bytes());
-        h[6..8].copy_from_slice(&0u16.to_le_bytes());
+        h[6..8].copy_from_slice(&self.flags.to_le_bytes());
         h[8..16].copy_from_slice(&self.first_offset.to_le_bytes());
         h[16..20].copy_from_slice(&self.record_count.to_le_bytes());
         h[20..28].copy_from_slice(&self.ts_min.to_le_bytes());
@@ -149,7 +166,12 @@ impl BatchHeader {
         if version != VERSION {
             return Err(SegmentError::BadVersion { at, version });
         }
+        let flags = le_u16(buf, 6);
+        if flags & !FLAG_KAFKA != 0 {
+            return Err(SegmentError::BadFlags { at, flags });
+        }
         Ok(Self {
+            flags,
             first_offset: le_u64(buf, 8),
             record_count: le_u32(buf, 16),
             ts_min: le_u64(buf, 20),
@@ -321,11 +343,16 @@ pub struct DecodedBatch {
     pub header: BatchHeader,
     /// The body (a slice of the segment, no copy).
     pub body: Bytes,
-    /// Start of each record within `body`.
+    /// Start of each record within `body` (empty for a Kafka batch).
     pub positions: Vec<u32>,
 }
 
 impl DecodedBatch {
+    /// Whether the body is one Kafka v2 record batch.
+    pub fn is_kafka(&self) -> bool {
+        self.header.flags & FLAG_KAFKA != 0
+    }
+
     /// One past the last offset of the batch.
     pub fn end_offset(&self) -> u64 {
         self.header.first_offset + u64::from(self.header.record_count)
@@ -373,7 +400,12 @@ pub fn decode_segment(data: &Bytes) -> Result<Vec<DecodedBatch>, SegmentError> {
                 what: "offset range overflows",
             });
         }
-        let positions = index_body(&header, &body)?;
+        let positions = if header.flags & FLAG_KAFKA != 0 {
+            check_kafka_body(&header, &body)?;
+            Vec::new()
+        } else {
+            index_body(&header, &body)?
+        };
         out.push(DecodedBatch {
             header,
             body,
@@ -385,6 +417,27 @@ pub fn decode_segment(data: &Bytes) -> Result<Vec<DecodedBatch>, SegmentError> {
         return Err(SegmentError::Empty);
     }
     Ok(out)
+}
+
+/// A Kafka batch body must be exactly one v2 batch (its own crc32c checked) starting at the
+/// header's first offset and spanning its record count.
+fn check_kafka_body(header: &BatchHeader, body: &[u8]) -> Result<(), SegmentError> {
+    let bad = |what| SegmentError::BadRecord {
+        first_offset: header.first_offset,
+        index: 0,
+        what,
+    };
+    let info = kafka::batch::BatchInfo::parse(body).map_err(|_| bad("not a valid Kafka batch"))?;
+    if info.size != body.len() {
+        return Err(bad("bytes after the Kafka batch"));
+    }
+    if u64::try_from(info.base_offset).ok() != Some(header.first_offset) {
+        return Err(bad("Kafka batch base offset differs from the header"));
+    }
+    if info.offset_count() != header.record_count {
+        return Err(bad("Kafka batch spans another record count"));
+    }
+    Ok(())
 }
 
 fn index_body(header: &BatchHeader, body: &[u8]) -> Result<Vec<u32>, SegmentError> {
@@ -412,16 +465,18 @@ fn index_body(header: &BatchHeader, body: &[u8]) -> Result<Vec<u32>, SegmentErro
 }
 
 /// Appends one batch (header, then `body`) to `out`. `body` holds `record_count` records
-/// encoded by [`encode_record`] with deltas 0, 1, 2, ….
+/// encoded by [`encode_record`] with deltas 0, 1, 2, … (flags 0), or one Kafka batch
+/// ([`FLAG_KAFKA`]).
 pub fn encode_batch(
     out: &mut BytesMut,
     first_offset: u64,
     record_count: u32,
-    ts_min: u64,
-    ts_max: u64,
+    (ts_min, ts_max): (u64, u64),
+    flags: u16,
     body: &[u8],
 ) {
     let header = BatchHeader {
+        flags,
         first_offset,
         record_count,
         ts_min,
@@ -453,8 +508,8 @@ mod tests {
                 &mut out,
                 off,
                 recs.len() as u32,
-                1000,
-                1000 + recs.len() as u64,
+                (1000, 1000 + recs.len() as u64),
+                0,
                 &body,
             );
             off += recs.len() as u64;
@@ -558,7 +613,7 @@ mod tests {
         let mut body = BytesMut::new();
         encode_record::<&str>(&mut body, 1, 0, None, b"x", &[]);
         let mut out = BytesMut::new();
-        encode_batch(&mut out, 0, 1, 0, 0, &body);
+        encode_batch(&mut out, 0, 1, (0, 0), 0, &body);
         assert!(matches!(
             decode_segment(&out.freeze()),
             Err(SegmentError::BadRecord { .. })
@@ -572,7 +627,7 @@ mod tests {
             let _ = decode_record(&bytes, 0);
             // Give random bodies a valid header so the record decoder is exercised too.
             let mut out = BytesMut::new();
-            encode_batch(&mut out, 3, 2, 0, 0, &bytes);
+            encode_batch(&mut out, 3, 2, (0, 0), 0, &bytes);
             let _ = decode_segment(&out.freeze());
         }
 

@@ -273,11 +273,25 @@ impl Broker {
         existing: bool,
     ) -> Result<Arc<Topic>, StoreError> {
         let key = &conf.key;
+        // Own every partition before reading its segments: from here on a commit of the
+        // previous owner is refused, so what is listed below is the partition's whole log.
+        let owner = self.owner_id();
+        let store = &self.store;
+        let owner = &owner;
+        let taken: Vec<Result<(u32, u64), StoreError>> = futures::stream::iter(0..conf.partitions)
+            .map(|p| async move { Ok((p, store.take_partition(key, p, owner).await?)) })
+            .buffer_unordered(RECOVERY_CONCURRENCY)
+            .collect()
+            .await;
+        let mut epochs = BTreeMap::new();
+        for t in taken {
+            let (p, epoch) = t?;
+            epochs.insert(p, epoch);
+        }
         let dirs = self.store.partition_dirs(key).await?;
         if !existing && dirs.is_empty() {
-            return Ok(self.build_topic(conf, &BTreeMap::new()));
+            return Ok(self.build_topic(conf, &BTreeMap::new(), &epochs));
         }
-        let store = &self.store;
         let results: Vec<Result<(u32, u64, u64), StoreError>> =
             futures::stream::iter(dirs.into_iter().filter(|p| *p < conf.partitions))
                 .map(|p| async move {
@@ -306,27 +320,40 @@ impl Broker {
             tracing::info!(topic = %key, partition = p, log_start_offset = start, next_offset = next, "recovered partition");
             bounds.insert(p, (start, next));
         }
-        Ok(self.build_topic(conf, &bounds))
+        Ok(self.build_topic(conf, &bounds, &epochs))
+    }
+
+    /// How this broker names itself as a partition's owner.
+    fn owner_id(&self) -> String {
+        format!(
+            "{}:{} pid {}",
+            self.cfg.ip,
+            self.cfg.port,
+            std::process::id()
+        )
     }
 
     fn build_topic(
         self: &Arc<Self>,
         conf: &TopicConf,
         bounds: &BTreeMap<u32, (u64, u64)>,
+        epochs: &BTreeMap<u32, u64>,
     ) -> Arc<Topic> {
         let roll = self.cfg.flush_bytes.min(self.cfg.max_segment_bytes).max(1) as usize;
         let label = conf.key.to_string();
         let partitions = (0..conf.partitions)
             .map(|p| {
                 let (start, next) = bounds.get(&p).copied().unwrap_or((0, 0));
-                Arc::new(Partition::new(
+                let part = Partition::new(
                     conf.key.clone(),
                     p,
                     start,
                     next,
                     roll,
                     self.metrics.lag_gauge(&label, p),
-                ))
+                );
+                part.lock().epoch = epochs.get(&p).copied().unwrap_or(0);
+                Arc::new(part)
             })
             .collect();
         Arc::new(Topic {
@@ -548,7 +575,8 @@ impl Broker {
             let waited = tokio::time::timeout_at(
                 deadline,
                 rx.wait_for(|p| {
-                    p.durable >= *target
+                    p.fenced
+                        || p.durable >= *target
                         || (p.failures >= failures + 5 && started.elapsed() >= patience)
                 }),
             )

@@ -35,6 +35,9 @@ pub struct ServerArgs {
     /// Broker port.
     #[arg(long, default_value_t = 17777)]
     broker_port: u16,
+    /// The broker's Kafka listener port (0 = off).
+    #[arg(long, env = "KELP_KAFKA_PORT", default_value_t = 9092)]
+    kafka_port: u16,
     /// Fsync before acknowledging (false only for throwaway data).
     #[arg(long, env = "KELP_FSYNC", default_value_t = true, action = ArgAction::Set)]
     fsync: bool,
@@ -97,6 +100,7 @@ async fn run(a: ServerArgs) -> anyhow::Result<()> {
     ])?;
     let filer_cfg =
         filer::Config::try_parse_from(["kelp-filer", "--dir", &d(2), "--master", &master_addr])?;
+    let kafka_port = a.kafka_port.to_string();
     let broker_cfg = broker::Config::try_parse_from([
         "kelp-broker",
         "--dir",
@@ -105,6 +109,8 @@ async fn run(a: ServerArgs) -> anyhow::Result<()> {
         &master_addr,
         "--filer",
         &filer_addr,
+        "--kafka-port",
+        &kafka_port,
     ])?;
 
     let signal = common::shutdown::signal_token()?;

@@ -7,11 +7,13 @@
 //! - [`ServiceHandle`] — one service process.
 //! - [`Cluster`] — a master, volume servers, a filer and a broker wired together.
 //! - [`broker`] — a raw-HTTP broker client and the checker of acknowledged publishes.
+//! - [`kafka`] — the broker's Kafka listener address and real Kafka clients as processes.
 //! - [`otlp`] — an OTLP/HTTP receiver that decodes the spans the services export.
 //! - [`bin_dir`] — where the binaries are (`E2E_BIN_DIR`, else the workspace's `target/debug`).
 
 pub mod broker;
 mod cluster;
+pub mod kafka;
 pub mod otlp;
 mod service;
 

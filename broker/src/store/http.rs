@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
 use bytes::Bytes;
-use common::api::filer::{Chunk, Entry, ListQuery};
+use common::api::filer::{Chunk, Entry, Expect, ListQuery, ParentExpect};
 use common::api::master::AssignQuery;
 use common::client::filer::{Created, FilerClient};
 use common::client::volume::{BlobClient, WriteOptions};
@@ -130,6 +130,9 @@ fn parse_topic_conf(key: &TopicKey, entry: &Entry) -> Result<TopicConf, StoreErr
     })
 }
 
+/// The partition directory's attribute holding its owner epoch.
+const OWNER_EPOCH: &str = "owner_epoch";
+
 impl Store for HttpStore {
     fn assign(&self) -> StoreFuture<'_, Assignment> {
         async move {
@@ -182,6 +185,64 @@ impl Store for HttpStore {
         .boxed()
     }
 
+    fn take_partition<'a>(
+        &'a self,
+        topic: &'a TopicKey,
+        partition: u32,
+        owner: &'a str,
+    ) -> StoreFuture<'a, u64> {
+        async move {
+            let path = topic.partition_dir(partition);
+            let what = format!("take ownership of {path}");
+            for _ in 0..16 {
+                let current = self
+                    .filer
+                    .get_entry(&path)
+                    .await
+                    .map_err(Self::client(what.clone()))?;
+                let (mut entry, expect, epoch) = match current {
+                    None => (
+                        Entry {
+                            full_path: path.clone(),
+                            is_dir: true,
+                            ..Entry::default()
+                        },
+                        Expect::Absent,
+                        1,
+                    ),
+                    Some(e) => {
+                        let epoch = match e.extended.get(OWNER_EPOCH) {
+                            None => 1,
+                            Some(v) => {
+                                v.parse::<u64>().map_err(|_| {
+                                    StoreError::Corrupt(format!(
+                                        "{path}: {OWNER_EPOCH} is not a number"
+                                    ))
+                                })? + 1
+                            }
+                        };
+                        let expect = Expect::Version(e.version);
+                        (e, expect, epoch)
+                    }
+                };
+                entry.mtime_ms = now_ms();
+                entry
+                    .extended
+                    .insert(OWNER_EPOCH.to_owned(), epoch.to_string());
+                entry.extended.insert("owner".to_owned(), owner.to_owned());
+                match self.filer.put_entry(&entry, Some(expect)).await {
+                    Ok(_) => return Ok(epoch),
+                    Err(e) if e.status() == Some(StatusCode::PRECONDITION_FAILED) => continue,
+                    Err(e) => return Err(Self::client(what)(e)),
+                }
+            }
+            Err(StoreError::Conflict(format!(
+                "{what}: lost 16 races with other brokers"
+            )))
+        }
+        .boxed()
+    }
+
     fn commit_segment<'a>(&'a self, meta: &'a SegmentMeta) -> StoreFuture<'a, ()> {
         async move {
             let path = meta.path();
@@ -203,13 +264,22 @@ impl Store for HttpStore {
                 version: 0,
             };
             // A retried commit whose first answer was lost finds its own entry (same chunk);
-            // an entry with another chunk means someone else wrote this offset.
-            match self
-                .filer
-                .create_entry(&entry)
-                .await
-                .map_err(Self::client(format!("commit segment entry {path}")))?
-            {
+            // an entry with another chunk means someone else wrote this offset. The owner
+            // epoch fences the commit: after a takeover it is refused atomically.
+            let fence = ParentExpect {
+                key: OWNER_EPOCH.to_owned(),
+                value: meta.epoch.to_string(),
+            };
+            let created = match self.filer.create_entry_fenced(&entry, Some(&fence)).await {
+                Err(e) if e.code() == Some("fenced") => {
+                    return Err(StoreError::Fenced(format!(
+                        "partition {} of {} was taken over by another broker: {e}",
+                        meta.partition, meta.topic
+                    )));
+                }
+                other => other.map_err(Self::client(format!("commit segment entry {path}")))?,
+            };
+            match created {
                 Created::New(_) => Ok(()),
                 Created::Exists(e) if e.chunks.first().is_some_and(|c| c.fid == fid) => Ok(()),
                 Created::Exists(e) => Err(StoreError::Conflict(format!(
@@ -405,6 +475,58 @@ impl Store for HttpStore {
             }
             out.sort_unstable();
             Ok(out)
+        }
+        .boxed()
+    }
+
+    fn reserve_ids<'a>(&'a self, name: &'a str, count: u64) -> StoreFuture<'a, u64> {
+        async move {
+            let path = format!("/broker/ids/{name}");
+            let what = format!("reserve {count} ids of {path}");
+            // Each attempt reads the entry and replaces it under a version precondition, so
+            // concurrent reservations never overlap; a lost race is retried.
+            for _ in 0..16 {
+                let current = self
+                    .filer
+                    .get_entry(&path)
+                    .await
+                    .map_err(Self::client(what.clone()))?;
+                let (next, expect) = match &current {
+                    None => (0, Expect::Absent),
+                    Some(e) => {
+                        let next = e
+                            .extended
+                            .get("next")
+                            .and_then(|n| n.parse::<u64>().ok())
+                            .ok_or_else(|| {
+                                StoreError::Corrupt(format!(
+                                    "{path}: extended.next is not a number"
+                                ))
+                            })?;
+                        (next, Expect::Version(e.version))
+                    }
+                };
+                let end = next.checked_add(count).ok_or_else(|| {
+                    StoreError::Corrupt(format!("{path}: the sequence is exhausted"))
+                })?;
+                let mut extended = std::collections::BTreeMap::new();
+                extended.insert("next".to_owned(), end.to_string());
+                let entry = Entry {
+                    full_path: path.clone(),
+                    mode: 0o644,
+                    mtime_ms: now_ms(),
+                    extended,
+                    ..Entry::default()
+                };
+                match self.filer.put_entry(&entry, Some(expect)).await {
+                    Ok(_) => return Ok(next),
+                    Err(e) if e.status() == Some(StatusCode::PRECONDITION_FAILED) => continue,
+                    Err(e) => return Err(Self::client(what)(e)),
+                }
+            }
+            Err(StoreError::Conflict(format!(
+                "{what}: lost 16 races with concurrent reservations"
+            )))
         }
         .boxed()
     }

@@ -48,6 +48,8 @@ struct Inner {
     segments: BTreeMap<(TopicKey, u32), BTreeMap<u64, SegmentMeta>>,
     topics: BTreeMap<TopicKey, u32>,
     groups: BTreeMap<(String, TopicKey, u32), u64>,
+    ids: BTreeMap<String, u64>,
+    epochs: BTreeMap<(TopicKey, u32), u64>,
 }
 
 /// An in-memory store.
@@ -161,12 +163,39 @@ impl Store for MemStore {
         .boxed()
     }
 
+    fn take_partition<'a>(
+        &'a self,
+        topic: &'a TopicKey,
+        partition: u32,
+        _owner: &'a str,
+    ) -> StoreFuture<'a, u64> {
+        async move {
+            Self::fail(&self.faults.meta, "take partition")?;
+            let mut inner = self.lock();
+            let epoch = inner.epochs.entry((topic.clone(), partition)).or_insert(0);
+            *epoch += 1;
+            Ok(*epoch)
+        }
+        .boxed()
+    }
+
     fn commit_segment<'a>(&'a self, meta: &'a SegmentMeta) -> StoreFuture<'a, ()> {
         async move {
             Self::fail(&self.faults.commit, "filer commit")?;
             self.faults.delay().await;
             {
                 let mut inner = self.lock();
+                let current = inner
+                    .epochs
+                    .get(&(meta.topic.clone(), meta.partition))
+                    .copied()
+                    .unwrap_or(0);
+                if current != meta.epoch {
+                    return Err(StoreError::Fenced(format!(
+                        "partition {} of {} is at owner epoch {current}, not {}",
+                        meta.partition, meta.topic, meta.epoch
+                    )));
+                }
                 let segs = inner
                     .segments
                     .entry((meta.topic.clone(), meta.partition))
@@ -322,6 +351,20 @@ impl Store for MemStore {
                 .filter(|((g, t, _), _)| g == group && t == topic)
                 .map(|((_, _, p), o)| (*p, *o))
                 .collect())
+        }
+        .boxed()
+    }
+
+    fn reserve_ids<'a>(&'a self, name: &'a str, count: u64) -> StoreFuture<'a, u64> {
+        async move {
+            Self::fail(&self.faults.meta, "reserve ids")?;
+            let mut inner = self.lock();
+            let next = inner.ids.entry(name.to_owned()).or_insert(0);
+            let first = *next;
+            *next = first
+                .checked_add(count)
+                .ok_or_else(|| StoreError::Other(format!("sequence {name} is exhausted")))?;
+            Ok(first)
         }
         .boxed()
     }

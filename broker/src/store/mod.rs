@@ -5,10 +5,20 @@
 //! Filer layout, under `/topics/<ns>/<topic>/`:
 //! - `topic.conf`: `extended.partitions` holds the partition count (created with
 //!   `Expect::Absent`, so two brokers cannot create a topic differently);
+//! - `p<partition:04>` (the directory entry itself): `extended.owner_epoch` and
+//!   `extended.owner`, the partition's owner. A broker takes a partition by raising the epoch
+//!   with a version precondition before it recovers it, and commits every segment with the
+//!   filer's `parent_expect` on that epoch: a write of the directory excludes every write
+//!   below it, so once another broker took over, a commit under the old epoch is refused
+//!   (`fenced`) atomically, never interleaved. (The design's separate `owner` entry could not
+//!   be checked atomically with a segment commit; the directory can.)
 //! - `p<partition:04>/<first_offset:020>.seg`: one entry per segment, its one chunk the
 //!   segment on a volume, `extended` = `offset_min`, `offset_max` (inclusive), `record_count`,
 //!   `ts_min`, `ts_max` and, when traced, `trace_id` of the flush;
 //! - `groups/<group>/p<partition:04>`: a consumer group's committed offset in `extended.offset`.
+//!
+//! Outside topics, `/broker/ids/<sequence>` holds the next unreserved id of a sequence (Kafka
+//! producer ids) in `extended.next`, advanced with a version precondition.
 
 pub mod http;
 pub mod mem;
@@ -112,6 +122,8 @@ pub struct SegmentMeta {
     pub trace_id: Option<String>,
     /// The chunk holding it.
     pub chunk: ChunkRef,
+    /// The owner epoch it is written under (see [`Store::take_partition`]).
+    pub epoch: u64,
 }
 
 impl SegmentMeta {
@@ -138,6 +150,7 @@ impl SegmentMeta {
         if let Some(t) = &self.trace_id {
             ext.insert("trace_id".to_owned(), t.clone());
         }
+        ext.insert("epoch".to_owned(), self.epoch.to_string());
         ext
     }
 }
@@ -181,6 +194,9 @@ pub enum StoreError {
     /// The object exists with different content.
     #[error("{0}")]
     Conflict(String),
+    /// Another broker took the partition over: this one may no longer write it.
+    #[error("{0}")]
+    Fenced(String),
     /// Stored metadata or data is malformed.
     #[error("{0}")]
     Corrupt(String),
@@ -200,7 +216,18 @@ pub trait Store: Send + Sync + 'static {
     /// Writes a segment where `assignment` says, fsynced before it answers.
     fn write<'a>(&'a self, assignment: &'a Assignment, data: Bytes) -> StoreFuture<'a, ChunkRef>;
 
-    /// Creates a segment's entry (durably). Idempotent: when the entry already exists with
+    /// Takes ownership of a partition for `owner`: raises its owner epoch (durably, with a
+    /// precondition, so two brokers never get the same epoch) and returns the new epoch.
+    /// Segment commits of any older epoch are refused from then on.
+    fn take_partition<'a>(
+        &'a self,
+        topic: &'a TopicKey,
+        partition: u32,
+        owner: &'a str,
+    ) -> StoreFuture<'a, u64>;
+
+    /// Creates a segment's entry (durably), unless the partition was taken over since
+    /// `meta.epoch` ([`StoreError::Fenced`]). Idempotent: when the entry already exists with
     /// the same chunk (a retry after a lost answer) this succeeds; with another chunk it is a
     /// [`StoreError::Conflict`].
     fn commit_segment<'a>(&'a self, meta: &'a SegmentMeta) -> StoreFuture<'a, ()>;
@@ -254,6 +281,10 @@ pub trait Store: Send + Sync + 'static {
         group: &'a str,
         topic: &'a TopicKey,
     ) -> StoreFuture<'a, Vec<(u32, u64)>>;
+
+    /// Reserves `count` ids of the sequence `name` durably and returns the first: no id is
+    /// ever returned twice, across crashes too (an unanswered reservation is skipped).
+    fn reserve_ids<'a>(&'a self, name: &'a str, count: u64) -> StoreFuture<'a, u64>;
 }
 
 /// Parses a segment entry's name and attributes into a [`SegmentRef`].

@@ -19,6 +19,7 @@ pub fn cfg() -> Config {
         flush_retry_max_ms: 40,
         durable_timeout_ms: 5_000,
         shutdown_flush_timeout_ms: 5_000,
+        kafka_port: 0,
         ..Config::default()
     }
 }

@@ -1,7 +1,9 @@
 //! The broker's integration tests: the service against an in-memory store (publish, flush,
 //! fetch, recovery, failures), the router through `oneshot`, and `run` on `127.0.0.1:0`.
 
+mod fencing;
 mod helpers;
+mod kafka;
 mod router;
 mod server;
 mod service;

@@ -35,6 +35,8 @@ fn start(dir: &Path) -> Server {
             "0",
             "--broker-port",
             "0",
+            "--kafka-port",
+            "0",
         ])
         .arg("--dir")
         .arg(dir.join("data"))

@@ -1,0 +1,413 @@
+//! Real Kafka clients (kcat, confluent-kafka, kafka-python) against the broker's Kafka
+//! listener, with real processes: every record acknowledged with `acks=all` survives SIGKILL
+//! of every service, byte-identical; committed group offsets survive too; a group member's
+//! partitions move to the others when it is killed; an idempotent producer whose acks were
+//! lost to a broker SIGKILL does not store a record twice; topics are shared with the HTTP API.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use e2e::kafka::{ensure_python_clients, free_port, kafka_addr, kcat, read_jsonl, run_clients};
+use e2e::{Cluster, ClusterOptions};
+use serde_json::Value;
+
+async fn cluster(extra: &[&str]) -> Cluster {
+    let port = free_port().to_string();
+    let mut args = vec!["--kafka-port", &port, "--flush-interval-ms", "200"];
+    args.extend_from_slice(extra);
+    Cluster::start(ClusterOptions::with_broker(&args))
+        .await
+        .expect("start the cluster")
+}
+
+/// Every service SIGKILLed, then restarted with its data.
+async fn kill_and_restart_all(c: &mut Cluster) {
+    c.broker().kill();
+    c.filer().kill();
+    for v in &mut c.volumes {
+        v.kill();
+    }
+    c.master.kill();
+    c.master.restart().await.expect("restart master");
+    for v in &mut c.volumes {
+        v.restart().await.expect("restart volume");
+    }
+    c.wait_volumes_registered(1)
+        .await
+        .expect("volume registered");
+    c.filer().restart().await.expect("restart filer");
+    c.broker().restart().await.expect("restart broker");
+}
+
+/// `(partition, offset)` → the record as the driver wrote it.
+fn by_position(records: &[Value]) -> BTreeMap<(u64, u64), Value> {
+    records
+        .iter()
+        .map(|r| {
+            let pos = (
+                r["partition"].as_u64().expect("partition"),
+                r["offset"].as_u64().expect("offset"),
+            );
+            (pos, r.clone())
+        })
+        .collect()
+}
+
+fn assert_same_record(acked: &Value, got: &Value) {
+    for field in ["key", "value", "headers", "timestamp"] {
+        assert_eq!(
+            acked[field], got[field],
+            "{field} differs: acked {acked} consumed {got}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_acks_all_producers_when_every_service_is_sigkilled_should_consume_each_record_once()
+{
+    ensure_python_clients();
+    let mut c = cluster(&[]).await;
+    let b = kafka_addr(c.broker.as_ref().expect("broker"));
+    let dir = tempfile::tempdir().unwrap();
+    let acks = dir.path().join("acks.jsonl");
+    let acks_s = acks.to_str().unwrap();
+    e2e::broker::Broker::new(c.broker().url())
+        .create_topic("kafka/events", 3)
+        .await;
+
+    // Two clients, two codecs, idempotence and acks=all.
+    let r = run_clients(&[
+        "produce",
+        "--client",
+        "confluent",
+        "--bootstrap",
+        &b,
+        "--topic",
+        "events",
+        "--count",
+        "300",
+        "--prefix",
+        "cf",
+        "--compression",
+        "gzip",
+        "--out",
+        acks_s,
+    ]);
+    assert_eq!(r["acked"], 300, "confluent-kafka: {r}");
+    let r = run_clients(&[
+        "produce",
+        "--client",
+        "kafka-python",
+        "--bootstrap",
+        &b,
+        "--topic",
+        "events",
+        "--count",
+        "200",
+        "--prefix",
+        "kp",
+        "--compression",
+        "lz4",
+        "--out",
+        acks_s,
+    ]);
+    assert_eq!(r["acked"], 200, "kafka-python: {r}");
+    let acked = by_position(&read_jsonl(&acks));
+    assert_eq!(
+        acked.len(),
+        500,
+        "500 distinct (partition, offset) acknowledged"
+    );
+
+    // Half consumed in group g (committing each), then everything SIGKILLed.
+    let first = dir.path().join("first.jsonl");
+    let r = run_clients(&[
+        "consume",
+        "--client",
+        "confluent",
+        "--bootstrap",
+        &b,
+        "--topic",
+        "events",
+        "--group",
+        "g",
+        "--count",
+        "250",
+        "--out",
+        first.to_str().unwrap(),
+    ]);
+    assert_eq!(r["consumed"], 250, "{r}");
+    kill_and_restart_all(&mut c).await;
+    let b = kafka_addr(c.broker.as_ref().expect("broker"));
+
+    // The group resumes at its committed offsets: the other 250, none twice.
+    let second = dir.path().join("second.jsonl");
+    let r = run_clients(&[
+        "consume",
+        "--client",
+        "confluent",
+        "--bootstrap",
+        &b,
+        "--topic",
+        "events",
+        "--group",
+        "g",
+        "--count",
+        "250",
+        "--idle-ms",
+        "8000",
+        "--out",
+        second.to_str().unwrap(),
+    ]);
+    assert_eq!(r["consumed"], 250, "{r}");
+    let mut seen = BTreeSet::new();
+    for rec in read_jsonl(&first).iter().chain(read_jsonl(&second).iter()) {
+        let pos = (
+            rec["partition"].as_u64().unwrap(),
+            rec["offset"].as_u64().unwrap(),
+        );
+        assert!(seen.insert(pos), "{pos:?} consumed twice by group g");
+        assert_same_record(&acked[&pos], rec);
+    }
+    assert_eq!(
+        seen.len(),
+        500,
+        "group g consumed every acknowledged record once"
+    );
+
+    // A fresh kafka-python group reads all 500 back byte-identical after the restart.
+    let all = dir.path().join("all.jsonl");
+    let r = run_clients(&[
+        "consume",
+        "--client",
+        "kafka-python",
+        "--bootstrap",
+        &b,
+        "--topic",
+        "events",
+        "--group",
+        "kp",
+        "--count",
+        "500",
+        "--idle-ms",
+        "8000",
+        "--out",
+        all.to_str().unwrap(),
+    ]);
+    assert_eq!(r["consumed"], 500, "{r}");
+    let got = by_position(&read_jsonl(&all));
+    assert_eq!(got.len(), 500);
+    for (pos, rec) in &got {
+        assert_same_record(&acked[pos], rec);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_group_of_three_when_one_member_is_sigkilled_should_move_its_partitions() {
+    ensure_python_clients();
+    let mut c = cluster(&[]).await;
+    let b = kafka_addr(c.broker.as_ref().expect("broker"));
+    let dir = tempfile::tempdir().unwrap();
+    let acks = dir.path().join("acks.jsonl");
+    e2e::broker::Broker::new(c.broker().url())
+        .create_topic("kafka/shared", 3)
+        .await;
+    let r = run_clients(&[
+        "produce",
+        "--bootstrap",
+        &b,
+        "--topic",
+        "shared",
+        "--count",
+        "600",
+        "--out",
+        acks.to_str().unwrap(),
+    ]);
+    assert_eq!(r["acked"], 600, "{r}");
+    let r = run_clients(&[
+        "group",
+        "--bootstrap",
+        &b,
+        "--topic",
+        "shared",
+        "--group",
+        "trio",
+        "--expect",
+        acks.to_str().unwrap(),
+        "--workdir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let victim: Vec<u64> = serde_json::from_value(r["victim_held"].clone()).unwrap();
+    let survivors: Vec<u64> = serde_json::from_value(r["survivors_hold"].clone()).unwrap();
+    assert!(!victim.is_empty(), "{r}");
+    assert_eq!(
+        survivors,
+        vec![0, 1, 2],
+        "the survivors hold every partition: {r}"
+    );
+    assert_eq!(r["missing"], 0, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_an_idempotent_producer_when_the_broker_is_sigkilled_should_store_no_record_twice() {
+    ensure_python_clients();
+    let mut c = cluster(&[]).await;
+    let b = kafka_addr(c.broker.as_ref().expect("broker"));
+    let dir = tempfile::tempdir().unwrap();
+    let acks = dir.path().join("acks.jsonl");
+    let http = e2e::broker::Broker::new(c.broker().url());
+    http.create_topic("kafka/retry", 1).await;
+    let script = e2e::kafka::clients_script();
+    let mut producer = std::process::Command::new("python3")
+        .arg(&script)
+        .args([
+            "produce",
+            "--bootstrap",
+            &b,
+            "--topic",
+            "retry",
+            "--count",
+            "4000",
+            "--prefix",
+            "id",
+            "--timeout-ms",
+            "120000",
+            "--out",
+        ])
+        .arg(&acks)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the producer");
+    // Kill the broker while batches are in flight, twice.
+    for _ in 0..2 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, durable, _) = http.offsets("kafka/retry", 0).await;
+            if durable > 0 || std::time::Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        c.broker().kill();
+        c.broker().restart().await.expect("restart broker");
+    }
+    let out = tokio::task::spawn_blocking(move || producer.wait_with_output())
+        .await
+        .unwrap()
+        .expect("producer output");
+    let r = e2e::kafka::parse_result(&out, &["produce"]);
+    assert_eq!(r["failed"], 0, "{r}");
+    assert_eq!(r["acked"], 4000, "{r}");
+
+    // Every record is stored exactly once, at the offset its ack named.
+    let b = kafka_addr(c.broker.as_ref().expect("broker"));
+    let all = dir.path().join("all.jsonl");
+    let r = run_clients(&[
+        "consume",
+        "--bootstrap",
+        &b,
+        "--topic",
+        "retry",
+        "--group",
+        "check",
+        "--count",
+        "5000",
+        "--idle-ms",
+        "6000",
+        "--out",
+        all.to_str().unwrap(),
+    ]);
+    let consumed = read_jsonl(&all);
+    assert_eq!(r["consumed"], 4000, "4000 records stored, none twice: {r}");
+    let mut keys = BTreeSet::new();
+    for rec in &consumed {
+        assert!(keys.insert(rec["key"].to_string()), "stored twice: {rec}");
+    }
+    let acked = by_position(&read_jsonl(&acks));
+    let got = by_position(&consumed);
+    for (pos, rec) in &acked {
+        assert_same_record(rec, &got[pos]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_kcat_when_producing_with_each_codec_should_read_back_over_kafka_and_http() {
+    let mut c = cluster(&["--kafka-auto-create-partitions", "1"]).await;
+    let b = kafka_addr(c.broker.as_ref().expect("broker"));
+    let http = e2e::broker::Broker::new(c.broker().url());
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let topic = format!("kcat-{codec}");
+        let input: String = (0..50)
+            .map(|i| format!("k{i}:{codec}-value-{i}\n"))
+            .collect();
+        kcat(
+            &[
+                "-P",
+                "-b",
+                &b,
+                "-t",
+                &topic,
+                "-z",
+                codec,
+                "-K:",
+                "-X",
+                "enable.idempotence=true",
+                "-X",
+                "acks=all",
+            ],
+            input.as_bytes(),
+        );
+        let out = kcat(
+            &[
+                "-C",
+                "-b",
+                &b,
+                "-t",
+                &topic,
+                "-o",
+                "beginning",
+                "-e",
+                "-f",
+                "%k:%s\n",
+            ],
+            b"",
+        );
+        assert_eq!(out, input, "{codec}: kcat reads back what it produced");
+        let over_http = http.read_all(&format!("kafka/{topic}"), 0, 0).await;
+        let values: Vec<String> = over_http.into_iter().map(|r| r.value).collect();
+        let want: Vec<String> = (0..50).map(|i| format!("{codec}-value-{i}")).collect();
+        assert_eq!(
+            values, want,
+            "{codec}: the HTTP API reads the Kafka records"
+        );
+    }
+
+    // The other way round: published over HTTP, consumed over Kafka.
+    http.create_topic("kafka/from-http", 1).await;
+    let acked = http
+        .publish(
+            "kafka/from-http",
+            &[(0, "one".to_owned()), (0, "two".to_owned())],
+            "durable",
+        )
+        .await;
+    assert!(acked.is_ok(), "{acked:?}");
+    let out = kcat(
+        &[
+            "-C",
+            "-b",
+            &b,
+            "-t",
+            "from-http",
+            "-o",
+            "beginning",
+            "-e",
+            "-f",
+            "%o:%s\n",
+        ],
+        b"",
+    );
+    assert_eq!(out, "0:one\n1:two\n");
+}
