@@ -324,6 +324,20 @@ impl Store {
         collection: &str,
         replication: Replication,
     ) -> Result<Arc<Volume>, VolumeError> {
+        self.allocate_with(id, collection, replication, || {
+            Volume::create(&self.dir, id, collection, replication, self.metrics.clone())
+        })
+    }
+
+    /// [`Store::allocate`] with the slow part, creating the files, as `create` (tests check
+    /// what it may run under).
+    fn allocate_with(
+        &self,
+        id: VolumeId,
+        collection: &str,
+        replication: Replication,
+        create: impl FnOnce() -> Result<(Volume, RecoveryReport), VolumeError>,
+    ) -> Result<Arc<Volume>, VolumeError> {
         let _alloc = self.allocating.lock().unwrap_or_else(|e| e.into_inner());
         if let Ok(v) = self.get(id) {
             return if v.collection == collection && v.replication == replication {
@@ -335,7 +349,7 @@ impl Store {
         if self.failed.read().expect("failed lock").contains_key(&id) {
             return Err(VolumeError::Exists { volume: id });
         }
-        let (v, _) = Volume::create(&self.dir, id, collection, replication, self.metrics.clone())?;
+        let (v, _) = create()?;
         tracing::info!(volume = id, collection, %replication, "volume allocated");
         let v = Arc::new(v);
         let mut vols = self.volumes.write().expect("volumes lock");

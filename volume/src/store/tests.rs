@@ -694,3 +694,30 @@ mod recovery_model {
         }
     }
 }
+
+#[tokio::test]
+async fn test_store_allocate_creates_files_outside_the_store_lock() {
+    // Issue 11, finding 4: the creation's fsyncs must not block reads and heartbeats.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::load(dir.path(), metrics()).unwrap();
+    store.allocate(1, "", Replication::default()).unwrap();
+    let v = store
+        .allocate_with(2, "", Replication::default(), || {
+            assert!(
+                store.volumes.try_write().is_ok(),
+                "the volumes lock is held during creation"
+            );
+            assert!(store.get(1).is_ok());
+            assert_eq!(store.infos().len(), 1);
+            Volume::create(dir.path(), 2, "", Replication::default(), metrics())
+        })
+        .unwrap();
+    assert_eq!(v.id, 2);
+    assert_eq!(store.infos().len(), 2);
+    // Idempotent; a different replication for the same id is a conflict.
+    assert!(store.allocate(2, "", Replication::default()).is_ok());
+    assert!(matches!(
+        store.allocate(2, "", "001".parse().unwrap()),
+        Err(VolumeError::Exists { .. })
+    ));
+}
