@@ -75,7 +75,6 @@ fn topic_entry(ctx: &Ctx, name: &str, meta: Result<TopicMeta, i16>) -> MetadataR
                     let mut p = MetadataResponsePartition::default();
                     p.partition_index = i;
                     p.leader_id = BrokerId(ctx.cfg.node_id);
-                    p.leader_epoch = 0;
                     p.replica_nodes = vec![BrokerId(ctx.cfg.node_id)];
                     p.isr_nodes = vec![BrokerId(ctx.cfg.node_id)];
                     p
@@ -206,10 +205,12 @@ pub async fn create_topics(ctx: &Ctx, req: &Request) -> Result<Reply, HandleErro
             },
         };
         match result {
-            Ok(n) => {
+            // Fields of v5+; older versions refuse to encode them.
+            Ok(n) if req.api_version >= 5 => {
                 out.num_partitions = n as i32;
                 out.replication_factor = 1;
             }
+            Ok(_) => {}
             Err(c) => out.error_code = c,
         }
         resp.topics.push(out);
@@ -310,9 +311,10 @@ pub fn describe_configs(ctx: &Ctx, req: &Request) -> Result<Reply, HandleError> 
             out.configs = static_configs(ctx, res.resource_type)
                 .into_iter()
                 .filter(|(k, _)| {
+                    // Null or empty: every config.
                     res.configuration_keys
                         .as_ref()
-                        .is_none_or(|keys| keys.iter().any(|x| x.as_str() == *k))
+                        .is_none_or(|keys| keys.is_empty() || keys.iter().any(|x| x.as_str() == *k))
                 })
                 .map(|(k, v)| {
                     let mut c = DescribeConfigsResourceResult::default();

@@ -47,7 +47,6 @@ pub async fn list_offsets(ctx: &Ctx, req: &Request) -> Result<Reply, HandleError
             po.partition_index = p.partition_index;
             po.timestamp = -1;
             po.offset = -1;
-            po.leader_epoch = 0;
             let result = match u32::try_from(p.partition_index) {
                 Err(_) => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
                 Ok(part) => match p.timestamp {

@@ -30,7 +30,10 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Reply, HandleError> {
         0 | 1 => Some(Durability::Buffered),
         _ => None,
     };
-    let transactional = produce.transactional_id.is_some();
+    let transactional = produce
+        .transactional_id
+        .as_ref()
+        .is_some_and(|t| !t.0.is_empty());
     let mut resp = ProduceResponse::default();
     for topic in produce.topic_data {
         let name = topic.name.0.as_str().to_owned();
@@ -228,7 +231,7 @@ pub async fn init_producer_id(ctx: &Ctx, req: &Request) -> Result<Reply, HandleE
     let mut resp = InitProducerIdResponse::default();
     resp.producer_id = ProducerId(-1);
     resp.producer_epoch = -1;
-    if r.transactional_id.is_some() {
+    if r.transactional_id.as_ref().is_some_and(|t| !t.0.is_empty()) {
         resp.error_code = code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
         return respond(req, &resp);
     }

@@ -20,6 +20,14 @@ pub struct Server {
 
 impl Server {
     pub async fn start(cfg: KafkaConfig) -> Self {
+        // Server logs in the test output (RUST_LOG, default info).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "kafka=info".into()),
+            )
+            .with_test_writer()
+            .try_init();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let backend = Arc::new(MemBackend::new());
