@@ -1,5 +1,6 @@
-//! [`Cluster`]: a master, volume servers, and optionally a filer and a broker, as processes
-//! wired to each other, all under one temp dir that is removed when the cluster is dropped.
+//! [`Cluster`]: a master, volume servers, and optionally a filer, a broker and a schema
+//! registry, as processes wired to each other, all under one temp dir that is removed when the
+//! cluster is dropped.
 
 use std::time::Duration;
 
@@ -19,6 +20,8 @@ pub struct ClusterOptions {
     pub broker: bool,
     /// Extra broker flags.
     pub broker_args: Vec<String>,
+    /// Start a schema registry (`kelp-registry`) on the broker (needs `broker`).
+    pub registry: bool,
     /// Extra environment for every service (e.g. OTLP settings).
     pub env: Vec<(String, String)>,
 }
@@ -30,6 +33,7 @@ impl Default for ClusterOptions {
             filer: false,
             broker: false,
             broker_args: Vec::new(),
+            registry: false,
             env: Vec::new(),
         }
     }
@@ -46,6 +50,17 @@ impl ClusterOptions {
     }
 }
 
+impl ClusterOptions {
+    /// One volume server, a filer, a broker and a schema registry.
+    pub fn with_registry() -> Self {
+        Self {
+            broker: true,
+            registry: true,
+            ..Self::default()
+        }
+    }
+}
+
 /// Running services. Dropping it kills them all and removes the temp dir.
 pub struct Cluster {
     /// The master.
@@ -56,6 +71,8 @@ pub struct Cluster {
     pub filer: Option<ServiceHandle>,
     /// The broker, if started.
     pub broker: Option<ServiceHandle>,
+    /// The schema registry, if started.
+    pub registry: Option<ServiceHandle>,
     // Declared last: dropped after every process is reaped.
     tmp: tempfile::TempDir,
 }
@@ -99,6 +116,7 @@ impl Cluster {
             volumes,
             filer: None,
             broker: None,
+            registry: None,
             tmp,
         };
         cluster.wait_volumes_registered(opts.volumes).await?;
@@ -129,6 +147,17 @@ impl Cluster {
             ));
             b.start().await?;
             cluster.broker = Some(b);
+        }
+        if opts.registry {
+            let baddr = cluster.broker().addr().to_string();
+            let mut r = with_env(ServiceHandle::new(
+                cluster.tmp.path(),
+                "registry",
+                "kelp-registry",
+                vec!["--broker".into(), baddr],
+            ));
+            r.start().await?;
+            cluster.registry = Some(r);
         }
         Ok(cluster)
     }
@@ -169,6 +198,48 @@ impl Cluster {
     /// The broker.
     pub fn broker(&mut self) -> &mut ServiceHandle {
         self.broker.as_mut().expect("cluster started with a broker")
+    }
+
+    /// The schema registry.
+    pub fn registry(&mut self) -> &mut ServiceHandle {
+        self.registry
+            .as_mut()
+            .expect("cluster started with a registry")
+    }
+
+    /// SIGKILLs every service (the registry first, the master last), then starts them all
+    /// again in dependency order on the same ports and data, each waited for until ready.
+    pub async fn kill_all_and_restart(&mut self) -> anyhow::Result<()> {
+        for s in [
+            self.registry.as_mut(),
+            self.broker.as_mut(),
+            self.filer.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            s.kill();
+        }
+        for v in &mut self.volumes {
+            v.kill();
+        }
+        self.master.kill();
+        self.master.start().await?;
+        for v in &mut self.volumes {
+            v.start().await?;
+        }
+        self.wait_volumes_registered(self.volumes.len()).await?;
+        for s in [
+            self.filer.as_mut(),
+            self.broker.as_mut(),
+            self.registry.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            s.start().await?;
+        }
+        Ok(())
     }
 
     /// The filer.

@@ -8,5 +8,6 @@ mod corruption;
 mod durability;
 mod filer;
 mod scenarios;
+mod registry;
 mod server;
 mod tracing;
