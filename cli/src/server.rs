@@ -1,8 +1,9 @@
-//! `kelp server`: master, volume server, filer and broker in one process, each on its own
-//! port and still talking HTTP, with data under `<dir>/<service>`.
+//! `kelp server`: master, volume server, filer, broker and schema registry in one process, each
+//! on its own port and still talking HTTP, with data under `<dir>/<service>`.
 //!
-//! Shutdown is ordered: on SIGTERM the broker stops first and flushes everything buffered
-//! while the volume server, filer and master are still serving; then the others stop.
+//! Shutdown is ordered: on SIGTERM the schema registry stops first (its writes are already
+//! durable), then the broker stops and flushes everything buffered while the volume server,
+//! filer and master are still serving; then the others stop.
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -35,6 +36,9 @@ pub struct ServerArgs {
     /// Broker port.
     #[arg(long, default_value_t = 17777)]
     broker_port: u16,
+    /// Schema registry port (Confluent's default).
+    #[arg(long, default_value_t = 8081)]
+    registry_port: u16,
     /// The broker's Kafka listener port (0 = off).
     #[arg(long, env = "KELP_KAFKA_PORT", default_value_t = 9092)]
     kafka_port: u16,
@@ -72,7 +76,7 @@ where
 async fn run(a: ServerArgs) -> anyhow::Result<()> {
     let mut locks = Vec::new();
     let mut dirs = Vec::new();
-    for service in ["master", "volume", "filer", "broker"] {
+    for service in ["master", "volume", "filer", "broker", "registry"] {
         let (dir, lock) = common::config::open_data_dir(service, &a.dir.join(service))?;
         locks.push(lock);
         dirs.push(dir);
@@ -81,9 +85,14 @@ async fn run(a: ServerArgs) -> anyhow::Result<()> {
     let volume_l = bind(a.ip, a.volume_port, "volume server").await?;
     let filer_l = bind(a.ip, a.filer_port, "filer").await?;
     let broker_l = bind(a.ip, a.broker_port, "broker").await?;
+    let registry_l = bind(a.ip, a.registry_port, "schema registry").await?;
     let master_addr = master_l.local_addr()?.to_string();
     let filer_addr = filer_l.local_addr()?.to_string();
-    for (dir, l) in dirs.iter().zip([&master_l, &volume_l, &filer_l, &broker_l]) {
+    let broker_addr = broker_l.local_addr()?.to_string();
+    for (dir, l) in dirs
+        .iter()
+        .zip([&master_l, &volume_l, &filer_l, &broker_l, &registry_l])
+    {
         common::http::write_addrs_file(dir, l.local_addr()?).context("write addrs.json")?;
     }
     let fsync = a.fsync.to_string();
@@ -113,7 +122,16 @@ async fn run(a: ServerArgs) -> anyhow::Result<()> {
         &kafka_port,
     ])?;
 
+    let registry_cfg = registry::Config::try_parse_from([
+        "kelp-registry",
+        "--dir",
+        &d(4),
+        "--broker",
+        &broker_addr,
+    ])?;
+
     let signal = common::shutdown::signal_token()?;
+    let registry_stop = CancellationToken::new();
     let broker_stop = CancellationToken::new();
     let others_stop = CancellationToken::new();
     let mut set = JoinSet::new();
@@ -137,11 +155,19 @@ async fn run(a: ServerArgs) -> anyhow::Result<()> {
         "broker",
         broker::run(broker_cfg, broker_l, broker_stop.clone()),
     );
+    // After the broker: the registry rebuilds its index from the broker's topic (retrying
+    // until the broker answers) and is ready once it has.
+    spawn(
+        &mut set,
+        "registry",
+        registry::run(registry_cfg, registry_l, registry_stop.clone()),
+    );
     tracing::info!(
         master = %master_addr,
         volume = %a.volume_port,
         filer = %filer_addr,
         broker = %a.broker_port,
+        registry = %a.registry_port,
         data = %a.dir.display(),
         "kelp server running; stop with Ctrl-C"
     );
@@ -150,8 +176,8 @@ async fn run(a: ServerArgs) -> anyhow::Result<()> {
     let mut broker_done = false;
     loop {
         tokio::select! {
-            () = signal.cancelled(), if !broker_stop.is_cancelled() => {
-                broker_stop.cancel();
+            () = signal.cancelled(), if !registry_stop.is_cancelled() => {
+                registry_stop.cancel();
             }
             joined = set.join_next() => {
                 let Some(joined) = joined else { break };
@@ -159,15 +185,23 @@ async fn run(a: ServerArgs) -> anyhow::Result<()> {
                 if let Err(e) = result {
                     tracing::error!(service = name, "service failed: {e:#}");
                     first_error.get_or_insert(e.context(format!("{name} failed")));
+                    registry_stop.cancel();
                     broker_stop.cancel();
                     others_stop.cancel();
                 }
-                if name == "broker" {
+                if name == "registry" {
+                    // The registry has stopped: now the broker may stop and flush.
+                    if !signal.is_cancelled() && first_error.is_none() {
+                        first_error = Some(anyhow::anyhow!("registry stopped unexpectedly"));
+                    }
+                    broker_stop.cancel();
+                } else if name == "broker" {
                     broker_done = true;
                     // The broker has flushed: now the services it flushed to may stop.
                     others_stop.cancel();
                 } else if !broker_done && !signal.is_cancelled() && first_error.is_none() {
                     first_error = Some(anyhow::anyhow!("{name} stopped unexpectedly"));
+                    registry_stop.cancel();
                     broker_stop.cancel();
                 }
             }

@@ -37,6 +37,8 @@ fn start(dir: &Path) -> Server {
             "0",
             "--kafka-port",
             "0",
+            "--registry-port",
+            "0",
         ])
         .arg("--dir")
         .arg(dir.join("data"))
