@@ -104,6 +104,8 @@ def produce_kafka_python(a, out):
     futures = []
     for i in range(a.count):
         key, value, headers, ts = make_record(a.prefix, i)
+        # kafka-python cannot send a null header value.
+        headers = [(k, v) for k, v in headers if v is not None]
         futures.append((p.send(a.topic, value=value, key=key, headers=headers, timestamp_ms=ts), key, value, headers))
     p.flush(timeout=a.timeout_ms / 1000)
     acked, failed = 0, []

@@ -75,7 +75,8 @@ async fn given_acks_all_producers_when_every_service_is_sigkilled_should_consume
         .create_topic("kafka/events", 3)
         .await;
 
-    // Two clients, two codecs, idempotence and acks=all.
+    // Two clients, idempotence and acks=all; gzip and uncompressed (kcat covers the other
+    // codecs: kafka-python needs extra packages to read lz4, snappy and zstd).
     let r = run_clients(&[
         "produce",
         "--client",
@@ -107,7 +108,7 @@ async fn given_acks_all_producers_when_every_service_is_sigkilled_should_consume
         "--prefix",
         "kp",
         "--compression",
-        "lz4",
+        "none",
         "--out",
         acks_s,
     ]);
