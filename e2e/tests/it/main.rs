@@ -6,6 +6,7 @@ mod broker;
 mod chaos;
 mod corruption;
 mod durability;
+mod fencing;
 mod filer;
 mod kafka;
 mod registry;
