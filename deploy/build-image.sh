@@ -13,7 +13,7 @@ REPO_DIR="$(cd "$DEPLOY_DIR/.." && pwd)"
 TAG="${1:-${KELP_IMAGE:-kelp:dev}}"
 BASE="${KELP_BASE_IMAGE:-kelp-base:bookworm}"
 BIN_DIR="${KELP_BIN_DIR:-${CARGO_TARGET_DIR:-$REPO_DIR/target}/debug}"
-BINS=(kelp-master kelp-volume kelp-filer kelp-broker kelp)
+BINS=(kelp-master kelp-volume kelp-filer kelp-broker kelp-registry kelp)
 
 "$DEPLOY_DIR/build-base-image.sh" "$BASE"
 

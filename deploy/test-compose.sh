@@ -67,7 +67,7 @@ NET="${PROJECT}_default"
 IMAGE="kelp-test:$PROJECT"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/kelp-compose-test.XXXXXX")"
 ACKED="$WORK/acked.jsonl"
-SERVICES=(master volume1 volume2 filer broker)
+SERVICES=(master volume1 volume2 filer broker registry)
 LOOP_PID=""
 STACK_UP=0
 
@@ -75,7 +75,7 @@ export DATA_DIR="$WORK/data"
 export KELP_IMAGE="$IMAGE"
 # Ephemeral host ports on 127.0.0.1 only (found with `port`), so parallel runs never collide.
 export KELP_BIND=127.0.0.1 KELP_MASTER_PORT= KELP_VOLUME1_PORT= KELP_VOLUME2_PORT= \
-    KELP_FILER_PORT= KELP_BROKER_PORT=
+    KELP_FILER_PORT= KELP_BROKER_PORT= KELP_REGISTRY_PORT=
 # No Jaeger here (its image cannot be pulled): turn OTLP export off.
 export OTEL_EXPORTER_OTLP_ENDPOINT=
 # A durable publish that cannot become durable within 4 s (rather than 30 s) is answered
@@ -187,7 +187,7 @@ check_no_writes_outside_mounts() {
 
 # ---------------------------------------------------------------------------------------------
 step "build"
-BINS=(kelp-master kelp-volume kelp-filer kelp-broker kelp)
+BINS=(kelp-master kelp-volume kelp-filer kelp-broker kelp-registry kelp)
 export KELP_BIN_DIR="${KELP_BIN_DIR:-${CARGO_TARGET_DIR:-$REPO_DIR/target}/debug}"   # read by build-image.sh too
 BIN_DIR="$KELP_BIN_DIR"
 # (A concurrent cargo build replaces binaries while linking: look again before building.)

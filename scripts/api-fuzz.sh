@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Property-based API fuzzing (issue 7): starts the real master, volume server, filer and broker
-# on ephemeral ports, then runs schemathesis against each service's own OpenAPI document
+# Property-based API fuzzing (issue 7): starts the real master, volume server, filer, broker and
+# schema registry on ephemeral ports, then runs schemathesis against each service's own OpenAPI document
 # (`GET /openapi.json`). Fails on any 5xx the document does not allow (see
 # scripts/api-fuzz.toml), any response that does not match the document (status code, content
 # type, headers, body schema), a panic in a service's log, or a service that died.
@@ -12,9 +12,10 @@
 #   API_FUZZ_MAX_EXAMPLES  test cases per operation and phase (default 30)
 #   API_FUZZ_MAX_TIME      seconds per service; bounds each schemathesis run (default 60)
 #   API_FUZZ_SEED          seed, to replay a run (default: random, printed)
-#   API_FUZZ_SERVICES      which services to fuzz, in order (default "broker filer volume
-#                          master": the broker and the filer need a healthy cluster, and the
-#                          broker an untouched /topics/ in the filer, while fuzzing the filer
+#   API_FUZZ_SERVICES      which services to fuzz, in order (default "registry broker filer
+#                          volume master": the registry needs a healthy broker, the broker and
+#                          the filer need a healthy cluster, and the broker an untouched
+#                          /topics/ in the filer, while fuzzing the filer
 #                          writes anywhere in its namespace, fuzzing the volume server
 #                          allocates volumes and fuzzing the master registers made-up servers)
 #   API_FUZZ_KEEP=1        keep the work dir (logs, data, reports) instead of deleting it
@@ -26,10 +27,10 @@ BIN=${E2E_BIN_DIR:-${CARGO_TARGET_DIR:-target}/debug}
 MAX_EXAMPLES=${API_FUZZ_MAX_EXAMPLES:-30}
 MAX_TIME=${API_FUZZ_MAX_TIME:-60}
 SEED=${API_FUZZ_SEED:-$RANDOM$RANDOM}
-SERVICES=${API_FUZZ_SERVICES:-broker filer volume master}
+SERVICES=${API_FUZZ_SERVICES:-registry broker filer volume master}
 CONFIG=$PWD/scripts/api-fuzz.toml
 
-for b in kelp-master kelp-volume kelp-filer kelp-broker; do
+for b in kelp-master kelp-volume kelp-filer kelp-broker kelp-registry; do
     if [[ ! -x $BIN/$b ]]; then
         echo "api-fuzz: $BIN/$b not found: run \`cargo build --workspace --bins\` first" >&2
         exit 2
@@ -116,7 +117,9 @@ FILER=$ADDR
 start broker kelp-broker --master "$MASTER" --filer "$FILER" --flush-interval-ms 100 \
     --durable-timeout-ms 5000 --shutdown-flush-timeout-ms 5000
 BROKER=$ADDR
-echo "api-fuzz: master $MASTER, volume $VOLUME, filer $FILER, broker $BROKER (work dir $WORK)"
+start registry kelp-registry --broker "$BROKER"
+REGISTRY=$ADDR
+echo "api-fuzz: master $MASTER, volume $VOLUME, filer $FILER, broker $BROKER, registry $REGISTRY (work dir $WORK)"
 
 # Grow volume 1 now, so the documents' example file id (1,01637037d6) names a real volume and
 # the blob routes are exercised past the volume lookup.
@@ -140,6 +143,15 @@ done
 curl -fsS -o /dev/null -X PUT -H 'Content-Type: application/json' \
     -d '{"topic":"fuzz/events","partition":0,"offset":1}' "http://$BROKER/groups/fuzz-group/offsets"
 
+# The registry document's example subject (fuzz-value) with versions 1 and 2 (id 1 and 2), so
+# the examples reach past the subject lookup.
+for fields in '[{"name":"a","type":"int"}]' \
+    '[{"name":"a","type":"int"},{"name":"b","type":"string","default":""}]'; do
+    body=$(python3 -c 'import json, sys; print(json.dumps({"schema": json.dumps({"type": "record", "name": "R", "fields": json.loads(sys.argv[1])})}))' "$fields")
+    curl -fsS -o /dev/null -X POST -H 'Content-Type: application/vnd.schemaregistry.v1+json' \
+        -d "$body" "http://$REGISTRY/subjects/fuzz-value/versions"
+done
+
 failed=()
 for svc in $SERVICES; do
     case $svc in
@@ -147,6 +159,7 @@ for svc in $SERVICES; do
         volume) addr=$VOLUME ;;
         filer) addr=$FILER ;;
         broker) addr=$BROKER ;;
+        registry) addr=$REGISTRY ;;
         *)
             echo "api-fuzz: unknown service $svc" >&2
             exit 2
