@@ -556,6 +556,9 @@ impl Backend for KafkaBackend {
         Ok(None)
     }
 
+    /// Kafka's commits are the group's own word on where it is (a consumer that seeks back
+    /// commits lower offsets on purpose), so they may go down; the version precondition still
+    /// orders concurrent writes.
     async fn commit_offset(
         &self,
         group: &str,
@@ -568,7 +571,7 @@ impl Backend for KafkaBackend {
             BackendError::OffsetOutOfRange(format!("cannot commit offset {}", offset.offset))
         })?;
         self.broker
-            .commit_offset(&group, &key.to_string(), offset.partition, value)
+            .commit_offset(&group, &key.to_string(), offset.partition, value, true)
             .await
             .map(drop)
             .map_err(backend_error)

@@ -504,20 +504,23 @@ impl Broker {
         self.topic(&TopicKey::new(ns, name))
     }
 
-    /// Stores a consumer group's offset durably.
+    /// Stores a consumer group's offset durably; it only goes down with `reset`. Answers
+    /// the offset stored.
     pub async fn commit_offset(
         &self,
         group: &str,
         topic: &str,
         partition: u32,
         offset: u64,
+        reset: bool,
     ) -> Result<GroupOffsets, ApiError> {
         let t = self.group_topic(group, topic)?;
         if partition >= t.partition_count() {
             return Err(unknown_partition(&t, partition));
         }
-        self.store
-            .put_group_offset(group, &t.key, partition, offset)
+        let offset = self
+            .store
+            .put_group_offset(group, &t.key, partition, offset, reset)
             .await
             .map_err(store_error)?;
         Ok(GroupOffsets {

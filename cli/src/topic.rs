@@ -322,6 +322,7 @@ pub async fn subscribe(http: HttpClient, a: SubArgs) -> anyhow::Result<()> {
                     topic: a.topic.clone(),
                     partition: a.partition,
                     offset,
+                    reset: false,
                 };
                 b.commit_offset(g, &req)
                     .await

@@ -427,23 +427,47 @@ impl Store for HttpStore {
         topic: &'a TopicKey,
         partition: u32,
         offset: u64,
-    ) -> StoreFuture<'a, ()> {
+        reset: bool,
+    ) -> StoreFuture<'a, u64> {
         async move {
             let path = format!("{}/groups/{group}/p{partition:04}", topic.dir());
-            let mut extended = std::collections::BTreeMap::new();
-            extended.insert("offset".to_owned(), offset.to_string());
-            let entry = Entry {
-                full_path: path.clone(),
-                mode: 0o644,
-                mtime_ms: now_ms(),
-                extended,
-                ..Entry::default()
-            };
-            self.filer
-                .put_entry(&entry, None)
-                .await
-                .map(drop)
-                .map_err(Self::client(format!("store group offset {path}")))
+            let what = format!("store group offset {path}");
+            for _ in 0..16 {
+                let current = self
+                    .filer
+                    .get_entry(&path)
+                    .await
+                    .map_err(Self::client(what.clone()))?;
+                let expect = match &current {
+                    None => Expect::Absent,
+                    Some(e) => {
+                        let stored = e.extended.get("offset").and_then(|o| o.parse::<u64>().ok());
+                        if stored == Some(offset) || (!reset && stored.is_some_and(|s| s > offset))
+                        {
+                            return Ok(stored.unwrap_or(offset));
+                        }
+                        Expect::Version(e.version)
+                    }
+                };
+                let mut extended = std::collections::BTreeMap::new();
+                extended.insert("offset".to_owned(), offset.to_string());
+                let entry = Entry {
+                    full_path: path.clone(),
+                    mode: 0o644,
+                    mtime_ms: now_ms(),
+                    extended,
+                    ..Entry::default()
+                };
+                match self.filer.put_entry(&entry, Some(expect)).await {
+                    Ok(_) => return Ok(offset),
+                    // Another commit landed in between: decide again against it.
+                    Err(e) if e.status() == Some(StatusCode::PRECONDITION_FAILED) => continue,
+                    Err(e) => return Err(Self::client(what)(e)),
+                }
+            }
+            Err(StoreError::Conflict(format!(
+                "{what}: lost 16 races with concurrent commits"
+            )))
         }
         .boxed()
     }

@@ -326,13 +326,19 @@ impl Store for MemStore {
         topic: &'a TopicKey,
         partition: u32,
         offset: u64,
-    ) -> StoreFuture<'a, ()> {
+        reset: bool,
+    ) -> StoreFuture<'a, u64> {
         async move {
             Self::fail(&self.faults.meta, "store group offset")?;
-            self.lock()
+            let mut inner = self.lock();
+            let stored = inner
                 .groups
-                .insert((group.to_owned(), topic.clone(), partition), offset);
-            Ok(())
+                .entry((group.to_owned(), topic.clone(), partition))
+                .or_insert(offset);
+            if reset || *stored < offset {
+                *stored = offset;
+            }
+            Ok(*stored)
         }
         .boxed()
     }

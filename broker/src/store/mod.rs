@@ -266,14 +266,18 @@ pub trait Store: Send + Sync + 'static {
     /// Creates a topic's configuration unless one exists.
     fn create_topic<'a>(&'a self, conf: &'a TopicConf) -> StoreFuture<'a, CreateOutcome>;
 
-    /// Stores a consumer group's offset of one partition (durably).
+    /// Stores a consumer group's offset of one partition (durably) and returns the offset
+    /// now stored: a commit below the stored offset keeps the stored one unless `reset`.
+    /// Read-check-write under a version precondition, so concurrent or late (retried)
+    /// commits never move the offset backwards.
     fn put_group_offset<'a>(
         &'a self,
         group: &'a str,
         topic: &'a TopicKey,
         partition: u32,
         offset: u64,
-    ) -> StoreFuture<'a, ()>;
+        reset: bool,
+    ) -> StoreFuture<'a, u64>;
 
     /// A consumer group's committed offsets of `topic`, by partition.
     fn group_offsets<'a>(

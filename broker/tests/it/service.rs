@@ -572,9 +572,12 @@ async fn test_topics_create_conflict_and_groups() {
     assert_eq!(err.code(), "bad_name");
     assert_eq!(b.list_topics().unwrap().len(), 1);
 
-    b.commit_offset("g1", "ns/t", 1, 42).await.unwrap();
-    b.commit_offset("g1", "ns/t", 0, 0).await.unwrap();
-    b.commit_offset("g1", "ns/t", 1, 43).await.unwrap();
+    b.commit_offset("g1", "ns/t", 1, 42, false).await.unwrap();
+    b.commit_offset("g1", "ns/t", 0, 0, false).await.unwrap();
+    b.commit_offset("g1", "ns/t", 1, 43, false).await.unwrap();
+    // A late commit of an older offset does not rewind the group; the answer says so.
+    let kept = b.commit_offset("g1", "ns/t", 1, 40, false).await.unwrap();
+    assert_eq!(kept.offsets[0].offset, 43);
     let g = b.group_offsets("g1", "ns/t").await.unwrap();
     assert_eq!(
         g.offsets
@@ -583,22 +586,29 @@ async fn test_topics_create_conflict_and_groups() {
             .collect::<Vec<_>>(),
         vec![(0, 0), (1, 43)]
     );
+    // A deliberate reset may go down.
+    let reset = b.commit_offset("g1", "ns/t", 1, 7, true).await.unwrap();
+    assert_eq!(reset.offsets[0].offset, 7);
     assert_eq!(
-        b.commit_offset("g1", "ns/t", 2, 1)
+        b.group_offsets("g1", "ns/t").await.unwrap().offsets[1].offset,
+        7
+    );
+    assert_eq!(
+        b.commit_offset("g1", "ns/t", 2, 1, false)
             .await
             .unwrap_err()
             .status(),
         StatusCode::BAD_REQUEST
     );
     assert_eq!(
-        b.commit_offset("g1", "ns/zz", 0, 1)
+        b.commit_offset("g1", "ns/zz", 0, 1, false)
             .await
             .unwrap_err()
             .status(),
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        b.commit_offset("g1", "nst", 0, 1)
+        b.commit_offset("g1", "nst", 0, 1, false)
             .await
             .unwrap_err()
             .status(),

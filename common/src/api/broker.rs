@@ -257,6 +257,11 @@ pub struct CommitOffsetRequest {
     pub partition: u32,
     /// The group's next offset to consume.
     pub offset: u64,
+    /// Allow the committed offset to go down (a deliberate reset). Without it a commit below
+    /// the stored offset keeps the stored one, so a late or repeated commit never rewinds
+    /// the group; the answer says which offset is stored.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reset: bool,
 }
 
 /// Query of `GET /groups/{group}/offsets`.

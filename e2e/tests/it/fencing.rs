@@ -1,7 +1,10 @@
-//! Two brokers on one filer (issue 11, finding 5): the second one to start takes every
-//! partition over with a higher owner epoch; the first one's next commit is refused by the
-//! filer (fenced), it answers `partition_fenced` and stops serving the partition instead of
-//! stalling or retrying forever; no acknowledged record is lost or duplicated.
+//! The broker's ownership and ordering rules on a real filer (issue 11, findings 5 and 6).
+//!
+//! Two brokers on one filer: the second one to start takes every partition over with a
+//! higher owner epoch; the first one's next commit is refused by the filer (fenced), it
+//! answers `partition_fenced` and stops serving the partition instead of stalling or retrying
+//! forever; no acknowledged record is lost or duplicated. A group's committed offset never
+//! goes backwards unless the commit asks for a reset.
 
 use std::time::{Duration, Instant};
 
@@ -122,4 +125,36 @@ async fn given_two_brokers_on_one_filer_when_the_second_starts_should_fence_the_
         "the owner acknowledged more"
     );
     second_handle.stop(Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_late_group_commit_should_not_rewind_the_group_unless_reset() {
+    let mut c = Cluster::start(ClusterOptions::with_broker(&["--kafka-port", "0"]))
+        .await
+        .expect("start the cluster");
+    let url = c.broker().url();
+    Broker::new(url.clone()).create_topic(TOPIC, 1).await;
+    let http = reqwest::Client::new();
+    let commit = |offset: u64, reset: bool| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let body = serde_json::json!({"topic": TOPIC, "partition": 0, "offset": offset, "reset": reset});
+            let r = http
+                .put(format!("{url}/groups/g/offsets"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let v: serde_json::Value = r.json().await.unwrap();
+            v["offsets"][0]["offset"].as_u64().unwrap()
+        }
+    };
+    assert_eq!(commit(10, false).await, 10);
+    assert_eq!(commit(4, false).await, 10, "a late, lower commit keeps 10");
+    c.broker().kill();
+    c.broker().restart().await.unwrap();
+    assert_eq!(commit(3, false).await, 10, "durable across a SIGKILL");
+    assert_eq!(commit(3, true).await, 3, "a reset goes down");
 }

@@ -13,7 +13,7 @@ pub async fn commit(
     Json(req): Json<CommitOffsetRequest>,
 ) -> Result<Json<GroupOffsets>, ApiError> {
     broker
-        .commit_offset(&group, &req.topic, req.partition, req.offset)
+        .commit_offset(&group, &req.topic, req.partition, req.offset, req.reset)
         .await
         .map(Json)
 }
