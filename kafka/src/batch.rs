@@ -269,6 +269,82 @@ fn plausible_record_count(info: &BatchInfo) -> bool {
     (info.record_count as usize) <= limit
 }
 
+/// The records section of a batch, decompressed.
+fn decompress(records: &mut Bytes, compression: Compression) -> anyhow::Result<Bytes> {
+    use kafka_protocol::compression::{self as cmpr, Decompressor};
+    let take = |b: &mut Bytes| Ok(b.split_to(b.len()));
+    match compression {
+        Compression::None => take(records),
+        Compression::Gzip => {
+            cmpr::Gzip::decompress(records, |b: &mut Bytes| Ok(b.split_to(b.len())))
+        }
+        Compression::Snappy => {
+            cmpr::Snappy::decompress(records, |b: &mut Bytes| Ok(b.split_to(b.len())))
+        }
+        Compression::Lz4 => cmpr::Lz4::decompress(records, |b: &mut Bytes| Ok(b.split_to(b.len()))),
+        Compression::Zstd => {
+            cmpr::Zstd::decompress(records, |b: &mut Bytes| Ok(b.split_to(b.len())))
+        }
+    }
+}
+
+/// Reads a zigzag varint (at most `max_bytes` long) at `*at`.
+fn read_varlong(b: &[u8], at: &mut usize, max_bytes: usize) -> Option<i64> {
+    let mut raw = 0u64;
+    for i in 0..max_bytes {
+        let byte = *b.get(*at)?;
+        *at += 1;
+        raw |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((raw >> 1) as i64 ^ -((raw & 1) as i64));
+        }
+    }
+    None
+}
+
+/// Skips a length-prefixed field (`-1` = null when `nullable`).
+fn skip_field(b: &[u8], at: &mut usize, end: usize, nullable: bool) -> Option<()> {
+    let len = read_varlong(b, at, 5)?;
+    if len == -1 && nullable {
+        return Some(());
+    }
+    let len = usize::try_from(len).ok()?;
+    (len <= end - *at).then(|| *at += len)
+}
+
+/// Checks that `count` records with sane lengths and header counts fill `plain`.
+fn check_records(plain: &[u8], count: i32) -> anyhow::Result<()> {
+    let malformed = || anyhow::anyhow!("malformed record");
+    let mut at = 0;
+    for _ in 0..count {
+        let len = read_varlong(plain, &mut at, 5).ok_or_else(malformed)?;
+        let len = usize::try_from(len).map_err(|_| malformed())?;
+        if len > plain.len() - at {
+            return Err(malformed());
+        }
+        let end = at + len;
+        let mut p = at + 1; // attributes
+        let ok = (|| {
+            read_varlong(plain, &mut p, 10)?; // timestamp delta
+            read_varlong(plain, &mut p, 5)?; // offset delta
+            skip_field(plain, &mut p, end, true)?; // key
+            skip_field(plain, &mut p, end, true)?; // value
+            let headers = usize::try_from(read_varlong(plain, &mut p, 5)?).ok()?;
+            if headers > end.saturating_sub(p) {
+                return None;
+            }
+            for _ in 0..headers {
+                skip_field(plain, &mut p, end, false)?;
+                skip_field(plain, &mut p, end, true)?;
+            }
+            (p <= end).then_some(())
+        })();
+        ok.ok_or_else(malformed)?;
+        at = end;
+    }
+    Ok(())
+}
+
 /// Decodes concatenated v2 batches, compressed with any codec (gzip, snappy, lz4, zstd),
 /// into records with absolute offsets. Control batches (transaction markers) are skipped.
 pub fn decode_batches(bytes: &[u8]) -> Result<Vec<OwnedRecord>, BatchError> {
@@ -287,10 +363,20 @@ pub fn decode_batches(bytes: &[u8]) -> Result<Vec<OwnedRecord>, BatchError> {
             ));
         }
         let mut buf = Bytes::copy_from_slice(whole);
-        let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| {
-            tracing::debug!(error = %e, "record batch decoding failed");
-            BatchError::Malformed("records inside the batch do not decode")
-        })?;
+        let count = info.record_count;
+        // Decompress here and check the records' framing before kafka-protocol decodes them:
+        // it reserves room for a record's headers from their announced count, so a crafted
+        // batch could otherwise abort the process.
+        let decompress = |records: &mut Bytes, compression: Compression| -> anyhow::Result<Bytes> {
+            let plain = decompress(records, compression)?;
+            check_records(&plain, count)?;
+            Ok(plain)
+        };
+        let set = RecordBatchDecoder::decode_with_custom_compression(&mut buf, Some(decompress))
+            .map_err(|e| {
+                tracing::debug!(error = %e, "record batch decoding failed");
+                BatchError::Malformed("records inside the batch do not decode")
+            })?;
         out.extend(set.records.into_iter().map(|r| {
             OwnedRecord {
                 offset: r.offset,

@@ -168,9 +168,97 @@ pub fn encode_raw(
 }
 
 /// Decodes a request body.
+///
+/// `kafka-protocol` reserves room for an array's elements as soon as it reads the count, so a
+/// 48-byte body announcing two billion elements would abort the process on the failed
+/// allocation. The body is therefore first decoded through [`Guarded`], which never lets a
+/// count exceed the bytes left; only if that succeeds (so every count was possible) and a
+/// guarded value was altered on the way is it decoded again as it is.
 pub fn decode_body<T: Decodable>(req: &Request) -> Result<T, String> {
+    let mut guarded = Guarded {
+        inner: req.body.clone(),
+        altered: false,
+    };
+    let first = T::decode(&mut guarded, req.api_version).map_err(|e| e.to_string())?;
+    if !guarded.altered {
+        return Ok(first);
+    }
     let mut body = req.body.clone();
     T::decode(&mut body, req.api_version).map_err(|e| e.to_string())
+}
+
+/// A body whose 32-bit integers are capped at the bytes left and whose unsigned varints may
+/// not exceed them (see [`decode_body`]).
+///
+/// Every element of an array takes at least one byte, so a count larger than the bytes left
+/// is impossible in a valid body: capping it makes that decode fail instead of reserving
+/// gigabytes. Other `i32` fields (timeouts, byte limits) may legitimately be larger; capping
+/// them changes no structure, and [`decode_body`] then decodes again for the real values.
+/// Unsigned varints only carry lengths, counts and tags in Kafka's flexible versions, so one
+/// larger than the bytes left is refused outright.
+pub struct Guarded {
+    inner: Bytes,
+    altered: bool,
+}
+
+/// Value of the unsigned varint at the start of `b` (up to 5 bytes; longer is malformed and
+/// reported as `u64::MAX`).
+fn peek_uvarint(b: &[u8]) -> u64 {
+    let mut value = 0u64;
+    for (i, byte) in b.iter().take(5).enumerate() {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return value;
+        }
+    }
+    u64::MAX
+}
+
+impl bytes::Buf for Guarded {
+    fn remaining(&self) -> usize {
+        self.inner.remaining()
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.inner.chunk()
+    }
+
+    fn advance(&mut self, cnt: usize) {
+        self.inner.advance(cnt)
+    }
+
+    fn try_get_i32(&mut self) -> Result<i32, bytes::TryGetError> {
+        let v = self.inner.try_get_i32()?;
+        let left = self.inner.remaining();
+        if v > 0 && v as usize > left {
+            self.altered = true;
+            return Ok(i32::try_from(left + 1).unwrap_or(i32::MAX));
+        }
+        Ok(v)
+    }
+
+    fn try_get_u8(&mut self) -> Result<u8, bytes::TryGetError> {
+        let left = self.inner.remaining();
+        if self.inner.first().is_some_and(|b| b & 0x80 != 0)
+            && peek_uvarint(&self.inner) > left as u64 + 1
+        {
+            return Err(bytes::TryGetError {
+                requested: left + 1,
+                available: left,
+            });
+        }
+        self.inner.try_get_u8()
+    }
+}
+
+impl kafka_protocol::protocol::buf::ByteBuf for Guarded {
+    fn peek_bytes(&mut self, r: std::ops::Range<usize>) -> Bytes {
+        self.inner.slice(r)
+    }
+
+    fn get_bytes(&mut self, size: usize) -> Bytes {
+        self.inner.split_to(size)
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 //!   (encode one batch, decode any).
 //! - [`idempotence`]: per-producer sequence state that backends keep per partition.
 //! - [`mem`]: an in-memory [`Backend`].
-//! - [`config`]: [`KafkaConfig`].
+//! - [`config`]: the listener settings, [`KafkaConfig`].
 //! - [`server`]: [`serve`], connections, request pipelining.
 //! - [`codec`]: framing and request/response headers (bodies by `kafka-protocol`).
 //! - [`handlers`]: one module per api family; [`handlers::SUPPORTED`] lists the versions.

@@ -87,6 +87,10 @@ pub async fn offset_commit(ctx: &Ctx, req: &Request) -> Result<Reply, HandleErro
         r.member_id.as_str(),
         r.generation_id_or_member_epoch,
     );
+    if check != code::NONE {
+        tracing::info!(group = %group, member_id = r.member_id.as_str(),
+            generation = r.generation_id_or_member_epoch, error = check, "offset commit refused");
+    }
     let mut resp = OffsetCommitResponse::default();
     for t in r.topics {
         let name = t.name.0.as_str().to_owned();

@@ -42,7 +42,6 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Reply, HandleError> {
             .map(|_| ());
         let parts = topic.partition_data.iter().map(|p| {
             let name = name.clone();
-            let exists = exists.clone();
             async move {
                 let mut out = PartitionProduceResponse::default();
                 out.index = p.index;

@@ -49,6 +49,7 @@ def check(received, client):
 
 def run_kafka_python(bootstrap, topic, group):
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.errors import CommitFailedError
 
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
                              retries=5, linger_ms=5)
@@ -81,18 +82,31 @@ def run_kafka_python(bootstrap, topic, group):
                             received.append((r.key, r.value,
                                              [(k, v) for (k, v) in r.headers], r.timestamp))
                 if batch:
-                    c.commit()
+                    try:
+                        c.commit()
+                    except CommitFailedError:
+                        # A rebalance (e.g. another member closing) won the race; the
+                        # records are redelivered to the partition's next owner.
+                        pass
                 assigned = c.assignment()
                 info[idx] = assigned
+            # Every member commits what it consumed before any leaves (a leave starts a
+            # rebalance that would refuse the others' commits).
+            try:
+                c.commit()
+            except CommitFailedError:
+                pass
+            barrier.wait(timeout=30)
             c.close()
         except Exception as e:  # reported by the main thread
             errors.append(repr(e))
 
     info = {}
+    barrier = threading.Barrier(3)
     threads = [threading.Thread(target=member, args=(i,)) for i in range(3)]
     for t in threads:
         t.start()
-    wait_done(lambda: len(received) >= N and all(info.get(i) for i in range(3)), errors, stop)
+    wait_done(lambda: len(set(map(repr, received))) >= N and all(info.get(i) for i in range(3)), errors, stop)
     for t in threads:
         t.join(timeout=30)
     if errors:
@@ -109,7 +123,7 @@ def run_kafka_python(bootstrap, topic, group):
 
 
 def run_confluent(bootstrap, topic, group):
-    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
                          "enable.idempotence": True, "linger.ms": 5})
@@ -149,16 +163,29 @@ def run_confluent(bootstrap, topic, group):
                         received.append((m.key(), m.value(), list(m.headers() or []),
                                          m.timestamp()[1]))
                 if msgs:
-                    c.commit(asynchronous=False)
+                    try:
+                        c.commit(asynchronous=False)
+                    except KafkaException as e:
+                        # Lost a race with a rebalance: redelivered to the next owner.
+                        if e.args[0].code() not in (KafkaError.REBALANCE_IN_PROGRESS,
+                                                    KafkaError.ILLEGAL_GENERATION,
+                                                    KafkaError.UNKNOWN_MEMBER_ID):
+                            raise
                 info[idx] = c.assignment()
+            try:
+                c.commit(asynchronous=False)
+            except KafkaException:
+                pass  # nothing consumed since the last commit
+            barrier.wait(timeout=30)
             c.close()
         except Exception as e:
             errors.append(repr(e))
 
+    barrier = threading.Barrier(3)
     threads = [threading.Thread(target=member, args=(i,)) for i in range(3)]
     for t in threads:
         t.start()
-    wait_done(lambda: len(received) >= N and all(info.get(i) for i in range(3)), errors, stop)
+    wait_done(lambda: len(set(map(repr, received))) >= N and all(info.get(i) for i in range(3)), errors, stop)
     for t in threads:
         t.join(timeout=30)
     if errors:
