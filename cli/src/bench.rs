@@ -39,6 +39,8 @@ pub enum BenchCommand {
     Filer(FilerArgs),
     /// Serve the blob routes from memory with no I/O: the ceiling for `bench blob`.
     BareServer(BareArgs),
+    /// Produce then consume through a Kafka listener with librdkafka.
+    Kafka(crate::bench_kafka::KafkaArgs),
 }
 
 /// Arguments of `kelp bench blob`.
@@ -143,6 +145,7 @@ pub async fn run(http: HttpClient, cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Pub(a) => publish(http.with_attempts(1), a).await,
         BenchCommand::Filer(a) => filer(http.with_attempts(1), a).await,
         BenchCommand::BareServer(a) => bare_server(a).await,
+        BenchCommand::Kafka(a) => crate::bench_kafka::run(a).await,
     }
 }
 

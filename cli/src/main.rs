@@ -8,6 +8,7 @@
 //! - `bench`: `kelp bench blob|filer` and the bare-handler ceiling server.
 
 mod bench;
+mod bench_kafka;
 mod blob;
 mod fs;
 mod server;
