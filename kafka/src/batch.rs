@@ -534,6 +534,22 @@ mod tests {
         }
     }
 
+    #[test]
+    fn test_decode_batches_lying_header_count_is_an_error_not_an_abort() {
+        let one = encode_batch(&sample(0)[1..2]).unwrap();
+        // attributes, timestamp delta, offset delta, null key, null value, 2^30 headers.
+        let body = [0x00, 0x00, 0x00, 0x01, 0x01, 0x80, 0x80, 0x80, 0x80, 0x08];
+        let mut b = one[..HEADER_LEN].to_vec();
+        b.push((body.len() as u8) << 1);
+        b.extend_from_slice(&body);
+        let len = (b.len() - LOG_OVERHEAD) as i32;
+        b[8..12].copy_from_slice(&len.to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(BatchInfo::parse(&b).is_ok(), "a well-formed header");
+        assert!(matches!(decode_batches(&b), Err(BatchError::Malformed(_))));
+    }
+
     proptest! {
         #[test]
         fn test_decode_batches_random_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..300)) {

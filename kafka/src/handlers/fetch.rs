@@ -71,14 +71,21 @@ pub async fn handle(ctx: &Ctx, req: &crate::codec::Request) -> Result<Reply, Han
             break parts;
         }
         // Wake when any partition gets data past the asked offset, or at the deadline.
-        let waits = wants.iter().filter_map(|w| {
-            let p = u32::try_from(w.partition).ok()?;
-            Some(
-                ctx.backend
-                    .wait_for_data(&names[w.topic], p, w.offset)
-                    .boxed(),
-            )
-        });
+        let waits: Vec<_> = wants
+            .iter()
+            .filter_map(|w| {
+                let p = u32::try_from(w.partition).ok()?;
+                Some(
+                    ctx.backend
+                        .wait_for_data(&names[w.topic], p, w.offset)
+                        .boxed(),
+                )
+            })
+            .collect();
+        if waits.is_empty() {
+            // select_all panics on nothing to select.
+            break parts;
+        }
         let any = futures::future::select_all(waits);
         if tokio::time::timeout_at(deadline, any).await.is_err() {
             // Timed out: answer with what is there now.

@@ -9,7 +9,7 @@
 //! State lives in memory: after a restart members get UNKNOWN_MEMBER_ID and rejoin;
 //! committed offsets are the backend's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -19,6 +19,10 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::error::code;
+
+mod state;
+
+use state::{Group, Member};
 
 /// Group limits, from [`crate::KafkaConfig`].
 #[derive(Debug, Clone, Copy)]
@@ -114,192 +118,6 @@ pub enum Pending<T> {
     Done(T),
     /// Wait for it.
     Wait(oneshot::Receiver<T>),
-}
-
-#[derive(Debug)]
-struct Member {
-    client_id: String,
-    session_timeout: Duration,
-    rebalance_timeout: Duration,
-    protocols: Vec<(String, Bytes)>,
-    assignment: Bytes,
-    last_seen: Instant,
-    join_waiter: Option<oneshot::Sender<JoinOutcome>>,
-    sync_waiter: Option<oneshot::Sender<SyncOutcome>>,
-}
-
-#[derive(Debug)]
-struct Group {
-    state: GroupState,
-    generation: i32,
-    protocol_type: Option<String>,
-    protocol: Option<String>,
-    leader: Option<String>,
-    members: BTreeMap<String, Member>,
-    /// Ids handed out with MEMBER_ID_REQUIRED, until when they may join.
-    pending: HashMap<String, Instant>,
-    rebalance_deadline: Option<Instant>,
-    not_before: Option<Instant>,
-}
-
-impl Group {
-    fn new() -> Self {
-        Self {
-            state: GroupState::Empty,
-            generation: 0,
-            protocol_type: None,
-            protocol: None,
-            leader: None,
-            members: BTreeMap::new(),
-            pending: HashMap::new(),
-            rebalance_deadline: None,
-            not_before: None,
-        }
-    }
-
-    /// Protocols every member supports.
-    fn common_protocols(&self) -> Vec<String> {
-        let mut it = self.members.values();
-        let Some(first) = it.next() else {
-            return Vec::new();
-        };
-        let mut common: Vec<String> = first.protocols.iter().map(|(n, _)| n.clone()).collect();
-        for m in it {
-            common.retain(|c| m.protocols.iter().any(|(n, _)| n == c));
-        }
-        common
-    }
-
-    fn prepare_rebalance(&mut self, now: Instant, limits: &GroupLimits) {
-        let was_empty = self.state == GroupState::Empty;
-        self.state = GroupState::PreparingRebalance;
-        for m in self.members.values_mut() {
-            if let Some(w) = m.sync_waiter.take() {
-                let _ = w.send(SyncOutcome {
-                    error: code::REBALANCE_IN_PROGRESS,
-                    ..Default::default()
-                });
-            }
-        }
-        let timeout = self
-            .members
-            .values()
-            .map(|m| m.rebalance_timeout)
-            .max()
-            .unwrap_or(Duration::ZERO);
-        self.rebalance_deadline = Some(now + timeout);
-        self.not_before = (was_empty && !limits.initial_delay.is_zero())
-            .then(|| now + limits.initial_delay.min(timeout));
-    }
-
-    /// Completes the join phase when every member rejoined (after the initial delay) or the
-    /// rebalance timeout passed.
-    fn try_complete_join(&mut self, now: Instant) {
-        if self.state != GroupState::PreparingRebalance {
-            return;
-        }
-        let all_joined = self.members.values().all(|m| m.join_waiter.is_some());
-        let delayed = self.not_before.is_some_and(|t| now < t);
-        let timed_out = self.rebalance_deadline.is_some_and(|d| now >= d);
-        if !((all_joined && !delayed) || timed_out) {
-            return;
-        }
-        let dropped: Vec<String> = self
-            .members
-            .iter()
-            .filter(|(_, m)| m.join_waiter.is_none())
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in dropped {
-            tracing::info!(member_id = %id, "member did not rejoin in time, removed");
-            self.members.remove(&id);
-        }
-        self.generation += 1;
-        self.rebalance_deadline = None;
-        self.not_before = None;
-        if self.members.is_empty() {
-            self.state = GroupState::Empty;
-            self.leader = None;
-            self.protocol = None;
-            return;
-        }
-        let common = self.common_protocols();
-        let mut votes: HashMap<&str, usize> = HashMap::new();
-        for m in self.members.values() {
-            if let Some((n, _)) = m.protocols.iter().find(|(n, _)| common.contains(n)) {
-                *votes.entry(n.as_str()).or_default() += 1;
-            }
-        }
-        let chosen = common
-            .iter()
-            .max_by_key(|c| {
-                (
-                    votes.get(c.as_str()).copied().unwrap_or(0),
-                    std::cmp::Reverse(common.iter().position(|x| x == *c)),
-                )
-            })
-            .cloned();
-        let leader = match &self.leader {
-            Some(l) if self.members.contains_key(l) => l.clone(),
-            _ => self.members.keys().next().cloned().unwrap_or_default(),
-        };
-        self.leader = Some(leader.clone());
-        self.protocol = chosen.clone();
-        self.state = GroupState::CompletingRebalance;
-        let metadata: Vec<(String, Bytes)> = self
-            .members
-            .iter()
-            .map(|(id, m)| {
-                let meta = m
-                    .protocols
-                    .iter()
-                    .find(|(n, _)| Some(n) == chosen.as_ref())
-                    .map(|(_, b)| b.clone())
-                    .unwrap_or_default();
-                (id.clone(), meta)
-            })
-            .collect();
-        tracing::info!(generation = self.generation, leader = %leader, members = self.members.len(),
-            protocol = chosen.as_deref().unwrap_or(""), "group rebalanced");
-        for (id, m) in self.members.iter_mut() {
-            m.last_seen = now;
-            m.assignment = Bytes::new();
-            if let Some(w) = m.join_waiter.take() {
-                let _ = w.send(JoinOutcome {
-                    error: code::NONE,
-                    generation: self.generation,
-                    protocol_type: self.protocol_type.clone(),
-                    protocol_name: chosen.clone(),
-                    leader: leader.clone(),
-                    member_id: id.clone(),
-                    members: if *id == leader {
-                        metadata.clone()
-                    } else {
-                        Vec::new()
-                    },
-                });
-            }
-        }
-    }
-
-    fn remove_member(&mut self, id: &str, now: Instant, limits: &GroupLimits) -> bool {
-        if self.members.remove(id).is_none() {
-            return false;
-        }
-        if self.members.is_empty() {
-            self.state = GroupState::Empty;
-            self.generation += 1;
-            self.leader = None;
-            self.protocol = None;
-            self.rebalance_deadline = None;
-        } else {
-            if self.state != GroupState::PreparingRebalance {
-                self.prepare_rebalance(now, limits);
-            }
-            self.try_complete_join(now);
-        }
-        true
-    }
 }
 
 /// What DescribeGroups shows of a member.
@@ -655,5 +473,77 @@ impl Coordinator {
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> GroupLimits {
+        GroupLimits {
+            session_min: Duration::from_millis(10),
+            session_max: Duration::from_secs(60),
+            initial_delay: Duration::ZERO,
+        }
+    }
+
+    fn args(member: &str, protocols: &[&str]) -> JoinArgs {
+        JoinArgs {
+            member_id: member.to_owned(),
+            client_id: "c".to_owned(),
+            session_timeout: Duration::from_secs(10),
+            rebalance_timeout: Duration::from_secs(10),
+            protocol_type: "consumer".to_owned(),
+            protocols: protocols
+                .iter()
+                .map(|p| (p.to_string(), Bytes::from(p.to_string())))
+                .collect(),
+            require_known_member_id: false,
+        }
+    }
+
+    fn done<T: std::fmt::Debug>(p: Pending<T>) -> T {
+        match p {
+            Pending::Done(t) => t,
+            Pending::Wait(mut rx) => rx.try_recv().expect("answer ready"),
+        }
+    }
+
+    #[test]
+    fn test_coordinator_picks_the_common_protocol_by_votes() {
+        let c = Coordinator::new(limits());
+        let a = done(c.join("g", args("", &["range", "roundrobin"])));
+        assert_eq!(a.protocol_name.as_deref(), Some("range"));
+        // b prefers roundrobin and lacks range: the group must switch to roundrobin.
+        let Pending::Wait(mut rb) = c.join("g", args("", &["roundrobin"])) else {
+            panic!("b must wait for a to rejoin");
+        };
+        let a2 = done(c.join("g", args(&a.member_id, &["range", "roundrobin"])));
+        let b = rb.try_recv().unwrap();
+        assert_eq!(a2.protocol_name.as_deref(), Some("roundrobin"));
+        assert_eq!(b.generation, a2.generation);
+        // A member with no protocol in common is refused.
+        let x = done(c.join("g", args("", &["sticky"])));
+        assert_eq!(x.error, code::INCONSISTENT_GROUP_PROTOCOL);
+    }
+
+    #[test]
+    fn test_coordinator_rebalance_timeout_drops_members_that_do_not_rejoin() {
+        let c = Coordinator::new(limits());
+        let a = done(c.join("g", args("", &["range"])));
+        let Pending::Wait(mut rb) = c.join("g", args("", &["range"])) else {
+            panic!("b must wait");
+        };
+        assert!(rb.try_recv().is_err());
+        c.expire(Instant::now() + Duration::from_secs(11));
+        let b = rb.try_recv().unwrap();
+        assert_eq!((b.error, b.members.len()), (code::NONE, 1));
+        assert_eq!(b.leader, b.member_id);
+        assert_eq!(
+            c.heartbeat("g", &a.member_id, a.generation),
+            code::UNKNOWN_MEMBER_ID
+        );
+        assert_eq!(c.list()[0].2, GroupState::CompletingRebalance);
     }
 }
