@@ -5,6 +5,12 @@
 //! deletes each chunk through a server holding its volume (a 404 from the volume server means
 //! it is already gone), and dequeues the done ones in one write. Failures are retried with
 //! exponential backoff capped at [`MAX_BACKOFF`]; they never block the namespace.
+//!
+//! A chunk is queued only when no entry references it any more (the store's chunk → owner
+//! index drops the queue op otherwise, see [`crate::store`]), and an entry cannot take a
+//! queued chunk. As a last guard the collector still asks the index before deleting: a queued
+//! chunk that an entry references is dequeued without being deleted, logged at ERROR and
+//! counted (`filer_chunk_deletions_refused`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -30,6 +36,10 @@ const MIN_BACKOFF: Duration = Duration::from_millis(500);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Idle re-check interval.
 const IDLE: Duration = Duration::from_secs(30);
+
+/// Queued deletions that may proceed, and those whose chunk is still referenced (with the
+/// referencing paths).
+type Split = (Vec<PendingDeletion>, Vec<(PendingDeletion, Vec<String>)>);
 
 #[derive(Debug, Clone, Copy)]
 struct Retry {
@@ -83,6 +93,17 @@ impl Filer {
             .filter(|p| retries.get(&p.fid).is_none_or(|r| r.not_before <= now))
             .cloned()
             .collect();
+        let (due, live) = self.split_live(due).await?;
+        if !live.is_empty() {
+            let mut b = Batch::new();
+            for p in live {
+                let owners = p.1.join(", ");
+                tracing::error!(fid = %p.0.fid, path = %p.0.path, owners = %owners, "queued chunk is referenced by an entry, not deleting it");
+                self.metrics.chunk_deletions_refused.inc();
+                b.ops.push(Op::Dequeue(p.0.fid));
+            }
+            self.commit(b).await?;
+        }
         if due.is_empty() {
             return Ok(next_wait(retries, now, false));
         }
@@ -134,6 +155,25 @@ impl Filer {
             Instant::now(),
             progressed && pending.len() == BATCH,
         ))
+    }
+
+    /// Splits queued deletions into those whose chunk no entry references and those (with
+    /// their owners) that must not be deleted.
+    async fn split_live(&self, due: Vec<PendingDeletion>) -> Result<Split, Error> {
+        self.read(move |s| {
+            let mut free = Vec::with_capacity(due.len());
+            let mut live = Vec::new();
+            for p in due {
+                let owners = s.chunk_owners(&p.fid)?;
+                if owners.is_empty() {
+                    free.push(p);
+                } else {
+                    live.push((p, owners));
+                }
+            }
+            Ok((free, live))
+        })
+        .await
     }
 
     async fn delete_chunk(&self, p: &PendingDeletion) -> Result<(), ClientError> {

@@ -22,8 +22,12 @@ pub struct Metrics {
     pub chunk_deletions_failed: Counter,
     /// Chunk deletions done.
     pub chunk_deletions_done: Counter,
+    /// Queued chunk deletions refused because an entry references the chunk.
+    pub chunk_deletions_refused: Counter,
     /// Chunks that could not be read while serving a file.
     pub chunk_read_errors: Counter,
+    /// Chunks whose ETag from the volume server differed from the entry's recorded one.
+    pub chunk_etag_mismatches: Counter,
     /// Latency of synced metadata writes, in seconds.
     pub rocksdb_write_seconds: Histogram,
 }
@@ -39,7 +43,9 @@ impl Metrics {
             chunk_deletions_pending: Gauge::default(),
             chunk_deletions_failed: Counter::default(),
             chunk_deletions_done: Counter::default(),
+            chunk_deletions_refused: Counter::default(),
             chunk_read_errors: Counter::default(),
+            chunk_etag_mismatches: Counter::default(),
             rocksdb_write_seconds: common::metrics::latency_histogram(),
         };
         let r = registry.sub_registry_with_prefix("filer");
@@ -77,6 +83,16 @@ impl Metrics {
             "chunk_deletions_done",
             "Chunk deletions done",
             m.chunk_deletions_done.clone(),
+        );
+        r.register(
+            "chunk_deletions_refused",
+            "Queued chunk deletions refused because an entry references the chunk",
+            m.chunk_deletions_refused.clone(),
+        );
+        r.register(
+            "chunk_etag_mismatches",
+            "Chunks whose ETag from the volume server differed from the entry's recorded one",
+            m.chunk_etag_mismatches.clone(),
         );
         r.register(
             "chunk_read_errors",

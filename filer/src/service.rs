@@ -130,12 +130,25 @@ pub enum Error {
         /// `Retry-After` hint.
         retry_after: Option<u64>,
     },
+    /// The entry names a chunk another entry references, or one queued for deletion (409
+    /// `chunk_in_use`; see [`crate::store`]).
+    #[error("{0}")]
+    ChunkInUse(StoreError),
     /// The metadata store failed (500).
     #[error("metadata store: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// Anything else (500).
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::ChunkInUse { .. } | StoreError::ChunkQueued { .. } => Self::ChunkInUse(e),
+            other => Self::Store(other),
+        }
+    }
 }
 
 /// Upload settings derived from the config.
@@ -152,6 +165,9 @@ struct UploadSettings {
 pub struct Filer {
     store: Arc<dyn MetaStore>,
     locks: PathLocks,
+    /// Serializes writers that make an entry reference a chunk, so two cannot both find it
+    /// unowned (keys are fids; no fid contains `/`, so no ancestor is locked).
+    chunk_locks: PathLocks,
     pub(crate) blobs: BlobClient,
     upload: UploadSettings,
     pub(crate) metrics: Metrics,
@@ -287,6 +303,7 @@ impl Filer {
         Arc::new(Self {
             store,
             locks: PathLocks::new(),
+            chunk_locks: PathLocks::new(),
             blobs,
             upload,
             metrics,
@@ -437,7 +454,9 @@ impl Filer {
     }
 
     /// Read-check-write of one entry under its path lock. Queues the chunks the new entry no
-    /// longer references for deletion, in the same batch.
+    /// longer references for deletion, in the same batch; the store refuses the write if a
+    /// chunk belongs to another entry (its chunks' locks are held, so no other writer can
+    /// claim one of them between the store's check and its write).
     /// The parent's fencing token is checked under the same locks: a writer of the parent
     /// waits for this write, and this write for it.
     async fn commit_entry(
@@ -448,6 +467,9 @@ impl Filer {
     ) -> Result<Entry, Error> {
         let p = entry.full_path.clone();
         let _locks = self.locks.lock(&[&p]).await;
+        let fids: Vec<String> = entry.chunks.iter().map(|c| c.fid.clone()).collect();
+        let fids: Vec<&str> = fids.iter().map(String::as_str).collect();
+        let _chunk_locks = self.chunk_locks.lock(&fids).await;
         let now = now_ms();
         let planned = {
             let entry = entry.clone();

@@ -16,6 +16,7 @@ impl From<Error> for ApiError {
             Error::NotADirectory { .. } => ApiError::conflict("not_a_directory", message),
             Error::AlreadyExists { .. } => ApiError::conflict("already_exists", message),
             Error::DirNotEmpty { .. } => ApiError::conflict("dir_not_empty", message),
+            Error::ChunkInUse(_) => ApiError::conflict("chunk_in_use", message),
             Error::PreconditionFailed { .. } => ApiError::PreconditionFailed {
                 code: "precondition_failed",
                 message,

@@ -6,7 +6,12 @@
 //!   prefix `e<dir>\0`, and they sort by name (bytewise). The upper bound of that range is
 //!   `e<dir>\x01`, which is never a key (every entry key has a NUL right after its dir).
 //! - `g<fid>`: a chunk deletion waiting for the background collector.
-//! - `mformat`: the format marker ([`FORMAT`]).
+//! - `c<fid>\0<path>`: the chunk `<fid>` is referenced by the entry at `<path>` (the chunk →
+//!   owner index, value [`OWNER_VALUE`]). Fids never contain NUL (they parse as file ids), so
+//!   the owners of one fid are exactly the keys with the prefix `c<fid>\0`. Written in the
+//!   same batch as the entry that references the chunk; see [`super`] for why.
+//! - `mformat`: the format marker ([`FORMAT`]). Format v1 had no `c` keys; opening a v1
+//!   database builds them (one synced batch) and writes the v2 marker.
 //!
 //! # Values
 //! `version u8 (=1) | crc32c(json) u32 little-endian | json`. The JSON is the wire `Entry`
@@ -24,10 +29,16 @@ use crate::path;
 pub const ENTRY: u8 = b'e';
 /// Key prefix of queued chunk deletions.
 pub const GC: u8 = b'g';
+/// Key prefix of the chunk → owner index.
+pub const OWNER: u8 = b'c';
+/// Value of a chunk → owner index row (the key says everything).
+pub const OWNER_VALUE: &[u8] = b"";
 /// Key of the format marker.
 pub const FORMAT_KEY: &[u8] = b"mformat";
 /// The format this build writes and reads.
-pub const FORMAT: &[u8] = b"kelp-filer-meta-v1";
+pub const FORMAT: &[u8] = b"kelp-filer-meta-v2";
+/// The previous format (no chunk → owner index); upgraded on open.
+pub const FORMAT_V1: &[u8] = b"kelp-filer-meta-v1";
 /// Version byte of values.
 const VALUE_V1: u8 = 1;
 
@@ -68,6 +79,43 @@ pub fn gc_key(fid: &str) -> Vec<u8> {
     k.push(GC);
     k.extend_from_slice(fid.as_bytes());
     k
+}
+
+/// The key prefix of `fid`'s owner rows.
+pub fn owners_prefix(fid: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(fid.len() + 2);
+    k.push(OWNER);
+    k.extend_from_slice(fid.as_bytes());
+    k.push(0);
+    k
+}
+
+/// The exclusive upper bound of `fid`'s owner rows.
+pub fn owners_upper(fid: &str) -> Vec<u8> {
+    let mut k = owners_prefix(fid);
+    if let Some(last) = k.last_mut() {
+        *last = 1;
+    }
+    k
+}
+
+/// The key recording that the entry at `path` references chunk `fid`.
+pub fn owner_key(fid: &str, path: &str) -> Vec<u8> {
+    let mut k = owners_prefix(fid);
+    k.extend_from_slice(path.as_bytes());
+    k
+}
+
+/// The owner path of an owner row of `fid`.
+pub fn owner_path(fid: &str, key: &[u8]) -> Result<String, StoreError> {
+    let prefix = owners_prefix(fid);
+    key.strip_prefix(prefix.as_slice())
+        .and_then(|p| std::str::from_utf8(p).ok())
+        .map(str::to_owned)
+        .ok_or_else(|| StoreError::Corrupt {
+            key: show_key(key),
+            reason: format!("not an owner row of chunk {fid}"),
+        })
 }
 
 /// A printable form of a key, for errors.
@@ -204,6 +252,16 @@ mod tests {
         let grand = entry_key("/a/b/c");
         assert!(!(grand >= a.0 && grand < a.1));
         assert_eq!(entry_key("/a"), b"e/\0a".to_vec());
+    }
+
+    #[test]
+    fn test_owner_keys_isolate_fids_with_shared_prefixes() {
+        let k = owner_key("1,01ab", "/x/y");
+        assert_eq!(owner_path("1,01ab", &k).unwrap(), "/x/y");
+        assert!(k >= owners_prefix("1,01ab") && k < owners_upper("1,01ab"));
+        // `1,01ab`'s rows are not `1,01a`'s.
+        assert!(!(k >= owners_prefix("1,01a") && k < owners_upper("1,01a")));
+        assert!(owner_path("1,01a", &k).is_err());
     }
 
     proptest! {

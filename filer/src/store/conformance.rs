@@ -439,3 +439,284 @@ proptest! {
         }
     }
 }
+
+fn owners(s: &dyn MetaStore, fid: &str) -> Vec<String> {
+    s.chunk_owners(fid).unwrap()
+}
+
+fn pending_fids(s: &dyn MetaStore) -> Vec<String> {
+    s.pending_deletions(1000)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.fid)
+        .collect()
+}
+
+const X: &str = "1,0100000001";
+const Y: &str = "1,0200000001";
+const Z: &str = "1,0300000001";
+
+#[test]
+fn test_store_chunk_index_refuses_a_second_owner() {
+    for_each_store(|s| {
+        put_all(s, vec![file("/a", &[X, Y])]);
+        assert_eq!(owners(s, X), ["/a"]);
+        assert_eq!(owners(s, Y), ["/a"]);
+        assert!(owners(s, Z).is_empty());
+        // Another entry naming X: refused, naming the owner, and nothing of the batch written.
+        let mut b = Batch::new();
+        b.put(dir("/d"));
+        b.put(file("/d/b", &[Z, X]));
+        match s.write(&b) {
+            Err(StoreError::ChunkInUse { fid, path, owner }) => {
+                assert_eq!(
+                    (fid.as_str(), path.as_str(), owner.as_str()),
+                    (X, "/d/b", "/a")
+                );
+            }
+            other => panic!("expected ChunkInUse, got {other:?}"),
+        }
+        assert_eq!(s.get("/d").unwrap(), None);
+        assert_eq!(s.get("/d/b").unwrap(), None);
+        assert!(owners(s, Z).is_empty());
+        // Re-committing the owner with its own chunks (the broker's idempotent commit) is fine.
+        put_all(s, vec![file("/a", &[X, Y])]);
+        assert_eq!(owners(s, X), ["/a"]);
+        // Two entries of one batch cannot share a chunk either.
+        let mut b = Batch::new();
+        b.put(file("/p", &[Z]));
+        b.put(file("/q", &[Z]));
+        assert!(matches!(s.write(&b), Err(StoreError::ChunkInUse { .. })));
+        assert!(owners(s, Z).is_empty());
+        // A file naming the same chunk twice owns it once.
+        put_all(s, vec![file("/twice", &[Z, Z])]);
+        assert_eq!(owners(s, Z), ["/twice"]);
+    });
+}
+
+#[test]
+fn test_store_chunk_index_follows_replace_rename_and_recursive_delete() {
+    for_each_store(|s| {
+        put_all(s, vec![dir("/t"), file("/t/f", &[X, Y])]);
+        // Replace: X is given up and queued in the same batch, Y kept, Z taken.
+        let mut b = Batch::new();
+        b.put(file("/t/f", &[Y, Z]));
+        b.queue_chunks(&file("/t/f", &[X]), 1);
+        s.write(&b).unwrap();
+        assert!(owners(s, X).is_empty());
+        assert_eq!(owners(s, Y), ["/t/f"]);
+        assert_eq!(owners(s, Z), ["/t/f"]);
+        assert_eq!(pending_fids(s), [X]);
+        // A queued chunk cannot be taken by anyone.
+        match s.write(&{
+            let mut b = Batch::new();
+            b.put(file("/late", &[X]));
+            b
+        }) {
+            Err(StoreError::ChunkQueued { fid, was, .. }) => {
+                assert_eq!((fid.as_str(), was.as_str()), (X, "/t/f"));
+            }
+            other => panic!("expected ChunkQueued, got {other:?}"),
+        }
+        // Rename of the directory moves ownership with the entries.
+        let t = s.get("/t").unwrap().unwrap();
+        let mut b = Batch::new();
+        plan_rename(s, &t, "/u", &mut b).unwrap();
+        s.write(&b).unwrap();
+        assert_eq!(owners(s, Y), ["/u/f"]);
+        assert_eq!(owners(s, Z), ["/u/f"]);
+        // Deleting the subtree frees and queues every chunk.
+        let u = s.get("/u").unwrap().unwrap();
+        let mut b = Batch::new();
+        plan_delete(s, &u, 2, &mut b).unwrap();
+        s.write(&b).unwrap();
+        assert!(owners(s, Y).is_empty() && owners(s, Z).is_empty());
+        assert_eq!(pending_fids(s), [X, Y, Z]);
+    });
+}
+
+#[test]
+fn test_store_never_queues_a_referenced_chunk() {
+    for_each_store(|s| {
+        put_all(s, vec![file("/live", &[X])]);
+        // A stray queue op for a live chunk is dropped; the rest of the batch is applied.
+        let mut b = Batch::new();
+        b.queue_chunks(&file("/other", &[X, Y]), 1);
+        b.put(file("/n", &[]));
+        s.write(&b).unwrap();
+        assert_eq!(pending_fids(s), [Y]);
+        assert!(s.get("/n").unwrap().is_some());
+        // Moving a chunk from one entry to another in one batch (a rename) is not a share.
+        let mut b = Batch::new();
+        b.delete("/live");
+        b.put(file("/moved", &[X]));
+        b.queue_chunks(&file("/live", &[X]), 1);
+        s.write(&b).unwrap();
+        assert_eq!(owners(s, X), ["/moved"]);
+        assert_eq!(pending_fids(s), [Y]);
+    });
+}
+
+#[test]
+fn test_rocks_store_upgrades_v1_and_builds_the_chunk_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("meta");
+    {
+        let db = rocksdb::DB::open_default(&path).unwrap();
+        db.put(codec::FORMAT_KEY, codec::FORMAT_V1).unwrap();
+        for e in [dir("/a"), file("/a/f", &[X, Y]), file("/g", &[Z])] {
+            db.put(codec::entry_key(&e.full_path), codec::encode(&e))
+                .unwrap();
+        }
+        // A v1 database may hold a shared chunk; the index records both owners.
+        let shared = file("/shared", &[Z]);
+        db.put(codec::entry_key("/shared"), codec::encode(&shared))
+            .unwrap();
+    }
+    let s = RocksStore::open(&path).unwrap();
+    assert_eq!(owners(&s, X), ["/a/f"]);
+    assert_eq!(owners(&s, Z), ["/g", "/shared"]);
+    // Deleting one of two legacy owners does not queue the other's chunk.
+    let g = s.get("/g").unwrap().unwrap();
+    let mut b = Batch::new();
+    plan_delete(&s, &g, 1, &mut b).unwrap();
+    s.write(&b).unwrap();
+    assert!(pending_fids(&s).is_empty());
+    assert_eq!(owners(&s, Z), ["/shared"]);
+    drop(s);
+    let s = RocksStore::open(&path).unwrap();
+    assert_eq!(owners(&s, Y), ["/a/f"]);
+}
+
+#[derive(Debug, Clone)]
+enum ChunkOp {
+    /// Write file `path` with chunks `fids` the way the filer does: put, queue what the old
+    /// version had and the new one does not.
+    Put {
+        path: usize,
+        fids: Vec<usize>,
+    },
+    Delete {
+        path: usize,
+    },
+    Rename {
+        from: usize,
+        to: usize,
+    },
+    Collect,
+    Reopen,
+}
+
+const CPATHS: [&str; 4] = ["/a", "/b", "/c", "/d"];
+const CFIDS: [&str; 5] = [
+    "1,0100000001",
+    "1,0200000001",
+    "1,0300000001",
+    "1,0400000001",
+    "1,0500000001",
+];
+
+fn chunk_op() -> impl Strategy<Value = ChunkOp> {
+    prop_oneof![
+        4 => (0..CPATHS.len(), proptest::collection::vec(0..CFIDS.len(), 0..3))
+            .prop_map(|(path, fids)| ChunkOp::Put { path, fids }),
+        2 => (0..CPATHS.len()).prop_map(|path| ChunkOp::Delete { path }),
+        2 => (0..CPATHS.len(), 0..CPATHS.len()).prop_map(|(from, to)| ChunkOp::Rename { from, to }),
+        1 => Just(ChunkOp::Collect),
+        1 => Just(ChunkOp::Reopen),
+    ]
+}
+
+/// Applies `op` to `s` as the filer would; `Ok(false)` when the store refused it.
+fn apply_chunk_op(s: &dyn MetaStore, op: &ChunkOp) -> bool {
+    let mut b = Batch::new();
+    match op {
+        ChunkOp::Put { path, fids } => {
+            let fids: Vec<&str> = fids.iter().map(|i| CFIDS[*i]).collect();
+            let new = file(CPATHS[*path], &fids);
+            if let Some(old) = s.get(CPATHS[*path]).unwrap() {
+                let gone: Vec<&str> = old
+                    .chunks
+                    .iter()
+                    .map(|c| c.fid.as_str())
+                    .filter(|f| !fids.contains(f))
+                    .collect();
+                b.queue_chunks(&file(CPATHS[*path], &gone), 1);
+            }
+            b.put(new);
+        }
+        ChunkOp::Delete { path } => {
+            let Some(e) = s.get(CPATHS[*path]).unwrap() else {
+                return true;
+            };
+            plan_delete(s, &e, 1, &mut b).unwrap();
+        }
+        ChunkOp::Rename { from, to } => {
+            let Some(e) = s.get(CPATHS[*from]).unwrap() else {
+                return true;
+            };
+            if s.get(CPATHS[*to]).unwrap().is_some() {
+                return true;
+            }
+            plan_rename(s, &e, CPATHS[*to], &mut b).unwrap();
+        }
+        ChunkOp::Collect => {
+            for d in s.pending_deletions(100).unwrap() {
+                b.ops.push(Op::Dequeue(d.fid));
+            }
+        }
+        ChunkOp::Reopen => return true,
+    }
+    match s.write(&b) {
+        Ok(()) => true,
+        Err(StoreError::ChunkInUse { .. } | StoreError::ChunkQueued { .. }) => false,
+        Err(e) => panic!("store failed: {e}"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Random writes, deletes, renames, collections and reopens against both stores, checked
+    /// after each step: the owner index equals the entries' chunks, no chunk has two owners,
+    /// no queued chunk is referenced (so the collector never deletes a live chunk), and a
+    /// refused write changed nothing.
+    #[test]
+    fn test_store_chunk_index_matches_entries(ops in proptest::collection::vec(chunk_op(), 1..40)) {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("meta");
+        let mut rocks = Some(RocksStore::open(&path).unwrap());
+        let memory = MemoryStore::new();
+        for op in ops {
+            if matches!(op, ChunkOp::Reopen) {
+                drop(rocks.take());
+                rocks = Some(RocksStore::open(&path).unwrap());
+            }
+            let r = rocks.as_ref().unwrap();
+            let snapshot = |s: &dyn MetaStore| -> (Vec<Option<Entry>>, Vec<String>) {
+                (CPATHS.iter().map(|p| s.get(p).unwrap()).collect(), pending_fids(s))
+            };
+            let before = snapshot(&memory);
+            let applied_mem = apply_chunk_op(&memory, &op);
+            let applied_rocks = apply_chunk_op(r, &op);
+            prop_assert_eq!(applied_mem, applied_rocks);
+            if !applied_mem {
+                prop_assert_eq!(&snapshot(&memory), &before);
+            }
+            for s in [&memory as &dyn MetaStore, r as &dyn MetaStore] {
+                prop_assert_eq!(&snapshot(s), &snapshot(&memory));
+                let queued = pending_fids(s);
+                for fid in CFIDS {
+                    let want: Vec<String> = CPATHS
+                        .iter()
+                        .filter(|p| s.get(p).unwrap().is_some_and(|e| e.chunks.iter().any(|c| c.fid == fid)))
+                        .map(|p| (*p).to_owned())
+                        .collect();
+                    prop_assert!(want.len() <= 1, "{} shared by {:?}", fid, want);
+                    prop_assert_eq!(owners(s, fid), want.clone());
+                    prop_assert!(want.is_empty() || !queued.iter().any(|q| q == fid), "{} queued while owned by {:?}", fid, want);
+                }
+            }
+        }
+    }
+}

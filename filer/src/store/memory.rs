@@ -8,7 +8,9 @@ use std::sync::Mutex;
 use common::api::filer::Entry;
 
 use super::codec;
-use super::{Batch, ListOpts, MetaStore, Op, Page, PendingDeletion, StoreError};
+use super::{
+    Batch, IndexView, ListOpts, MetaStore, Op, Page, PendingDeletion, StoreError, plan_index,
+};
 
 /// The ordered map of keys to encoded values.
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -30,6 +32,32 @@ impl MemoryStore {
 
     fn map(&self) -> Result<std::sync::MutexGuard<'_, Map>, StoreError> {
         self.map.lock().map_err(|_| StoreError::Poisoned)
+    }
+}
+
+/// The locked map, read by [`plan_index`].
+struct MapView<'a>(&'a Map);
+
+impl IndexView for MapView<'_> {
+    fn entry(&self, path: &str) -> Result<Option<Entry>, StoreError> {
+        let key = codec::entry_key(path);
+        self.0
+            .get(&key)
+            .map(|v| codec::decode_entry(&key, v))
+            .transpose()
+    }
+
+    fn owners(&self, fid: &str) -> Result<Vec<String>, StoreError> {
+        let (lo, hi) = (codec::owners_prefix(fid), codec::owners_upper(fid));
+        self.0
+            .range::<Vec<u8>, _>((Bound::Included(&lo), Bound::Excluded(&hi)))
+            .map(|(k, _)| codec::owner_path(fid, k))
+            .collect()
+    }
+
+    fn queued(&self, fid: &str) -> Result<Option<PendingDeletion>, StoreError> {
+        let key = codec::gc_key(fid);
+        self.0.get(&key).map(|v| codec::decode(&key, v)).transpose()
     }
 }
 
@@ -82,7 +110,12 @@ impl MetaStore for MemoryStore {
 
     fn write(&self, batch: &Batch) -> Result<(), StoreError> {
         let mut map = self.map()?;
-        for op in &batch.ops {
+        // Planned under the same lock as the apply, so the check and the write are atomic.
+        let plan = plan_index(&MapView(&map), batch)?;
+        for (i, op) in batch.ops.iter().enumerate() {
+            if plan.skip.contains(&i) {
+                continue;
+            }
             match op {
                 Op::Put(e) => {
                     map.insert(codec::entry_key(&e.full_path), codec::encode(e));
@@ -98,7 +131,17 @@ impl MetaStore for MemoryStore {
                 }
             }
         }
+        for (fid, path) in &plan.remove {
+            map.remove(&codec::owner_key(fid, path));
+        }
+        for (fid, path) in &plan.add {
+            map.insert(codec::owner_key(fid, path), codec::OWNER_VALUE.to_vec());
+        }
         Ok(())
+    }
+
+    fn chunk_owners(&self, fid: &str) -> Result<Vec<String>, StoreError> {
+        MapView(&*self.map()?).owners(fid)
     }
 
     fn pending_deletions(&self, limit: usize) -> Result<Vec<PendingDeletion>, StoreError> {

@@ -11,6 +11,27 @@
 //! directory (`/a` and `/ab` have the prefixes `e/a\0` and `e/ab\0`). Pending chunk
 //! deletions live under `g<fid>` and are written in the same batch as the metadata change
 //! that orphaned the chunk.
+//!
+//! # Chunk ownership
+//! A chunk (a needle on a volume) belongs to exactly one entry. The store keeps a chunk →
+//! owner index (`c<fid>\0<path>`) that every [`MetaStore::write`] derives from the batch's
+//! puts and deletes ([`plan_index`]) and writes in the same atomic, synced batch as the
+//! entries, so it can never disagree with them after a crash. With it a write:
+//! - that makes an entry reference a chunk another entry references is refused
+//!   ([`StoreError::ChunkInUse`], 409 `chunk_in_use` naming the other path), and so is one
+//!   referencing a chunk already queued for deletion ([`StoreError::ChunkQueued`]);
+//! - that queues a chunk for deletion while an entry still references it drops that queue op
+//!   (a live chunk is never queued).
+//!
+//! Refusing shared chunks was chosen over reference counts: no Kelp writer means to share
+//! a chunk (uploads assign fresh fids, the broker writes one segment per fid), so a second
+//! reference is a bug or a misuse that should fail loudly, and the index names the owner,
+//! which a count cannot. Writes that keep ownership are unaffected: re-committing an entry
+//! with its own chunks (the broker's idempotent segment commit) and renames (the delete of
+//! the source and the put of the destination are in one batch, so the chunk changes owner
+//! without ever being shared). The index is nonetheless a multiset of owners per fid, so a
+//! database upgraded from format v1 in which two entries already shared a chunk stays safe:
+//! the chunk is queued only once its last owner is gone.
 
 pub mod codec;
 mod memory;
@@ -18,6 +39,8 @@ mod rocks;
 
 #[cfg(test)]
 mod conformance;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use common::api::filer::Entry;
 use serde::{Deserialize, Serialize};
@@ -52,6 +75,26 @@ pub enum StoreError {
     /// The in-memory store's lock was poisoned by a panic.
     #[error("store lock poisoned")]
     Poisoned,
+    /// The write would make a second entry reference a chunk (409 `chunk_in_use`).
+    #[error("chunk {fid} of {path} is in use by {owner}")]
+    ChunkInUse {
+        /// The chunk's file id.
+        fid: String,
+        /// The entry that was to reference it.
+        path: String,
+        /// The entry that references it.
+        owner: String,
+    },
+    /// The write would reference a chunk queued for deletion (409 `chunk_in_use`).
+    #[error("chunk {fid} of {path} is queued for deletion (it belonged to {was})")]
+    ChunkQueued {
+        /// The chunk's file id.
+        fid: String,
+        /// The entry that was to reference it.
+        path: String,
+        /// The entry it belonged to.
+        was: String,
+    },
 }
 
 /// A chunk whose needle must be deleted from its volume, queued durably.
@@ -177,8 +220,135 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Up to `limit` queued chunk deletions, in fid order.
     fn pending_deletions(&self, limit: usize) -> Result<Vec<PendingDeletion>, StoreError>;
 
+    /// The paths of the entries that reference chunk `fid`, in path order (at most one,
+    /// unless the database was upgraded with chunks already shared).
+    fn chunk_owners(&self, fid: &str) -> Result<Vec<String>, StoreError>;
+
     /// Whether the store can serve (e.g. the database is open and readable).
     fn check(&self) -> Result<(), StoreError>;
+}
+
+/// What [`plan_index`] needs to read: the state before the batch.
+pub(crate) trait IndexView {
+    /// The entry at `path`.
+    fn entry(&self, path: &str) -> Result<Option<Entry>, StoreError>;
+    /// The owners of chunk `fid`.
+    fn owners(&self, fid: &str) -> Result<Vec<String>, StoreError>;
+    /// The queued deletion of chunk `fid`, if any.
+    fn queued(&self, fid: &str) -> Result<Option<PendingDeletion>, StoreError>;
+}
+
+/// The chunk → owner index rows a batch adds and removes, and the queue ops it must skip.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct IndexPlan {
+    /// `(fid, path)` rows to add.
+    pub add: Vec<(String, String)>,
+    /// `(fid, path)` rows to remove.
+    pub remove: Vec<(String, String)>,
+    /// Indexes (into `batch.ops`) of `QueueDeletion`s of chunks still referenced after the
+    /// batch; they are not written.
+    pub skip: BTreeSet<usize>,
+}
+
+/// Derives the index changes of `batch` against `view` (see the module doc), refusing a
+/// batch that would make two entries share a chunk or reference a queued one.
+pub(crate) fn plan_index(view: &dyn IndexView, batch: &Batch) -> Result<IndexPlan, StoreError> {
+    // The batch's own view: entries and owner sets as of the op being planned.
+    let mut entries: HashMap<String, Option<Entry>> = HashMap::new();
+    let mut before: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut owners: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut queued: HashMap<String, Option<String>> = HashMap::new();
+    fn load<'a>(
+        view: &dyn IndexView,
+        before: &mut BTreeMap<String, BTreeSet<String>>,
+        owners: &'a mut BTreeMap<String, BTreeSet<String>>,
+        fid: &str,
+    ) -> Result<&'a mut BTreeSet<String>, StoreError> {
+        if !owners.contains_key(fid) {
+            let set: BTreeSet<String> = view.owners(fid)?.into_iter().collect();
+            before.insert(fid.to_owned(), set.clone());
+            owners.insert(fid.to_owned(), set);
+        }
+        Ok(owners.get_mut(fid).expect("inserted above"))
+    }
+    let mut queue_ops = Vec::new();
+    for (i, op) in batch.ops.iter().enumerate() {
+        let (p, new) = match op {
+            Op::Put(e) => (e.full_path.as_str(), Some(e)),
+            Op::Delete(p) => (p.as_str(), None),
+            Op::QueueDeletion(d) => {
+                queued.insert(d.fid.clone(), Some(d.path.clone()));
+                queue_ops.push((i, d.fid.clone()));
+                continue;
+            }
+            Op::Dequeue(fid) => {
+                queued.insert(fid.clone(), None);
+                continue;
+            }
+        };
+        let old = match entries.get(p) {
+            Some(o) => o.clone(),
+            None => view.entry(p)?,
+        };
+        let had: BTreeSet<&str> = old
+            .iter()
+            .flat_map(|o| o.chunks.iter().map(|c| c.fid.as_str()))
+            .collect();
+        for fid in &had {
+            load(view, &mut before, &mut owners, fid)?.remove(p);
+        }
+        let Some(e) = new else {
+            entries.insert(p.to_owned(), None);
+            continue;
+        };
+        for c in &e.chunks {
+            let fid = c.fid.as_str();
+            let set = load(view, &mut before, &mut owners, fid)?;
+            if had.contains(fid) {
+                // Kept by its own entry (even with a legacy second owner).
+                set.insert(p.to_owned());
+                continue;
+            }
+            if let Some(other) = set.iter().find(|o| o.as_str() != p) {
+                return Err(StoreError::ChunkInUse {
+                    fid: fid.to_owned(),
+                    path: p.to_owned(),
+                    owner: other.clone(),
+                });
+            }
+            set.insert(p.to_owned());
+            // Owners are read before the queue (see `RocksStore`): a racing release is
+            // then seen either as the old owner or as the queued deletion.
+            let was = match queued.get(fid) {
+                Some(q) => q.clone(),
+                None => view.queued(fid)?.map(|d| d.path),
+            };
+            if let Some(was) = was {
+                return Err(StoreError::ChunkQueued {
+                    fid: fid.to_owned(),
+                    path: p.to_owned(),
+                    was,
+                });
+            }
+        }
+        entries.insert(p.to_owned(), Some(e.clone()));
+    }
+    let mut plan = IndexPlan::default();
+    for (i, fid) in queue_ops {
+        if !load(view, &mut before, &mut owners, &fid)?.is_empty() {
+            plan.skip.insert(i);
+        }
+    }
+    for (fid, after) in &owners {
+        let was = &before[fid];
+        for p in after.difference(was) {
+            plan.add.push((fid.clone(), p.clone()));
+        }
+        for p in was.difference(after) {
+            plan.remove.push((fid.clone(), p.clone()));
+        }
+    }
+    Ok(plan)
 }
 
 /// Page size used when walking a subtree.

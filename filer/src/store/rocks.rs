@@ -3,6 +3,13 @@
 //! Every batch is one `WriteBatch` written with `sync = true`, so it is on disk (WAL fsynced)
 //! when `write` returns; RocksDB groups concurrent synced writers into one WAL sync. Listing
 //! uses iterators bounded to the directory's key range (see [`super::codec`]).
+//!
+//! A batch's chunk → owner index rows are planned from reads of the current state just
+//! before the `WriteBatch` is built (see [`super`]). Those reads are not under a store-wide
+//! lock (that would serialize writers and defeat RocksDB's shared WAL syncs); the filer's
+//! path and chunk locks make them safe instead: writers of one path, and claimers of one
+//! chunk, are serialized by the service, and an entry only gives a chunk up in a write that
+//! also removes or moves it under its path lock.
 
 use std::path::{Path, PathBuf};
 
@@ -10,7 +17,9 @@ use common::api::filer::Entry;
 use rocksdb::{DB, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions};
 
 use super::codec;
-use super::{Batch, ListOpts, MetaStore, Op, Page, PendingDeletion, StoreError};
+use super::{
+    Batch, IndexView, ListOpts, MetaStore, Op, Page, PendingDeletion, StoreError, plan_index,
+};
 
 /// The RocksDB-backed store.
 pub struct RocksStore {
@@ -37,6 +46,7 @@ impl RocksStore {
         let db = DB::open(&opts, path)?;
         match db.get(codec::FORMAT_KEY)? {
             Some(found) if found == codec::FORMAT => {}
+            Some(found) if found == codec::FORMAT_V1 => upgrade_v1(&db)?,
             Some(found) => {
                 return Err(StoreError::Format {
                     found: codec::show_key(&found),
@@ -58,6 +68,73 @@ impl RocksStore {
     /// Where the database lives.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Upgrades a v1 database: builds the chunk → owner index from every entry and writes the v2
+/// marker, in one synced batch (a crash before it leaves v1, which is upgraded again).
+fn upgrade_v1(db: &DB) -> Result<(), StoreError> {
+    let mut read = ReadOptions::default();
+    read.set_iterate_lower_bound(vec![codec::ENTRY]);
+    read.set_iterate_upper_bound(vec![codec::ENTRY + 1]);
+    let mut wb = WriteBatch::default();
+    let (mut entries, mut rows) = (0u64, 0u64);
+    for item in db.iterator_opt(
+        IteratorMode::From(&[codec::ENTRY], Direction::Forward),
+        read,
+    ) {
+        let (k, v) = item?;
+        let e = codec::decode_entry(&k, &v)?;
+        entries += 1;
+        for c in &e.chunks {
+            wb.put(codec::owner_key(&c.fid, &e.full_path), codec::OWNER_VALUE);
+            rows += 1;
+        }
+    }
+    wb.put(codec::FORMAT_KEY, codec::FORMAT);
+    db.write_opt(wb, &sync_write())?;
+    tracing::info!(
+        entries,
+        chunks = rows,
+        "upgraded filer metadata to format v2 (chunk owner index)"
+    );
+    Ok(())
+}
+
+/// The database, read by [`plan_index`].
+struct DbView<'a>(&'a DB);
+
+impl IndexView for DbView<'_> {
+    fn entry(&self, path: &str) -> Result<Option<Entry>, StoreError> {
+        let key = codec::entry_key(path);
+        self.0
+            .get_pinned(&key)?
+            .map(|v| codec::decode_entry(&key, &v))
+            .transpose()
+    }
+
+    fn owners(&self, fid: &str) -> Result<Vec<String>, StoreError> {
+        let (lo, hi) = (codec::owners_prefix(fid), codec::owners_upper(fid));
+        let mut read = ReadOptions::default();
+        read.set_iterate_lower_bound(lo.clone());
+        read.set_iterate_upper_bound(hi);
+        let mut out = Vec::new();
+        for item in self
+            .0
+            .iterator_opt(IteratorMode::From(&lo, Direction::Forward), read)
+        {
+            let (k, _) = item?;
+            out.push(codec::owner_path(fid, &k)?);
+        }
+        Ok(out)
+    }
+
+    fn queued(&self, fid: &str) -> Result<Option<PendingDeletion>, StoreError> {
+        let key = codec::gc_key(fid);
+        self.0
+            .get_pinned(&key)?
+            .map(|v| codec::decode(&key, &v))
+            .transpose()
     }
 }
 
@@ -113,8 +190,12 @@ impl MetaStore for RocksStore {
     }
 
     fn write(&self, batch: &Batch) -> Result<(), StoreError> {
+        let plan = plan_index(&DbView(&self.db), batch)?;
         let mut wb = WriteBatch::default();
-        for op in &batch.ops {
+        for (i, op) in batch.ops.iter().enumerate() {
+            if plan.skip.contains(&i) {
+                continue;
+            }
             match op {
                 Op::Put(e) => wb.put(codec::entry_key(&e.full_path), codec::encode(e)),
                 Op::Delete(p) => wb.delete(codec::entry_key(p)),
@@ -122,8 +203,18 @@ impl MetaStore for RocksStore {
                 Op::Dequeue(fid) => wb.delete(codec::gc_key(fid)),
             }
         }
+        for (fid, path) in &plan.remove {
+            wb.delete(codec::owner_key(fid, path));
+        }
+        for (fid, path) in &plan.add {
+            wb.put(codec::owner_key(fid, path), codec::OWNER_VALUE);
+        }
         self.db.write_opt(wb, &sync_write())?;
         Ok(())
+    }
+
+    fn chunk_owners(&self, fid: &str) -> Result<Vec<String>, StoreError> {
+        DbView(&self.db).owners(fid)
     }
 
     fn pending_deletions(&self, limit: usize) -> Result<Vec<PendingDeletion>, StoreError> {

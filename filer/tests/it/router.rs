@@ -729,3 +729,117 @@ async fn test_router_upload_over_the_limit_is_413() {
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{:?}", r.body);
     assert!(f.store.get("/big").unwrap().is_none());
 }
+
+fn pending(f: &TestFiler) -> Vec<String> {
+    f.store
+        .pending_deletions(100)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.fid)
+        .collect()
+}
+
+const FX: &str = "1,0100000001";
+const FY: &str = "1,0200000001";
+const FZ: &str = "1,0300000001";
+
+/// Issue 11 finding 8: two entries can never end up sharing a live chunk.
+#[tokio::test]
+async fn test_router_two_entries_cannot_share_a_chunk() {
+    let f = filer();
+    let r = put_entry(&f, json!({"full_path": "/a", "chunks": [chunk(FX, 0, 4)]})).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = put_entry(&f, json!({"full_path": "/b", "chunks": [chunk(FY, 0, 4)]})).await;
+    assert_eq!(r.status, StatusCode::OK);
+    // /b taking /a's chunk: 409 naming /a and the fid; /b unchanged.
+    let r = put_entry(
+        &f,
+        json!({"full_path": "/b", "chunks": [chunk(FY, 0, 4), chunk(FX, 4, 4)]}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    assert_eq!(r.code(), "chunk_in_use");
+    let msg = r.json()["error"].as_str().unwrap().to_owned();
+    assert!(msg.contains(FX) && msg.contains("/a"), "{msg}");
+    assert_eq!(f.store.get("/b").unwrap().unwrap().chunks.len(), 1);
+    // A new entry under a new directory: refused, and no parent was created either.
+    let r = put_entry(
+        &f,
+        json!({"full_path": "/new/c", "chunks": [chunk(FX, 0, 4)]}),
+    )
+    .await;
+    assert_eq!(r.code(), "chunk_in_use");
+    assert!(f.store.get("/new").unwrap().is_none());
+    // The owner re-committing its own chunk (the broker's idempotent commit) is allowed.
+    let r = put_entry(&f, json!({"full_path": "/a", "chunks": [chunk(FX, 0, 4)]})).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["version"], 2);
+    assert!(pending(&f).is_empty());
+    // Deleting /b queues only /b's chunk; /a's stays live and owned.
+    let r = f
+        .call(Method::DELETE, "/__meta/entry?path=%2Fb", Body::empty())
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(pending(&f), [FY]);
+    assert_eq!(f.store.chunk_owners(FX).unwrap(), ["/a"]);
+    // A chunk queued for deletion cannot be taken back.
+    let r = put_entry(&f, json!({"full_path": "/b2", "chunks": [chunk(FY, 0, 4)]})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.code(), "chunk_in_use");
+    assert!(r.json()["error"].as_str().unwrap().contains("queued"));
+}
+
+/// Renames move ownership, replaces give chunks up, recursive deletes free everything.
+#[tokio::test]
+async fn test_router_chunk_owners_follow_rename_replace_and_recursive_delete() {
+    let f = filer();
+    let r = put_entry(
+        &f,
+        json!({"full_path": "/src/d/f", "chunks": [chunk(FX, 0, 4), chunk(FY, 4, 4)]}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = f
+        .call(Method::POST, "/dst?mv.from=/src", Body::empty())
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(f.store.chunk_owners(FX).unwrap(), ["/dst/d/f"]);
+    assert!(pending(&f).is_empty());
+    // The old path is free, but the chunk still is not.
+    let r = put_entry(
+        &f,
+        json!({"full_path": "/src/d/f", "chunks": [chunk(FX, 0, 4)]}),
+    )
+    .await;
+    assert_eq!(r.code(), "chunk_in_use");
+    assert!(r.json()["error"].as_str().unwrap().contains("/dst/d/f"));
+    // A file rename.
+    let r = f
+        .call(Method::POST, "/dst/g?mv.from=/dst/d/f", Body::empty())
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(f.store.chunk_owners(FY).unwrap(), ["/dst/g"]);
+    // Replace: FX given up (queued), FY kept, FZ taken.
+    let r = put_entry(
+        &f,
+        json!({"full_path": "/dst/g", "chunks": [chunk(FY, 0, 4), chunk(FZ, 4, 4)]}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(pending(&f), [FX]);
+    assert!(f.store.chunk_owners(FX).unwrap().is_empty());
+    assert_eq!(f.store.chunk_owners(FZ).unwrap(), ["/dst/g"]);
+    // Recursive delete frees and queues the rest.
+    let r = f
+        .call(
+            Method::DELETE,
+            "/__meta/entry?path=%2Fdst&recursive=true",
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(pending(&f), [FX, FY, FZ]);
+    for fid in [FX, FY, FZ] {
+        assert!(f.store.chunk_owners(fid).unwrap().is_empty(), "{fid}");
+    }
+}

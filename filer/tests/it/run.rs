@@ -121,3 +121,48 @@ async fn test_run_create_entry_creates_once_then_returns_the_existing_entry() {
     token.cancel();
     handle.await.unwrap().unwrap();
 }
+
+/// Issue 11 finding 8, with RocksDB (whose index check is not under a store-wide lock):
+/// concurrent writers naming one new chunk for different paths; exactly one wins each race.
+#[tokio::test]
+async fn test_run_concurrent_claims_of_one_chunk_have_one_winner() {
+    let tmp = tempfile::tempdir().unwrap();
+    let http = HttpClient::new(Duration::from_secs(5));
+    let (addr, token, handle) = start(tmp.path()).await;
+    let client = FilerClient::new(http, &addr);
+    let mut races = Vec::new();
+    for i in 0..40u32 {
+        let fid = format!("3,{:02x}637037d6", i + 1);
+        for side in ["a", "b"] {
+            let client = client.clone();
+            let entry = Entry {
+                full_path: format!("/race/{side}{i}"),
+                chunks: vec![common::api::filer::Chunk {
+                    fid: fid.clone(),
+                    offset: 0,
+                    size: 3,
+                    etag: "x".to_owned(),
+                }],
+                ..Entry::default()
+            };
+            races.push(tokio::spawn(async move {
+                (i, client.put_entry(&entry, None).await)
+            }));
+        }
+    }
+    let mut wins = vec![0u32; 40];
+    for r in races {
+        let (i, result) = r.await.unwrap();
+        match result {
+            Ok(_) => wins[i as usize] += 1,
+            Err(e) => assert_eq!(e.code(), Some("chunk_in_use"), "{e}"),
+        }
+    }
+    assert!(wins.iter().all(|w| *w == 1), "winners per chunk: {wins:?}");
+    token.cancel();
+    tokio::time::timeout(Duration::from_secs(30), handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
