@@ -70,6 +70,13 @@ pub struct Client {
 }
 
 impl Client {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        Client {
+            stream: TcpStream::connect(addr).await.unwrap(),
+            next: 1,
+        }
+    }
+
     /// Encodes a request frame (size, header, body) with a fresh correlation id.
     pub fn frame<R: Encodable + HeaderVersion>(
         &mut self,

@@ -3,6 +3,7 @@
 //! and by real clients (kcat, kafka-python, confluent-kafka).
 
 mod clients;
+mod durability;
 mod groups;
 mod harness;
 mod protocol;
