@@ -17,7 +17,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use common::api::filer::{Chunk, Entry, Expect, FileUploadResponse, ParentExpect, PutEntryRequest};
 use common::api::master::AssignQuery;
-use common::client::volume::{BlobClient, WriteOptions};
+use common::client::volume::{BlobClient, WriteOptions, unquote_etag};
 use common::client::{ClientError, HttpClient};
 use common::ids::FileId;
 use futures::stream::{self, BoxStream};
@@ -813,13 +813,33 @@ impl Filer {
             .fid
             .parse()
             .map_err(|e: common::ids::FileIdError| fail(e.to_string(), false, None))?;
-        let data = self.blobs.download(&fid).await.map_err(|e| {
+        let downloaded = self.blobs.download_tagged(&fid).await.map_err(|e| {
             let retry_after = match &e {
                 ClientError::Api { retry_after, .. } => *retry_after,
                 _ => None,
             };
             fail(e.to_string(), e.is_transient(), retry_after)
         })?;
+        // The volume server's ETag is the needle's CRC-32C, which the upload recorded as the
+        // chunk's etag: a mismatch means these are not the bytes the entry was written with
+        // (a reused or overwritten needle, a wrong fid in a meta write). It comes with the
+        // response headers, so the check is free. Entries without a recorded etag, and
+        // servers that send none, are not checked.
+        let data = downloaded.data;
+        if let Some(got) = &downloaded.etag
+            && !chunk.etag.is_empty()
+            && !unquote_etag(&chunk.etag).eq_ignore_ascii_case(got)
+        {
+            self.metrics.chunk_etag_mismatches.inc();
+            return Err(fail(
+                format!(
+                    "volume answered etag {got}, the entry records {}",
+                    chunk.etag
+                ),
+                false,
+                None,
+            ));
+        }
         if data.len() as u64 != chunk.size {
             return Err(fail(
                 format!(

@@ -70,13 +70,30 @@ impl VolumeClient {
 
     /// Reads a needle's data, in one attempt (callers try the other replicas instead).
     pub async fn read(&self, server: &str, fid: &FileId) -> Result<Bytes, ClientError> {
+        self.read_tagged(server, fid).await.map(|d| d.data)
+    }
+
+    /// Reads a needle's data and the ETag the server answered with (the needle's CRC), in
+    /// one attempt.
+    pub async fn read_tagged(&self, server: &str, fid: &FileId) -> Result<Downloaded, ClientError> {
         let call = Call::new(
             Method::GET,
             format!("{}/{fid}", base_url(server)),
             "GET /{fid}",
         )
         .idempotent(false);
-        self.http.bytes(call).await
+        let url = call.url.clone();
+        let resp = self.http.send(call).await?;
+        let etag = resp
+            .headers()
+            .get(axum::http::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(unquote_etag);
+        let data = resp
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Transport { url, source })?;
+        Ok(Downloaded { data, etag })
     }
 
     /// Deletes a needle.
@@ -109,6 +126,25 @@ impl VolumeClient {
         let call = Call::new(Method::POST, url, "POST /admin/volume").idempotent(true);
         self.http.send(call).await.map(drop)
     }
+}
+
+/// A blob's bytes and the ETag its server answered with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Downloaded {
+    /// The bytes.
+    pub data: Bytes,
+    /// The `ETag` header without quotes (for volume servers, the needle's CRC in hex, as
+    /// in the write's `eTag`); `None` when the server sent none.
+    pub etag: Option<String>,
+}
+
+/// An `ETag` header value without its weak prefix and quotes.
+pub fn unquote_etag(v: &str) -> String {
+    let v = v.trim();
+    v.strip_prefix("W/")
+        .unwrap_or(v)
+        .trim_matches('"')
+        .to_owned()
 }
 
 /// Writes blobs where the master assigns them and reads them from any server holding them.
@@ -169,6 +205,11 @@ impl BlobClient {
     /// Reads a blob, trying each server that holds its volume until one answers; when none
     /// does, looks the volume up afresh and tries again (three rounds, with backoff).
     pub async fn download(&self, fid: &FileId) -> Result<Bytes, ClientError> {
+        self.download_tagged(fid).await.map(|d| d.data)
+    }
+
+    /// [`BlobClient::download`], keeping the ETag the answering server sent.
+    pub async fn download_tagged(&self, fid: &FileId) -> Result<Downloaded, ClientError> {
         let mut last = None;
         for round in 0..3u32 {
             if round > 0 {
@@ -184,8 +225,8 @@ impl BlobClient {
                 Err(e) => return Err(e),
             };
             for loc in &locations {
-                match self.volumes.read(&loc.url, fid).await {
-                    Ok(b) => return Ok(b),
+                match self.volumes.read_tagged(&loc.url, fid).await {
+                    Ok(d) => return Ok(d),
                     // A missing or corrupt needle on one replica may be fine on another.
                     Err(e) => last = Some(e),
                 }

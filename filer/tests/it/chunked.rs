@@ -77,7 +77,15 @@ async fn needle(
                 .into_response()
         }
         Method::GET => match f.needles.lock().unwrap().get(&fid) {
-            Some(b) => b.clone().into_response(),
+            // Like a volume server: the ETag is the needle's CRC, quoted.
+            Some(b) => (
+                [(
+                    axum::http::header::ETAG,
+                    format!("\"{:08x}\"", crc32c::crc32c(b)),
+                )],
+                b.clone(),
+            )
+                .into_response(),
             None => (
                 StatusCode::NOT_FOUND,
                 Json(json!({"error": format!("needle {fid} not found"), "code": "not_found"})),
@@ -377,4 +385,92 @@ async fn test_chunked_unreadable_chunk_is_an_error_not_short_content() {
         resp.into_body().collect().await.is_err(),
         "short content served silently"
     );
+}
+
+async fn metric(c: &Cluster, name: &str) -> u64 {
+    let r = c.filer.call(Method::GET, "/metrics", Body::empty()).await;
+    let text = String::from_utf8(r.body.to_vec()).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}_total ")))
+        .unwrap_or_else(|| panic!("{name} missing from {text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Issue 11 finding 9: a chunk whose ETag (the needle's CRC, from the volume server's
+/// response headers) differs from the entry's recorded etag is a 500 naming the path and
+/// fid, counted, and never served.
+#[tokio::test]
+async fn test_chunked_etag_mismatch_fails_the_read() {
+    let c = cluster(false).await;
+    let body = content(3 * MIB);
+    let r = c
+        .filer
+        .call(Method::PUT, "/e", Body::from(body.clone()))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    // Matching ETags: read back whole, nothing counted.
+    let r = c.filer.call(Method::GET, "/e", Body::empty()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body.as_ref(), body.as_slice());
+    assert_eq!(metric(&c, "filer_chunk_etag_mismatches").await, 0);
+
+    // The entry records another etag for its first chunk (same fid, same size).
+    let mut e: Entry = c.filer.store.get("/e").unwrap().unwrap();
+    let fid = e.chunks[0].fid.clone();
+    e.chunks[0].etag = "0badc0de".to_owned();
+    let r = c
+        .filer
+        .json(Method::PUT, "/__meta/entry", json!({ "entry": e }))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = c.filer.call(Method::GET, "/e", Body::empty()).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let msg = r.json()["error"].as_str().unwrap().to_owned();
+    assert!(
+        msg.contains("/e") && msg.contains(&fid) && msg.contains("etag"),
+        "{msg}"
+    );
+    assert_eq!(metric(&c, "filer_chunk_etag_mismatches").await, 1);
+    // A range inside the chunk is refused too.
+    let r = c
+        .filer
+        .send(
+            Request::get("/e")
+                .header("range", "bytes=10-20")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(metric(&c, "filer_chunk_etag_mismatches").await, 2);
+
+    // Same size, other bytes under a later chunk's fid: the body is aborted, never
+    // completed with the wrong bytes.
+    let r = c
+        .filer
+        .call(Method::PUT, "/f", Body::from(body.clone()))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let e = c.filer.store.get("/f").unwrap().unwrap();
+    let last = e.chunks.last().unwrap();
+    let swapped = Bytes::from(vec![7u8; usize::try_from(last.size).unwrap()]);
+    c.fake
+        .needles
+        .lock()
+        .unwrap()
+        .insert(last.fid.clone(), swapped);
+    let resp = tower::ServiceExt::oneshot(
+        c.filer.router.clone(),
+        Request::get("/f").body(Body::empty()).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.into_body().collect().await.is_err(),
+        "mismatched bytes served silently"
+    );
+    assert_eq!(metric(&c, "filer_chunk_etag_mismatches").await, 3);
 }
