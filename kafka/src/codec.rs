@@ -76,6 +76,8 @@ pub struct Request {
     pub correlation_id: i32,
     /// Client id, when the header carries one.
     pub client_id: Option<String>,
+    /// The peer's address as Kafka tools show it (`/1.2.3.4`), empty when unknown.
+    pub client_host: String,
     /// The body.
     pub body: Bytes,
 }
@@ -124,6 +126,7 @@ pub fn parse_request(frame: Bytes) -> Result<Request, FrameError> {
         api_version,
         correlation_id,
         client_id: header.client_id.map(|s| s.as_str().to_owned()),
+        client_host: String::new(),
         body: buf,
     })
 }

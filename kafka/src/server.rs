@@ -142,13 +142,14 @@ pub async fn connection(
                 break;
             }
         };
-        let req = match codec::parse_request(frame) {
+        let mut req = match codec::parse_request(frame) {
             Ok(r) => r,
             Err(e) => {
                 tracing::info!(error = %e, "closing connection");
                 break;
             }
         };
+        req.client_host = format!("/{}", peer.ip());
         let (prev, done) = if serialized(req.key()) {
             let (done_tx, done_rx) = oneshot::channel::<()>();
             (chain.replace(done_rx), Some(done_tx))

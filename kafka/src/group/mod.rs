@@ -67,6 +67,8 @@ pub struct JoinArgs {
     pub member_id: String,
     /// Client id from the request header.
     pub client_id: String,
+    /// The member's address.
+    pub client_host: String,
     /// Session timeout.
     pub session_timeout: Duration,
     /// Rebalance timeout.
@@ -127,6 +129,8 @@ pub struct MemberView {
     pub member_id: String,
     /// Client id.
     pub client_id: String,
+    /// The member's address.
+    pub client_host: String,
     /// Metadata for the chosen protocol.
     pub metadata: Bytes,
     /// Current assignment.
@@ -242,6 +246,7 @@ impl Coordinator {
             .entry(member_id.clone())
             .or_insert_with(|| Member {
                 client_id: args.client_id.clone(),
+                client_host: args.client_host.clone(),
                 session_timeout: args.session_timeout,
                 rebalance_timeout: args.rebalance_timeout,
                 protocols: Vec::new(),
@@ -446,6 +451,7 @@ impl Coordinator {
                 .map(|(id, m)| MemberView {
                     member_id: id.clone(),
                     client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
                     metadata: m
                         .protocols
                         .iter()
@@ -492,6 +498,7 @@ mod tests {
         JoinArgs {
             member_id: member.to_owned(),
             client_id: "c".to_owned(),
+            client_host: "/127.0.0.1".to_owned(),
             session_timeout: Duration::from_secs(10),
             rebalance_timeout: Duration::from_secs(10),
             protocol_type: "consumer".to_owned(),

@@ -13,6 +13,7 @@ use crate::error::code;
 #[derive(Debug)]
 pub(super) struct Member {
     pub(super) client_id: String,
+    pub(super) client_host: String,
     pub(super) session_timeout: Duration,
     pub(super) rebalance_timeout: Duration,
     pub(super) protocols: Vec<(String, Bytes)>,

@@ -45,6 +45,7 @@ pub async fn join(ctx: &Ctx, req: &Request) -> Result<Reply, HandleError> {
     let args = JoinArgs {
         member_id: r.member_id.as_str().to_owned(),
         client_id: req.client_id.clone().unwrap_or_default(),
+        client_host: req.client_host.clone(),
         session_timeout,
         rebalance_timeout,
         protocol_type: r.protocol_type.as_str().to_owned(),
@@ -176,7 +177,7 @@ pub fn describe(ctx: &Ctx, req: &Request) -> Result<Reply, HandleError> {
                         let mut d = DescribedGroupMember::default();
                         d.member_id = str_bytes(&m.member_id);
                         d.client_id = str_bytes(&m.client_id);
-                        d.client_host = str_bytes("/127.0.0.1");
+                        d.client_host = str_bytes(&m.client_host);
                         d.member_metadata = m.metadata;
                         d.member_assignment = m.assignment;
                         d

@@ -366,6 +366,7 @@ mod tests {
                 api_version: version,
                 correlation_id: 1,
                 client_id: None,
+                client_host: String::new(),
                 body: Bytes::from(body),
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

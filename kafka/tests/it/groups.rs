@@ -152,6 +152,8 @@ async fn test_group_join_sync_rebalance_leave_and_offsets() {
     );
     let d = describe(&mut admin).await;
     assert_eq!((d.group_state.as_str(), d.members.len()), ("Stable", 2));
+    assert_eq!(d.members[0].client_host.as_str(), "/127.0.0.1");
+    assert_eq!(d.members[0].client_id.as_str(), "it");
 
     // Offsets: a member commits in the current generation; a stale generation is refused.
     let mut t = create_topics_request::CreatableTopic::default();
