@@ -204,7 +204,9 @@ async fn write_loop(
                 }
             }
             Ok(Ok(None)) => {}
-            Ok(Err(e @ HandleError::Malformed { .. })) => {
+            Ok(Err(
+                e @ (HandleError::Malformed { .. } | HandleError::UnacknowledgedFailure(_)),
+            )) => {
                 tracing::info!(error = %e, "closing connection");
                 return;
             }

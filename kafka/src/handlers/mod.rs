@@ -80,6 +80,10 @@ pub enum HandleError {
     /// A response failed to encode.
     #[error(transparent)]
     Encode(#[from] EncodeError),
+    /// An acks=0 produce failed: there is no response to carry the error, so the connection
+    /// is closed, as Kafka does, and the client refreshes its metadata and retries.
+    #[error("acks=0 produce failed with error code {0}")]
+    UnacknowledgedFailure(i16),
 }
 
 /// Decodes the body as `T` or fails with [`HandleError::Malformed`].

@@ -73,7 +73,16 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Reply, HandleError> {
         resp.responses.push(t);
     }
     if produce.acks == 0 {
-        return Ok(None);
+        let failed = resp
+            .responses
+            .iter()
+            .flat_map(|t| &t.partition_responses)
+            .map(|p| p.error_code)
+            .find(|&c| c != code::NONE);
+        return match failed {
+            Some(c) => Err(HandleError::UnacknowledgedFailure(c)),
+            None => Ok(None),
+        };
     }
     respond(req, &resp)
 }

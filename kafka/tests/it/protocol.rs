@@ -314,6 +314,16 @@ async fn test_acks_zero_gets_no_response_and_legacy_produce_is_refused() {
     let r: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch_req("a0", 0, 0)).await;
     assert_eq!(r.responses[0].partitions[0].high_watermark, 2);
 
+    // A failed acks=0 produce (unknown partition) closes the connection, as in Kafka.
+    let mut c2 = s.client().await;
+    let (_, f) = c2.frame(
+        ApiKey::Produce,
+        9,
+        &produce_req("a0", 5, 0, batch_bytes(1, -1, -1)),
+    );
+    c2.send_raw(&f).await;
+    assert!(c2.closed().await);
+
     // Produce v2: acks 1, timeout, one topic "a0" with partition 0 and an empty record set.
     let mut body = BytesMut::new();
     body.put_i16(1);
