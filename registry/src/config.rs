@@ -31,6 +31,17 @@ pub struct Config {
     /// Name of the schemas topic (one partition).
     #[arg(long, env = "KELP_TOPIC", default_value = "_schemas")]
     pub topic: String,
+    /// Filer `host:port` holding the writer lease, for several registries on one topic (one
+    /// writes, the others forward writes to it); without it this registry is the only writer.
+    #[arg(long, env = "KELP_FILER")]
+    pub filer: Option<String>,
+    /// The URL other registries forward writes to (default `http://<bound address>`; set it
+    /// when listening on 0.0.0.0).
+    #[arg(long, env = "KELP_ADVERTISED_URL")]
+    pub advertised_url: Option<String>,
+    /// How long the writer lease lasts without renewal (renewed every quarter of it).
+    #[arg(long, env = "KELP_LEASE_TTL_MS", default_value_t = 10_000)]
+    pub lease_ttl_ms: u64,
     /// Largest request body accepted (a schema with its JSON envelope).
     #[arg(long, env = "KELP_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
@@ -48,6 +59,9 @@ impl Default for Config {
             broker: "127.0.0.1:17777".to_owned(),
             topic_namespace: "registry".to_owned(),
             topic: "_schemas".to_owned(),
+            filer: None,
+            advertised_url: None,
+            lease_ttl_ms: 10_000,
             max_body_bytes: 1 << 20,
             broker_timeout_ms: 40_000,
         }
@@ -66,10 +80,19 @@ impl Config {
             "--broker-timeout-ms must be at least 100"
         );
         anyhow::ensure!(
+            self.lease_ttl_ms >= 500,
+            "--lease-ttl-ms must be at least 500"
+        );
+        anyhow::ensure!(
             !self.topic.is_empty() && !self.topic_namespace.is_empty(),
             "--topic and --topic-namespace must not be empty"
         );
         Ok(())
+    }
+
+    /// `--lease-ttl-ms`.
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_millis(self.lease_ttl_ms)
     }
 
     /// `--broker-timeout-ms`.

@@ -14,6 +14,8 @@
 //! - [`http`]: the router, the Confluent error body, extractors and one module per resource.
 //! - [`service`]: the operations (register, lookup, delete, compatibility, config, mode).
 //! - [`index`]: the in-memory index, changed only by applying log records.
+//! - [`leader`]: the writer lease in the filer (several instances: one writes, the others
+//!   forward writes to it and follow the topic).
 //! - [`record`]: the topic's key/value layout (Confluent's).
 //! - [`schema`]: parsing, identity and compatibility of Avro, JSON Schema and Protobuf.
 //! - [`store`]: the [`store::SchemaLog`] trait, on a broker topic or in memory (tests).
@@ -24,6 +26,7 @@
 pub mod config;
 pub mod http;
 pub mod index;
+pub mod leader;
 pub mod metrics;
 pub mod record;
 pub mod schema;
@@ -36,6 +39,7 @@ use std::time::Duration;
 use anyhow::Context;
 use common::client::HttpClient;
 use common::client::broker::BrokerClient;
+use common::client::filer::FilerClient;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -60,6 +64,9 @@ pub async fn run(
     run_with_log(cfg, Arc::new(log), listener, shutdown).await
 }
 
+/// How long a stopping registry waits to hand its writer lease over.
+const LEASE_RELEASE: Duration = Duration::from_secs(5);
+
 /// [`run`] over a given log (tests use [`store::mem::MemLog`]).
 pub async fn run_with_log(
     cfg: Config,
@@ -74,13 +81,42 @@ pub async fn run_with_log(
         topic = %format!("{}/{}", cfg.topic_namespace, cfg.topic),
         "starting schema registry"
     );
-    let state = AppState::new(cfg, log);
+    let me = cfg
+        .advertised_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let lease_stop = CancellationToken::new();
+    let (leadership, lease) = match &cfg.filer {
+        None => (Arc::new(leader::Leadership::single(&me)), None),
+        Some(filer) => {
+            let l = Arc::new(leader::Leadership::contender(&me));
+            let client = FilerClient::new(HttpClient::new(cfg.lease_ttl() / 2), filer);
+            let path = leader::lease_path(&cfg.topic_namespace, &cfg.topic);
+            tracing::info!(%path, %me, "contending for the writer lease");
+            let task = tokio::spawn(leader::run_lease(
+                l.clone(),
+                client,
+                path,
+                cfg.lease_ttl(),
+                lease_stop.clone(),
+            ));
+            (l, Some(task))
+        }
+    };
+    let state = AppState::with_leadership(cfg, log, leadership);
     let registry = state.registry.clone();
     let stop = shutdown.clone();
-    let loader = tokio::spawn(async move { registry.load(stop).await });
+    let loader = tokio::spawn(async move {
+        registry.load(stop.clone()).await;
+        registry.follow(stop).await;
+    });
     let served = common::http::serve(listener, router(state), shutdown.clone(), DRAIN).await;
     shutdown.cancel();
     loader.abort();
+    lease_stop.cancel();
+    if let Some(task) = lease {
+        let _ = tokio::time::timeout(LEASE_RELEASE, task).await;
+    }
     tracing::info!("schema registry stopped");
     served.context("serve http")
 }

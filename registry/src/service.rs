@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::index::{Index, Version};
+use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::record::{
     Compatibility, ConfigValue, Mode, ModeValue, Record, Reference, SchemaType, SchemaValue,
@@ -109,6 +110,9 @@ pub enum Error {
         /// Why.
         reasons: Vec<String>,
     },
+    /// 503 (Confluent's 50004, unknown leader): no instance holds the writer lease now.
+    #[error("this registry does not hold the writer lease and no writer is known; retry shortly")]
+    NotWriter,
     /// 503: the index is still being rebuilt.
     #[error("the schema index is still being rebuilt from the log")]
     NotReady,
@@ -226,6 +230,7 @@ pub struct Registry {
     state: RwLock<State>,
     writer: tokio::sync::Mutex<()>,
     ready: AtomicBool,
+    leadership: Arc<Leadership>,
     /// Metrics.
     pub metrics: Metrics,
 }
@@ -333,15 +338,92 @@ impl State {
 
 impl Registry {
     /// A registry over `log`; call [`Registry::load`] before serving.
-    pub fn new(cfg: Config, log: Arc<dyn SchemaLog>, metrics: Metrics) -> Arc<Self> {
+    pub fn new(
+        cfg: Config,
+        log: Arc<dyn SchemaLog>,
+        leadership: Arc<Leadership>,
+        metrics: Metrics,
+    ) -> Arc<Self> {
         Arc::new(Self {
             cfg,
             log,
             state: RwLock::new(State::default()),
             writer: tokio::sync::Mutex::new(()),
             ready: AtomicBool::new(false),
+            leadership,
             metrics,
         })
+    }
+
+    /// Who writes.
+    pub fn leadership(&self) -> &Arc<Leadership> {
+        &self.leadership
+    }
+
+    /// Takes the writer lock and catches up with the log; errs unless this instance holds the
+    /// writer lease. Every write starts here.
+    async fn begin_write(&self) -> Result<tokio::sync::MutexGuard<'_, ()>> {
+        if !self.is_ready() {
+            return Err(Error::NotReady);
+        }
+        let guard = self.writer.lock().await;
+        if !self.leadership.is_writer() {
+            return Err(Error::NotWriter);
+        }
+        self.catch_up().await?;
+        Ok(guard)
+    }
+
+    /// Applies what the log holds past the index (after a write was forwarded to the writer,
+    /// so this instance reads its own write).
+    pub async fn refresh(&self) -> Result<()> {
+        let _w = self.writer.lock().await;
+        self.catch_up().await
+    }
+
+    /// Follows the log until `stop`: long-polls for records past the index and applies them,
+    /// so a follower sees what the writer writes (and a writer what a lost answer wrote).
+    pub async fn follow(&self, stop: CancellationToken) {
+        loop {
+            let next = self.state.read().expect("state lock").index.next_offset;
+            let read = tokio::select! {
+                () = stop.cancelled() => return,
+                r = self.log.read(next, 1000) => r,
+            };
+            match read {
+                Ok(batch) => self.apply_batch(batch.records, batch.next_offset),
+                Err(e) => {
+                    tracing::debug!("failed to follow the schemas log: {e}");
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies records read from the log; records the index already holds are skipped, so
+    /// concurrent readers (the follower, a writer catching up) cannot apply one twice.
+    fn apply_batch(&self, records: Vec<crate::store::LogRecord>, next_offset: u64) {
+        let mut st = self.state.write().expect("state lock");
+        for r in records {
+            if r.offset < st.index.next_offset {
+                continue;
+            }
+            self.metrics.records_replayed.inc();
+            match Record::decode(&r.key, Some(&r.value)) {
+                Ok(rec) => st.apply(r.offset, rec),
+                Err(e) => {
+                    st.index.next_offset = st.index.next_offset.max(r.offset + 1);
+                    tracing::warn!(
+                        offset = r.offset,
+                        "skipping a record of the schemas log: {e}"
+                    );
+                }
+            }
+        }
+        st.index.next_offset = st.index.next_offset.max(next_offset);
     }
 
     /// The configuration.
@@ -412,23 +494,7 @@ impl Registry {
             };
             let batch = self.log.read(next, wait).await?;
             let done = batch.records.is_empty();
-            {
-                let mut st = self.state.write().expect("state lock");
-                for r in batch.records {
-                    self.metrics.records_replayed.inc();
-                    match Record::decode(&r.key, Some(&r.value)) {
-                        Ok(rec) => st.apply(r.offset, rec),
-                        Err(e) => {
-                            st.index.next_offset = st.index.next_offset.max(r.offset + 1);
-                            tracing::warn!(
-                                offset = r.offset,
-                                "skipping a record of the schemas log: {e}"
-                            );
-                        }
-                    }
-                }
-                st.index.next_offset = st.index.next_offset.max(batch.next_offset);
-            }
+            self.apply_batch(batch.records, batch.next_offset);
             let target = *target.get_or_insert(batch.log_end);
             let next = self.state.read().expect("state lock").index.next_offset;
             if done && next >= target {
@@ -512,11 +578,7 @@ impl Registry {
         normalize: bool,
     ) -> Result<u32> {
         check_subject(subject)?;
-        if !self.is_ready() {
-            return Err(Error::NotReady);
-        }
-        let _w = self.writer.lock().await;
-        self.catch_up().await?;
+        let _w = self.begin_write().await?;
         let record = {
             let mut st = self.state.write().expect("state lock");
             let st = &mut *st;
@@ -779,11 +841,7 @@ impl Registry {
     /// `DELETE /subjects/{s}`: soft-deletes every version, or (`permanent`) drops versions
     /// already soft-deleted. Returns the versions deleted.
     pub async fn delete_subject(&self, subject: &str, permanent: bool) -> Result<Vec<u32>> {
-        if !self.is_ready() {
-            return Err(Error::NotReady);
-        }
-        let _w = self.writer.lock().await;
-        self.catch_up().await?;
+        let _w = self.begin_write().await?;
         let (records, deleted) = {
             let st = self.state.read().expect("state lock");
             self.check_writable(&st, Some(subject))?;
@@ -859,11 +917,7 @@ impl Registry {
         version: VersionRef,
         permanent: bool,
     ) -> Result<u32> {
-        if !self.is_ready() {
-            return Err(Error::NotReady);
-        }
-        let _w = self.writer.lock().await;
-        self.catch_up().await?;
+        let _w = self.begin_write().await?;
         let record = {
             let st = self.state.read().expect("state lock");
             self.check_writable(&st, Some(subject))?;
@@ -1011,11 +1065,7 @@ impl Registry {
         if let Some(s) = subject {
             check_subject(s)?;
         }
-        if !self.is_ready() {
-            return Err(Error::NotReady);
-        }
-        let _w = self.writer.lock().await;
-        self.catch_up().await?;
+        let _w = self.begin_write().await?;
         self.write(Record::Config {
             subject: subject.map(str::to_owned),
             value: Some(ConfigValue {
@@ -1029,11 +1079,7 @@ impl Registry {
 
     /// `DELETE /config[/{s}]`: removes the level; returns the one removed.
     pub async fn delete_config(&self, subject: Option<&str>) -> Result<Compatibility> {
-        if !self.is_ready() {
-            return Err(Error::NotReady);
-        }
-        let _w = self.writer.lock().await;
-        self.catch_up().await?;
+        let _w = self.begin_write().await?;
         let previous = {
             let st = self.state.read().expect("state lock");
             match (subject, st.index.config(subject)) {
@@ -1062,11 +1108,7 @@ impl Registry {
 
     /// `PUT /mode`.
     pub async fn set_mode(&self, mode: Mode) -> Result<()> {
-        if !self.is_ready() {
-            return Err(Error::NotReady);
-        }
-        let _w = self.writer.lock().await;
-        self.catch_up().await?;
+        let _w = self.begin_write().await?;
         self.write(Record::Mode {
             subject: None,
             value: Some(ModeValue { mode }),

@@ -452,3 +452,138 @@ async fn given_kelp_server_when_stopped_with_sigterm_and_restarted_should_keep_t
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["schema"].as_str(), Some(schema.as_str()));
 }
+
+/// A registry process contending for the writer lease in the cluster's filer.
+fn contender(cluster: &mut Cluster, name: &str) -> e2e::ServiceHandle {
+    let broker = cluster.broker().addr().to_string();
+    let filer = cluster.filer().addr().to_string();
+    e2e::ServiceHandle::new(
+        cluster.root(),
+        name,
+        "kelp-registry",
+        vec![
+            "--broker".into(),
+            broker,
+            "--filer".into(),
+            filer,
+            "--lease-ttl-ms".into(),
+            "1500".into(),
+        ],
+    )
+}
+
+/// Waits until the registry at `url` reports `role` in `/readyz`; returns the writer it names.
+async fn wait_role(url: &str, role: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{url}/readyz")).await
+            && let Ok(v) = r.json::<Value>().await
+            && v["role"] == role
+            && let Some(w) = v["writer"].as_str()
+        {
+            return w.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{url} never became {role}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn given_two_registries_when_the_writer_is_sigkilled_should_fail_over_and_never_reuse_an_id()
+{
+    let mut cluster = Cluster::start(ClusterOptions {
+        env: vec![("KELP_KAFKA_PORT".to_owned(), "0".to_owned())],
+        ..ClusterOptions::with_broker(&[])
+    })
+    .await
+    .unwrap();
+    let mut a = contender(&mut cluster, "registry-a");
+    a.start().await.unwrap();
+    assert_eq!(wait_role(&a.url(), "writer").await, a.url());
+    let mut b = contender(&mut cluster, "registry-b");
+    b.start().await.unwrap();
+    assert_eq!(wait_role(&b.url(), "follower").await, a.url());
+
+    // Writes through either instance; the follower forwards its writes to the writer.
+    let mut regs: Vec<(String, String, u64)> = Vec::new();
+    for i in 0..6 {
+        let via = if i % 2 == 0 { &b } else { &a };
+        let subject = format!("ha-{i}-value");
+        let schema = avro(&format!("Ha{i}"), json!([{"name": "a", "type": "int"}]));
+        let (s, body) = Registry::new(via.url())
+            .register(&subject, json!({"schema": schema}))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        regs.push((subject, schema, body["id"].as_u64().unwrap()));
+    }
+    // The writer's answer comes back through the follower, errors included.
+    let bad = avro(
+        "Ha0",
+        json!([{"name": "a", "type": "int"}, {"name": "b", "type": "int"}]),
+    );
+    let (s, body) = Registry::new(b.url())
+        .register("ha-0-value", json!({"schema": bad}))
+        .await;
+    assert_eq!(
+        (s, body["error_code"].as_u64()),
+        (StatusCode::CONFLICT, Some(409))
+    );
+
+    // SIGKILL the writer: the follower takes the lease over once it expires.
+    a.kill();
+    assert_eq!(wait_role(&b.url(), "writer").await, b.url());
+    let after = avro("AfterFailover", json!([{"name": "x", "type": "int"}]));
+    let (s, body) = Registry::new(b.url())
+        .register("failover-value", json!({"schema": after}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let max = regs.iter().map(|r| r.2).max().unwrap();
+    assert_eq!(
+        body["id"].as_u64(),
+        Some(max + 1),
+        "ids continue, never reused"
+    );
+    regs.push(("failover-value".into(), after, max + 1));
+
+    // The old writer comes back as a follower, and forwards to the new writer.
+    a.start().await.unwrap();
+    assert_eq!(wait_role(&a.url(), "follower").await, b.url());
+    let back = avro("Back", json!([{"name": "y", "type": "int"}]));
+    let (s, body) = Registry::new(a.url())
+        .register("back-value", json!({"schema": back}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    regs.push(("back-value".into(), back, body["id"].as_u64().unwrap()));
+
+    // A graceful stop hands the lease over at once.
+    assert!(
+        b.stop(Duration::from_secs(20)).await,
+        "registry-b did not exit cleanly"
+    );
+    assert_eq!(wait_role(&a.url(), "writer").await, a.url());
+    b.start().await.unwrap();
+    wait_role(&b.url(), "follower").await;
+
+    let ids: std::collections::BTreeSet<u64> = regs.iter().map(|r| r.2).collect();
+    assert_eq!(ids.len(), regs.len(), "every schema got its own id");
+    for inst in [&a, &b] {
+        let reg = Registry::new(inst.url());
+        let mut ok = 0;
+        for (subject, schema, id) in &regs {
+            let (s1, by_id) = reg.get(&format!("/schemas/ids/{id}")).await;
+            let (s2, by_v) = reg.get(&format!("/subjects/{subject}/versions/1")).await;
+            if s1 == StatusCode::OK
+                && s2 == StatusCode::OK
+                && by_id["schema"].as_str() == Some(schema.as_str())
+                && by_v["id"].as_u64() == Some(*id)
+            {
+                ok += 1;
+            }
+        }
+        eprintln!("{}: {ok}/{} schemas verified", inst.name(), regs.len());
+        assert_eq!(ok, regs.len());
+    }
+}

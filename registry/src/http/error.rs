@@ -79,6 +79,12 @@ impl From<Error> for SrError {
             Error::ReferenceExists { .. } => (StatusCode::UNPROCESSABLE_ENTITY, 42206),
             Error::InvalidSubject(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42208),
             Error::Incompatible { .. } => (StatusCode::CONFLICT, 409),
+            Error::NotWriter => {
+                return Self {
+                    retry_after: Some(1),
+                    ..Self::new(StatusCode::SERVICE_UNAVAILABLE, 50004, message)
+                };
+            }
             Error::NotReady => {
                 return Self {
                     retry_after: Some(1),

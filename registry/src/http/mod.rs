@@ -5,9 +5,14 @@
 //! `{"error_code": N, "message": "..."}`. The shared layers' own answers (an unknown route, a
 //! wrong method, a timeout) get that body too: [`confluent_errors`] rewrites them, keeping
 //! Kelp's `error`/`code` fields beside Confluent's.
+//!
+//! Writes (registrations, deletions, config and mode changes) reaching an instance that does
+//! not hold the writer lease are forwarded to the instance that does ([`forward`]); the
+//! follower then catches up with the log before answering, so its client reads its own write.
 
 mod error;
 mod extract;
+mod forward;
 pub mod routes;
 
 use std::sync::Arc;
@@ -18,6 +23,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
+use common::client::HttpClient;
 use common::http::{ServeConfig, healthz, openapi, with_layers};
 use common::metrics::SharedRegistry;
 use http_body_util::BodyExt;
@@ -28,6 +34,7 @@ pub use error::{CONTENT_TYPE, ErrorBody, SrError};
 pub use extract::ACCEPTED;
 
 use crate::config::Config;
+use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::service::Registry;
 use crate::store::SchemaLog;
@@ -44,16 +51,31 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// The metrics registry rendered by `/metrics`.
     pub metrics: SharedRegistry,
+    /// The client writes are forwarded with.
+    pub forwarder: HttpClient,
 }
 
 impl AppState {
-    /// A registry over `log` with fresh metrics (not loaded yet: see [`Registry::load`]).
+    /// The only writer over `log`, with fresh metrics (not loaded yet: see
+    /// [`Registry::load`]).
     pub fn new(cfg: Config, log: Arc<dyn SchemaLog>) -> Self {
+        let me = format!("http://{}:{}", cfg.ip, cfg.port);
+        Self::with_leadership(cfg, log, Arc::new(Leadership::single(&me)))
+    }
+
+    /// A registry over `log` whose role `leadership` decides.
+    pub fn with_leadership(
+        cfg: Config,
+        log: Arc<dyn SchemaLog>,
+        leadership: Arc<Leadership>,
+    ) -> Self {
         let mut prom = PromRegistry::default();
         let metrics = Metrics::register(&mut prom);
+        let forwarder = HttpClient::new(cfg.broker_timeout() + Duration::from_secs(5));
         Self {
-            registry: Registry::new(cfg, log, metrics),
+            registry: Registry::new(cfg, log, leadership, metrics),
             metrics: Arc::new(prom),
+            forwarder,
         }
     }
 }
@@ -149,6 +171,10 @@ pub fn router(state: AppState) -> Router {
     let api = routes()
         .into_iter()
         .fold(Router::new(), |r, (path, handlers)| r.route(path, handlers))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            forward::forward_writes,
+        ))
         .with_state(state);
     with_layers(
         api,

@@ -3,8 +3,10 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use futures::FutureExt;
+use tokio::sync::Notify;
 
 use super::{LogRecord, ReadBatch, SchemaLog, StoreError, StoreFuture};
 
@@ -12,6 +14,7 @@ use super::{LogRecord, ReadBatch, SchemaLog, StoreError, StoreFuture};
 #[derive(Debug, Default)]
 pub struct MemLog {
     records: Mutex<Vec<(String, String)>>,
+    appended: Notify,
     /// Every call fails as unavailable while set.
     pub down: AtomicBool,
     /// The next append is applied but answered with an error (then the flag clears).
@@ -48,6 +51,7 @@ impl SchemaLog for MemLog {
             let mut recs = self.records.lock().expect("log lock");
             recs.push((key.to_owned(), value.to_owned()));
             let offset = recs.len() as u64 - 1;
+            self.appended.notify_waiters();
             if self.lose_next_answer.swap(false, Ordering::SeqCst) {
                 Err(StoreError::Unavailable("answer lost".to_owned()))
             } else {
@@ -57,8 +61,22 @@ impl SchemaLog for MemLog {
         async move { r }.boxed()
     }
 
-    fn read(&self, offset: u64, _wait_ms: u64) -> StoreFuture<'_, ReadBatch> {
-        let r = self.check().map(|()| {
+    fn read(&self, offset: u64, wait_ms: u64) -> StoreFuture<'_, ReadBatch> {
+        async move {
+            // Long-poll like the broker: wait for an append while nothing is past `offset`.
+            let appended = self.appended.notified();
+            if wait_ms > 0 && self.records.lock().expect("log lock").len() as u64 <= offset {
+                let _ = tokio::time::timeout(Duration::from_millis(wait_ms), appended).await;
+            }
+            self.read_now(offset)
+        }
+        .boxed()
+    }
+}
+
+impl MemLog {
+    fn read_now(&self, offset: u64) -> Result<ReadBatch, StoreError> {
+        self.check().map(|()| {
             let recs = self.records.lock().expect("log lock");
             let end = recs.len() as u64;
             let records: Vec<LogRecord> = recs
@@ -78,7 +96,6 @@ impl SchemaLog for MemLog {
                 durable_end: end,
                 log_end: end,
             }
-        });
-        async move { r }.boxed()
+        })
     }
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::http::error::SrError;
 use crate::http::{AppState, SrJson};
+use crate::leader::Role;
 
 /// Body of a ready `/readyz`.
 #[derive(Debug, Serialize)]
@@ -15,6 +16,11 @@ pub struct Ready {
     pub status: &'static str,
     /// Records of the schemas log applied.
     pub records: u64,
+    /// `writer` (holds the writer lease, or is the only instance) or `follower`.
+    pub role: &'static str,
+    /// The writer's URL, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writer: Option<String>,
 }
 
 /// `GET /`: an empty object, as Confluent's registry answers (clients use it as a ping).
@@ -34,9 +40,16 @@ pub async fn readyz(State(st): State<AppState>) -> Result<SrJson<Ready>, SrError
             )
         });
     }
+    let leadership = st.registry.leadership();
+    let (role, writer) = match leadership.role() {
+        Role::Writer => ("writer", Some(leadership.me().to_owned())),
+        Role::Follower(w) => ("follower", w),
+    };
     Ok(SrJson(Ready {
         status: "ready",
         records: st.registry.counts().2,
+        role,
+        writer,
     }))
 }
 
