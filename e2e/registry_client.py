@@ -12,10 +12,10 @@ hex). `verify` runs with a fresh client (no cache) after the services were resta
 and subject/version must resolve to the same schema, and every serialized record must
 deserialize to the same value, fetching its schema from the registry by the id in the bytes.
 
-Kafka hook: with `KELP_KAFKA_BOOTSTRAP=host:port` set, `register` also produces the serialized
-records through Kafka (`confluent_kafka.Producer`) and `verify` consumes them back and
-deserializes them (see `produce` and `consume`). Kelp's Kafka listener is another engineer's
-work; until the e2e test sets that variable, serialization is checked against the registry alone.
+With `KELP_KAFKA_BOOTSTRAP=host:port` (the broker's Kafka listener) set, `register` also
+produces the serialized records through Kafka (`confluent_kafka.Producer`, acks=all) and
+`verify` consumes them back (`confluent_kafka.Consumer`) and deserializes what it consumed
+(see `produce` and `consume`); without it, serialization is checked against the registry alone.
 
 Prints one JSON line with the counts; exits non-zero on any mismatch. Installs
 `confluent-kafka[avro,schemaregistry]` with pip when it is missing.
@@ -189,6 +189,8 @@ def verify(url, state_file):
     bootstrap = os.environ.get("KELP_KAFKA_BOOTSTRAP")
     if bootstrap:
         records = consume(bootstrap, len(state["records"]))
+        if len(records) != len(state["records"]):
+            fail(f"kafka: consumed {len(records)} of {len(state['records'])} records")
     deserialized = 0
     for b, v in zip(records, state["values"]):
         if de(b, ctx) != v:

@@ -238,12 +238,13 @@ async fn given_ten_registered_schemas_when_every_service_is_sigkilled_and_restar
     assert_eq!(recs["durable_offset"].as_u64(), Some(11));
 }
 
-fn python_client(script: &Path, url: &str, mode: &str, state: &Path) -> Value {
+fn python_client(script: &Path, url: &str, mode: &str, state: &Path, kafka: &str) -> Value {
     let out = std::process::Command::new("python3")
         .arg(script)
         .arg(url)
         .arg(mode)
         .arg(state)
+        .env("KELP_KAFKA_BOOTSTRAP", kafka)
         .output()
         .expect("run python3");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -256,24 +257,36 @@ fn python_client(script: &Path, url: &str, mode: &str, state: &Path) -> Value {
 }
 
 #[tokio::test]
-async fn given_confluents_python_client_when_it_serializes_with_avro_should_deserialize_after_a_sigkill_restart()
+async fn given_confluents_python_client_when_it_produces_avro_through_kafka_should_consume_and_deserialize_after_a_sigkill_restart()
  {
-    let mut cluster = Cluster::start(options()).await.unwrap();
+    // The broker's Kafka listener on a free port (the same one again after the restart).
+    let kafka_port = e2e::kafka::free_port().to_string();
+    let mut cluster = Cluster::start(ClusterOptions {
+        broker_args: vec!["--kafka-port".into(), kafka_port],
+        ..ClusterOptions::with_registry()
+    })
+    .await
+    .unwrap();
+    let kafka = e2e::kafka::kafka_addr(cluster.broker());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("registry_client.py");
     let state = cluster.root().join("python-client.json");
     let url = cluster.registry().url();
-    let summary = python_client(&script, &url, "register", &state);
+    let summary = python_client(&script, &url, "register", &state, &kafka);
     assert_eq!(summary["registered"], 3, "{summary}");
     assert_eq!(summary["serialized"], 6, "{summary}");
+    assert_eq!(summary["kafka"], true, "{summary}");
 
     cluster.kill_all_and_restart().await.unwrap();
 
     let url = cluster.registry().url();
-    let summary = python_client(&script, &url, "verify", &state);
+    let kafka = e2e::kafka::kafka_addr(cluster.broker());
+    let summary = python_client(&script, &url, "verify", &state, &kafka);
     eprintln!("python client after SIGKILL restart: {summary}");
     assert_eq!(summary["verified"], 3, "{summary}");
     assert_eq!(summary["of"], 3, "{summary}");
+    // 5 records produced through Kafka and consumed back, plus one kept locally.
     assert_eq!(summary["deserialized"], 6, "{summary}");
+    assert_eq!(summary["kafka"], true, "{summary}");
 }
 
 #[tokio::test]
