@@ -579,7 +579,7 @@ impl Registry {
     ) -> Result<u32> {
         check_subject(subject)?;
         let _w = self.begin_write().await?;
-        let record = {
+        let (id, version, record) = {
             let mut st = self.state.write().expect("state lock");
             let st = &mut *st;
             let (parsed, refs) = Self::parse_request(st, &req)?;
@@ -650,7 +650,7 @@ impl Registry {
             } else {
                 req.schema.clone().unwrap_or_default()
             };
-            Record::Schema {
+            let record = Record::Schema {
                 subject: subject.to_owned(),
                 version,
                 value: Some(SchemaValue {
@@ -662,15 +662,9 @@ impl Registry {
                     references: refs,
                     deleted: false,
                 }),
-            }
+            };
+            (id, version, record)
         };
-        let Record::Schema {
-            value: Some(ref v), ..
-        } = record
-        else {
-            unreachable!("a schema record was built above")
-        };
-        let (id, version) = (v.id, v.version);
         self.write(record).await?;
         self.metrics.registered.inc();
         tracing::info!(subject, version, id, "schema registered");
@@ -918,7 +912,7 @@ impl Registry {
         permanent: bool,
     ) -> Result<u32> {
         let _w = self.begin_write().await?;
-        let record = {
+        let (n, record) = {
             let st = self.state.read().expect("state lock");
             self.check_writable(&st, Some(subject))?;
             let vs = st
@@ -947,11 +941,14 @@ impl Registry {
                         version: n,
                     });
                 }
-                Record::Schema {
-                    subject: subject.to_owned(),
-                    version: n,
-                    value: None,
-                }
+                (
+                    n,
+                    Record::Schema {
+                        subject: subject.to_owned(),
+                        version: n,
+                        value: None,
+                    },
+                )
             } else {
                 if v.deleted {
                     return Err(Error::VersionSoftDeleted {
@@ -960,23 +957,23 @@ impl Registry {
                     });
                 }
                 self.check_not_referenced(&st, subject, &[n])?;
-                Record::Schema {
-                    subject: subject.to_owned(),
-                    version: n,
-                    value: Some(SchemaValue {
+                (
+                    n,
+                    Record::Schema {
                         subject: subject.to_owned(),
                         version: n,
-                        id: v.id,
-                        schema: v.schema.clone(),
-                        schema_type: v.schema_type,
-                        references: v.references.clone(),
-                        deleted: true,
-                    }),
-                }
+                        value: Some(SchemaValue {
+                            subject: subject.to_owned(),
+                            version: n,
+                            id: v.id,
+                            schema: v.schema.clone(),
+                            schema_type: v.schema_type,
+                            references: v.references.clone(),
+                            deleted: true,
+                        }),
+                    },
+                )
             }
-        };
-        let Record::Schema { version: n, .. } = record else {
-            unreachable!("a schema record was built above")
         };
         self.write(record).await?;
         tracing::info!(subject, version = n, permanent, "version deleted");
