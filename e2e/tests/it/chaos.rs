@@ -34,9 +34,13 @@ async fn given_durable_publishers_when_services_are_killed_in_a_loop_should_lose
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
+    // The Kafka listener is off: its default port is fixed, and 50 broker restarts must not
+    // race another test's broker for it.
     let mut c = Cluster::start(ClusterOptions::with_broker(&[
         "--flush-retry-max-ms",
         "200",
+        "--kafka-port",
+        "0",
     ]))
     .await
     .unwrap();
