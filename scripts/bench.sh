@@ -35,17 +35,18 @@ kafka() {
   fi
   echo "== kafka: the same benchmark against SeaweedFS $(weed version 2>/dev/null | awk '{print $3}') (weed server + mq.broker + mq.kafka.gateway)"
   mkdir -p "$work/sw"
-  weed server -dir="$work/sw" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port=29333 -volume.port=28080 \
+  weed server -master.telemetry=false -dir="$work/sw" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port=29333 -volume.port=28080 \
     -filer -filer.port=28888 >"$work/sw/server.log" 2>&1 &
   for _ in $(seq 150); do curl -sf 127.0.0.1:28888/ >/dev/null && break; sleep 0.2; done
   weed mq.broker -master=127.0.0.1:29333 -ip=127.0.0.1 -port=27777 >"$work/sw/broker.log" 2>&1 &
   sleep 3
-  weed mq.kafka.gateway -ip=127.0.0.1 -port=29092 -master=127.0.0.1:29333 \
+  # The gateway advertises port 9093 in Metadata whatever -port says (4.48), so it listens there.
+  weed mq.kafka.gateway -ip=127.0.0.1 -port=9093 -master=127.0.0.1:29333 \
     -schema-registry-url=http://127.0.0.1:${ports[5]} >"$work/sw/gateway.log" 2>&1 &
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/29092) 2>/dev/null && break; sleep 0.2; done
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/9093) 2>/dev/null && break; sleep 0.2; done
   for size in 128 1024; do
     for acks in all one; do
-      timeout 300 "$BIN/kelp" bench kafka --bootstrap 127.0.0.1:29092 -n "$N_RECORDS" -s $size --acks $acks ||
+      timeout 300 "$BIN/kelp" bench kafka --bootstrap 127.0.0.1:9093 -n "$N_RECORDS" -s $size --acks $acks ||
         echo "(SeaweedFS's gateway failed this run: see the lines above)"
     done
   done

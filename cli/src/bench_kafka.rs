@@ -84,7 +84,10 @@ pub async fn run(a: KafkaArgs) -> anyhow::Result<()> {
             std::process::id()
         )
     });
-    create_topic(&a.bootstrap, &topic, a.partitions).await?;
+    if let Err(e) = create_topic(&a.bootstrap, &topic, a.partitions).await {
+        // Some Kafka-compatible servers do not implement CreateTopics: rely on auto-create.
+        eprintln!("could not create {topic} ({e:#}); relying on the server's auto-create");
+    }
     let idempotence = a.idempotence && a.acks == KafkaAcks::All;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &a.bootstrap)
@@ -190,8 +193,9 @@ async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::
         .create()
         .context("create the admin client")?;
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
     let results = admin
-        .create_topics([&new], &AdminOptions::new())
+        .create_topics([&new], &opts)
         .await
         .context("create the topic")?;
     for r in results {

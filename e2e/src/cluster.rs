@@ -138,6 +138,11 @@ impl Cluster {
                 .addr()
                 .to_string();
             let mut args = vec!["--master".into(), maddr, "--filer".into(), faddr];
+            // The Kafka listener defaults to 9092: off unless a test asks for it, so tests
+            // running in parallel never compete for that port.
+            if !opts.broker_args.iter().any(|a| a == "--kafka-port") {
+                args.extend(["--kafka-port".into(), "0".into()]);
+            }
             args.extend(opts.broker_args.iter().cloned());
             let mut b = with_env(ServiceHandle::new(
                 cluster.tmp.path(),
