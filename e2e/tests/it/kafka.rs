@@ -259,7 +259,7 @@ async fn given_an_idempotent_producer_when_the_broker_is_sigkilled_should_store_
     let http = e2e::broker::Broker::new(c.broker().url());
     http.create_topic("kafka/retry", 1).await;
     let script = e2e::kafka::clients_script();
-    let mut producer = std::process::Command::new("python3")
+    let producer = std::process::Command::new("python3")
         .arg(&script)
         .args([
             "produce",
