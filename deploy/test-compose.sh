@@ -15,7 +15,9 @@
 #      back up to 503 + Retry-After (the broker's durable timeout is 4 s here), publishing
 #      recovers after `docker network connect`, and every acknowledged offset reads back;
 #   6. `down` + `up` (containers recreated, data only on the host): everything reads back;
-#   7. final check: `find data -name '*.dat' -o -name '*.idx'` lists the volume files on the host.
+#   7. final check: `find data -name '*.dat' -o -name '*.idx'` lists the volume files on the host;
+#      the schema registered with the schema registry right after the first `up` (step 2) is
+#      still served, by id and by subject/version, by the recreated registry.
 #
 # Always tears down (`down -v`, temp dirs, the test image). Exits 0 with "SKIPPED: no Docker
 # engine" only when no Docker engine answers.
@@ -220,6 +222,19 @@ wait_healthy 180
 log "all healthy: ${SERVICES[*]} (Jaeger not started: profile tracing)"
 BROKER="$(broker_addr)"
 log "broker at $BROKER"
+REGISTRY_SCHEMA='{"type":"record","name":"ComposeCheck","fields":[{"name":"a","type":"int"}]}'
+registry_addr() {
+    local a
+    a="$(dc port registry 8081 | tail -n1)"
+    [[ "$a" == 127.0.0.1:* ]] || fail "registry port not published on 127.0.0.1 (got '$a')"
+    echo "$a"
+}
+reg_id="$(python3 -c 'import json, sys; print(json.dumps({"schema": sys.argv[1]}))' "$REGISTRY_SCHEMA" \
+    | curl -fsS -X POST -H 'Content-Type: application/vnd.schemaregistry.v1+json' --data-binary @- \
+        "http://$(registry_addr)/subjects/compose-check-value/versions" \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')" \
+    || fail "registering a schema with the schema registry"
+log "schema registry at $(registry_addr): registered compose-check-value version 1 as id $reg_id"
 
 # ---------------------------------------------------------------------------------------------
 step "seed scenario: 7 durable records, restart the whole stack, read them back"
@@ -337,6 +352,15 @@ step "final check: volume files on the host (cd \$DATA_DIR/.. && find data -name
 files="$(cd "$WORK" && find data -name '*.dat' -o -name '*.idx' | sort)"
 echo "$files"
 grep -Eq '^data/volume[12]/.*\.dat$' <<<"$files" || fail "no .dat file under data/volume1 or data/volume2"
+for path in "schemas/ids/$reg_id" "subjects/compose-check-value/versions/1"; do
+    curl -fsS "http://$(registry_addr)/$path" | python3 -c '
+import json, sys
+got = json.load(sys.stdin)
+want = json.loads(sys.argv[1])
+sys.exit(0 if json.loads(got["schema"]) == want else 1)' "$REGISTRY_SCHEMA" \
+        || fail "the schema registry lost $path across the restarts"
+done
+log "the schema registry still serves id $reg_id and compose-check-value/1"
 grep -Eq '^data/volume[12]/.*\.idx$' <<<"$files" || fail "no .idx file under data/volume1 or data/volume2"
 echo
 echo "PASS: compose deployment ($((SECONDS - T0)) s)"
