@@ -1,5 +1,10 @@
 //! Kafka clients for the e2e suite: the broker's Kafka listener address, and the real
 //! clients (kcat, confluent-kafka, kafka-python) run as processes.
+//!
+//! Every client runs without `LD_LIBRARY_PATH`: cargo puts the native libraries its build
+//! scripts produced on it for tests, including the librdkafka that the `rdkafka` crate
+//! (`kelp bench kafka`) builds without zlib, which kcat would otherwise load instead of the
+//! system's.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -35,6 +40,7 @@ pub fn clients_script() -> PathBuf {
 /// Makes sure the Python clients are importable, installing them from PyPI when missing.
 pub fn ensure_python_clients() {
     let ok = Command::new("python3")
+        .env_remove("LD_LIBRARY_PATH")
         .args(["-c", "import confluent_kafka, kafka"])
         .status()
         .is_ok_and(|s| s.success());
@@ -42,6 +48,7 @@ pub fn ensure_python_clients() {
         return;
     }
     let status = Command::new("python3")
+        .env_remove("LD_LIBRARY_PATH")
         .args([
             "-m",
             "pip",
@@ -61,6 +68,7 @@ pub fn ensure_python_clients() {
 /// Runs the client driver with `args`, asserting success; returns its JSON result.
 pub fn run_clients(args: &[&str]) -> serde_json::Value {
     let out = Command::new("python3")
+        .env_remove("LD_LIBRARY_PATH")
         .arg(clients_script())
         .args(args)
         .stdin(Stdio::null())
@@ -98,6 +106,7 @@ pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
 pub fn kcat(args: &[&str], stdin: &[u8]) -> String {
     use std::io::Write;
     let mut child = Command::new("kcat")
+        .env_remove("LD_LIBRARY_PATH")
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

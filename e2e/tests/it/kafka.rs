@@ -260,6 +260,7 @@ async fn given_an_idempotent_producer_when_the_broker_is_sigkilled_should_store_
     http.create_topic("kafka/retry", 1).await;
     let script = e2e::kafka::clients_script();
     let producer = std::process::Command::new("python3")
+        .env_remove("LD_LIBRARY_PATH")
         .arg(&script)
         .args([
             "produce",

@@ -240,6 +240,7 @@ async fn given_ten_registered_schemas_when_every_service_is_sigkilled_and_restar
 
 fn python_client(script: &Path, url: &str, mode: &str, state: &Path, kafka: &str) -> Value {
     let out = std::process::Command::new("python3")
+        .env_remove("LD_LIBRARY_PATH")
         .arg(script)
         .arg(url)
         .arg(mode)

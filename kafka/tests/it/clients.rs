@@ -22,6 +22,8 @@ fn client_cfg() -> KafkaConfig {
     }
 }
 
+/// Where kcat is. Clients run without `LD_LIBRARY_PATH`: cargo puts the workspace's own
+/// librdkafka build (the `rdkafka` crate's, without zlib) on it for tests.
 fn kcat() -> PathBuf {
     for p in ["/usr/bin/kcat", "/usr/local/bin/kcat"] {
         let p = PathBuf::from(p);
@@ -69,7 +71,7 @@ async fn test_kcat_produces_and_consumes_with_every_codec_and_idempotence() {
             .map(|i| format!("key{i}:value-{i}-{}\n", "x".repeat(i * 3)))
             .collect();
         run(
-            Command::new(&kcat).args([
+            Command::new(&kcat).env_remove("LD_LIBRARY_PATH").args([
                 "-P",
                 "-b",
                 &s.bootstrap(),
@@ -90,7 +92,7 @@ async fn test_kcat_produces_and_consumes_with_every_codec_and_idempotence() {
         )
         .await;
         let out = run(
-            Command::new(&kcat).args([
+            Command::new(&kcat).env_remove("LD_LIBRARY_PATH").args([
                 "-C",
                 "-b",
                 &s.bootstrap(),
@@ -134,6 +136,7 @@ async fn python_with(module: &str, package: &str) {
         let m = m.to_owned();
         async move {
             Command::new("python3")
+                .env_remove("LD_LIBRARY_PATH")
                 .args(["-c", &format!("import {m}")])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -147,6 +150,7 @@ async fn python_with(module: &str, package: &str) {
         return;
     }
     let status = Command::new("python3")
+        .env_remove("LD_LIBRARY_PATH")
         .args(["-m", "pip", "install", "--quiet", package])
         .status()
         .await
@@ -164,12 +168,10 @@ async fn python_clients(client: &str, module: &str, package: &str) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/clients.py");
     let topic = format!("py-{client}");
     let out = run(
-        Command::new("python3").arg(&script).args([
-            &s.bootstrap(),
-            client,
-            &topic,
-            &format!("group-{client}"),
-        ]),
+        Command::new("python3")
+            .env_remove("LD_LIBRARY_PATH")
+            .arg(&script)
+            .args([&s.bootstrap(), client, &topic, &format!("group-{client}")]),
         None,
         client,
     )
