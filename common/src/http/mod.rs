@@ -11,6 +11,6 @@ mod server;
 pub use error::{ApiError, ErrorBody};
 pub use extract::{Json, Query};
 pub use server::{
-    ServeConfig, fallback_not_found, healthz, method_not_allowed, serve, with_layers,
-    write_addrs, write_addrs_file,
+    ServeConfig, fallback_not_found, healthz, method_not_allowed, serve, with_layers, write_addrs,
+    write_addrs_file,
 };
