@@ -77,7 +77,7 @@ export DATA_DIR="$WORK/data"
 export KELP_IMAGE="$IMAGE"
 # Ephemeral host ports on 127.0.0.1 only (found with `port`), so parallel runs never collide.
 export KELP_BIND=127.0.0.1 KELP_MASTER_PORT= KELP_VOLUME1_PORT= KELP_VOLUME2_PORT= \
-    KELP_FILER_PORT= KELP_BROKER_PORT= KELP_REGISTRY_PORT=
+    KELP_FILER_PORT= KELP_BROKER_PORT= KELP_REGISTRY_PORT= KELP_KAFKA_PORT=
 # No Jaeger here (its image cannot be pulled): turn OTLP export off.
 export OTEL_EXPORTER_OTLP_ENDPOINT=
 # A durable publish that cannot become durable within 4 s (rather than 30 s) is answered

@@ -115,7 +115,7 @@ FILER=$ADDR
 # Fast flushes, and durable publishes (and /admin/flush) answered or refused well within the
 # request timeout; a short shutdown flush keeps the clean-up bounded.
 start broker kelp-broker --master "$MASTER" --filer "$FILER" --flush-interval-ms 100 \
-    --durable-timeout-ms 5000 --shutdown-flush-timeout-ms 5000
+    --durable-timeout-ms 5000 --shutdown-flush-timeout-ms 5000 --kafka-port 0
 BROKER=$ADDR
 start registry kelp-registry --broker "$BROKER"
 REGISTRY=$ADDR
