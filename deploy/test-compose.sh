@@ -338,8 +338,20 @@ verify seed events --expect-durable 14
 
 # ---------------------------------------------------------------------------------------------
 step "recreate every container (down, up): the data lives only in the bind mounts"
-dc down -t 90 >"$WORK/down.log" 2>&1 || { cat "$WORK/down.log" >&2; fail "compose down"; }
-log "containers and network removed; host data dirs: $(cd "$DATA_DIR" && echo *)"
+if ! dc down -t 90 >"$WORK/down.log" 2>&1; then
+    # Docker 20.10 can keep a stale endpoint on a network after `network disconnect -f` and
+    # `connect` (the partition steps above), and then refuses to remove the network although
+    # every container is gone. What this step proves needs the containers gone, not the
+    # network: go on with the network kept (compose reuses it), and say so.
+    if grep -q "error while removing network: .* has active endpoints" "$WORK/down.log" &&
+        [[ -z "$(dc ps -q 2>/dev/null)" ]]; then
+        log "every container removed; docker kept network $NET (a stale endpoint left by the partition steps)"
+    else
+        cat "$WORK/down.log" >&2
+        fail "compose down"
+    fi
+fi
+log "containers removed; host data dirs: $(cd "$DATA_DIR" && echo *)"
 dc up -d >"$WORK/up2.log" 2>&1 || { cat "$WORK/up2.log" >&2; fail "compose up after down"; }
 wait_healthy 180
 log "new containers healthy"

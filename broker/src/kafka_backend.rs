@@ -3,8 +3,9 @@
 //! API (no extra hop per produce).
 //!
 //! - Produce appends each producer batch unchanged (only its base offset rewritten) as a
-//!   batch of its own in the partition's log; `acks=all` waits for the same durability as an
-//!   HTTP `acks=durable` publish (segment fsynced on a volume, entry synced in the filer).
+//!   batch of its own in the partition's log; `acks=all` asks for a flush at once and its
+//!   answer waits ([`Backend::wait_durable`]) for the same durability as an HTTP
+//!   `acks=durable` publish (segment fsynced on a volume, entry synced in the filer).
 //! - Idempotent producers are checked under the partition lock against the partition's
 //!   [`kafka::idempotence::ProducerStates`], which the first idempotent produce after a
 //!   start rebuilds from the Kafka batches of the partition's last segment.
@@ -411,16 +412,36 @@ impl Backend for KafkaBackend {
         if info.is_idempotent() {
             self.load_producers(&part).await?;
         }
+        // With `Durable` the append asks for a flush now; the answer waits in `wait_durable`.
         let durable = durability == Durability::Durable;
-        let (outcome, target) = self.append(&part, &batch, durable)?;
-        if durable {
-            let deadline = tokio::time::Instant::now() + self.broker.cfg.durable_timeout();
-            self.broker
-                .wait_durable(&part, target, deadline)
-                .await
-                .map_err(backend_error)?;
-        }
+        let (outcome, _) = self.append(&part, &batch, durable)?;
         Ok(outcome)
+    }
+
+    async fn wait_durable(
+        &self,
+        topic: &str,
+        partition: u32,
+        end: i64,
+    ) -> Result<(), BackendError> {
+        let (_, part) = self.partition(topic, partition)?;
+        let end = u64::try_from(end).unwrap_or(0);
+        // A duplicate's original may still be buffered: make sure a flush is due for it.
+        let due = {
+            let mut st = part.lock();
+            let due = st.wanted < end && st.log.durable() < end;
+            st.wanted = st.wanted.max(end.min(st.log.next()));
+            due
+        };
+        if due {
+            part.wake.notify_one();
+        }
+        let deadline = tokio::time::Instant::now() + self.broker.cfg.durable_timeout();
+        self.broker
+            .wait_durable(&part, end, deadline)
+            .await
+            .map(drop)
+            .map_err(backend_error)
     }
 
     async fn offsets(&self, topic: &str, partition: u32) -> Result<PartitionOffsets, BackendError> {

@@ -142,9 +142,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Deletes a topic and its records.
     async fn delete_topic(&self, name: &str) -> Result<(), BackendError>;
 
-    /// Appends one producer batch, unchanged except its base offset, and returns once it
-    /// reached `durability`. With a producer id (>= 0) the backend checks the batch's sequence
-    /// against [`crate::idempotence::ProducerStates`] under the same lock as the append.
+    /// Appends one producer batch, unchanged except its base offset. With a producer id
+    /// (>= 0) the backend checks the batch's sequence against
+    /// [`crate::idempotence::ProducerStates`] under the same lock as the append. It may return
+    /// as soon as the batch is appended: with [`Durability::Durable`] it must then make it
+    /// durable promptly, and the caller answers only after [`Backend::wait_durable`].
     async fn produce(
         &self,
         topic: &str,
@@ -152,6 +154,21 @@ pub trait Backend: Send + Sync + 'static {
         batch: ProducedBatch,
         durability: Durability,
     ) -> Result<ProduceOutcome, BackendError>;
+
+    /// Returns once every record of the partition below `end` is durable (what an
+    /// `acks=all` answer waits for), or the error that keeps it from being durable in time.
+    /// The default suits backends whose [`Backend::produce`] with [`Durability::Durable`]
+    /// returns only once durable. Waiting apart from appending lets one connection's
+    /// pipelined produces share flushes while their appends stay in arrival order.
+    async fn wait_durable(
+        &self,
+        topic: &str,
+        partition: u32,
+        end: i64,
+    ) -> Result<(), BackendError> {
+        let _ = (topic, partition, end);
+        Ok(())
+    }
 
     /// The partition's offsets.
     async fn offsets(&self, topic: &str, partition: u32) -> Result<PartitionOffsets, BackendError>;

@@ -164,9 +164,9 @@ pub async fn connection(
                     // is dropped), whatever its outcome.
                     let _ = prev.await;
                 }
-                let reply = handlers::handle(&ctx, req).await;
-                drop(done);
-                reply
+                // A produce releases the next serialized request once its batches are
+                // appended (before it waits for durability); the rest once they finish.
+                handlers::handle(&ctx, req, done).await
             }
             .in_current_span(),
         );

@@ -70,6 +70,7 @@ async fn test_kafka_produce_durable_is_flushed_and_read_back_whole() {
         .await
         .unwrap();
     assert_eq!(base(out), 0);
+    k.wait_durable("events", 0, 3).await.unwrap();
     let offs = k.offsets("events", 0).await.unwrap();
     assert_eq!(
         (offs.high_watermark, offs.log_end),
@@ -84,6 +85,7 @@ async fn test_kafka_produce_durable_is_flushed_and_read_back_whole() {
     // A second batch lands after it; a fetch inside the first returns it whole, unchanged
     // but for the base offset.
     let second = producer_batch(-1, -1, 2, "b");
+    let second_end = 5;
     assert_eq!(
         base(
             k.produce("events", 0, second, Durability::Durable)
@@ -92,6 +94,7 @@ async fn test_kafka_produce_durable_is_flushed_and_read_back_whole() {
         ),
         3
     );
+    k.wait_durable("events", 0, second_end).await.unwrap();
     let f = k.fetch("events", 0, 1, 1 << 20).await.unwrap();
     assert_eq!(&f.batches[8..batch.bytes.len()], &batch.bytes[8..]);
     let records = decode_batches(&f.batches).unwrap();
@@ -156,6 +159,8 @@ async fn test_kafka_idempotent_retry_is_not_stored_twice_across_restart() {
         matches!(dup, ProduceOutcome::Duplicate { base_offset: 0, .. }),
         "{dup:?}"
     );
+    k.wait_durable("ids", 0, 4).await.unwrap();
+    assert_eq!(store.segments(&TopicKey::new("kafka", "ids"), 0).len(), 1);
     assert!(matches!(
         k.produce(
             "ids",
@@ -189,6 +194,7 @@ async fn test_kafka_idempotent_retry_is_not_stored_twice_across_restart() {
         .await
         .unwrap();
     assert_eq!(base(next), 4);
+    k2.wait_durable("ids", 0, 6).await.unwrap();
     assert_eq!(k2.offsets("ids", 0).await.unwrap().high_watermark, 6);
     let pid2 = k2.allocate_producer_id().await.unwrap();
     assert_ne!(pid2, pid, "producer ids are never reused after a restart");

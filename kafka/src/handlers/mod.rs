@@ -116,7 +116,15 @@ pub fn supported(key: ApiKey, version: i16) -> bool {
 
 /// Handles one request inside its `kafka.<api>` span (Produce makes one `kafka.produce`
 /// span per partition instead).
-pub async fn handle(ctx: &Ctx, req: Request) -> Result<Reply, HandleError> {
+///
+/// `appended`, when given, is dropped once the request's state changes are applied, which
+/// lets the connection's next serialized request start: for Produce, once its batches are
+/// appended, before it waits for durability; for the others, when they finish.
+pub async fn handle(
+    ctx: &Ctx,
+    req: Request,
+    appended: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Result<Reply, HandleError> {
     let Some(key) = req.key() else {
         tracing::debug!(api_key = req.api_key, "unknown api key");
         return unsupported(&req);
@@ -139,7 +147,7 @@ pub async fn handle(ctx: &Ctx, req: Request) -> Result<Reply, HandleError> {
         };
     }
     match key {
-        ApiKey::Produce => produce::handle(ctx, &req).await,
+        ApiKey::Produce => produce::handle(ctx, &req, appended).await,
         ApiKey::Fetch => {
             fetch::handle(ctx, &req)
                 .instrument(span!("kafka.fetch"))
@@ -378,7 +386,7 @@ mod tests {
             // Long polls and group waits are bounded by the request's own (random) timeouts;
             // cap the whole call so a huge one does not stall the test.
             let _ = rt.block_on(async {
-                tokio::time::timeout(std::time::Duration::from_millis(200), handle(&ctx, req)).await
+                tokio::time::timeout(std::time::Duration::from_millis(200), handle(&ctx, req, None)).await
             });
         }
     }

@@ -22,8 +22,14 @@ use crate::batch::{self, BatchError};
 use crate::codec::{self, Request};
 use crate::error::{backend_code, code, log_backend_error};
 
-/// Produce v3+.
-pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Reply, HandleError> {
+/// Produce v3+. Every partition's batches are appended first; then `appended` is dropped,
+/// so the connection's next produce can append while this one waits; then, for `acks=all`,
+/// each partition waits until it is durable up to its last batch.
+pub async fn handle(
+    ctx: &Ctx,
+    req: &Request,
+    appended: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Result<Reply, HandleError> {
     let produce: ProduceRequest = decode(req, "produce")?;
     let durability = match produce.acks {
         -1 => Some(Durability::Durable),
@@ -34,8 +40,9 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Reply, HandleError> {
         .transactional_id
         .as_ref()
         .is_some_and(|t| !t.0.is_empty());
-    let mut resp = ProduceResponse::default();
-    for topic in produce.topic_data {
+    // Phase 1: append, partitions concurrently, each partition's batches in order.
+    let mut topics = Vec::new();
+    for topic in &produce.topic_data {
         let name = topic.name.0.as_str().to_owned();
         let exists = super::admin::ensure_topic(ctx, &name, ctx.cfg.auto_create_topics)
             .await
@@ -43,21 +50,40 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Reply, HandleError> {
         let parts = topic.partition_data.iter().map(|p| {
             let name = name.clone();
             async move {
+                let result = match (durability, transactional, exists) {
+                    (None, _, _) => Err(code::INVALID_REQUIRED_ACKS),
+                    (_, true, _) => Err(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
+                    (_, _, Err(c)) => Err(c),
+                    (Some(d), false, Ok(())) => {
+                        let records = p.records.clone().unwrap_or_default();
+                        produce_partition(ctx, &name, p.index, &records, d).await
+                    }
+                };
+                (p.index, result)
+            }
+        });
+        let results = futures::future::join_all(parts).await;
+        topics.push((topic.name.clone(), name, results));
+    }
+    drop(appended);
+    // Phase 2: answer `acks=all` only once durable.
+    let mut resp = ProduceResponse::default();
+    for (topic_name, name, parts) in topics {
+        let waits = parts.into_iter().map(|(index, result)| {
+            let name = name.clone();
+            async move {
                 let mut out = PartitionProduceResponse::default();
-                out.index = p.index;
+                out.index = index;
                 out.base_offset = -1;
                 out.log_append_time_ms = -1;
                 out.log_start_offset = -1;
-                out.error_code = match (durability, transactional, exists) {
-                    (None, _, _) => code::INVALID_REQUIRED_ACKS,
-                    (_, true, _) => code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-                    (_, _, Err(c)) => c,
-                    (Some(d), false, Ok(())) => {
-                        let records = p.records.clone().unwrap_or_default();
-                        match produce_partition(ctx, &name, p.index, &records, d).await {
-                            Ok((base, start)) => {
-                                out.base_offset = base;
-                                out.log_start_offset = start;
+                out.error_code = match result {
+                    Err(c) => c,
+                    Ok(appended) => {
+                        match wait_durable(ctx, &name, index, &appended, durability).await {
+                            Ok(()) => {
+                                out.base_offset = appended.base;
+                                out.log_start_offset = appended.log_start;
                                 code::NONE
                             }
                             Err(c) => c,
@@ -68,8 +94,8 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Reply, HandleError> {
             }
         });
         let mut t = TopicProduceResponse::default();
-        t.name = topic.name.clone();
-        t.partition_responses = futures::future::join_all(parts).await;
+        t.name = topic_name;
+        t.partition_responses = futures::future::join_all(waits).await;
         resp.responses.push(t);
     }
     if produce.acks == 0 {
@@ -87,15 +113,47 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Reply, HandleError> {
     respond(req, &resp)
 }
 
-/// Appends every batch of one partition; returns the first batch's base offset and the log
-/// start offset, or the Kafka error code.
+/// Where one partition's batches landed.
+struct Appended {
+    /// Base offset of the first batch.
+    base: i64,
+    /// The log start offset.
+    log_start: i64,
+    /// One past the last batch's last offset.
+    end: i64,
+}
+
+/// For `acks=all`, waits until the partition is durable past the appended batches.
+async fn wait_durable(
+    ctx: &Ctx,
+    topic: &str,
+    partition: i32,
+    appended: &Appended,
+    durability: Option<Durability>,
+) -> Result<(), i16> {
+    if durability != Some(Durability::Durable) {
+        return Ok(());
+    }
+    let Ok(partition) = u32::try_from(partition) else {
+        return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
+    };
+    ctx.backend
+        .wait_durable(topic, partition, appended.end)
+        .await
+        .map_err(|e| {
+            log_backend_error(&e);
+            backend_code(&e)
+        })
+}
+
+/// Appends every batch of one partition; returns where they landed, or the Kafka error code.
 async fn produce_partition(
     ctx: &Ctx,
     topic: &str,
     partition: i32,
     records: &Bytes,
     durability: Durability,
-) -> Result<(i64, i64), i16> {
+) -> Result<Appended, i16> {
     let Ok(partition) = u32::try_from(partition) else {
         return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
     };
@@ -109,8 +167,9 @@ async fn produce_partition(
     if batches.is_empty() {
         return Err(code::CORRUPT_MESSAGE);
     }
-    let mut first = None;
+    let mut first: Option<Appended> = None;
     for (bytes, info) in batches {
+        let span_count = i64::from(info.offset_count());
         if info.is_transactional() {
             return Err(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
         }
@@ -146,7 +205,17 @@ async fn produce_partition(
                 return Err(backend_code(&e));
             }
         };
-        first.get_or_insert((base, start));
+        let end = base + span_count;
+        match &mut first {
+            Some(a) => a.end = a.end.max(end),
+            None => {
+                first = Some(Appended {
+                    base,
+                    log_start: start,
+                    end,
+                })
+            }
+        }
     }
     first.ok_or(code::CORRUPT_MESSAGE)
 }
