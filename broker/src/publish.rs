@@ -161,6 +161,20 @@ impl Broker {
         acks: Acks,
         link: Option<SpanContext>,
     ) -> Result<Published, ApiError> {
+        self.publish_if(key, records, acks, link, None).await
+    }
+
+    /// [`Broker::publish`], but with `if_log_end` only when every record goes to one
+    /// partition whose log end offset is exactly that: checked under the partition lock
+    /// with the append, so nothing is appended on a mismatch (409 `log_end_mismatch`).
+    pub async fn publish_if(
+        &self,
+        key: &TopicKey,
+        records: Vec<InRecord<'_>>,
+        acks: Acks,
+        link: Option<SpanContext>,
+        if_log_end: Option<u64>,
+    ) -> Result<Published, ApiError> {
         check_name("namespace", &key.ns)?;
         check_name("topic", &key.name)?;
         self.check_accepting()?;
@@ -220,6 +234,12 @@ impl Broker {
             };
             parts.push(p);
         }
+        if if_log_end.is_some() && parts.windows(2).any(|w| w[0] != w[1]) {
+            return Err(ApiError::bad_request(
+                "bad_condition",
+                format!("publish to {key} with if_log_end must send every record to one partition"),
+            ));
+        }
         let batch_limit = self.cfg.batch_limit();
         if total > batch_limit {
             return Err(ApiError::PayloadTooLarge {
@@ -274,6 +294,17 @@ impl Broker {
                 }
                 if st.closed {
                     return Err(shutting_down());
+                }
+                if let Some(expected) = if_log_end
+                    && st.log.next() != expected
+                {
+                    return Err(ApiError::conflict(
+                        "log_end_mismatch",
+                        format!(
+                            "partition {p} of {key} ends at offset {}, not {expected}: nothing was appended",
+                            st.log.next()
+                        ),
+                    ));
                 }
                 let was_idle = st.log.oldest_pending().is_none();
                 let before = st.log.pending_bytes();

@@ -508,11 +508,21 @@ impl Registry {
         }
     }
 
-    /// Appends `record` durably and applies it. Call with the writer lock.
+    /// Appends `record` durably and applies it. Call with the writer lock, after a catch-up:
+    /// the append is conditional on the log still ending where the index does.
     async fn write(&self, record: Record) -> Result<()> {
         let (key, value) = record.encode();
         let started = Instant::now();
-        let result = self.log.append(&key, &value).await;
+        let caught_up = self.state.read().expect("state lock").index.next_offset;
+        let result = self.log.append(&key, &value, caught_up).await;
+        if let Err(StoreError::Moved(why)) = &result {
+            tracing::warn!(
+                caught_up,
+                "the schemas log moved under this writer, nothing appended: {why}"
+            );
+            // Apply what the other writer wrote, so the client's retry decides against it.
+            let _ = self.catch_up().await;
+        }
         self.metrics
             .write_seconds
             .observe(started.elapsed().as_secs_f64());

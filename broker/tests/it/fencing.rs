@@ -1,6 +1,7 @@
 //! Two brokers on one store: the one that recovers a partition last owns it; the other's
 //! next commit is refused (fenced), it stops serving the partition and says so, and nothing
-//! it acknowledged is lost or duplicated.
+//! it acknowledged is lost or duplicated. And the conditional publish (`if_log_end`) that
+//! lets a single writer (the schema registry) never append on top of records it missed.
 
 use std::sync::Arc;
 
@@ -56,4 +57,36 @@ async fn test_a_second_broker_takes_partitions_over_and_fences_the_first() {
         publish(&second, recs(1, 0, 1), Acks::Durable).await,
         vec![0]
     );
+}
+
+#[tokio::test]
+async fn test_publish_if_log_end_appends_only_at_that_end() {
+    let store = Arc::new(MemStore::new());
+    let b = broker_with(store, cfg()).await;
+    b.create_topic(key(), 2).await.unwrap();
+    let ok = b
+        .publish_if(&key(), recs(0, 0, 2), Acks::Durable, None, Some(0))
+        .await
+        .unwrap();
+    assert_eq!(ok.response.offsets.len(), 2);
+    // A writer that saw the log up to 1 (not 2) must not append on top of what it missed.
+    let err = b
+        .publish_if(&key(), recs(0, 2, 1), Acks::Durable, None, Some(1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "log_end_mismatch", "{err}");
+    assert_eq!(offsets(&b, 0), (0, 2, 2), "nothing was appended");
+    let ok = b
+        .publish_if(&key(), recs(0, 2, 1), Acks::Durable, None, Some(2))
+        .await
+        .unwrap();
+    assert_eq!(ok.response.offsets[0].offset, 2);
+    // The condition names one partition's end: records for two partitions are refused.
+    let mut two = recs(0, 3, 1);
+    two.extend(recs(1, 0, 1));
+    let err = b
+        .publish_if(&key(), two, Acks::Durable, None, Some(3))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "bad_condition");
 }

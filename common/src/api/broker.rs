@@ -107,6 +107,12 @@ pub struct PublishQuery {
     /// Acknowledgement mode, durable by default.
     #[serde(default)]
     pub acks: Option<Acks>,
+    /// Append only if the partition's log end offset is exactly this (every record must go to
+    /// one partition); otherwise 409 `log_end_mismatch` and nothing is appended. A writer that
+    /// derived its records from the log up to here (ids, versions) thereby never appends on
+    /// top of records it has not seen.
+    #[serde(default)]
+    pub if_log_end: Option<u64>,
 }
 
 /// One record of a JSON publish. Strings borrow from the request body when they contain no

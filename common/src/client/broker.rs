@@ -88,11 +88,27 @@ impl BrokerClient {
         req: &PublishRequest<'_>,
         acks: Acks,
     ) -> Result<PublishResponse, ClientError> {
-        let url = format!(
+        self.publish_if(ns, topic, req, acks, None).await
+    }
+
+    /// [`BrokerClient::publish`] only if the partition's log end offset is `if_log_end`
+    /// (409 `log_end_mismatch` otherwise; see `PublishQuery::if_log_end`).
+    pub async fn publish_if(
+        &self,
+        ns: &str,
+        topic: &str,
+        req: &PublishRequest<'_>,
+        acks: Acks,
+        if_log_end: Option<u64>,
+    ) -> Result<PublishResponse, ClientError> {
+        let mut url = format!(
             "{}/publish?acks={}",
             self.topic_url(ns, topic),
             acks.as_str()
         );
+        if let Some(end) = if_log_end {
+            url.push_str(&format!("&if_log_end={end}"));
+        }
         let call = Call::new(Method::POST, url, "POST /topics/{ns}/{topic}/publish").json(req);
         self.http.json(call).await
     }

@@ -91,7 +91,7 @@ impl From<Error> for SrError {
                     ..Self::new(StatusCode::SERVICE_UNAVAILABLE, 50301, message)
                 };
             }
-            Error::Store(StoreError::Unavailable(_)) => {
+            Error::Store(StoreError::Unavailable(_) | StoreError::Moved(_)) => {
                 return Self {
                     retry_after: Some(1),
                     ..Self::new(StatusCode::SERVICE_UNAVAILABLE, 50001, message)

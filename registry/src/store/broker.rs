@@ -59,7 +59,7 @@ impl SchemaLog for BrokerLog {
         .boxed()
     }
 
-    fn append<'a>(&'a self, key: &'a str, value: &'a str) -> StoreFuture<'a, u64> {
+    fn append<'a>(&'a self, key: &'a str, value: &'a str, expect_end: u64) -> StoreFuture<'a, u64> {
         async move {
             let req = PublishRequest {
                 records: vec![PublishRecord {
@@ -71,9 +71,18 @@ impl SchemaLog for BrokerLog {
             };
             let resp = self
                 .client
-                .publish(&self.namespace, &self.topic, &req, Acks::Durable)
+                .publish_if(
+                    &self.namespace,
+                    &self.topic,
+                    &req,
+                    Acks::Durable,
+                    Some(expect_end),
+                )
                 .await
-                .map_err(store_error)?;
+                .map_err(|e| match e.code() {
+                    Some("log_end_mismatch") => StoreError::Moved(e.to_string()),
+                    _ => store_error(e),
+                })?;
             resp.offsets
                 .first()
                 .map(|o| o.offset)

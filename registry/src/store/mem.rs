@@ -19,6 +19,9 @@ pub struct MemLog {
     pub down: AtomicBool,
     /// The next append is applied but answered with an error (then the flag clears).
     pub lose_next_answer: AtomicBool,
+    /// Appended just before the next append, as another registry instance would (then
+    /// cleared).
+    pub interloper: Mutex<Option<(String, String)>>,
 }
 
 impl MemLog {
@@ -46,9 +49,19 @@ impl SchemaLog for MemLog {
         async move { r }.boxed()
     }
 
-    fn append<'a>(&'a self, key: &'a str, value: &'a str) -> StoreFuture<'a, u64> {
+    fn append<'a>(&'a self, key: &'a str, value: &'a str, expect_end: u64) -> StoreFuture<'a, u64> {
         let r = self.check().and_then(|()| {
             let mut recs = self.records.lock().expect("log lock");
+            if let Some(other) = self.interloper.lock().expect("interloper lock").take() {
+                recs.push(other);
+                self.appended.notify_waiters();
+            }
+            if recs.len() as u64 != expect_end {
+                return Err(StoreError::Moved(format!(
+                    "the log ends at {}, not {expect_end}",
+                    recs.len()
+                )));
+            }
             recs.push((key.to_owned(), value.to_owned()));
             let offset = recs.len() as u64 - 1;
             self.appended.notify_waiters();

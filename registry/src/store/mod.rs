@@ -41,6 +41,10 @@ pub enum StoreError {
     /// The log answered with an error.
     #[error("schemas log failed: {0}")]
     Failed(String),
+    /// The log moved past the offset the writer caught up to: another instance wrote it.
+    /// Nothing was appended; the request may be retried.
+    #[error("schemas log moved on (another registry instance wrote it): {0}")]
+    Moved(String),
 }
 
 /// A future of a log operation.
@@ -50,8 +54,12 @@ pub type StoreFuture<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
 pub trait SchemaLog: Send + Sync + fmt::Debug {
     /// Creates the log if it does not exist.
     fn ensure(&self) -> StoreFuture<'_, ()>;
-    /// Appends one record and answers once it is durable, with its offset.
-    fn append<'a>(&'a self, key: &'a str, value: &'a str) -> StoreFuture<'a, u64>;
+    /// Appends one record and answers once it is durable, with its offset; but only if the
+    /// log ends exactly at `expect_end` (the offset the writer caught up to), else
+    /// [`StoreError::Moved`] and nothing is appended. So a writer never appends on top of
+    /// records it has not applied, even when another instance wrote in between (a writer
+    /// paused past its lease): ids and versions it derived stay unique.
+    fn append<'a>(&'a self, key: &'a str, value: &'a str, expect_end: u64) -> StoreFuture<'a, u64>;
     /// Reads durable records from `offset`, waiting up to `wait_ms` when none is there yet.
     fn read(&self, offset: u64, wait_ms: u64) -> StoreFuture<'_, ReadBatch>;
 }

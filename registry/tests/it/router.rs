@@ -339,6 +339,40 @@ async fn test_lost_answer_never_reuses_an_id() {
 }
 
 #[tokio::test]
+async fn test_a_write_on_top_of_records_it_has_not_seen_is_refused() {
+    let r = Reg::new().await;
+    let id_a = r
+        .register_ok("s", &avro_record("A", &["a"], &[]), None)
+        .await;
+    // Another instance (a writer whose lease this one took over, still running) appends a
+    // schema with the next id right before this one writes: this write must not land on
+    // top of it with the same id.
+    let (other_key, other_value) = (
+        json!({"keytype": "SCHEMA", "subject": "other", "version": 1, "magic": 1}).to_string(),
+        json!({"subject": "other", "version": 1, "id": id_a + 1,
+               "schema": avro_record("O", &["o"], &[]), "deleted": false})
+        .to_string(),
+    );
+    *r.log.interloper.lock().unwrap() = Some((other_key, other_value));
+    let before = r.log.records().len();
+    let b_schema = avro_record("B", &["b"], &[]);
+    let (s, body) = r.register("b", &b_schema, None).await;
+    assert_error(s, &body, 503, 50001);
+    assert_eq!(
+        r.log.records().len(),
+        before + 1,
+        "only the other writer's record landed"
+    );
+    // The retry sees the other writer's schema and takes the next id.
+    let id_b = r.register_ok("b", &b_schema, None).await;
+    assert_eq!(id_b, id_a + 2);
+    let (_, o) = r
+        .call(Method::GET, &format!("/schemas/ids/{}", id_a + 1), None)
+        .await;
+    assert!(o["schema"].as_str().unwrap().contains("\"O\""), "{o}");
+}
+
+#[tokio::test]
 async fn test_store_down_is_a_503_and_readonly_mode_refuses_writes() {
     let r = Reg::new().await;
     r.log.down.store(true, Ordering::SeqCst);

@@ -68,7 +68,7 @@ pub async fn publish(
         flush_trace_id = tracing::field::Empty,
     );
     let published = broker
-        .publish(&key, records, acks, link)
+        .publish_if(&key, records, acks, link, q.if_log_end)
         .instrument(span.clone())
         .await?;
     if !published.flush_trace_ids.is_empty() {
