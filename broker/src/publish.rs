@@ -142,6 +142,15 @@ impl Drop for Reservation<'_> {
     }
 }
 
+/// Records appended by [`Broker::append_records`], waiting for [`Broker::finish_publish`].
+#[derive(Debug)]
+pub struct Appended {
+    topic: Arc<crate::partition::Topic>,
+    offsets: Vec<RecordOffset>,
+    targets: Vec<(u32, u64)>,
+    durable: bool,
+}
+
 /// What a publish answered, and the trace ids of the flushes that persisted it.
 #[derive(Debug)]
 pub struct Published {
@@ -175,6 +184,23 @@ impl Broker {
         link: Option<SpanContext>,
         if_log_end: Option<u64>,
     ) -> Result<Published, ApiError> {
+        let appended = self.append_records(key, &records, acks, link, if_log_end)?;
+        drop(records);
+        self.finish_publish(appended).await
+    }
+
+    /// The first half of a publish: validates and appends `records` (copied into the
+    /// partitions' logs, where the buffer budget counts them) and returns their offsets. The
+    /// caller should drop the request's own bytes before [`Broker::finish_publish`] waits, so
+    /// a durable publish holds only what the budget counts while it waits.
+    pub fn append_records(
+        &self,
+        key: &TopicKey,
+        records: &[InRecord<'_>],
+        acks: Acks,
+        link: Option<SpanContext>,
+        if_log_end: Option<u64>,
+    ) -> Result<Appended, ApiError> {
         check_name("namespace", &key.ns)?;
         check_name("topic", &key.name)?;
         self.check_accepting()?;
@@ -341,7 +367,23 @@ impl Broker {
         self.metrics
             .published(acks.as_str())
             .inc_by(records.len() as u64);
+        Ok(Appended {
+            topic,
+            offsets,
+            targets,
+            durable,
+        })
+    }
 
+    /// The second half of a publish: for `acks=durable`, waits until every partition it
+    /// appended to is durable past its records.
+    pub async fn finish_publish(&self, appended: Appended) -> Result<Published, ApiError> {
+        let Appended {
+            topic,
+            offsets,
+            targets,
+            durable,
+        } = appended;
         let mut flush_trace_ids: Vec<Arc<str>> = Vec::new();
         if durable {
             let deadline = tokio::time::Instant::now() + self.cfg.durable_timeout();

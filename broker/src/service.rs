@@ -132,6 +132,10 @@ pub struct Broker {
     pub tasks: TaskTracker,
     /// Decoded segments.
     pub cache: SegmentCache,
+    /// Bytes of publish request bodies being read and appended, bounded by the buffer limit
+    /// (or one largest body, if that is more); a body is released once its records are
+    /// appended, before any durable wait.
+    pub body_budget: tokio::sync::Semaphore,
     create_lock: tokio::sync::Mutex<()>,
 }
 
@@ -147,6 +151,12 @@ impl Broker {
     /// A broker with no topics loaded yet; call [`Broker::load_all`] to recover them.
     pub fn new(cfg: Config, store: Arc<dyn Store>, shutdown: CancellationToken) -> Arc<Self> {
         let budget = Budget::new(cfg.max_buffer());
+        // At least one largest body always fits, whatever the buffer bound.
+        let cfg_max_buffer = cfg.max_buffer().max(
+            cfg.max_batch_bytes
+                .saturating_mul(2)
+                .saturating_add(1 << 20),
+        );
         let cache = SegmentCache::new(common::config::mib(cfg.segment_cache_mb));
         Arc::new(Self {
             cfg,
@@ -162,6 +172,11 @@ impl Broker {
             fatal: CancellationToken::new(),
             tasks: TaskTracker::new(),
             cache,
+            body_budget: tokio::sync::Semaphore::new(
+                usize::try_from(cfg_max_buffer)
+                    .unwrap_or(usize::MAX)
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            ),
             create_lock: tokio::sync::Mutex::new(()),
         })
     }

@@ -63,6 +63,11 @@ impl ServiceHandle {
         &self.name
     }
 
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     /// Its data directory.
     pub fn dir(&self) -> &Path {
         &self.dir

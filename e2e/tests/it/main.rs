@@ -9,6 +9,7 @@ mod durability;
 mod fencing;
 mod filer;
 mod kafka;
+mod overload;
 mod registry;
 mod scenarios;
 mod server;

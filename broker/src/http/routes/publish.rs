@@ -28,6 +28,16 @@ pub async fn publish(
     // The request span: the flush that persists these records links to it.
     let server_span = tracing::Span::current();
     let link = common::telemetry::span_context(&server_span);
+    // Bodies being read and appended count against the buffer bound too: reserve what the
+    // request announces before reading it (or what it turned out to be, when unannounced).
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut permit = match announced {
+        Some(n) => Some(reserve_body(&broker, &key, n)?),
+        None => None,
+    };
     let body = axum::body::to_bytes(body, body_limit(&broker))
         .await
         .map_err(|e| {
@@ -44,6 +54,9 @@ pub async fn publish(
                 ApiError::bad_request("bad_body", format!("read publish body: {e}"))
             }
         })?;
+    if permit.is_none() {
+        permit = Some(reserve_body(&broker, &key, body.len() as u64)?);
+    }
     let binary = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -67,8 +80,15 @@ pub async fn publish(
         records = records.len(),
         flush_trace_id = tracing::field::Empty,
     );
+    let appended =
+        span.in_scope(|| broker.append_records(&key, &records, acks, link, q.if_log_end))?;
+    // The records are in the partitions' logs now, counted by the buffer budget: drop the
+    // request's bytes and their decoded views before waiting for durability.
+    drop(records);
+    drop(body);
+    drop(permit);
     let published = broker
-        .publish_if(&key, records, acks, link, q.if_log_end)
+        .finish_publish(appended)
         .instrument(span.clone())
         .await?;
     if !published.flush_trace_ids.is_empty() {
@@ -77,4 +97,25 @@ pub async fn publish(
         server_span.set_attribute("flush_trace_id", ids);
     }
     Ok(Json(published.response))
+}
+
+/// Reserves `n` bytes of the publish-body bound, or answers 503 `buffer_full`.
+fn reserve_body<'a>(
+    broker: &'a AppState,
+    key: &TopicKey,
+    n: u64,
+) -> Result<tokio::sync::SemaphorePermit<'a>, ApiError> {
+    let n = u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+    broker.body_budget.try_acquire_many(n).map_err(|_| {
+        broker.metrics.buffer_full.inc();
+        ApiError::unavailable(
+            "buffer_full",
+            format!(
+                "publish to {key}: request bodies being appended already hold the buffer bound \
+                 ({} bytes); retry later",
+                broker.budget.limit()
+            ),
+            1,
+        )
+    })
 }
