@@ -360,9 +360,13 @@ async fn commit(broker: &Broker, part: &Partition, w: Written) -> bool {
 /// Another broker took the partition over: stop serving it. Appends are refused from now on,
 /// durable waiters are answered with the fence (their records were never acknowledged), and
 /// records buffered here are dropped: the new owner holds everything that was durable.
-fn fence(broker: &Broker, part: &Partition, why: &str) {
+pub(crate) fn fence(broker: &Broker, part: &Partition, why: &str) {
     let (dropped, bytes) = {
         let mut st = part.lock();
+        if st.fenced.is_some() {
+            // Already fenced (a deleted topic's flush refused afterwards): released once.
+            return;
+        }
         st.fenced = Some(format!(
             "partition {} of {} is fenced: {why}; this broker no longer serves it",
             part.index, part.label
@@ -389,7 +393,11 @@ fn fence(broker: &Broker, part: &Partition, why: &str) {
 fn complete(broker: &Broker, part: &Partition, w: &Written, meta: &SegmentMeta) {
     let (released, durable, lag) = {
         let mut st = part.lock();
-        let released = st.log.complete(w.sealed.end);
+        let mut released = st.log.complete(w.sealed.end);
+        if st.fenced.is_some() {
+            // Fencing released every buffered byte already.
+            released = 0;
+        }
         st.commit_error = None;
         st.remember_flush(FlushRecord {
             first: w.sealed.first,

@@ -375,9 +375,8 @@ impl Backend for KafkaBackend {
     }
 
     async fn delete_topic(&self, name: &str) -> Result<(), BackendError> {
-        Err(BackendError::Unsupported(format!(
-            "topic {name}: Kelp does not delete topics yet"
-        )))
+        let key = self.key(name)?;
+        self.broker.delete_topic(&key).await.map_err(backend_error)
     }
 
     async fn produce(

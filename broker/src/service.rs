@@ -481,6 +481,28 @@ impl Broker {
         Ok((created, self.topic_info(&topic)))
     }
 
+    /// Deletes a topic: its partitions stop at once (appends refused, buffered records
+    /// dropped, durable waiters answered 503), then its entries are deleted in the filer. A
+    /// flush still in flight cannot bring it back: its commit names the partition's owner
+    /// epoch on the partition directory, which the delete removed, so it is fenced.
+    pub async fn delete_topic(self: &Arc<Self>, key: &TopicKey) -> Result<(), ApiError> {
+        check_name("namespace", &key.ns)?;
+        check_name("topic", &key.name)?;
+        self.check_accepting()?;
+        let _guard = self.create_lock.lock().await;
+        let topic = self.topic(key)?;
+        for part in &topic.partitions {
+            crate::flusher::fence(self, part, &format!("topic {key} was deleted"));
+        }
+        self.topics
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+        self.store.delete_topic(key).await.map_err(store_error)?;
+        tracing::info!(topic = %key, "deleted topic");
+        Ok(())
+    }
+
     /// Every topic, ordered.
     pub fn list_topics(&self) -> Result<Vec<TopicSummary>, ApiError> {
         self.check_loaded()?;

@@ -8,6 +8,7 @@ Subcommands (each prints one JSON line on stdout as its result, exits non-zero o
   consume   --client confluent|kafka-python --group G: consumes until --count records were
             seen or --idle-ms passes with nothing new, committing synchronously after each
             message; writes what it consumed to --out.
+  delete    deletes --topic with confluent-kafka's AdminClient.
   group     three confluent-kafka consumers in one group (processes); after each member got
             partitions, one member is SIGKILLed; the two others must take over its
             partitions and consume everything in --expect.
@@ -277,9 +278,18 @@ def group(a):
     return result
 
 
+def delete(a):
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": a.bootstrap})
+    for topic, fut in admin.delete_topics([a.topic], operation_timeout=30).items():
+        fut.result(timeout=60)
+    return {"deleted": a.topic}
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("cmd", choices=["produce", "consume", "group"])
+    ap.add_argument("cmd", choices=["produce", "consume", "group", "delete"])
     ap.add_argument("--client", default="confluent")
     ap.add_argument("--bootstrap", required=True)
     ap.add_argument("--topic", required=True)
@@ -295,6 +305,8 @@ def main():
     a = ap.parse_args()
     if a.cmd == "group":
         result = group(a)
+    elif a.cmd == "delete":
+        result = delete(a)
     else:
         fn = {
             ("produce", "confluent"): produce_confluent,

@@ -393,6 +393,18 @@ impl Store for HttpStore {
         .boxed()
     }
 
+    fn delete_topic<'a>(&'a self, topic: &'a TopicKey) -> StoreFuture<'a, ()> {
+        async move {
+            let dir = topic.dir();
+            match self.filer.delete_entry(&dir, true).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => Ok(()),
+                Err(e) => Err(Self::client(format!("delete topic {dir}"))(e)),
+            }
+        }
+        .boxed()
+    }
+
     fn create_topic<'a>(&'a self, conf: &'a TopicConf) -> StoreFuture<'a, CreateOutcome> {
         async move {
             let path = format!("{}/topic.conf", conf.key.dir());

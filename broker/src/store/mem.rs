@@ -302,6 +302,19 @@ impl Store for MemStore {
         .boxed()
     }
 
+    fn delete_topic<'a>(&'a self, topic: &'a TopicKey) -> StoreFuture<'a, ()> {
+        async move {
+            Self::fail(&self.faults.meta, "delete topic")?;
+            let mut inner = self.lock();
+            inner.topics.remove(topic);
+            inner.segments.retain(|(t, _), _| t != topic);
+            inner.groups.retain(|(_, t, _), _| t != topic);
+            inner.epochs.retain(|(t, _), _| t != topic);
+            Ok(())
+        }
+        .boxed()
+    }
+
     fn create_topic<'a>(&'a self, conf: &'a TopicConf) -> StoreFuture<'a, CreateOutcome> {
         async move {
             Self::fail(&self.faults.meta, "create topic")?;

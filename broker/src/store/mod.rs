@@ -266,6 +266,10 @@ pub trait Store: Send + Sync + 'static {
     /// Creates a topic's configuration unless one exists.
     fn create_topic<'a>(&'a self, conf: &'a TopicConf) -> StoreFuture<'a, CreateOutcome>;
 
+    /// Deletes a topic's configuration, segment entries and group offsets (durably; the
+    /// filer then deletes the segments' chunks). Deleting a missing topic succeeds.
+    fn delete_topic<'a>(&'a self, topic: &'a TopicKey) -> StoreFuture<'a, ()>;
+
     /// Stores a consumer group's offset of one partition (durably) and returns the offset
     /// now stored: a commit below the stored offset keeps the stored one unless `reset`.
     /// Read-check-write under a version precondition, so concurrent or late (retried)

@@ -90,3 +90,33 @@ async fn test_publish_if_log_end_appends_only_at_that_end() {
         .unwrap_err();
     assert_eq!(err.code(), "bad_condition");
 }
+
+#[tokio::test]
+async fn test_deleted_topic_is_gone_and_can_be_created_anew() {
+    let store = Arc::new(MemStore::new());
+    let b = broker_with(store.clone(), cfg()).await;
+    b.create_topic(key(), 1).await.unwrap();
+    assert_eq!(
+        publish(&b, recs(0, 0, 3), Acks::Durable).await,
+        vec![0, 1, 2]
+    );
+    // Buffered records are dropped with the topic, and give their buffer bytes back.
+    b.publish(&key(), recs(0, 3, 2), Acks::Buffered, None)
+        .await
+        .unwrap();
+    b.delete_topic(&key()).await.unwrap();
+    assert_eq!(b.budget.used(), 0);
+    assert_eq!(b.get_topic(&key()).unwrap_err().code(), "unknown_topic");
+    assert!(store.segments(&key(), 0).is_empty());
+    assert_eq!(
+        b.delete_topic(&key()).await.unwrap_err().code(),
+        "unknown_topic"
+    );
+    // A new topic of the same name starts empty, also after a restart.
+    b.create_topic(key(), 2).await.unwrap();
+    assert_eq!(offsets(&b, 0), (0, 0, 0));
+    assert_eq!(publish(&b, recs(1, 0, 1), Acks::Durable).await, vec![0]);
+    let again = broker_with(store, cfg()).await;
+    assert_eq!(offsets(&again, 0), (0, 0, 0));
+    assert_eq!(offsets(&again, 1), (0, 1, 1));
+}

@@ -413,3 +413,76 @@ async fn given_kcat_when_producing_with_each_codec_should_read_back_over_kafka_a
     );
     assert_eq!(out, "0:one\n1:two\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_deleted_topic_when_recreated_should_hold_only_new_records() {
+    ensure_python_clients();
+    let mut c = cluster(&[]).await;
+    let b = kafka_addr(c.broker.as_ref().expect("broker"));
+    let http = e2e::broker::Broker::new(c.broker().url());
+    let dir = tempfile::tempdir().unwrap();
+    let before = dir.path().join("before.jsonl");
+    let r = run_clients(&[
+        "produce",
+        "--bootstrap",
+        &b,
+        "--topic",
+        "doomed",
+        "--count",
+        "20",
+        "--out",
+        before.to_str().unwrap(),
+    ]);
+    assert_eq!(r["acked"], 20, "{r}");
+    let r = run_clients(&["delete", "--bootstrap", &b, "--topic", "doomed"]);
+    assert_eq!(r["deleted"], "doomed");
+    let gone = reqwest::get(format!("{}/topics/kafka/doomed", c.broker().url()))
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404, "deleted over Kafka, gone over HTTP too");
+    // Produced again (auto-created), it holds only the new records, also after a restart.
+    let after = dir.path().join("after.jsonl");
+    let r = run_clients(&[
+        "produce",
+        "--bootstrap",
+        &b,
+        "--topic",
+        "doomed",
+        "--count",
+        "5",
+        "--prefix",
+        "new",
+        "--out",
+        after.to_str().unwrap(),
+    ]);
+    assert_eq!(r["acked"], 5, "{r}");
+    c.broker().kill();
+    c.broker().restart().await.unwrap();
+    let b = kafka_addr(c.broker.as_ref().expect("broker"));
+    let got = dir.path().join("got.jsonl");
+    let r = run_clients(&[
+        "consume",
+        "--bootstrap",
+        &b,
+        "--topic",
+        "doomed",
+        "--group",
+        "fresh",
+        "--count",
+        "100",
+        "--idle-ms",
+        "4000",
+        "--out",
+        got.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        r["consumed"], 5,
+        "only the records produced after the delete: {r}"
+    );
+    let offsets: Vec<u64> = read_jsonl(&got)
+        .iter()
+        .map(|r| r["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, vec![0, 1, 2, 3, 4]);
+    assert_eq!(http.offsets("kafka/doomed", 0).await, (0, 5, 5));
+}
