@@ -326,3 +326,46 @@ pub fn render_tree(trace: &[&ReceivedSpan], root: &ReceivedSpan, depth: usize) -
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_otlp_endpoint_when_a_kafka_produce_is_flushed_should_link_the_flush_to_it() {
+    let rx = OtlpReceiver::start().await.unwrap();
+    let port = e2e::kafka::free_port().to_string();
+    let c = Cluster::start(ClusterOptions {
+        env: otel_env(&rx),
+        ..ClusterOptions::with_broker(&["--kafka-port", &port])
+    })
+    .await
+    .unwrap();
+    let b = e2e::kafka::kafka_addr(c.broker.as_ref().expect("broker"));
+    e2e::kafka::kcat(
+        &["-P", "-b", &b, "-t", "traced", "-X", "acks=all"],
+        b"one\ntwo\n",
+    );
+    let spans = wait_spans(&rx, "a kafka.produce span linked from a flush", |spans| {
+        spans.iter().any(|p| {
+            p.name == "kafka.produce"
+                && spans.iter().any(|f| {
+                    f.name == "broker.flush" && f.links.iter().any(|(t, _)| *t == p.trace_id)
+                })
+        })
+    })
+    .await;
+    let produce = spans
+        .iter()
+        .find(|s| s.name == "kafka.produce")
+        .expect("kafka.produce span");
+    assert_eq!(produce.service, "kelp-broker");
+    assert_eq!(
+        produce.attributes.get("topic").map(String::as_str),
+        Some("traced")
+    );
+    let flush = spans
+        .iter()
+        .find(|f| f.name == "broker.flush" && f.links.iter().any(|(t, _)| *t == produce.trace_id))
+        .expect("the flush that made the produce durable");
+    assert_eq!(
+        flush.attributes.get("topic").map(String::as_str),
+        Some("kafka/traced")
+    );
+}
