@@ -109,6 +109,15 @@ pub async fn run(a: KafkaArgs) -> anyhow::Result<()> {
         a.in_flight
     );
     let value = vec![b'v'; a.size];
+    // Warm up: the first record waits for metadata, the topic's leader and a producer id;
+    // that start-up is not what the figures are about.
+    let warm = FutureRecord::to(&topic)
+        .key(&b"warm-up"[..])
+        .payload(&value[..]);
+    producer
+        .send(warm, Duration::from_secs(60))
+        .await
+        .map_err(|(e, _)| anyhow::anyhow!("warm-up record: {e}"))?;
     let mut hist = Histogram::<u64>::new(3).context("histogram")?;
     let mut pending = FuturesUnordered::new();
     let (mut acked, mut failed) = (0usize, 0usize);
@@ -160,7 +169,8 @@ pub async fn run(a: KafkaArgs) -> anyhow::Result<()> {
     );
     anyhow::ensure!(failed == 0, "{failed} records were not acknowledged");
     if !a.no_consume {
-        consume(&a, &topic, acked).await?;
+        // The warm-up record comes back too.
+        consume(&a, &topic, acked + 1).await?;
     }
     Ok(())
 }
