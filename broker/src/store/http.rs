@@ -130,6 +130,63 @@ fn parse_topic_conf(key: &TopicKey, entry: &Entry) -> Result<TopicConf, StoreErr
     })
 }
 
+/// What an [`HttpStore::update_entry`] decision does.
+enum Update<T> {
+    /// Write this entry (under the version read), then answer `T`.
+    Write(Entry, T),
+    /// Write nothing and answer `T`.
+    Keep(T),
+}
+
+/// A file entry at `path` holding one number in `extended[key]`.
+fn counter_entry(path: &str, key: &str, value: u64) -> Entry {
+    let mut extended = std::collections::BTreeMap::new();
+    extended.insert(key.to_owned(), value.to_string());
+    Entry {
+        full_path: path.to_owned(),
+        mode: 0o644,
+        mtime_ms: now_ms(),
+        extended,
+        ..Entry::default()
+    }
+}
+
+impl HttpStore {
+    /// Read-check-write of the entry at `path`: `decide` sees the entry as it is and says
+    /// what to write; the write carries a version precondition (absent when there was no
+    /// entry), and a writer that got in between makes it read and decide again.
+    async fn update_entry<T>(
+        &self,
+        path: &str,
+        what: &str,
+        mut decide: impl FnMut(Option<Entry>) -> Result<Update<T>, StoreError>,
+    ) -> Result<T, StoreError> {
+        for _ in 0..16 {
+            let current = self
+                .filer
+                .get_entry(path)
+                .await
+                .map_err(Self::client(what.to_owned()))?;
+            let expect = match &current {
+                None => Expect::Absent,
+                Some(e) => Expect::Version(e.version),
+            };
+            let (entry, answer) = match decide(current)? {
+                Update::Keep(answer) => return Ok(answer),
+                Update::Write(entry, answer) => (entry, answer),
+            };
+            match self.filer.put_entry(&entry, Some(expect)).await {
+                Ok(_) => return Ok(answer),
+                Err(e) if e.status() == Some(StatusCode::PRECONDITION_FAILED) => continue,
+                Err(e) => return Err(Self::client(what.to_owned())(e)),
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "{what}: lost 16 races with concurrent writers"
+        )))
+    }
+}
+
 /// The partition directory's attribute holding its owner epoch.
 const OWNER_EPOCH: &str = "owner_epoch";
 
@@ -194,20 +251,14 @@ impl Store for HttpStore {
         async move {
             let path = topic.partition_dir(partition);
             let what = format!("take ownership of {path}");
-            for _ in 0..16 {
-                let current = self
-                    .filer
-                    .get_entry(&path)
-                    .await
-                    .map_err(Self::client(what.clone()))?;
-                let (mut entry, expect, epoch) = match current {
+            self.update_entry(&path, &what, |current| {
+                let (mut entry, epoch) = match current {
                     None => (
                         Entry {
                             full_path: path.clone(),
                             is_dir: true,
                             ..Entry::default()
                         },
-                        Expect::Absent,
                         1,
                     ),
                     Some(e) => {
@@ -221,8 +272,7 @@ impl Store for HttpStore {
                                 })? + 1
                             }
                         };
-                        let expect = Expect::Version(e.version);
-                        (e, expect, epoch)
+                        (e, epoch)
                     }
                 };
                 entry.mtime_ms = now_ms();
@@ -230,15 +280,9 @@ impl Store for HttpStore {
                     .extended
                     .insert(OWNER_EPOCH.to_owned(), epoch.to_string());
                 entry.extended.insert("owner".to_owned(), owner.to_owned());
-                match self.filer.put_entry(&entry, Some(expect)).await {
-                    Ok(_) => return Ok(epoch),
-                    Err(e) if e.status() == Some(StatusCode::PRECONDITION_FAILED) => continue,
-                    Err(e) => return Err(Self::client(what)(e)),
-                }
-            }
-            Err(StoreError::Conflict(format!(
-                "{what}: lost 16 races with other brokers"
-            )))
+                Ok(Update::Write(entry, epoch))
+            })
+            .await
         }
         .boxed()
     }
@@ -444,42 +488,22 @@ impl Store for HttpStore {
         async move {
             let path = format!("{}/groups/{group}/p{partition:04}", topic.dir());
             let what = format!("store group offset {path}");
-            for _ in 0..16 {
-                let current = self
-                    .filer
-                    .get_entry(&path)
-                    .await
-                    .map_err(Self::client(what.clone()))?;
-                let expect = match &current {
-                    None => Expect::Absent,
-                    Some(e) => {
-                        let stored = e.extended.get("offset").and_then(|o| o.parse::<u64>().ok());
-                        if stored == Some(offset) || (!reset && stored.is_some_and(|s| s > offset))
-                        {
-                            return Ok(stored.unwrap_or(offset));
-                        }
-                        Expect::Version(e.version)
-                    }
-                };
-                let mut extended = std::collections::BTreeMap::new();
-                extended.insert("offset".to_owned(), offset.to_string());
-                let entry = Entry {
-                    full_path: path.clone(),
-                    mode: 0o644,
-                    mtime_ms: now_ms(),
-                    extended,
-                    ..Entry::default()
-                };
-                match self.filer.put_entry(&entry, Some(expect)).await {
-                    Ok(_) => return Ok(offset),
-                    // Another commit landed in between: decide again against it.
-                    Err(e) if e.status() == Some(StatusCode::PRECONDITION_FAILED) => continue,
-                    Err(e) => return Err(Self::client(what)(e)),
+            self.update_entry(&path, &what, |current| {
+                let stored = current
+                    .as_ref()
+                    .and_then(|e| e.extended.get("offset"))
+                    .and_then(|o| o.parse::<u64>().ok());
+                if let Some(stored) = stored
+                    && (stored == offset || (!reset && stored > offset))
+                {
+                    return Ok(Update::Keep(stored));
                 }
-            }
-            Err(StoreError::Conflict(format!(
-                "{what}: lost 16 races with concurrent commits"
-            )))
+                Ok(Update::Write(
+                    counter_entry(&path, "offset", offset),
+                    offset,
+                ))
+            })
+            .await
         }
         .boxed()
     }
@@ -519,50 +543,23 @@ impl Store for HttpStore {
         async move {
             let path = format!("/broker/ids/{name}");
             let what = format!("reserve {count} ids of {path}");
-            // Each attempt reads the entry and replaces it under a version precondition, so
-            // concurrent reservations never overlap; a lost race is retried.
-            for _ in 0..16 {
-                let current = self
-                    .filer
-                    .get_entry(&path)
-                    .await
-                    .map_err(Self::client(what.clone()))?;
-                let (next, expect) = match &current {
-                    None => (0, Expect::Absent),
-                    Some(e) => {
-                        let next = e
-                            .extended
-                            .get("next")
-                            .and_then(|n| n.parse::<u64>().ok())
-                            .ok_or_else(|| {
-                                StoreError::Corrupt(format!(
-                                    "{path}: extended.next is not a number"
-                                ))
-                            })?;
-                        (next, Expect::Version(e.version))
-                    }
+            self.update_entry(&path, &what, |current| {
+                let next = match current {
+                    None => 0,
+                    Some(e) => e
+                        .extended
+                        .get("next")
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .ok_or_else(|| {
+                            StoreError::Corrupt(format!("{path}: extended.next is not a number"))
+                        })?,
                 };
                 let end = next.checked_add(count).ok_or_else(|| {
                     StoreError::Corrupt(format!("{path}: the sequence is exhausted"))
                 })?;
-                let mut extended = std::collections::BTreeMap::new();
-                extended.insert("next".to_owned(), end.to_string());
-                let entry = Entry {
-                    full_path: path.clone(),
-                    mode: 0o644,
-                    mtime_ms: now_ms(),
-                    extended,
-                    ..Entry::default()
-                };
-                match self.filer.put_entry(&entry, Some(expect)).await {
-                    Ok(_) => return Ok(next),
-                    Err(e) if e.status() == Some(StatusCode::PRECONDITION_FAILED) => continue,
-                    Err(e) => return Err(Self::client(what)(e)),
-                }
-            }
-            Err(StoreError::Conflict(format!(
-                "{what}: lost 16 races with concurrent reservations"
-            )))
+                Ok(Update::Write(counter_entry(&path, "next", end), next))
+            })
+            .await
         }
         .boxed()
     }
