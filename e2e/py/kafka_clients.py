@@ -9,7 +9,7 @@ Subcommands (each prints one JSON line on stdout as its result, exits non-zero o
             seen or --idle-ms passes with nothing new, committing synchronously after each
             message; writes what it consumed to --out.
   delete    deletes --topic with confluent-kafka's AdminClient.
-  group     three confluent-kafka consumers in one group (processes); after each member got
+  group     three consumers (--client confluent|kafka-python) in one group (processes); after each member got
             partitions, one member is SIGKILLed; the two others must take over its
             partitions and consume everything in --expect.
 """
@@ -205,11 +205,45 @@ def member(bootstrap, topic, group, path, assigned_flag):
             m = c.poll(0.3)
             if m is None or m.error():
                 continue
-            c.commit(message=m, asynchronous=False)
+            # Log, then commit: a kill in between makes the record come again (logged twice,
+            # harmless), never committed yet unlogged.
             out.write(json.dumps([m.partition(), m.offset()]) + "\n")
             out.flush()
+            c.commit(message=m, asynchronous=False)
             # Slow enough that the kill lands while records remain.
             time.sleep(0.005)
+
+
+def member_kafka_python(bootstrap, topic, group, path, assigned_flag):
+    from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
+
+    c = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
+    )
+
+    class Listener(ConsumerRebalanceListener):
+        def on_partitions_revoked(self, revoked):
+            pass
+
+        def on_partitions_assigned(self, assigned):
+            with open(assigned_flag, "a") as f:
+                f.write(json.dumps(sorted(p.partition for p in assigned)) + "\n")
+
+    c.subscribe([topic], listener=Listener())
+    with open(path, "a") as out:
+        while True:
+            for tp, msgs in c.poll(timeout_ms=300).items():
+                for m in msgs:
+                    # Log, then commit (see `member`).
+                    out.write(json.dumps([m.partition, m.offset]) + "\n")
+                    out.flush()
+                    c.commit({TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(m.offset + 1, None, -1)})
+                    time.sleep(0.005)
 
 
 def group(a):
@@ -225,7 +259,8 @@ def group(a):
         flag = os.path.join(a.workdir, f"member{i}.assigned")
         outs.append(out)
         flags.append(flag)
-        p = ctx.Process(target=member, args=(a.bootstrap, a.topic, a.group, out, flag), daemon=True)
+        target = member_kafka_python if a.client == "kafka-python" else member
+        p = ctx.Process(target=target, args=(a.bootstrap, a.topic, a.group, out, flag), daemon=True)
         p.start()
         procs.append(p)
 

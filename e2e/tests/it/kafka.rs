@@ -203,8 +203,10 @@ async fn given_acks_all_producers_when_every_service_is_sigkilled_should_consume
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn given_a_group_of_three_when_one_member_is_sigkilled_should_move_its_partitions() {
+/// `client` produces 600 records (acks=all, idempotence) and three of its consumers share
+/// them in one group; one member is SIGKILLed once all three hold partitions, and the two
+/// others must take over its partitions and consume every record.
+async fn group_of_three(client: &str) {
     ensure_python_clients();
     let mut c = cluster(&[]).await;
     let b = kafka_addr(c.broker.as_ref().expect("broker"));
@@ -215,6 +217,8 @@ async fn given_a_group_of_three_when_one_member_is_sigkilled_should_move_its_par
         .await;
     let r = run_clients(&[
         "produce",
+        "--client",
+        client,
         "--bootstrap",
         &b,
         "--topic",
@@ -227,6 +231,8 @@ async fn given_a_group_of_three_when_one_member_is_sigkilled_should_move_its_par
     assert_eq!(r["acked"], 600, "{r}");
     let r = run_clients(&[
         "group",
+        "--client",
+        client,
         "--bootstrap",
         &b,
         "--topic",
@@ -247,6 +253,17 @@ async fn given_a_group_of_three_when_one_member_is_sigkilled_should_move_its_par
         "the survivors hold every partition: {r}"
     );
     assert_eq!(r["missing"], 0, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_group_of_three_when_one_member_is_sigkilled_should_move_its_partitions() {
+    group_of_three("confluent").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_kafka_python_group_of_three_when_one_member_is_sigkilled_should_move_its_partitions()
+ {
+    group_of_three("kafka-python").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
