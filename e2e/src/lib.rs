@@ -8,6 +8,8 @@
 //! - [`Cluster`] — a master, volume servers, a filer and a broker wired together.
 //! - [`broker`] — a raw-HTTP broker client and the checker of acknowledged publishes.
 //! - [`kafka`] — the broker's Kafka listener address and real Kafka clients as processes.
+//! - [`server`] — the all-in-one `kelp server` as a process.
+//! - [`volume`] — random blobs and metrics for volume server tests.
 //! - [`otlp`] — an OTLP/HTTP receiver that decodes the spans the services export.
 //! - [`bin_dir`] — where the binaries are (`E2E_BIN_DIR`, else the workspace's `target/debug`).
 
@@ -15,7 +17,9 @@ pub mod broker;
 mod cluster;
 pub mod kafka;
 pub mod otlp;
+pub mod server;
 mod service;
+pub mod volume;
 
 pub use cluster::{Cluster, ClusterOptions};
 pub use service::{ServiceHandle, bin_dir};

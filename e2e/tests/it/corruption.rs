@@ -7,25 +7,12 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use common::api::master::AssignQuery;
-use common::client::volume::{BlobClient, WriteOptions};
+use common::client::volume::BlobClient;
 use common::ids::FileId;
 use e2e::{Cluster, ClusterOptions};
-use rand::Rng;
 
 async fn write(client: &BlobClient, n: usize) -> Vec<(FileId, Bytes)> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let mut b = vec![0u8; 3000];
-        rand::rng().fill(&mut b[..]);
-        let b = Bytes::from(b);
-        let w = client
-            .upload(&AssignQuery::default(), b.clone(), &WriteOptions::default())
-            .await
-            .unwrap();
-        out.push((w.fid, b));
-    }
-    out
+    e2e::volume::upload_random(client, n, 3000).await
 }
 
 fn dat_and_idx(c: &Cluster) -> (PathBuf, PathBuf) {
@@ -34,18 +21,7 @@ fn dat_and_idx(c: &Cluster) -> (PathBuf, PathBuf) {
 }
 
 async fn metric(c: &Cluster, name: &str) -> u64 {
-    let text = reqwest::get(format!("{}/metrics", c.volumes[0].url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .unwrap_or_else(|| panic!("metric {name} missing"))
+    e2e::volume::metric(&c.volumes[0].url(), name).await
 }
 
 async fn status_of(c: &Cluster, fid: &FileId) -> (u16, String) {

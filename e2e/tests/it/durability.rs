@@ -13,53 +13,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::api::master::AssignQuery;
-use common::client::volume::{BlobClient, WriteOptions};
-use common::ids::FileId;
+use common::client::volume::WriteOptions;
+use e2e::volume::{metric, random, upload_random};
 use e2e::{Cluster, ClusterOptions, ServiceHandle};
-use rand::Rng;
-
-fn random(len: usize) -> Bytes {
-    let mut b = vec![0u8; len];
-    rand::rng().fill(&mut b[..]);
-    Bytes::from(b)
-}
-
-async fn upload(client: &BlobClient, n: usize, len: usize) -> Vec<(FileId, Bytes)> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let b = random(len);
-        let w = client
-            .upload(&AssignQuery::default(), b.clone(), &WriteOptions::default())
-            .await
-            .unwrap();
-        out.push((w.fid, b));
-    }
-    out
-}
-
-async fn metric(url: &str, name: &str) -> u64 {
-    let text = reqwest::get(format!("{url}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .unwrap_or_else(|| panic!("metric {name} missing"))
-}
 
 #[tokio::test]
 async fn given_a_stale_idx_and_a_corrupt_record_when_restarted_should_serve_every_needle_after_the_damage()
  {
     let mut c = Cluster::start(ClusterOptions::default()).await.unwrap();
     let client = c.blob_client();
-    let blobs = upload(&client, 30, 2000).await;
+    let blobs = upload_random(&client, 30, 2000).await;
     c.volumes[0].kill();
     let dir = c.volumes[0].dir().to_path_buf();
     let (dat, idx) = (dir.join("1.dat"), dir.join("1.idx"));

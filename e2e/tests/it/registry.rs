@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use e2e::server::KelpServer;
 use e2e::{Cluster, ClusterOptions};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -370,73 +371,16 @@ async fn given_bad_input_when_sent_to_the_registry_should_answer_confluent_error
     assert!(cluster.registry().panics().is_empty());
 }
 
-/// `kelp server` with every port 0, its log in `dir/server.log`; killed and reaped on drop.
-struct Server(std::process::Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_server(dir: &Path) -> Server {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("server.log"))
-        .unwrap();
-    let mut cmd = std::process::Command::new(e2e::bin_dir().join("kelp"));
-    cmd.arg("server");
-    for flag in [
-        "--master-port",
-        "--volume-port",
-        "--filer-port",
-        "--broker-port",
-        "--registry-port",
-    ] {
-        cmd.args([flag, "0"]);
-    }
-    cmd.arg("--dir")
-        .arg(dir.join("data"))
-        .env("KELP_KAFKA_PORT", "0")
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
-    Server(cmd.spawn().unwrap())
-}
-
 /// The registry's URL once `kelp server` wrote its address and it is ready.
 async fn server_registry(dir: &Path) -> String {
-    let file = dir.join("data/registry/addrs.json");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(b) = std::fs::read(&file)
-            && let Ok(v) = serde_json::from_slice::<Value>(&b)
-            && let Some(a) = v["http"].as_str()
-        {
-            let url = format!("http://{a}");
-            if reqwest::get(format!("{url}/readyz"))
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return url;
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the registry of kelp server never became ready:\n{}",
-            std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    KelpServer::ready_url(dir, "registry").await
 }
 
 #[tokio::test]
 async fn given_kelp_server_when_stopped_with_sigterm_and_restarted_should_keep_the_registrys_schemas()
  {
     let tmp = tempfile::tempdir().unwrap();
-    let mut server = start_server(tmp.path());
+    let mut server = KelpServer::start(tmp.path());
     let reg = Registry::new(server_registry(tmp.path()).await);
     let schema = avro("Quick", json!([{"name": "a", "type": "int"}]));
     let (s, b) = reg.register("quick-value", json!({"schema": schema})).await;
@@ -460,7 +404,7 @@ async fn given_kelp_server_when_stopped_with_sigterm_and_restarted_should_keep_t
     };
     assert!(status.success(), "kelp server exited with {status}");
     drop(server);
-    let _server = start_server(tmp.path());
+    let _server = KelpServer::start(tmp.path());
     let reg = Registry::new(server_registry(tmp.path()).await);
     let (s, b) = reg.get(&format!("/schemas/ids/{id}")).await;
     assert_eq!(s, StatusCode::OK, "{b}");
