@@ -1,0 +1,1 @@
+//! Online vacuum: space given back, every live blob intact, also under SIGKILLs.
