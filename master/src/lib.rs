@@ -6,11 +6,13 @@
 //! - [`config`] — flags.
 //! - [`state`] — the durable state file and the id sequencer.
 //! - [`topology`] — soft state from heartbeats; which volumes are writable.
-//! - [`service`] — assign, grow, lookup, heartbeat.
-//! - [`http`] — the router.
+//! - [`service`] — domain operations (assign, grow, lookup, heartbeat) and their errors.
+//! - [`metrics`] — Prometheus metrics.
+//! - [`http`] — the router, its error mapping and the routes.
 
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod service;
 pub mod state;
 pub mod topology;
@@ -44,7 +46,7 @@ pub async fn run(
         .map_err(|e: String| anyhow::anyhow!(e))
         .context("parse --default-replication")?;
     let mut registry = Registry::default();
-    let metrics = service::Metrics::new(&mut registry);
+    let metrics = metrics::Metrics::new(&mut registry);
     let master = service::Master::new(
         sequencer,
         Duration::from_millis(cfg.pulse_ms.max(10)),
@@ -57,7 +59,6 @@ pub async fn run(
         master: Arc::new(master),
         registry: Arc::new(registry),
         addr: addr.to_string(),
-        size_limit: common::config::mib(cfg.volume_size_limit_mb),
     };
     tracing::info!(%addr, dir = %cfg.dir.display(), "master listening");
     common::http::serve(

@@ -1,73 +1,105 @@
-//! The master's operations: assign (with on-demand growth), lookup, heartbeats.
+//! The master's domain operations: assign (with on-demand growth), grow, lookup, heartbeats and
+//! the status views. Errors are [`Error`]; only `http::error` maps them to statuses.
+//!
+//! Invariant of assign: a file key is handed out only after the state file holds a ceiling
+//! above it (see [`crate::state`]), so no key is issued twice, across restarts too.
+//!
+//! Lock policy (STYLE 18: a panic is fatal): the topology lock is a std `RwLock` whose critical
+//! sections never await and never call anything that may panic. Should one panic anyway, the
+//! topology can no longer be trusted: [`Master`] aborts the process on a poisoned lock instead
+//! of answering every later request with a panic; the topology is soft state rebuilt from the
+//! next heartbeats after a restart.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use common::api::master::{
-    AllocateQuery, AssignResponse, Heartbeat, Location, Replication, VolumeInfo,
+    AllocateQuery, AssignResponse, Heartbeat, Location, NodeStatus, Replication, VolumeInfo,
 };
+use common::client::ClientError;
 use common::client::volume::VolumeClient;
-use common::http::ApiError;
 use common::ids::{FileId, VolumeId};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 use tokio::sync::Mutex;
 
+use crate::metrics::Metrics;
 use crate::state::Sequencer;
-use crate::topology::Topology;
+use crate::topology::{Topology, Writable};
 
-/// The master's metrics.
-#[derive(Debug, Clone, Default)]
-pub struct Metrics {
-    /// Successful assigns.
-    pub assigns: Counter,
-    /// Assigns answered 503.
-    pub assign_unavailable: Counter,
-    /// Volumes grown.
-    pub volumes_grown: Counter,
-    /// Heartbeats received.
-    pub heartbeats: Counter,
-    /// Live volume servers.
-    pub alive_nodes: Gauge,
-}
+/// Most keys one assign may reserve.
+pub const MAX_COUNT: u64 = 100_000;
+/// Longest collection name.
+pub const MAX_COLLECTION_LEN: usize = 64;
+/// Longest volume server address a heartbeat may carry.
+pub const MAX_URL_LEN: usize = 256;
 
-impl Metrics {
-    /// Creates and registers the metrics.
-    pub fn new(registry: &mut Registry) -> Self {
-        let m = Self::default();
-        let r = registry.sub_registry_with_prefix("kelp_master");
-        r.register("assigns", "File ids assigned", m.assigns.clone());
-        r.register(
-            "assign_unavailable",
-            "Assigns answered 503",
-            m.assign_unavailable.clone(),
-        );
-        r.register(
-            "volumes_grown",
-            "Volumes grown on demand",
-            m.volumes_grown.clone(),
-        );
-        r.register("heartbeats", "Heartbeats received", m.heartbeats.clone());
-        r.register("alive_nodes", "Live volume servers", m.alive_nodes.clone());
-        m
-    }
+/// What can go wrong in a master operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The number of keys asked for is out of range.
+    #[error("count must be 1..={MAX_COUNT}, got {0}")]
+    BadCount(u64),
+    /// The collection name is not acceptable.
+    #[error("collection {0:?} must be at most {MAX_COLLECTION_LEN} letters, digits, '-' or '.'")]
+    BadCollection(String),
+    /// The replication is not three digits 0-2.
+    #[error("{0}")]
+    BadReplication(String),
+    /// The heartbeat is malformed.
+    #[error("heartbeat url must be 1..={MAX_URL_LEN} bytes")]
+    BadHeartbeat,
+    /// No live server holds the volume.
+    #[error("volume {0} not found on any live server")]
+    VolumeNotFound(VolumeId),
+    /// Too few live servers with a free slot to grow a volume.
+    #[error(
+        "no writable volume for collection {collection:?} replication {replication}: it needs {needed} live volume servers with a free slot, {available} available"
+    )]
+    NoWritableVolume {
+        /// The collection asked for.
+        collection: String,
+        /// The replication asked for.
+        replication: Replication,
+        /// Servers a volume needs (its copies).
+        needed: usize,
+        /// Servers available.
+        available: usize,
+    },
+    /// A volume server refused or failed to allocate a grown volume.
+    #[error("growing volume {volume} on {server} failed: {source}")]
+    GrowFailed {
+        /// The volume being grown.
+        volume: VolumeId,
+        /// The server that failed.
+        server: String,
+        /// Its answer.
+        #[source]
+        source: ClientError,
+    },
+    /// The durable state file could not be updated.
+    #[error("update the master state file: {0:#}")]
+    State(anyhow::Error),
 }
 
 /// The master: topology, sequencer and the volume client used to grow volumes.
 pub struct Master {
-    /// Soft state from heartbeats.
-    pub topology: RwLock<Topology>,
+    topology: RwLock<Topology>,
     sequencer: Mutex<Sequencer>,
     grow_lock: Mutex<()>,
     volumes: VolumeClient,
     default_replication: Replication,
-    /// Metrics.
-    pub metrics: Metrics,
+    size_limit: u64,
+    metrics: Metrics,
+}
+
+/// Aborts the process: a panic inside a topology critical section left it poisoned.
+fn poisoned() -> ! {
+    tracing::error!("topology lock poisoned by a panic in a critical section: exiting");
+    std::process::abort()
 }
 
 impl Master {
-    /// Creates the master.
+    /// Creates the master. A server silent for three `pulse`s is dead; volumes reaching
+    /// `size_limit` bytes are no longer assigned to.
     pub fn new(
         sequencer: Sequencer,
         pulse: Duration,
@@ -82,8 +114,22 @@ impl Master {
             grow_lock: Mutex::new(()),
             volumes,
             default_replication,
+            size_limit,
             metrics,
         }
+    }
+
+    fn topo(&self) -> RwLockReadGuard<'_, Topology> {
+        self.topology.read().unwrap_or_else(|_| poisoned())
+    }
+
+    fn topo_mut(&self) -> RwLockWriteGuard<'_, Topology> {
+        self.topology.write().unwrap_or_else(|_| poisoned())
+    }
+
+    /// Volumes reaching this size (bytes) are no longer written to.
+    pub fn size_limit(&self) -> u64 {
+        self.size_limit
     }
 
     /// Largest volume id and next key.
@@ -92,24 +138,45 @@ impl Master {
         (s.max_volume_id(), s.next_key())
     }
 
-    /// Parses an assign's replication (default when absent).
-    pub fn replication(&self, r: Option<&str>) -> Result<Replication, ApiError> {
+    /// Parses an assign's replication (the default when absent or empty).
+    pub fn replication(&self, r: Option<&str>) -> Result<Replication, Error> {
         match r {
             None | Some("") => Ok(self.default_replication),
-            Some(r) => r
-                .parse()
-                .map_err(|e: String| ApiError::bad_request("bad_replication", e)),
+            Some(r) => r.parse().map_err(Error::BadReplication),
         }
     }
 
-    /// Hands out `count` keys on a writable volume, growing one if none is writable.
+    /// Checks a collection name ("" is no collection).
+    pub fn collection(c: Option<String>) -> Result<String, Error> {
+        let c = c.unwrap_or_default();
+        if c.len() > MAX_COLLECTION_LEN
+            || !c
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
+            return Err(Error::BadCollection(c));
+        }
+        Ok(c)
+    }
+
+    /// Checks the number of keys one assign reserves.
+    pub fn check_count(count: u64) -> Result<(), Error> {
+        if count == 0 || count > MAX_COUNT {
+            return Err(Error::BadCount(count));
+        }
+        Ok(())
+    }
+
+    /// Hands out `count` consecutive keys on a writable volume, growing one if none is
+    /// writable. The answer names the first key's fid.
     #[tracing::instrument(name = "master.assign", skip(self), fields(volume_id))]
     pub async fn assign(
         &self,
         collection: &str,
         replication: Replication,
         count: u64,
-    ) -> Result<AssignResponse, ApiError> {
+    ) -> Result<AssignResponse, Error> {
+        Self::check_count(count)?;
         let writable = match self.pick(collection, replication) {
             Some(w) => w,
             None => {
@@ -127,7 +194,7 @@ impl Master {
             // The state file is written inline, under the lock, at most once per 10 000 keys:
             // no key may be handed out before its ceiling is on disk.
             let mut seq = self.sequencer.lock().await;
-            seq.next_keys(count).map_err(ApiError::internal)?
+            seq.next_keys(count).map_err(Error::State)?
         };
         let fid = FileId::new(writable.volume_id, key, rand::random());
         self.metrics.assigns.inc();
@@ -139,41 +206,26 @@ impl Master {
         })
     }
 
-    fn pick(
-        &self,
-        collection: &str,
-        replication: Replication,
-    ) -> Option<crate::topology::Writable> {
-        self.topology
-            .read()
-            .expect("topology lock")
-            .pick_writable(collection, replication)
+    fn pick(&self, collection: &str, replication: Replication) -> Option<Writable> {
+        self.topo().pick_writable(collection, replication)
     }
 
-    async fn grow(
-        &self,
-        collection: &str,
-        replication: Replication,
-    ) -> Result<crate::topology::Writable, ApiError> {
+    /// Grows one volume of `collection` with `replication` on as many live servers with a
+    /// free slot as it has copies. The caller holds `grow_lock`.
+    async fn grow(&self, collection: &str, replication: Replication) -> Result<Writable, Error> {
         let copies = replication.copies();
-        let nodes = self
-            .topology
-            .read()
-            .expect("topology lock")
-            .pick_nodes_for_growth(copies);
+        let nodes = self.topo().pick_nodes_for_growth(copies);
         if nodes.len() < copies {
-            return Err(ApiError::unavailable(
-                "no_writable_volume",
-                format!(
-                    "no writable volume for collection {collection:?} replication {replication}: it needs {copies} live volume servers with a free slot, {} available",
-                    nodes.len()
-                ),
-                1,
-            ));
+            return Err(Error::NoWritableVolume {
+                collection: collection.to_owned(),
+                replication,
+                needed: copies,
+                available: nodes.len(),
+            });
         }
         let vid = {
             let mut seq = self.sequencer.lock().await;
-            seq.next_volume_id().map_err(ApiError::internal)?
+            seq.next_volume_id().map_err(Error::State)?
         };
         let q = AllocateQuery {
             volume_id: vid,
@@ -183,34 +235,36 @@ impl Master {
         let results =
             futures::future::join_all(nodes.iter().map(|n| self.volumes.allocate(&n.url, &q)))
                 .await;
-        for (n, r) in nodes.iter().zip(&results) {
-            if let Err(e) = r {
-                return Err(ApiError::unavailable(
-                    "grow_failed",
-                    format!("growing volume {vid} on {} failed: {e}", n.url),
-                    1,
-                ));
+        for (n, r) in nodes.iter().zip(results) {
+            if let Err(source) = r {
+                return Err(Error::GrowFailed {
+                    volume: vid,
+                    server: n.url.clone(),
+                    source,
+                });
             }
         }
-        let mut topo = self.topology.write().expect("topology lock");
-        for n in &nodes {
-            topo.add_volume(
-                &n.url,
-                VolumeInfo {
-                    id: vid,
-                    collection: collection.to_owned(),
-                    replication,
-                    size: crate::VOLUME_EMPTY_SIZE,
-                    file_count: 0,
-                    delete_count: 0,
-                    read_only: false,
-                    max_file_key: 0,
-                },
-            );
+        {
+            let mut topo = self.topo_mut();
+            for n in &nodes {
+                topo.add_volume(
+                    &n.url,
+                    VolumeInfo {
+                        id: vid,
+                        collection: collection.to_owned(),
+                        replication,
+                        size: crate::VOLUME_EMPTY_SIZE,
+                        file_count: 0,
+                        delete_count: 0,
+                        read_only: false,
+                        max_file_key: 0,
+                    },
+                );
+            }
         }
         self.metrics.volumes_grown.inc();
         tracing::info!(volume = vid, collection, %replication, servers = ?nodes.iter().map(|n| &n.url).collect::<Vec<_>>(), "volume grown");
-        Ok(crate::topology::Writable {
+        Ok(Writable {
             volume_id: vid,
             location: Location {
                 url: nodes[0].url.clone(),
@@ -220,7 +274,10 @@ impl Master {
     }
 
     /// Records a heartbeat and raises the id counters above what the server reports.
-    pub async fn heartbeat(&self, beat: &Heartbeat) -> Result<(), ApiError> {
+    pub async fn heartbeat(&self, beat: &Heartbeat) -> Result<(), Error> {
+        if beat.url.is_empty() || beat.url.len() > MAX_URL_LEN {
+            return Err(Error::BadHeartbeat);
+        }
         self.metrics.heartbeats.inc();
         let max_vid = beat.volumes.iter().map(|v| v.id).max().unwrap_or(0);
         let max_key = beat
@@ -231,9 +288,9 @@ impl Master {
             .unwrap_or(0);
         {
             let mut seq = self.sequencer.lock().await;
-            seq.observe(max_vid, max_key).map_err(ApiError::internal)?;
+            seq.observe(max_vid, max_key).map_err(Error::State)?;
         }
-        let mut topo = self.topology.write().expect("topology lock");
+        let mut topo = self.topo_mut();
         if topo.heartbeat(beat) {
             tracing::info!(server = %beat.url, volumes = beat.volumes.len(), "volume server joined");
         }
@@ -241,11 +298,23 @@ impl Master {
         Ok(())
     }
 
-    /// Live servers holding `vid`.
-    pub fn lookup(&self, vid: VolumeId) -> Vec<Location> {
-        self.topology.read().expect("topology lock").lookup(vid)
+    /// Live servers holding `vid`; [`Error::VolumeNotFound`] when there are none.
+    pub fn lookup(&self, vid: VolumeId) -> Result<Vec<Location>, Error> {
+        let locations = self.topo().lookup(vid);
+        if locations.is_empty() {
+            return Err(Error::VolumeNotFound(vid));
+        }
+        Ok(locations)
+    }
+
+    /// Status of every known volume server.
+    pub fn nodes(&self) -> Vec<NodeStatus> {
+        self.topo().status()
+    }
+
+    /// Live and known volume servers.
+    pub fn node_counts(&self) -> (usize, usize) {
+        let t = self.topo();
+        (t.alive_count(), t.known_count())
     }
 }
-
-/// Shared handle to the master.
-pub type SharedMaster = Arc<Master>;

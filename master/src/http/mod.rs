@@ -1,0 +1,66 @@
+//! The master's HTTP API: the router, its state, and the routes.
+//!
+//! - `GET|POST /dir/assign`, `GET /dir/lookup`, `GET /dir/status` ([`routes::dir`]);
+//! - `POST /heartbeat`, `GET /cluster/status` ([`routes::cluster`]);
+//! - `GET /healthz`, `GET /readyz`, `GET /metrics` ([`routes::ops`]);
+//! - `GET /openapi.json`: the OpenAPI document of these routes (`openapi.json` beside this file).
+//!
+//! Handlers extract, validate, call [`Master`] and map its [`Error`](crate::service::Error)
+//! through `error.rs`; none touches the topology itself.
+
+mod error;
+pub mod routes;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{MethodRouter, get, post};
+use common::http::{ServeConfig, openapi};
+use prometheus_client::registry::Registry;
+
+use crate::service::Master;
+
+/// State shared by the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The master.
+    pub master: Arc<Master>,
+    /// Metrics registry.
+    pub registry: Arc<Registry>,
+    /// This master's address.
+    pub addr: String,
+}
+
+/// The OpenAPI document of [`router`], kept beside it (checked by `test_openapi_matches_router`).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Every route the master serves, by path. [`router`] registers exactly these, and the OpenAPI
+/// test checks them against [`OPENAPI`].
+fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    vec![
+        (
+            "/dir/assign",
+            get(routes::dir::assign).post(routes::dir::assign),
+        ),
+        ("/dir/lookup", get(routes::dir::lookup)),
+        ("/dir/status", get(routes::dir::status)),
+        ("/cluster/status", get(routes::cluster::status)),
+        ("/heartbeat", post(routes::cluster::heartbeat)),
+        ("/healthz", get(common::http::healthz)),
+        ("/readyz", get(routes::ops::readyz)),
+        ("/metrics", get(routes::ops::metrics)),
+        (openapi::PATH, openapi::route(OPENAPI)),
+    ]
+}
+
+/// Builds the router with the shared layers.
+pub fn router(state: AppState) -> Router {
+    let routes = routes()
+        .into_iter()
+        .fold(Router::new(), |r, (path, handlers)| r.route(path, handlers))
+        .with_state(state);
+    common::http::with_layers(routes, ServeConfig::default())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,6 @@
+//! Route handlers, one module per resource: they extract, validate, call the service and map
+//! the result with `?`.
+
+pub mod cluster;
+pub mod dir;
+pub mod ops;
