@@ -9,7 +9,10 @@
 //! # Layout
 //! - [`config`]: flags (`--dir`, `--master`, `--chunk-size-mb`, …), each also from `KELP_*`.
 //! - [`http`]: the router ([`http::router`]) and handlers: file API, `/__meta/` API, health.
-//! - [`service`]: domain operations (path rules, preconditions, upload, read, delete, rename).
+//! - [`service`]: domain operations and their [`service::Error`]; one file per pipeline, each
+//!   stating its invariant: `service::namespace` (read-check-write of entries, delete, rename),
+//!   `service::upload` (chunks, then one commit; the orphan guard), `service::read` (verified
+//!   streaming reads). A panic is fatal (see [`service`]).
 //! - [`store`]: the [`store::MetaStore`] trait, its RocksDB and in-memory implementations and
 //!   the key layout ([`store::codec`]).
 //! - [`chunks`]: chunk splitting, range resolution, `Range` parsing, ETags (pure functions).

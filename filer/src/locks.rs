@@ -89,26 +89,29 @@ impl PathLocks {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;
 
     #[tokio::test]
     async fn test_locks_exclude_same_path_and_descendants() {
-        let locks = Arc::new(PathLocks::new());
+        let locks = PathLocks::new();
         let g = locks.lock(&["/a"]).await;
-        // A writer below /a waits for the writer of /a.
-        let l2 = locks.clone();
-        let below = tokio::spawn(async move {
-            let _g = l2.lock(&["/a/b/c"]).await;
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!below.is_finished());
+        // A writer below /a, and a second writer of /a, wait for the writer of /a: polled
+        // once each, they are pending (no timing involved), and they get the lock once it is
+        // released.
+        let below = locks.lock(&["/a/b/c"]);
+        let same = locks.lock(&["/a"]);
+        tokio::pin!(below, same);
+        assert!(futures::poll!(&mut below).is_pending());
+        assert!(futures::poll!(&mut same).is_pending());
         drop(g);
-        tokio::time::timeout(Duration::from_secs(5), below)
+        let g = tokio::time::timeout(Duration::from_secs(5), below)
             .await
-            .unwrap()
+            .unwrap();
+        drop(g);
+        tokio::time::timeout(Duration::from_secs(5), same)
+            .await
             .unwrap();
     }
 

@@ -30,8 +30,13 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// The locked map. A poisoned lock means a panic inside a batch, which is fatal (see
+    /// `crate::service`): the map may hold half a batch, so it is never read again.
     fn map(&self) -> Result<std::sync::MutexGuard<'_, Map>, StoreError> {
-        self.map.lock().map_err(|_| StoreError::Poisoned)
+        Ok(self
+            .map
+            .lock()
+            .expect("memory store lock poisoned: a panic inside a batch is fatal"))
     }
 }
 

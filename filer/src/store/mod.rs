@@ -72,9 +72,6 @@ pub enum StoreError {
         /// The marker this build writes.
         expected: String,
     },
-    /// The in-memory store's lock was poisoned by a panic.
-    #[error("store lock poisoned")]
-    Poisoned,
     /// The write would make a second entry reference a chunk (409 `chunk_in_use`).
     #[error("chunk {fid} of {path} is in use by {owner}")]
     ChunkInUse {
