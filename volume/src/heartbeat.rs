@@ -1,44 +1,53 @@
 //! The heartbeat loop: reports this server's volumes to the master every interval, and at once
-//! after a volume is allocated; applies the master's volume size limit.
+//! after a volume is allocated; applies the master's volume size limit. Each beat is its own
+//! span (`volume.heartbeat`), so a trace shows one beat, not one endless loop.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::api::master::Heartbeat;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
-use crate::http::AppState;
+use crate::service::VolumeServer;
 
 /// Sends heartbeats until `shutdown` is cancelled.
-#[tracing::instrument(name = "volume.heartbeat", skip_all)]
-pub async fn run(state: AppState, shutdown: CancellationToken) {
-    let interval = Duration::from_millis(state.cfg.heartbeat_interval_ms.max(50));
+pub async fn run(server: Arc<VolumeServer>, shutdown: CancellationToken) {
+    let interval = Duration::from_millis(server.config().heartbeat_interval_ms.max(50));
     let mut healthy = true;
     loop {
-        let beat = Heartbeat {
-            url: state.url.clone(),
-            public_url: state.url.clone(),
-            max_volumes: state.cfg.max_volumes,
-            volumes: state.store.infos(),
-        };
-        match state.master.heartbeat(&beat).await {
-            Ok(resp) => {
-                state.store.set_size_limit(resp.volume_size_limit);
-                if !healthy {
-                    tracing::info!(master = %state.cfg.master, "master reachable again");
-                }
-                healthy = true;
-            }
-            Err(e) => {
-                if healthy {
-                    tracing::warn!(master = %state.cfg.master, error = %e, "heartbeat failed; will keep trying");
-                }
-                healthy = false;
-            }
-        }
+        let span = tracing::info_span!("volume.heartbeat", master = %server.config().master);
+        healthy = beat(&server, healthy).instrument(span).await;
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
-            () = state.beat.notified() => {}
+            () = server.beat_requested() => {}
             () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Sends one heartbeat; returns whether the master answered. A failure is logged once, when
+/// the master stops answering, and the recovery once, when it answers again.
+async fn beat(server: &VolumeServer, was_healthy: bool) -> bool {
+    let beat = Heartbeat {
+        url: server.url().to_owned(),
+        public_url: server.url().to_owned(),
+        max_volumes: server.config().max_volumes,
+        volumes: server.store().infos(),
+    };
+    match server.master().heartbeat(&beat).await {
+        Ok(resp) => {
+            server.store().set_size_limit(resp.volume_size_limit);
+            if !was_healthy {
+                tracing::info!("master reachable again");
+            }
+            true
+        }
+        Err(e) => {
+            if was_healthy {
+                tracing::warn!(error = %e, "heartbeat failed; will keep trying");
+            }
+            false
         }
     }
 }

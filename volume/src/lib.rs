@@ -4,27 +4,31 @@
 //!
 //! # Layout
 //! - [`config`] — flags.
-//! - [`store`] — the on-disk format ([`store::needle`], [`store::idx`], [`store::superblock`]),
-//!   one volume's writer ([`store::volume`]) and its recovery (`store::recover`: never cuts a
-//!   byte followed by a valid needle), the fault-injection seam tests use
-//!   ([`store::faults`]), and the set of volumes ([`store::Store`]).
-//! - [`http`] — the router and handlers.
-//! - [`heartbeat`] — the loop that reports volumes to the master.
+//! - [`service`] — domain operations: writes with their replication fan-out, reads, deletes,
+//!   allocation, status; a `thiserror` enum, no HTTP.
+//! - [`http`] — the router ([`http::router`]), `http::error` (the only place that knows status
+//!   codes) and the handlers in [`http::routes`].
+//! - [`store`] — the on-disk formats ([`store::needle`], [`store::idx`], [`store::superblock`]),
+//!   one volume's handle and reads ([`store::volume`]), the two threads of its group commit
+//!   (`store::writer` appends, `store::syncer` fsyncs then publishes), its recovery
+//!   (`store::recover`: never cuts a byte followed by a valid needle), the fault-injection seam
+//!   tests use ([`store::faults`]), and the set of volumes ([`store::Store`]).
+//! - [`heartbeat`] — the loop that reports volumes to the master, one span per beat.
 //! - [`metrics`] — Prometheus metrics.
+//! - `fatal` — the panic and lock-poison policy: a panic inside a critical section aborts.
 
 pub mod config;
+mod fatal;
 pub mod heartbeat;
 pub mod http;
 pub mod metrics;
+pub mod service;
 pub mod store;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use common::client::HttpClient;
-use common::client::master::MasterClient;
-use common::client::volume::VolumeClient;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -54,24 +58,23 @@ pub async fn run(
         .await
         .context("join volume loading")?
         .context("load volumes")?;
-    let http = HttpClient::new(Duration::from_secs(60));
-    let state = http::AppState {
-        store: Arc::new(store),
-        master: Arc::new(MasterClient::new(http.clone(), &cfg.master)),
-        volumes: VolumeClient::new(http.clone()),
-        http,
-        url: url.clone(),
-        registry: Arc::new(registry),
+    let store = Arc::new(store);
+    let volume = Arc::new(service::VolumeServer::new(
+        store.clone(),
+        Arc::new(cfg),
+        url.clone(),
         metrics,
-        beat: Arc::new(tokio::sync::Notify::new()),
-        cfg: Arc::new(cfg),
+    ));
+    let state = http::AppState {
+        volume: volume.clone(),
+        registry: Arc::new(registry),
     };
-    tracing::info!(%addr, %url, master = %state.cfg.master, volumes = state.store.len(), "volume server listening");
-    let beats = tokio::spawn(heartbeat::run(state.clone(), shutdown.clone()));
-    if state.cfg.scrub_on_start {
+    tracing::info!(%addr, %url, master = %volume.config().master, volumes = store.len(), "volume server listening");
+    let beats = tokio::spawn(heartbeat::run(volume.clone(), shutdown.clone()));
+    if volume.config().scrub_on_start {
         // Verify every stored needle once, in the background, so corruption is reported at
         // start-up rather than at the first read (reads verify again regardless).
-        let store = state.store.clone();
+        let store = store.clone();
         tokio::task::spawn_blocking(move || {
             let (checked, bad) = store.scrub();
             if bad.is_empty() {

@@ -10,7 +10,12 @@ use common::http::ErrorBody;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
+use common::api::master::Replication;
+
 use super::*;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::store::Store;
 
 fn state(dir: &std::path::Path) -> AppState {
     let mut registry = Registry::default();
@@ -21,15 +26,14 @@ fn state(dir: &std::path::Path) -> AppState {
     let mut cfg = Config::for_test(dir.to_path_buf(), "127.0.0.1:1".into());
     cfg.max_blob_mb = 1;
     AppState {
-        store: Arc::new(store),
-        master: Arc::new(MasterClient::new(http.clone(), "127.0.0.1:1")),
-        volumes: VolumeClient::new(http.clone()),
-        http,
-        url: "127.0.0.1:2".into(),
+        volume: Arc::new(VolumeServer::with_client(
+            Arc::new(store),
+            Arc::new(cfg),
+            "127.0.0.1:2".into(),
+            metrics,
+            http,
+        )),
         registry: Arc::new(registry),
-        metrics,
-        beat: Arc::new(Notify::new()),
-        cfg: Arc::new(cfg),
     }
 }
 
@@ -207,7 +211,10 @@ async fn test_router_multipart_upload_keeps_name_and_mime() {
 async fn test_router_replicated_write_fails_without_replica() {
     let dir = tempfile::tempdir().unwrap();
     let s = state(dir.path());
-    s.store.allocate(4, "", "001".parse().unwrap()).unwrap();
+    s.volume
+        .store()
+        .allocate(4, "", "001".parse().unwrap())
+        .unwrap();
     let app = router(s);
     // The master is unreachable, so the replica cannot be found: the write must not be acked.
     let (st, _, body) = send(&app, req("POST", "/4,01637037d6", "x")).await;
@@ -260,7 +267,7 @@ async fn test_router_disk_full_is_a_507_json_error_and_reads_keep_working() {
     // Issue 11: ENOSPC on a write is a 507 naming the file, nothing acknowledged is lost.
     let dir = tempfile::tempdir().unwrap();
     let s = state(dir.path());
-    let vol = s.store.get(3).unwrap();
+    let vol = s.volume.store().get(3).unwrap();
     let app = router(s);
     let (st, _, _) = send(&app, req("POST", "/3,01637037d6", "before")).await;
     assert_eq!(st, StatusCode::CREATED);

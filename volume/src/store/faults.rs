@@ -8,6 +8,7 @@
 //! - record the length of the `.dat` and `.idx` at every successful fsync, so a power cut can be
 //!   simulated by truncating each file back to its last synced length.
 
+use crate::fatal::LockExt;
 use std::io;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,7 +48,7 @@ impl Faults {
         if !self.armed.load(Ordering::Relaxed) {
             return None;
         }
-        Some(self.plan.lock().unwrap_or_else(|e| e.into_inner()))
+        Some(self.plan.read_or_abort())
     }
 
     /// Fails a `.dat` read of `len` bytes at `pos` if a read fault covers it.

@@ -9,168 +9,31 @@
 //! error, too many open files, a permission problem) leaves its files where they are: it is
 //! reported as failed to load (ERROR log, `volumes_failed` metric) and a restart retries it.
 
+mod error;
 pub mod faults;
 pub mod idx;
 pub mod needle;
 mod recover;
 pub mod superblock;
+mod syncer;
 pub mod volume;
+mod writer;
 
+use crate::fatal::LockExt;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use common::api::master::{Replication, VolumeInfo};
-use common::http::ApiError;
 use common::ids::VolumeId;
 
 use crate::metrics::Metrics;
+pub use error::VolumeError;
 pub use volume::{RecoveryReport, Volume};
 
 /// Bytes of the superblock at the start of every `.dat`.
 pub const SUPERBLOCK_LEN: u64 = superblock::LEN as u64;
-
-/// Errors of volume operations; each names the volume.
-#[derive(Debug, thiserror::Error)]
-pub enum VolumeError {
-    /// No such volume on this server.
-    #[error("volume {volume} not found on this server")]
-    VolumeNotFound {
-        /// Volume id.
-        volume: VolumeId,
-    },
-    /// No such needle (or a wrong cookie).
-    #[error("needle {key:x} not found in volume {volume}")]
-    NeedleNotFound {
-        /// Volume id.
-        volume: VolumeId,
-        /// Needle key.
-        key: u64,
-    },
-    /// The volume already exists.
-    #[error("volume {volume} already exists")]
-    Exists {
-        /// Volume id.
-        volume: VolumeId,
-    },
-    /// The volume reached its size limit or is read-only.
-    #[error("volume {volume} is full or read-only")]
-    Full {
-        /// Volume id.
-        volume: VolumeId,
-    },
-    /// The blob cannot be encoded (over 4 GiB).
-    #[error("blob too large for volume {volume}")]
-    TooLarge {
-        /// Volume id.
-        volume: VolumeId,
-    },
-    /// The disk is full.
-    #[error("disk full writing volume {volume}: {source}")]
-    DiskFull {
-        /// Volume id.
-        volume: VolumeId,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// An I/O error.
-    #[error("{op} of volume {volume} failed: {source}")]
-    Io {
-        /// Volume id.
-        volume: VolumeId,
-        /// What was being done.
-        op: &'static str,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// Stored data failed verification.
-    #[error("volume {volume} is corrupt: {what}")]
-    Corrupt {
-        /// Volume id.
-        volume: VolumeId,
-        /// What failed.
-        what: String,
-    },
-    /// A previous fsync or index failure stopped writes.
-    #[error("volume {volume} refuses writes after a failure: {reason}")]
-    Poisoned {
-        /// Volume id.
-        volume: VolumeId,
-        /// The failure.
-        reason: String,
-    },
-    /// The writer thread is gone (shutting down).
-    #[error("volume {volume} is shutting down")]
-    WriterGone {
-        /// Volume id.
-        volume: VolumeId,
-    },
-}
-
-impl VolumeError {
-    fn from_write(volume: VolumeId, source: std::io::Error) -> Self {
-        if source.kind() == std::io::ErrorKind::StorageFull {
-            Self::DiskFull { volume, source }
-        } else {
-            Self::Io {
-                volume,
-                op: "append",
-                source,
-            }
-        }
-    }
-
-    /// A copy for answering several waiters of one failed batch.
-    fn clone_shallow(&self) -> Self {
-        match self {
-            Self::DiskFull { volume, source } => Self::DiskFull {
-                volume: *volume,
-                source: std::io::Error::new(source.kind(), source.to_string()),
-            },
-            Self::Io { volume, op, source } => Self::Io {
-                volume: *volume,
-                op,
-                source: std::io::Error::new(source.kind(), source.to_string()),
-            },
-            Self::Corrupt { volume, what } => Self::Corrupt {
-                volume: *volume,
-                what: what.clone(),
-            },
-            Self::Poisoned { volume, reason } => Self::Poisoned {
-                volume: *volume,
-                reason: reason.clone(),
-            },
-            Self::VolumeNotFound { volume } => Self::VolumeNotFound { volume: *volume },
-            Self::NeedleNotFound { volume, key } => Self::NeedleNotFound {
-                volume: *volume,
-                key: *key,
-            },
-            Self::Exists { volume } => Self::Exists { volume: *volume },
-            Self::Full { volume } => Self::Full { volume: *volume },
-            Self::TooLarge { volume } => Self::TooLarge { volume: *volume },
-            Self::WriterGone { volume } => Self::WriterGone { volume: *volume },
-        }
-    }
-}
-
-impl From<VolumeError> for ApiError {
-    fn from(e: VolumeError) -> Self {
-        let message = e.to_string();
-        match e {
-            VolumeError::VolumeNotFound { .. } => ApiError::not_found("volume_not_found", message),
-            VolumeError::NeedleNotFound { .. } => ApiError::not_found("needle_not_found", message),
-            VolumeError::Exists { .. } => ApiError::conflict("volume_exists", message),
-            VolumeError::Full { .. } => ApiError::unavailable("volume_full", message, 1),
-            VolumeError::WriterGone { .. } => ApiError::unavailable("shutting_down", message, 1),
-            VolumeError::TooLarge { .. } => ApiError::PayloadTooLarge { message },
-            VolumeError::DiskFull { .. } => ApiError::InsufficientStorage { message },
-            VolumeError::Io { .. } | VolumeError::Corrupt { .. } | VolumeError::Poisoned { .. } => {
-                ApiError::internal(anyhow::anyhow!(message))
-            }
-        }
-    }
-}
 
 /// All volumes of one server.
 pub struct Store {
@@ -238,11 +101,7 @@ impl Store {
                         idx_rows_dropped = report.idx_rows_dropped,
                         "volume loaded"
                     );
-                    store
-                        .volumes
-                        .write()
-                        .expect("volumes lock")
-                        .insert(vid, Arc::new(v));
+                    store.volumes.write_or_abort().insert(vid, Arc::new(v));
                 }
                 Err(e @ VolumeError::Corrupt { .. }) => {
                     tracing::error!(volume = vid, error = %e, "volume failed its format or checksum check; quarantining its files");
@@ -250,11 +109,7 @@ impl Store {
                 }
                 Err(e) => {
                     tracing::error!(volume = vid, error = %e, "volume cannot be opened; its files are left in place, it is not served until a restart succeeds");
-                    store
-                        .failed
-                        .write()
-                        .expect("failed lock")
-                        .insert(vid, e.to_string());
+                    store.failed.write_or_abort().insert(vid, e.to_string());
                 }
             }
         }
@@ -266,12 +121,11 @@ impl Store {
     fn update_failed_gauge(&self) {
         let degraded = self
             .volumes
-            .read()
-            .expect("volumes lock")
+            .read_or_abort()
             .values()
             .filter(|v| v.failure().is_some())
             .count();
-        let failed = self.failed.read().expect("failed lock").len();
+        let failed = self.failed.read_or_abort().len();
         self.metrics.volumes_failed.set((degraded + failed) as i64);
     }
 
@@ -279,8 +133,7 @@ impl Store {
     pub fn failed(&self) -> Vec<(VolumeId, String)> {
         let mut f: Vec<(VolumeId, String)> = self
             .failed
-            .read()
-            .expect("failed lock")
+            .read_or_abort()
             .iter()
             .map(|(k, v)| (*k, v.clone()))
             .collect();
@@ -295,7 +148,7 @@ impl Store {
 
     /// Number of volumes.
     pub fn len(&self) -> usize {
-        self.volumes.read().expect("volumes lock").len()
+        self.volumes.read_or_abort().len()
     }
 
     /// Whether there are no volumes.
@@ -306,8 +159,7 @@ impl Store {
     /// A volume by id.
     pub fn get(&self, id: VolumeId) -> Result<Arc<Volume>, VolumeError> {
         self.volumes
-            .read()
-            .expect("volumes lock")
+            .read_or_abort()
             .get(&id)
             .cloned()
             .ok_or(VolumeError::VolumeNotFound { volume: id })
@@ -338,7 +190,7 @@ impl Store {
         replication: Replication,
         create: impl FnOnce() -> Result<(Volume, RecoveryReport), VolumeError>,
     ) -> Result<Arc<Volume>, VolumeError> {
-        let _alloc = self.allocating.lock().unwrap_or_else(|e| e.into_inner());
+        let _alloc = self.allocating.read_or_abort();
         if let Ok(v) = self.get(id) {
             return if v.collection == collection && v.replication == replication {
                 Ok(v)
@@ -346,13 +198,13 @@ impl Store {
                 Err(VolumeError::Exists { volume: id })
             };
         }
-        if self.failed.read().expect("failed lock").contains_key(&id) {
+        if self.failed.read_or_abort().contains_key(&id) {
             return Err(VolumeError::Exists { volume: id });
         }
         let (v, _) = create()?;
         tracing::info!(volume = id, collection, %replication, "volume allocated");
         let v = Arc::new(v);
-        let mut vols = self.volumes.write().expect("volumes lock");
+        let mut vols = self.volumes.write_or_abort();
         vols.insert(id, v.clone());
         self.metrics.volumes.set(vols.len() as i64);
         Ok(v)
@@ -361,13 +213,7 @@ impl Store {
     /// Scrubs every volume (see [`Volume::scrub`]); returns the number of needles checked
     /// and the corrupt ones as `(volume, key)`.
     pub fn scrub(&self) -> (u64, Vec<(VolumeId, u64)>) {
-        let vols: Vec<Arc<Volume>> = self
-            .volumes
-            .read()
-            .expect("volumes lock")
-            .values()
-            .cloned()
-            .collect();
+        let vols: Vec<Arc<Volume>> = self.volumes.read_or_abort().values().cloned().collect();
         let mut checked = 0;
         let mut bad = Vec::new();
         for v in vols {
@@ -381,8 +227,7 @@ impl Store {
     pub fn infos(&self) -> Vec<VolumeInfo> {
         let mut infos: Vec<VolumeInfo> = self
             .volumes
-            .read()
-            .expect("volumes lock")
+            .read_or_abort()
             .values()
             .map(|v| v.info())
             .collect();

@@ -1,14 +1,16 @@
-//! One volume: a `.dat` file of needles, its `.idx`, the in-memory key map, and the writer
-//! thread that appends with group commit.
+//! One volume: the handle to a `.dat` file of needles, its `.idx` and the in-memory key map;
+//! opening (with recovery), reads and scrubs, and the entry points of writes and deletes.
 //!
 //! # Write path and when data is on disk
 //! Requests are encoded (and checksummed) by the caller and sent to the volume's appender
-//! thread. It takes every request waiting in its queue and appends the records to the `.dat`,
-//! then hands the batch to the syncer thread, which calls `fdatasync` once for every batch
-//! appended since its last sync (group commit: concurrent writers share one sync, and the
-//! next batch is appended while the previous one is being synced), appends the batches'
-//! `.idx` rows, publishes the keys in the in-memory map and only then answers. A needle is therefore on disk before anyone can read it or be told it
-//! was written. The `.idx` is not synced: it is a cache that recovery rebuilds from the `.dat`.
+//! thread ([`super::writer`]). It takes every request waiting in its queue and appends the
+//! records to the `.dat`, then hands the batch to the syncer thread ([`super::syncer`]), which
+//! calls `fdatasync` once for every batch appended since its last sync (group commit:
+//! concurrent writers share one sync, and the next batch is appended while the previous one is
+//! being synced), appends the batches' `.idx` rows, publishes the keys in the in-memory map
+//! and only then answers. A needle is therefore on disk before anyone can read it or be told
+//! it was written. The `.idx` is not synced: it is a cache that recovery rebuilds from the
+//! `.dat`.
 //!
 //! A failed append truncates the `.dat` back to where the batch began, so no half-written
 //! needle is ever indexed. A failed fdatasync poisons the volume (the kernel may have dropped
@@ -24,6 +26,7 @@
 //! Records past the last `.idx` row may well have been acknowledged (the `.idx` is not synced),
 //! which is why they are re-indexed rather than dropped.
 
+use crate::fatal::LockExt;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -31,24 +34,18 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::api::master::{Replication, VolumeInfo};
 use common::ids::VolumeId;
 use tokio::sync::{mpsc, oneshot};
 
-use super::faults::{Faults, SyncedFile};
-use super::idx::{self, IdxRow};
+use super::faults::Faults;
+use super::idx::IdxRow;
 use super::needle::{self, Needle};
+use super::writer::{MAX_BATCH, Op, Writer};
 use super::{SUPERBLOCK_LEN, VolumeError, superblock};
 use crate::metrics::Metrics;
-
-/// Largest `.dat` an `.idx` row can address (offset/8 in a u32).
-const MAX_DAT_LEN: u64 = (u32::MAX as u64) * needle::ALIGN;
-/// Most requests one group commit takes.
-const MAX_BATCH: usize = 4096;
-/// Most bytes one group commit appends.
-const MAX_BATCH_BYTES: usize = 32 << 20;
 
 /// Where a live needle is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,35 +76,18 @@ pub struct RecoveryReport {
     pub unchecked_superblock: bool,
 }
 
-struct Shared {
-    id: VolumeId,
-    index: RwLock<HashMap<u64, Loc>>,
-    end: AtomicU64,
-    file_count: AtomicU64,
-    delete_count: AtomicU64,
-    max_key: AtomicU64,
-    poisoned: Mutex<Option<String>>,
-    metrics: Metrics,
-    faults: Arc<Faults>,
-}
-
-/// A request to the writer thread.
-enum Op {
-    Put {
-        record: Vec<u8>,
-        key: u64,
-        size: u32,
-        fsync: bool,
-        appended: Option<oneshot::Sender<()>>,
-        done: oneshot::Sender<Result<(), VolumeError>>,
-    },
-    Delete {
-        key: u64,
-        cookie: u32,
-        expect_offset: u64,
-        fsync: bool,
-        done: oneshot::Sender<Result<(), VolumeError>>,
-    },
+/// State shared by the handle, the appender and the syncer threads.
+pub(crate) struct Shared {
+    pub(crate) id: VolumeId,
+    pub(crate) index: RwLock<HashMap<u64, Loc>>,
+    /// End of the published records (where the syncer has answered up to).
+    pub(crate) end: AtomicU64,
+    pub(crate) file_count: AtomicU64,
+    pub(crate) delete_count: AtomicU64,
+    pub(crate) max_key: AtomicU64,
+    pub(crate) poisoned: Mutex<Option<String>>,
+    pub(crate) metrics: Metrics,
+    pub(crate) faults: Arc<Faults>,
 }
 
 /// An open volume.
@@ -166,7 +146,7 @@ pub fn file_stem(collection: &str, id: VolumeId) -> String {
     }
 }
 
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -310,9 +290,7 @@ impl Volume {
             idx_len: rec.idx_len,
             end,
         };
-        std::thread::Builder::new()
-            .name(format!("volume-{id}-writer"))
-            .spawn(move || writer.run(rx))
+        crate::fatal::spawn_critical(format!("volume-{id}-writer"), move || writer.run(rx))
             .map_err(io("spawn writer thread"))?;
         Ok((
             Self {
@@ -420,12 +398,7 @@ impl Volume {
     /// Body size of the live needle `key`, if any (to decide whether a read is worth moving
     /// off the async runtime).
     pub fn needle_size(&self, key: u64) -> Option<u32> {
-        self.shared
-            .index
-            .read()
-            .expect("index lock")
-            .get(&key)
-            .map(|l| l.size)
+        self.shared.index.read_or_abort().get(&key).map(|l| l.size)
     }
 
     /// Verifies the checksum of every live needle (in offset order, so the disk is read
@@ -435,8 +408,7 @@ impl Volume {
         let mut locs: Vec<(u64, Loc)> = self
             .shared
             .index
-            .read()
-            .expect("index lock")
+            .read_or_abort()
             .iter()
             .map(|(k, l)| (*k, *l))
             .collect();
@@ -463,17 +435,12 @@ impl Volume {
 
     /// Reads and verifies the needle `key`; a wrong cookie is "not found".
     pub fn read(&self, key: u64, cookie: u32) -> Result<ReadNeedle, VolumeError> {
-        let loc = self
-            .shared
-            .index
-            .read()
-            .expect("index lock")
-            .get(&key)
-            .copied()
-            .ok_or(VolumeError::NeedleNotFound {
+        let loc = self.shared.index.read_or_abort().get(&key).copied().ok_or(
+            VolumeError::NeedleNotFound {
                 volume: self.id,
                 key,
-            })?;
+            },
+        )?;
         let len = needle::record_len(loc.size);
         let mut buf = vec![0u8; len as usize];
         self.reader
@@ -539,8 +506,7 @@ impl Volume {
         let offset = self
             .shared
             .index
-            .read()
-            .expect("index lock")
+            .read_or_abort()
             .get(&key)
             .map(|l| l.offset)
             .ok_or(VolumeError::NeedleNotFound {
@@ -583,376 +549,15 @@ pub(crate) fn apply_row(index: &mut HashMap<u64, Loc>, row: &IdxRow, delete_coun
     }
 }
 
-/// The appender thread's state: the only writer of the `.dat`.
-struct Writer {
-    shared: Arc<Shared>,
-    dat: File,
-    idx: File,
-    idx_len: u64,
-    end: u64,
-}
-
-/// A record appended in the current batch, waiting for the sync.
-struct Appended {
-    row: IdxRow,
-    loc: Option<Loc>,
-    done: oneshot::Sender<Result<(), VolumeError>>,
-    is_delete: bool,
-    bytes: u64,
-}
-
-/// One appended batch handed from the appender to the syncer.
-struct SyncJob {
-    appended: Vec<Appended>,
-    end: u64,
-    want_sync: bool,
-}
-
-impl Writer {
-    /// Runs the two stages: this thread appends batches, a syncer thread fsyncs, indexes and
-    /// answers them. While one batch is being synced the next one is appended, and the syncer
-    /// coalesces every batch appended meanwhile into its next `fdatasync`.
-    fn run(self, mut rx: mpsc::Receiver<Op>) {
-        let Writer {
-            shared,
-            dat,
-            idx,
-            idx_len,
-            mut end,
-        } = self;
-        let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel::<SyncJob>(4);
-        let syncer = match dat.try_clone() {
-            Ok(sync_dat) => {
-                let s = Syncer {
-                    shared: shared.clone(),
-                    dat: sync_dat,
-                    idx,
-                    idx_len,
-                    pending_rows: Vec::new(),
-                };
-                std::thread::Builder::new()
-                    .name(format!("volume-{}-sync", shared.id))
-                    .spawn(move || s.run(jobs_rx))
-                    .ok()
-            }
-            Err(_) => None,
-        };
-        if syncer.is_none() {
-            poison(&shared, "cannot start the syncer thread".to_owned());
-        }
-        while let Some(first) = rx.blocking_recv() {
-            let mut batch = vec![first];
-            let mut bytes = 0usize;
-            while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-                match rx.try_recv() {
-                    Ok(op) => {
-                        if let Op::Put { record, .. } = &op {
-                            bytes += record.len();
-                        }
-                        batch.push(op);
-                    }
-                    Err(_) => break,
-                }
-            }
-            if let Some(job) = append_batch(&shared, &dat, &mut end, batch)
-                && let Err(std::sync::mpsc::SendError(job)) = jobs_tx.send(job)
-            {
-                for a in job.appended {
-                    let _ = a
-                        .done
-                        .send(Err(VolumeError::WriterGone { volume: shared.id }));
-                }
-            }
-        }
-        drop(jobs_tx);
-        if let Some(h) = syncer {
-            let _ = h.join();
-        }
-        tracing::debug!(volume = shared.id, "volume writer stopped");
-    }
-}
-
-fn poison(shared: &Shared, reason: String) {
+pub(crate) fn poison(shared: &Shared, reason: String) {
     tracing::error!(volume = shared.id, reason = %reason, "volume poisoned: refusing writes");
-    if shared
-        .poisoned
-        .lock()
-        .expect("poison lock")
-        .replace(reason)
-        .is_none()
-    {
+    if shared.poisoned.read_or_abort().replace(reason).is_none() {
         shared.metrics.volumes_failed.inc();
     }
 }
 
-fn poisoned(shared: &Shared) -> Option<String> {
-    shared.poisoned.lock().expect("poison lock").clone()
-}
-
-/// Appends one batch to the `.dat`; returns the job for the syncer, or `None` when every
-/// request of the batch was already answered (failed or rejected).
-fn append_batch(shared: &Shared, dat: &File, end: &mut u64, batch: Vec<Op>) -> Option<SyncJob> {
-    let id = shared.id;
-    if let Some(reason) = poisoned(shared) {
-        let err = VolumeError::Poisoned { volume: id, reason };
-        for op in batch {
-            reply_err(op, &err);
-        }
-        return None;
-    }
-    let start = *end;
-    let mut pos = start;
-    let mut want_sync = false;
-    let mut appended: Vec<Appended> = Vec::with_capacity(batch.len());
-    let mut failure: Option<VolumeError> = None;
-    let mut deleted_in_batch: Vec<u64> = Vec::new();
-    for op in batch {
-        if let Some(err) = &failure {
-            reply_err(op, err);
-            continue;
-        }
-        match op {
-            Op::Put {
-                record,
-                key,
-                size,
-                fsync,
-                appended: notify,
-                done,
-            } => {
-                let len = record.len() as u64;
-                if pos + len > MAX_DAT_LEN {
-                    let _ = done.send(Err(VolumeError::Full { volume: id }));
-                    continue;
-                }
-                if let Err(source) = shared
-                    .faults
-                    .check_write()
-                    .and_then(|()| dat.write_all_at(&record, pos))
-                {
-                    let err = VolumeError::from_write(id, source);
-                    let _ = done.send(Err(err.clone_shallow()));
-                    failure = Some(err);
-                    continue;
-                }
-                if let Some(n) = notify {
-                    let _ = n.send(());
-                }
-                want_sync |= fsync;
-                appended.push(Appended {
-                    row: IdxRow {
-                        key,
-                        offset_units: (pos / needle::ALIGN) as u32,
-                        size: size as i32,
-                    },
-                    loc: Some(Loc { offset: pos, size }),
-                    done,
-                    is_delete: false,
-                    bytes: len,
-                });
-                deleted_in_batch.retain(|k| *k != key);
-                pos += len;
-            }
-            Op::Delete {
-                key,
-                cookie,
-                expect_offset,
-                fsync,
-                done,
-            } => {
-                let current = shared
-                    .index
-                    .read()
-                    .expect("index lock")
-                    .get(&key)
-                    .map(|l| l.offset);
-                if current != Some(expect_offset) || deleted_in_batch.contains(&key) {
-                    let _ = done.send(Err(VolumeError::NeedleNotFound { volume: id, key }));
-                    continue;
-                }
-                let record = needle::encode_tombstone(cookie, key, now_ns());
-                let len = record.len() as u64;
-                if let Err(source) = shared
-                    .faults
-                    .check_write()
-                    .and_then(|()| dat.write_all_at(&record, pos))
-                {
-                    let err = VolumeError::from_write(id, source);
-                    let _ = done.send(Err(err.clone_shallow()));
-                    failure = Some(err);
-                    continue;
-                }
-                want_sync |= fsync;
-                deleted_in_batch.push(key);
-                appended.push(Appended {
-                    row: IdxRow {
-                        key,
-                        offset_units: (pos / needle::ALIGN) as u32,
-                        size: -1,
-                    },
-                    loc: None,
-                    done,
-                    is_delete: true,
-                    bytes: len,
-                });
-                pos += len;
-            }
-        }
-    }
-    if let Some(err) = failure {
-        // Cut whatever this batch appended, so no half-written needle stays in the .dat.
-        // Earlier batches lie below `start` and are unaffected.
-        shared.metrics.write_errors.inc();
-        if let Err(e) = dat.set_len(start) {
-            poison(shared, format!("cannot cut a failed append: {e}"));
-        }
-        for a in appended {
-            let _ = a.done.send(Err(err.clone_shallow()));
-        }
-        return None;
-    }
-    if appended.is_empty() {
-        return None;
-    }
-    *end = pos;
-    Some(SyncJob {
-        appended,
-        end: pos,
-        want_sync,
-    })
-}
-
-/// The syncer thread's state: fsyncs the `.dat`, appends `.idx` rows, publishes and answers.
-struct Syncer {
-    shared: Arc<Shared>,
-    dat: File,
-    idx: File,
-    idx_len: u64,
-    /// Rows a full disk kept out of the `.idx`, written before any later row (never a gap).
-    pending_rows: Vec<u8>,
-}
-
-impl Syncer {
-    fn run(mut self, jobs: std::sync::mpsc::Receiver<SyncJob>) {
-        while let Ok(first) = jobs.recv() {
-            let mut batch = vec![first];
-            while let Ok(more) = jobs.try_recv() {
-                batch.push(more);
-            }
-            self.commit(batch);
-        }
-    }
-
-    fn commit(&mut self, jobs: Vec<SyncJob>) {
-        let id = self.shared.id;
-        let end = jobs.last().map_or(0, |j| j.end);
-        let want_sync = jobs.iter().any(|j| j.want_sync);
-        let appended: Vec<Appended> = jobs.into_iter().flat_map(|j| j.appended).collect();
-        if let Some(reason) = poisoned(&self.shared) {
-            for a in appended {
-                let _ = a.done.send(Err(VolumeError::Poisoned {
-                    volume: id,
-                    reason: reason.clone(),
-                }));
-            }
-            return;
-        }
-        if want_sync {
-            let t = Instant::now();
-            let res = self.dat.sync_data();
-            self.shared.metrics.fdatasyncs.inc();
-            self.shared
-                .metrics
-                .fdatasync_seconds
-                .observe(t.elapsed().as_secs_f64());
-            if res.is_ok() {
-                self.shared.faults.synced(SyncedFile::Dat, end);
-            }
-            if let Err(e) = res {
-                let reason = format!("fdatasync failed: {e}");
-                poison(&self.shared, reason.clone());
-                for a in appended {
-                    let _ = a.done.send(Err(VolumeError::Poisoned {
-                        volume: id,
-                        reason: reason.clone(),
-                    }));
-                }
-                return;
-            }
-        }
-        let mut rows = std::mem::take(&mut self.pending_rows);
-        for a in &appended {
-            rows.extend_from_slice(&a.row.encode());
-        }
-        match self
-            .shared
-            .faults
-            .check_idx_write()
-            .and_then(|()| self.idx.write_all_at(&rows, self.idx_len))
-        {
-            Ok(()) => self.idx_len += rows.len() as u64,
-            Err(e) if e.kind() == io::ErrorKind::StorageFull => {
-                // The needles are durable in the .dat and the .idx is only a cache: answer
-                // them, and keep their rows to write before any later one, so the .idx never
-                // has a gap (recovery re-indexes whatever is past its last row).
-                tracing::warn!(volume = id, rows = rows.len() / idx::ROW_LEN, error = %e, "disk full appending idx rows; they are kept and retried");
-                self.shared.metrics.write_errors.inc();
-                self.pending_rows = rows;
-            }
-            Err(e) => {
-                // The needles are durable in the .dat; recovery will re-index them. But this
-                // process's .idx may now have a hole, so stop writing until a restart.
-                let reason = format!("idx append failed: {e}");
-                poison(&self.shared, reason.clone());
-                self.shared.end.store(end, Ordering::Release);
-                for a in appended {
-                    let _ = a.done.send(Err(VolumeError::Poisoned {
-                        volume: id,
-                        reason: reason.clone(),
-                    }));
-                }
-                return;
-            }
-        }
-        let m = &self.shared.metrics;
-        m.batch_needles.observe(appended.len() as f64);
-        {
-            let mut index = self.shared.index.write().expect("index lock");
-            for a in &appended {
-                match a.loc {
-                    Some(loc) => {
-                        index.insert(a.row.key, loc);
-                    }
-                    None => {
-                        index.remove(&a.row.key);
-                    }
-                }
-            }
-            self.shared
-                .file_count
-                .store(index.len() as u64, Ordering::Relaxed);
-        }
-        self.shared.end.store(end, Ordering::Release);
-        for a in appended {
-            m.write_bytes.inc_by(a.bytes);
-            if a.is_delete {
-                m.deletes.inc();
-                self.shared.delete_count.fetch_add(1, Ordering::Relaxed);
-            } else {
-                m.writes.inc();
-                self.shared.max_key.fetch_max(a.row.key, Ordering::Relaxed);
-            }
-            let _ = a.done.send(Ok(()));
-        }
-    }
-}
-
-fn reply_err(op: Op, err: &VolumeError) {
-    match op {
-        Op::Put { done, .. } | Op::Delete { done, .. } => {
-            let _ = done.send(Err(err.clone_shallow()));
-        }
-    }
+pub(crate) fn poisoned(shared: &Shared) -> Option<String> {
+    shared.poisoned.read_or_abort().clone()
 }
 
 impl Drop for Volume {

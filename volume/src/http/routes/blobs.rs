@@ -1,6 +1,5 @@
-//! Blob handlers: write (with synchronous replication), read (Range, ETag), delete.
-
-use std::time::{SystemTime, UNIX_EPOCH};
+//! Blob handlers: write, read (Range, ETag), delete. The domain work (replication fan-out
+//! included) is in [`crate::service`]; these extract, validate and map.
 
 use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Multipart, Path, Request, State};
@@ -9,19 +8,12 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use common::api::volume::{DeleteResponse, UploadResponse};
-use common::client::master::urlencode;
-use common::client::{Call, HttpClient, base_url};
 use common::http::{ApiError, Json, Query};
 use common::ids::FileId;
 use serde::Deserialize;
-use tracing::Instrument;
 
-use super::AppState;
-use crate::store::VolumeError;
-use crate::store::needle::Needle;
-
-/// Reads above this size run on the blocking pool.
-const INLINE_READ_MAX: u32 = 256 << 10;
+use crate::http::AppState;
+use crate::service::{Error, Upload, WriteOptions};
 
 /// Query parameters of writes and deletes.
 #[derive(Debug, Default, Deserialize)]
@@ -53,17 +45,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Fid {
         raw.parse::<FileId>()
             .map(Self)
             .map_err(|e| ApiError::bad_request("bad_fid", e.to_string()))
-    }
-}
-
-/// Maps a volume error to an API error whose text names the file id.
-fn fid_error(fid: &FileId, e: VolumeError) -> ApiError {
-    match ApiError::from(e) {
-        ApiError::NotFound { code, message } => {
-            ApiError::not_found(code, format!("file {fid}: {message}"))
-        }
-        ApiError::Internal(err) => ApiError::internal(anyhow::anyhow!("file {fid}: {err:#}")),
-        other => other,
     }
 }
 
@@ -136,164 +117,24 @@ pub async fn put_blob(
     Query(q): Query<WriteParams>,
     req: Request,
 ) -> Result<(StatusCode, Json<UploadResponse>), ApiError> {
-    let vol = s.store.get(fid.volume_id).map_err(|e| fid_error(&fid, e))?;
-    let limit = usize::try_from(common::config::mib(s.cfg.max_blob_mb)).unwrap_or(usize::MAX);
-    let (data, part_name, mime) = read_body(req, limit).await?;
-    let name = q.name.clone().or(part_name);
-    let fsync = s.cfg.fsync && q.fsync != Some(false);
-    let replicate = q.kind.as_deref() == Some("replicate");
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .ok()
-        .map(|d| d.as_secs());
-    let needle = Needle {
-        cookie: fid.cookie,
-        key: fid.key,
-        data: data.clone(),
-        name: name.clone(),
-        mime: mime.clone(),
-        last_modified: if replicate {
-            q.last_modified.or(now)
-        } else {
-            now
-        },
+    // An unknown volume is refused before the body is read.
+    s.volume
+        .store()
+        .get(fid.volume_id)
+        .map_err(|e| Error::Blob { fid, source: e })?;
+    let (data, part_name, mime) = read_body(req, s.volume.max_blob()).await?;
+    let upload = Upload {
+        data,
+        name: q.name.or(part_name),
+        mime,
     };
-
-    let local = async {
-        let mut pending = vol
-            .write(&needle, fsync, s.store.size_limit())
-            .await
-            .map_err(|e| fid_error(&fid, e))?;
-        let checksum = pending.checksum;
-        pending
-            .appended()
-            .instrument(tracing::info_span!(
-                "needle.append",
-                otel.name = "needle.append",
-                volume = fid.volume_id,
-                bytes = data.len()
-            ))
-            .await;
-        pending
-            .done()
-            .instrument(tracing::info_span!(
-                "volume.fsync",
-                otel.name = "volume.fsync",
-                volume = fid.volume_id,
-                fsync
-            ))
-            .await
-            .map_err(|e| fid_error(&fid, e))?;
-        Ok::<u32, ApiError>(checksum)
+    let opts = WriteOptions {
+        fsync: q.fsync,
+        replicate: q.kind.as_deref() == Some("replicate"),
+        last_modified: q.last_modified,
     };
-    let checksum = if replicate || vol.replication.copies() == 1 {
-        local.await?
-    } else {
-        let replicas = replica_urls(&s, fid.volume_id, vol.replication.copies()).await?;
-        let copy = ReplicaCopy {
-            fsync,
-            name: name.as_deref(),
-            mime: mime.as_deref(),
-            last_modified: needle.last_modified,
-        };
-        let forwards = replicas.iter().map(|url| {
-            let (http, data, copy) = (&s.http, data.clone(), &copy);
-            async move {
-                replicate_write(http, url, &fid, data, copy)
-                    .await
-                    .map_err(|e| replica_error(&fid, url, e))
-            }
-        });
-        let (checksum, forwarded) = tokio::join!(local, futures::future::join_all(forwards));
-        let checksum = checksum?;
-        for (f, url) in forwarded.into_iter().zip(&replicas) {
-            let copy = f?;
-            if copy.etag != format!("{checksum:08x}") {
-                tracing::error!(fid = %fid, replica = %url, local = format_args!("{checksum:08x}"), replica_etag = %copy.etag, "replica stored a needle with a different checksum; the copies differ");
-            }
-        }
-        checksum
-    };
-    Ok((
-        StatusCode::CREATED,
-        Json(UploadResponse {
-            name: needle.name.unwrap_or_default(),
-            size: data.len() as u64,
-            etag: format!("{checksum:08x}"),
-        }),
-    ))
-}
-
-/// What a replica copy must keep identical to the primary's needle.
-struct ReplicaCopy<'a> {
-    fsync: bool,
-    name: Option<&'a str>,
-    mime: Option<&'a str>,
-    last_modified: Option<u64>,
-}
-
-/// Forwards a write to a replica with the needle's metadata (name, MIME type as
-/// `Content-Type`, last-modified), so both copies hold the same bytes and the same ETag.
-async fn replicate_write(
-    http: &HttpClient,
-    server: &str,
-    fid: &FileId,
-    data: Bytes,
-    copy: &ReplicaCopy<'_>,
-) -> Result<UploadResponse, common::client::ClientError> {
-    let mut params = vec!["type=replicate".to_owned()];
-    if !copy.fsync {
-        params.push("fsync=false".to_owned());
-    }
-    if let Some(n) = copy.name {
-        params.push(format!("name={}", urlencode(n)));
-    }
-    if let Some(t) = copy.last_modified {
-        params.push(format!("lastModified={t}"));
-    }
-    let mut call = Call::new(
-        Method::POST,
-        format!("{}/{fid}?{}", base_url(server), params.join("&")),
-        "POST /{fid}",
-    )
-    .body(data)
-    .idempotent(true);
-    let mime = copy
-        .mime
-        .and_then(|m| HeaderValue::from_str(m).ok())
-        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-    call.headers.insert(header::CONTENT_TYPE, mime);
-    http.json(call).await
-}
-
-fn replica_error(fid: &FileId, url: &str, e: common::client::ClientError) -> ApiError {
-    s_unavailable(format!("replica write of {fid} to {url} failed: {e}"))
-}
-
-fn s_unavailable(message: String) -> ApiError {
-    ApiError::unavailable("replica_unavailable", message, 1)
-}
-
-/// The other servers holding `vid`, which must number `copies - 1`.
-async fn replica_urls(s: &AppState, vid: u32, copies: usize) -> Result<Vec<String>, ApiError> {
-    let locations = s
-        .master
-        .lookup(vid)
-        .await
-        .map_err(|e| s_unavailable(format!("cannot find the replicas of volume {vid}: {e}")))?;
-    let others: Vec<String> = locations
-        .into_iter()
-        .map(|l| l.url)
-        .filter(|u| *u != s.url)
-        .collect();
-    if others.len() + 1 < copies {
-        s.master.invalidate(vid);
-        return Err(s_unavailable(format!(
-            "volume {vid} needs {copies} copies but only {} servers hold it; refusing a write with fewer copies",
-            others.len() + 1
-        )));
-    }
-    Ok(others)
+    let written = s.volume.write(fid, upload, opts).await?;
+    Ok((StatusCode::CREATED, Json(written)))
 }
 
 /// `GET|HEAD /{fid}`: serves a blob after verifying its checksum; supports `Range` and
@@ -304,16 +145,7 @@ pub async fn get_blob(
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let vol = s.store.get(fid.volume_id).map_err(|e| fid_error(&fid, e))?;
-    let read = if vol.needle_size(fid.key).unwrap_or(0) > INLINE_READ_MAX {
-        let v = vol.clone();
-        tokio::task::spawn_blocking(move || v.read(fid.key, fid.cookie))
-            .await
-            .map_err(ApiError::internal)?
-    } else {
-        vol.read(fid.key, fid.cookie)
-    }
-    .map_err(|e| fid_error(&fid, e))?;
+    let read = s.volume.read(fid).await?;
     let etag = format!("\"{:08x}\"", read.checksum);
     let n = read.needle;
     let mut resp_headers = HeaderMap::new();
@@ -423,56 +255,17 @@ fn parse_range(h: &str, total: u64) -> RangeSpec {
     }
 }
 
-/// `DELETE /{fid}`: appends a tombstone (cookie checked) here and on every replica.
-///
-/// On a replicated volume the delete reaches every replica even when the needle is already
-/// gone here: a retry after a replica failed (503) must still delete the replica's copy, or it
-/// would serve the blob after a failover. The answer is 202 if any copy held the needle, 404
-/// if none did, 503 if a replica could not be reached (retry it).
+/// `DELETE /{fid}`: appends a tombstone (cookie checked) here and on every replica (see
+/// [`VolumeServer::delete`](crate::service::VolumeServer::delete)): 202 if any copy held the
+/// needle, 404 if none did, 503 if a replica could not be reached (retry it).
 pub async fn delete_blob(
     State(s): State<AppState>,
     Fid(fid): Fid,
     Query(q): Query<WriteParams>,
 ) -> Result<(StatusCode, Json<DeleteResponse>), ApiError> {
-    let vol = s.store.get(fid.volume_id).map_err(|e| fid_error(&fid, e))?;
-    let fsync = s.cfg.fsync && q.fsync != Some(false);
     let replicate = q.kind.as_deref() == Some("replicate");
-    let local = vol.delete(fid.key, fid.cookie, fsync).await;
-    if replicate || vol.replication.copies() == 1 {
-        let size = local.map_err(|e| fid_error(&fid, e))?;
-        return Ok((StatusCode::ACCEPTED, Json(DeleteResponse { size })));
-    }
-    let mut size = match local {
-        Ok(size) => Some(size),
-        Err(VolumeError::NeedleNotFound { .. }) => None,
-        Err(e) => return Err(fid_error(&fid, e)),
-    };
-    let replicas = replica_urls(&s, fid.volume_id, vol.replication.copies()).await?;
-    let volumes = &s.volumes;
-    let deletes = replicas
-        .iter()
-        .map(|url| async move { (url, volumes.delete(url, &fid, true).await) });
-    for (url, res) in futures::future::join_all(deletes).await {
-        match res {
-            Ok(r) => size = size.or(Some(r.size)),
-            Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {}
-            Err(e) => {
-                return Err(s_unavailable(format!(
-                    "replica delete of {fid} on {url} failed: {e}"
-                )));
-            }
-        }
-    }
-    match size {
-        Some(size) => Ok((StatusCode::ACCEPTED, Json(DeleteResponse { size }))),
-        None => Err(ApiError::not_found(
-            "needle_not_found",
-            format!(
-                "file {fid}: not found on any copy of volume {}",
-                fid.volume_id
-            ),
-        )),
-    }
+    let size = s.volume.delete(fid, q.fsync, replicate).await?;
+    Ok((StatusCode::ACCEPTED, Json(DeleteResponse { size })))
 }
 
 #[cfg(test)]
