@@ -126,7 +126,11 @@ pub struct ListResponse {
     pub has_more: bool,
 }
 
-/// Answer of `GET /dir/` with `Accept: application/json` (SeaweedFS-compatible names).
+/// A page of a directory in Kelp's entry shape, as [`FilerClient::list_dir`] returns it
+/// (`lastFileName` paging; built from `GET /__meta/list`). The file API itself answers
+/// [`SeaweedListing`].
+///
+/// [`FilerClient::list_dir`]: crate::client::filer::FilerClient::list_dir
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DirListing {
     /// The directory.
@@ -146,11 +150,138 @@ pub struct DirListing {
     pub should_display_load_more: bool,
 }
 
-/// Answer of a file upload `POST|PUT /path`.
+/// The directory bit of [`SeaweedEntry::mode`] (Go's `os.ModeDir`).
+pub const SEAWEED_MODE_DIR: u32 = 1 << 31;
+
+fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
+}
+
+fn is_zero_i64(v: &i64) -> bool {
+    *v == 0
+}
+
+/// Answer of `GET /dir/` with `Accept: application/json` on the file API: SeaweedFS's listing
+/// shape, field for field (`weed filer` 4.48), so SeaweedFS clients read it unchanged.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct SeaweedListing {
+    /// The server's version string.
+    pub version: String,
+    /// The directory; the root is `""`.
+    pub path: String,
+    /// Its entries in name order; `null` when there are none.
+    pub entries: Option<Vec<SeaweedEntry>>,
+    /// The limit applied.
+    pub limit: usize,
+    /// Name of the last entry returned (or the `lastFileName` asked for, on an empty page).
+    pub last_file_name: String,
+    /// Whether another page follows.
+    pub should_display_load_more: bool,
+    /// Whether this page is empty.
+    pub empty_folder: bool,
+}
+
+/// An entry in SeaweedFS's JSON shape (its `filer.Entry` with the embedded `Attr`): the
+/// listing's `Entries[]` and the answer of `GET /file?metadata=true`. Times are RFC 3339;
+/// `Mode` carries [`SEAWEED_MODE_DIR`] for directories; `Md5` and `Extended` values are base64.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct SeaweedEntry {
+    /// Absolute path.
+    pub full_path: String,
+    /// Last modification (RFC 3339, nanoseconds).
+    pub mtime: String,
+    /// Creation (RFC 3339, seconds).
+    pub crtime: String,
+    /// Status change (Go's zero time when unset).
+    pub ctime: String,
+    /// Last access.
+    pub atime: String,
+    /// Go `os.FileMode`: permission bits, plus [`SEAWEED_MODE_DIR`] for a directory.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// MIME type.
+    pub mime: String,
+    /// Time to live in seconds (0: none).
+    pub ttl_sec: i32,
+    /// Owner name.
+    pub user_name: String,
+    /// Group names (`null` when none).
+    pub group_names: Option<Vec<String>>,
+    /// Symlink target ("" for none).
+    pub symlink_target: String,
+    /// MD5 of the content, base64 (`null` when not known).
+    pub md5: Option<String>,
+    /// Content length in bytes.
+    pub file_size: u64,
+    /// Device number.
+    pub rdev: u32,
+    /// Inode number.
+    pub inode: u64,
+    /// Extended attributes, values base64 (`null` when none).
+    pub extended: Option<BTreeMap<String, String>>,
+    /// Content chunks (absent when none).
+    #[serde(rename = "chunks", default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<SeaweedChunk>,
+    /// Hard link id (`null`: none).
+    pub hard_link_id: Option<String>,
+    /// Hard link count.
+    pub hard_link_counter: i32,
+    /// Inline content, base64 (`null`: none).
+    pub content: Option<String>,
+    /// Remote storage entry (`null`: none).
+    pub remote: Option<serde_json::Value>,
+    /// Quota in bytes (0: none).
+    pub quota: i64,
+    /// WORM enforcement time (0: none).
+    #[serde(rename = "WORMEnforcedAtTsNs")]
+    pub worm_enforced_at_ts_ns: i64,
+}
+
+/// A chunk in SeaweedFS's JSON shape (its `filer_pb.FileChunk`; zero fields are omitted, as
+/// protobuf's JSON tags do).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SeaweedChunk {
+    /// The needle's file id, `vid,keycookie`.
+    pub file_id: String,
+    /// Offset within the file.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub offset: u64,
+    /// Bytes in this chunk.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub size: u64,
+    /// When the chunk was written, nanoseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub modified_ts_ns: i64,
+    /// The chunk's ETag.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub e_tag: String,
+    /// The file id, parsed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fid: Option<SeaweedFid>,
+}
+
+/// A parsed file id in SeaweedFS's JSON shape (`filer_pb.FileId`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SeaweedFid {
+    /// Volume id.
+    pub volume_id: u32,
+    /// Needle key.
+    pub file_key: u64,
+    /// Cookie.
+    pub cookie: u32,
+}
+
+/// Answer of a file upload `POST|PUT /path`, as SeaweedFS's (`size` is omitted when 0).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FileUploadResponse {
     /// The file's name (last path segment).
     pub name: String,
     /// Bytes stored.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub size: u64,
 }

@@ -185,28 +185,52 @@ impl FilerClient {
         self.http.bytes(call).await
     }
 
-    /// Lists a directory through the SeaweedFS-style file API.
+    /// One page of a directory in Kelp's entry shape, paged by name as the SeaweedFS file API
+    /// pages (`last_file_name` exclusive). Reads `GET /__meta/list` (the file API answers in
+    /// SeaweedFS's shape); a missing directory is a 404 `not_found`, a file a 409, as on the
+    /// file API.
     pub async fn list_dir(
         &self,
         dir: &str,
         last_file_name: Option<&str>,
         limit: usize,
     ) -> Result<DirListing, ClientError> {
-        let dir = if dir.ends_with('/') {
-            dir.to_owned()
-        } else {
-            format!("{dir}/")
+        let dir = match dir.trim_end_matches('/') {
+            "" => "/".to_owned(),
+            d => d.to_owned(),
         };
-        let mut url = format!("{}{}?limit={limit}", self.base, encode_path(&dir));
-        if let Some(l) = last_file_name {
-            url.push_str(&format!("&lastFileName={}", urlencode(l)));
+        let limit = limit.clamp(1, 10_000);
+        let page = self
+            .list(&ListQuery {
+                dir: dir.clone(),
+                start: last_file_name.filter(|l| !l.is_empty()).map(str::to_owned),
+                inclusive: false,
+                limit: Some(limit),
+                reverse: false,
+            })
+            .await?;
+        // `/__meta/list` lists a missing directory as empty; the file API's 404 is kept.
+        if page.entries.is_empty() && dir != "/" && self.get_entry(&dir).await?.is_none() {
+            return Err(ClientError::Api {
+                url: format!("{}/__meta/list", self.base),
+                status: StatusCode::NOT_FOUND,
+                code: "not_found".to_owned(),
+                message: format!("no entry at {dir}"),
+                retry_after: None,
+            });
         }
-        let mut call = Call::new(Method::GET, url, "GET /{*path}");
-        call.headers.insert(
-            axum::http::header::ACCEPT,
-            axum::http::HeaderValue::from_static("application/json"),
-        );
-        self.http.json(call).await
+        let last_file_name = page
+            .entries
+            .last()
+            .and_then(|e| e.full_path.rsplit('/').next())
+            .map_or_else(|| last_file_name.unwrap_or("").to_owned(), str::to_owned);
+        Ok(DirListing {
+            path: dir,
+            entries: page.entries,
+            limit,
+            last_file_name,
+            should_display_load_more: page.has_more,
+        })
     }
 
     /// Deletes a file or directory.

@@ -1,15 +1,17 @@
 //! The filer's HTTP API: the router, its state, and the routes.
 //!
 //! - `GET /healthz`, `GET /readyz`, `GET /metrics`;
-//! - the file API on `/{*path}`: `POST|PUT` upload (raw or multipart `file`; with
-//!   `?mv.from=/src` a rename), `GET|HEAD` a file (Range) or a directory listing (JSON),
-//!   `DELETE` (`?recursive=true`);
+//! - the file API on `/{*path}`, SeaweedFS's filer routes and JSON shapes ([`seaweed`]):
+//!   `POST|PUT` upload (raw or multipart `file`; with `?mv.from=/src` a rename), `GET|HEAD` a
+//!   file (Range) or a directory listing (`limit`, `lastFileName`), `?metadata=true` for the
+//!   entry, `?pretty` for indented JSON, `DELETE` (`?recursive=true`);
 //! - the metadata API under `/__meta/`: `GET|PUT|DELETE /__meta/entry`, `GET /__meta/list`;
 //! - `GET /openapi.json`: the OpenAPI document of these routes (`openapi.json` beside this file);
 //!   a file cannot be read at that path.
 
 mod error;
 mod routes;
+pub mod seaweed;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use common::api::filer::{DirListing, Entry, ListResponse};
+use common::api::filer::{Entry, ListResponse, SeaweedListing};
 use kelp_filer::store::MetaStore;
 use serde_json::json;
 
@@ -396,10 +396,10 @@ async fn test_router_lists_and_pages() {
             )
             .await;
         assert_eq!(r.status, StatusCode::OK);
-        let l: DirListing = serde_json::from_slice(&r.body).unwrap();
+        let l: SeaweedListing = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(l.path, "/dir");
         assert_eq!(l.limit, 10);
-        seen.extend(l.entries.iter().map(|e| e.full_path.clone()));
+        seen.extend(l.entries.iter().flatten().map(|e| e.full_path.clone()));
         if !l.should_display_load_more {
             break;
         }
@@ -421,6 +421,93 @@ async fn test_router_lists_and_pages() {
     // A file path with a trailing slash is not a directory.
     let r = f.call(Method::GET, "/dir/f00/", Body::empty()).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
+}
+
+/// The file API answers in SeaweedFS's shapes (issue 17); Kelp's own stays on `/__meta/`.
+#[tokio::test]
+async fn test_router_file_api_speaks_seaweedfs_shapes() {
+    let f = filer();
+    let r = put_entry(
+        &f,
+        json!({"full_path": "/sw/a.bin", "mime": "text/plain", "size": 10, "mtime_ms": 1500,
+               "chunks": [chunk("3,01637037d6", 0, 4), chunk("4,02637037d6", 4, 6)],
+               "extended": {"k": "v"}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = f.call(Method::POST, "/sw/empty", Body::empty()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let r = put_entry(&f, json!({"full_path": "/sw/sub", "is_dir": true})).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+
+    let r = f.call(Method::GET, "/sw/?limit=1", Body::empty()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let l = r.json();
+    assert_eq!(l["Path"], "/sw");
+    assert_eq!(l["Limit"], 1);
+    assert_eq!(l["LastFileName"], "a.bin");
+    assert_eq!(l["ShouldDisplayLoadMore"], true);
+    assert_eq!(l["EmptyFolder"], false);
+    let e = &l["Entries"][0];
+    assert_eq!(e["FullPath"], "/sw/a.bin");
+    assert_eq!(e["FileSize"], 10);
+    assert_eq!(e["Mime"], "text/plain");
+    assert_eq!(e["Mode"], 0o644);
+    assert_eq!(e["Mtime"], "1970-01-01T00:00:01.5Z");
+    assert_eq!(e["Extended"]["k"], "dg==");
+    assert_eq!(e["chunks"][0]["file_id"], "3,01637037d6");
+    assert!(e["chunks"][0].get("offset").is_none());
+    assert_eq!(e["chunks"][1]["offset"], 4);
+    assert_eq!(e["chunks"][1]["size"], 6);
+    assert_eq!(e["chunks"][1]["e_tag"], "e");
+    assert_eq!(e["chunks"][1]["fid"]["volume_id"], 4);
+    // Directories carry Go's os.ModeDir bit; the root's Path is "".
+    let r = f
+        .call(Method::GET, "/sw/?lastFileName=empty", Body::empty())
+        .await;
+    let d = &r.json()["Entries"][0];
+    assert_eq!(d["FullPath"], "/sw/sub");
+    assert_eq!(d["Mode"], (1u64 << 31) | 0o755);
+    assert!(d.get("chunks").is_none());
+    let r = f.call(Method::GET, "/", Body::empty()).await;
+    assert_eq!(r.json()["Path"], "");
+    // An empty page: Entries null, EmptyFolder, LastFileName kept.
+    let r = f
+        .call(Method::GET, "/sw/?lastFileName=zzz", Body::empty())
+        .await;
+    assert_eq!(r.json()["Entries"], serde_json::Value::Null);
+    assert_eq!(r.json()["EmptyFolder"], true);
+    assert_eq!(r.json()["LastFileName"], "zzz");
+    // ?metadata=true: the entry instead of the content; ?pretty indents.
+    let r = f
+        .call(
+            Method::GET,
+            "/sw/a.bin?metadata=true&pretty=y",
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.starts_with(b"{\n  \""), "{:?}", r.body);
+    assert_eq!(r.json()["FullPath"], "/sw/a.bin");
+    assert_eq!(r.json()["chunks"].as_array().unwrap().len(), 2);
+    let r = f
+        .call(Method::GET, "/sw/sub?metadata=true", Body::empty())
+        .await;
+    assert_eq!(r.json()["Mode"], (1u64 << 31) | 0o755);
+    let r = f
+        .call(Method::GET, "/sw/a.bin/?metadata=true", Body::empty())
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    // Kelp's shape is unchanged on /__meta/.
+    let r = f
+        .call(
+            Method::GET,
+            "/__meta/entry?path=%2Fsw%2Fa.bin",
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.json()["full_path"], "/sw/a.bin");
+    assert_eq!(r.json()["chunks"][1]["fid"], "4,02637037d6");
 }
 
 #[tokio::test]
@@ -505,7 +592,8 @@ async fn test_router_empty_file_upload_read_head_range_delete() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    assert_eq!(r.json(), json!({"name": "empty.txt", "size": 0}));
+    // As SeaweedFS answers an empty upload: `size` is omitted when 0.
+    assert_eq!(r.json(), json!({"name": "empty.txt"}));
     let e = f.store.get("/docs/empty.txt").unwrap().unwrap();
     assert!(e.chunks.is_empty());
     assert_eq!(e.mime, "text/plain");

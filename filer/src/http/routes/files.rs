@@ -1,4 +1,5 @@
-//! The file API on `/{*path}`: upload, download (Range), directory listing, delete, rename.
+//! The file API on `/{*path}`: upload, download (Range), directory listing, delete, rename —
+//! SeaweedFS's filer routes, answering in SeaweedFS's JSON shapes ([`crate::http::seaweed`]).
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -6,19 +7,19 @@ use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use common::api::filer::{DirListing, Entry};
+use common::api::filer::Entry;
 use common::http::{ApiError, Json, Query};
 use futures::{StreamExt, TryStreamExt};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::chunks::{self, RangeRequest};
-use crate::http::AppState;
+use crate::http::{AppState, seaweed};
 use crate::path;
 use crate::service::Error;
 use crate::store::ListOpts;
 
-/// Default page size of a directory listing.
-pub const DEFAULT_LIMIT: usize = 100;
+/// Default page size of a directory listing (as `weed filer`'s).
+pub const DEFAULT_LIMIT: usize = 1000;
 /// Largest page size of a directory listing.
 pub const MAX_LIMIT: usize = 10_000;
 
@@ -36,13 +37,33 @@ pub struct FileQuery {
     /// Listing: continue after this name.
     #[serde(rename = "lastFileName")]
     pub last_file_name: Option<String>,
+    /// `GET` of a file or directory: its entry (SeaweedFS's shape) instead of its content.
+    pub metadata: Option<bool>,
+    /// JSON answers indented (any value, as in SeaweedFS).
+    pub pretty: Option<String>,
+}
+
+/// `value` as JSON, indented when `pretty` was asked for.
+fn json<T: Serialize>(status: StatusCode, value: &T, pretty: bool) -> Result<Response, ApiError> {
+    let body = if pretty {
+        serde_json::to_vec_pretty(value)
+    } else {
+        serde_json::to_vec(value)
+    }
+    .map_err(|e| ApiError::internal(anyhow::anyhow!("encode json: {e}")))?;
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("build response: {e}")))
 }
 
 fn request_path(uri: &Uri) -> Result<(String, bool), ApiError> {
     path::decode_uri_path(uri.path()).map_err(|m| ApiError::bad_request("bad_path", m))
 }
 
-/// `GET|HEAD /path`: a file's content (with Range), or a directory's listing as JSON.
+/// `GET|HEAD /path`: a file's content (with Range), or a directory's listing as JSON; with
+/// `?metadata=true`, the entry itself.
 pub async fn get(
     State(st): State<AppState>,
     method: Method,
@@ -56,6 +77,11 @@ pub async fn get(
         .lookup(p.clone())
         .await?
         .ok_or_else(|| Error::NotFound { path: p.clone() })?;
+    let pretty = q.pretty.is_some();
+    // A file addressed as a directory (`/file/`) stays a 409, as for its content.
+    if q.metadata == Some(true) && (entry.is_dir || !want_dir) {
+        return json(StatusCode::OK, &seaweed::entry(&entry), pretty);
+    }
     if entry.is_dir {
         return list_dir(&st, entry, &q).await;
     }
@@ -67,26 +93,16 @@ pub async fn get(
 
 async fn list_dir(st: &AppState, dir: Entry, q: &FileQuery) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let after = q.last_file_name.clone().filter(|s| !s.is_empty());
     let opts = ListOpts {
-        start: q.last_file_name.clone().filter(|s| !s.is_empty()),
+        start: after.clone(),
         inclusive: false,
         limit,
         reverse: false,
     };
     let page = st.filer.list(dir.full_path.clone(), opts, false).await?;
-    let last_file_name = page
-        .entries
-        .last()
-        .map(|e| path::name(&e.full_path).to_owned())
-        .unwrap_or_default();
-    Ok(Json(DirListing {
-        path: dir.full_path,
-        entries: page.entries,
-        limit,
-        last_file_name,
-        should_display_load_more: page.has_more,
-    })
-    .into_response())
+    let listing = seaweed::listing(&dir.full_path, &page, limit, after.as_deref());
+    json(StatusCode::OK, &listing, q.pretty.is_some())
 }
 
 async fn serve_file(
@@ -215,7 +231,7 @@ pub async fn post(
                 }
             });
             let resp = st.filer.upload(target, mime, body).await?;
-            return Ok((StatusCode::CREATED, Json(resp)).into_response());
+            return json(StatusCode::CREATED, &resp, q.pretty.is_some());
         }
     }
     if trailing {
@@ -237,7 +253,7 @@ pub async fn post(
         .map_err(|e| Error::BadBody(e.to_string()))
         .boxed();
     let resp = st.filer.upload(p, mime, body).await?;
-    Ok((StatusCode::CREATED, Json(resp)).into_response())
+    json(StatusCode::CREATED, &resp, q.pretty.is_some())
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
