@@ -30,6 +30,7 @@ fn volume_error(e: VolumeError, message: String) -> ApiError {
     match e {
         VolumeError::VolumeNotFound { .. } => ApiError::not_found("volume_not_found", message),
         VolumeError::NeedleNotFound { .. } => ApiError::not_found("needle_not_found", message),
+        VolumeError::CookieMismatch { .. } => ApiError::conflict("cookie_mismatch", message),
         VolumeError::Exists { .. } => ApiError::conflict("volume_exists", message),
         VolumeError::Full { .. } => ApiError::unavailable("volume_full", message, 1),
         VolumeError::WriterGone { .. } => ApiError::unavailable("shutting_down", message, 1),

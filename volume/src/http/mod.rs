@@ -1,11 +1,13 @@
 //! The volume server's HTTP API: the router, its state, and the routes.
 //!
 //! Routes: `POST|PUT /{fid}` (raw body or multipart `file`), `GET|HEAD /{fid}` (Range, ETag),
-//! `DELETE /{fid}`, `POST /admin/volume`, `GET /status`, `/healthz`, `/readyz`, `/metrics`, and
+//! `DELETE /{fid}`, the same on SeaweedFS's other URL forms `/{vid}/{key}` and
+//! `/{vid}/{key}/{name}` (see [`fid`]: `.ext` suffixes, batch `_N` suffixes), `POST /admin/volume`, `GET /status`, `/healthz`, `/readyz`, `/metrics`, and
 //! `/openapi.json`, their OpenAPI document (`openapi.json` beside this file). Handlers live in
 //! [`routes`]; [`error`] maps the service's errors to statuses.
 
 mod error;
+pub mod fid;
 pub mod routes;
 
 use std::sync::Arc;
@@ -39,14 +41,18 @@ fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/status", get(routes::ops::status)),
         ("/admin/volume", post(routes::admin::allocate)),
         (openapi::PATH, openapi::route(OPENAPI)),
-        (
-            "/{fid}",
-            get(routes::blobs::get_blob)
-                .post(routes::blobs::put_blob)
-                .put(routes::blobs::put_blob)
-                .delete(routes::blobs::delete_blob),
-        ),
+        ("/{fid}", blob()),
+        ("/{vid}/{key}", blob()),
+        ("/{vid}/{key}/{name}", blob()),
     ]
+}
+
+/// The blob methods, served on every URL form of a file id (see [`fid`]).
+fn blob() -> MethodRouter<AppState> {
+    get(routes::blobs::get_blob)
+        .post(routes::blobs::put_blob)
+        .put(routes::blobs::put_blob)
+        .delete(routes::blobs::delete_blob)
 }
 
 /// Builds the router with the shared layers.

@@ -162,8 +162,15 @@ async fn test_router_bad_input_gets_json_4xx() {
     assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(error_code(&body), "payload_too_large");
 
+    // `/a/b/c` is SeaweedFS's `/vid/fid/name` form with a bad volume id (it was a 404 before
+    // the form was served); four segments match no route.
+    let (st, _, body) = send(&app, req("GET", "/a/b/c", Body::empty())).await;
     assert_eq!(
-        send(&app, req("GET", "/a/b/c", Body::empty())).await.0,
+        (st, error_code(&body).as_str()),
+        (StatusCode::BAD_REQUEST, "bad_fid")
+    );
+    assert_eq!(
+        send(&app, req("GET", "/a/b/c/d", Body::empty())).await.0,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
@@ -255,7 +262,12 @@ async fn test_openapi_matches_router() {
     let app = router(state(dir.path()));
     let paths: Vec<&str> = routes().into_iter().map(|(p, _)| p).collect();
     // Volume 3 exists (see `state`); the probes write and delete an empty blob on it.
-    let samples = [("fid", "3,01637037d6")];
+    let samples = [
+        ("fid", "3,01637037d6"),
+        ("vid", "3"),
+        ("key", "01637037d6"),
+        ("name", "a.txt"),
+    ];
     if let Err(errors) = common::http::openapi::check_router(OPENAPI, &app, &paths, &samples).await
     {
         panic!("volume/src/http/openapi.json and the router disagree:\n{errors:#?}");
@@ -284,4 +296,82 @@ async fn test_router_disk_full_is_a_507_json_error_and_reads_keep_working() {
     vol.faults().heal_writes();
     let (st, _, _) = send(&app, req("POST", "/3,02637037d6", "after")).await;
     assert_eq!(st, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn test_router_write_with_another_cookie_is_a_409_and_the_blob_is_kept() {
+    // Issue 16: a write to an existing key with a different cookie is refused, as SeaweedFS
+    // does; a delete with a wrong cookie is refused too (404, which does not reveal the key).
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(state(dir.path()));
+    let (st, _, _) = send(&app, req("POST", "/3,01637037d6", "original")).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (st, h, body) = send(&app, req("POST", "/3,0112345678", "forged")).await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    assert_eq!(h["content-type"], "application/json");
+    assert_eq!(error_code(&body), "cookie_mismatch");
+    let (st, _, body) = send(&app, req("PUT", "/3,0112345678", "forged")).await;
+    assert_eq!(
+        (st, error_code(&body).as_str()),
+        (StatusCode::CONFLICT, "cookie_mismatch")
+    );
+    let (st, _, body) = send(&app, req("DELETE", "/3,0112345678", Body::empty())).await;
+    assert_eq!(
+        (st, error_code(&body).as_str()),
+        (StatusCode::NOT_FOUND, "needle_not_found")
+    );
+    let (st, _, body) = send(&app, req("GET", "/3,01637037d6", Body::empty())).await;
+    assert_eq!((st, &body[..]), (StatusCode::OK, &b"original"[..]));
+    // The real fid may rewrite itself.
+    let (st, _, _) = send(&app, req("POST", "/3,01637037d6", "rewritten")).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (_, _, body) = send(&app, req("GET", "/3,01637037d6", Body::empty())).await;
+    assert_eq!(&body[..], b"rewritten");
+}
+
+#[tokio::test]
+async fn test_router_serves_seaweedfs_url_forms_and_batch_suffixes() {
+    // Issue 17: SeaweedFS clients use `/vid/fid`, `/vid/fid/name.ext`, `/vid,fid.ext` and batch
+    // fids `<fid>_N` (key + N, same cookie).
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(state(dir.path()));
+    let (st, _, _) = send(&app, req("POST", "/3,01637037d6", "zero")).await;
+    assert_eq!(st, StatusCode::CREATED);
+    for url in [
+        "/3,01637037d6",
+        "/3,01637037d6.jpg",
+        "/3/01637037d6",
+        "/3/01637037d6.jpg",
+        "/3/01637037d6/photo.jpg",
+        "/3,01637037d6_0",
+    ] {
+        let (st, _, body) = send(&app, req("GET", url, Body::empty())).await;
+        assert_eq!((st, &body[..]), (StatusCode::OK, &b"zero"[..]), "{url}");
+    }
+    // A batch of three from one assign: `_1` and `_2` are keys 0x02 and 0x03.
+    let (st, _, _) = send(&app, req("POST", "/3,01637037d6_1", "one")).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (st, _, _) = send(&app, req("PUT", "/3/01637037d6_2/two.txt", "two")).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (_, _, body) = send(&app, req("GET", "/3,02637037d6", Body::empty())).await;
+    assert_eq!(&body[..], b"one");
+    let (_, _, body) = send(&app, req("GET", "/3/03637037d6.txt", Body::empty())).await;
+    assert_eq!(&body[..], b"two");
+    let (st, _, _) = send(&app, req("DELETE", "/3/01637037d6_2", Body::empty())).await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    let (st, _, _) = send(&app, req("GET", "/3,03637037d6", Body::empty())).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    for bad in [
+        "/3,01637037d6_x",
+        "/3/01637037d6_",
+        "/x/01637037d6",
+        "/3/3,01637037d6",
+    ] {
+        let (st, _, body) = send(&app, req("GET", bad, Body::empty())).await;
+        assert_eq!(
+            (st, error_code(&body).as_str()),
+            (StatusCode::BAD_REQUEST, "bad_fid"),
+            "{bad}"
+        );
+    }
 }

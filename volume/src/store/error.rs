@@ -20,6 +20,15 @@ pub enum VolumeError {
         /// Needle key.
         key: u64,
     },
+    /// A write to a live needle with another cookie (as SeaweedFS refuses it): the fid is
+    /// not the one the needle was written under.
+    #[error("needle {key:x} in volume {volume} exists with another cookie")]
+    CookieMismatch {
+        /// Volume id.
+        volume: VolumeId,
+        /// Needle key.
+        key: u64,
+    },
     /// The volume already exists.
     #[error("volume {volume} already exists")]
     Exists {
@@ -115,6 +124,10 @@ impl VolumeError {
             },
             Self::VolumeNotFound { volume } => Self::VolumeNotFound { volume: *volume },
             Self::NeedleNotFound { volume, key } => Self::NeedleNotFound {
+                volume: *volume,
+                key: *key,
+            },
+            Self::CookieMismatch { volume, key } => Self::CookieMismatch {
                 volume: *volume,
                 key: *key,
             },

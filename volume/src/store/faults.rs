@@ -10,8 +10,8 @@
 
 use crate::fatal::LockExt;
 use std::io;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
 
 /// Which file of a volume was synced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +34,10 @@ struct Plan {
     record_syncs: bool,
     /// `(file, length)` at each successful fsync, in order.
     syncs: Vec<(SyncedFile, u64)>,
+    /// While set, the syncer waits before committing its next batch.
+    sync_gate_closed: bool,
+    /// Compaction steps at which a vacuum stops as if the process died there.
+    crash_at: Option<&'static str>,
 }
 
 /// Fault plan and sync log of one volume (see the module docs).
@@ -41,6 +45,7 @@ struct Plan {
 pub struct Faults {
     armed: AtomicBool,
     plan: Mutex<Plan>,
+    gate: Condvar,
 }
 
 impl Faults {
@@ -67,6 +72,23 @@ impl Faults {
     /// Fails an `.idx` append if an idx write fault is set.
     pub(crate) fn check_idx_write(&self) -> io::Result<()> {
         injected(self.plan().and_then(|p| p.idx_write_error))
+    }
+
+    /// Blocks the syncer while a test holds its gate closed (see `close_sync_gate`).
+    pub(crate) fn wait_sync_gate(&self) {
+        if let Some(mut p) = self.plan() {
+            while p.sync_gate_closed {
+                p = self
+                    .gate
+                    .wait(p)
+                    .unwrap_or_else(|_| crate::fatal::abort("poisoned fault plan"));
+            }
+        }
+    }
+
+    /// Whether a simulated crash is planned at compaction step `step`.
+    pub(crate) fn crash_at(&self, step: &'static str) -> bool {
+        self.plan().is_some_and(|p| p.crash_at == Some(step))
     }
 
     /// Notes that `file` was fsynced with `len` bytes durable.
@@ -115,6 +137,22 @@ impl Faults {
             p.write_error = None;
             p.idx_write_error = None;
         });
+    }
+
+    /// Holds the syncer before its next commit until [`Faults::open_sync_gate`].
+    pub fn close_sync_gate(&self) {
+        self.arm(|p| p.sync_gate_closed = true);
+    }
+
+    /// Lets the syncer go on.
+    pub fn open_sync_gate(&self) {
+        self.arm(|p| p.sync_gate_closed = false);
+        self.gate.notify_all();
+    }
+
+    /// Makes the next compaction stop at `step` as if the process died there.
+    pub fn crash_compaction_at(&self, step: &'static str) {
+        self.arm(|p| p.crash_at = Some(step));
     }
 
     /// Starts recording sync points.

@@ -335,9 +335,10 @@ pub(crate) fn recover(
         if !row.is_plausible() || row.offset() < indexed_end || end > dat_len {
             break;
         }
+        let mut cookie = 0;
         if failure.is_none() {
             match sc.header(row.offset()) {
-                Ok(Some(h)) if h.key == row.key && h.size == row.body_size() => {}
+                Ok(Some(h)) if h.key == row.key && h.size == row.body_size() => cookie = h.cookie,
                 Ok(_) => {
                     tracing::warn!(
                         volume = id,
@@ -358,7 +359,7 @@ pub(crate) fn recover(
                 }
             }
         }
-        apply_row(&mut index, row, &mut delete_count);
+        apply_row(&mut index, row, cookie, &mut delete_count);
         max_key = max_key.max(row.key);
         indexed_end = end;
         good_rows += 1;
@@ -411,7 +412,7 @@ pub(crate) fn recover(
                         rec.header.size as i32
                     },
                 };
-                apply_row(&mut index, &row, &mut delete_count);
+                apply_row(&mut index, &row, rec.header.cookie, &mut delete_count);
                 max_key = max_key.max(row.key);
                 new_rows.extend_from_slice(&row.encode());
                 report.needles_recovered += 1;

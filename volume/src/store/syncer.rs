@@ -36,6 +36,8 @@ pub(crate) struct SyncJob {
     pub(crate) appended: Vec<Appended>,
     pub(crate) end: u64,
     pub(crate) want_sync: bool,
+    /// The appender's sequence number of this batch.
+    pub(crate) seq: u64,
 }
 
 /// The syncer thread's state: fsyncs the `.dat`, appends `.idx` rows, publishes and answers.
@@ -60,9 +62,11 @@ impl Syncer {
     }
 
     fn commit(&mut self, jobs: Vec<SyncJob>) {
+        self.shared.faults.wait_sync_gate();
         let id = self.shared.id;
         let end = jobs.last().map_or(0, |j| j.end);
         let want_sync = jobs.iter().any(|j| j.want_sync);
+        let seq = jobs.last().map_or(0, |j| j.seq);
         let appended: Vec<Appended> = jobs.into_iter().flat_map(|j| j.appended).collect();
         if let Some(reason) = poisoned(&self.shared) {
             for a in appended {
@@ -147,8 +151,10 @@ impl Syncer {
             self.shared
                 .file_count
                 .store(index.len() as u64, Ordering::Relaxed);
+            // Under the index lock, so a snapshot of the index and `end` agree.
+            self.shared.end.store(end, Ordering::Release);
+            self.shared.published_seq.store(seq, Ordering::Release);
         }
-        self.shared.end.store(end, Ordering::Release);
         for a in appended {
             m.write_bytes.inc_by(a.bytes);
             if a.is_delete {

@@ -52,6 +52,9 @@ use crate::metrics::Metrics;
 pub(crate) struct Loc {
     pub(crate) offset: u64,
     pub(crate) size: u32,
+    /// The needle's cookie (0 for rows a read error kept unvalidated; the volume then takes no
+    /// writes, and reads check the cookie in the needle itself).
+    pub(crate) cookie: u32,
 }
 
 /// What recovery found when the volume was opened.
@@ -82,6 +85,8 @@ pub(crate) struct Shared {
     pub(crate) index: RwLock<HashMap<u64, Loc>>,
     /// End of the published records (where the syncer has answered up to).
     pub(crate) end: AtomicU64,
+    /// Sequence number of the last batch the syncer published in `index`.
+    pub(crate) published_seq: AtomicU64,
     pub(crate) file_count: AtomicU64,
     pub(crate) delete_count: AtomicU64,
     pub(crate) max_key: AtomicU64,
@@ -268,6 +273,7 @@ impl Volume {
             id,
             index: RwLock::new(rec.index),
             end: AtomicU64::new(end),
+            published_seq: AtomicU64::new(0),
             file_count: AtomicU64::new(file_count),
             delete_count: AtomicU64::new(rec.delete_count),
             max_key: AtomicU64::new(rec.max_key),
@@ -378,6 +384,7 @@ impl Volume {
         let op = Op::Put {
             record,
             key: n.key,
+            cookie: n.cookie,
             size,
             fsync,
             appended: Some(atx),
@@ -435,6 +442,11 @@ impl Volume {
 
     /// Reads and verifies the needle `key`; a wrong cookie is "not found".
     pub fn read(&self, key: u64, cookie: u32) -> Result<ReadNeedle, VolumeError> {
+        self.read_loc(key, cookie).map(|(n, _)| n)
+    }
+
+    /// [`Volume::read`], also answering where the record lies.
+    fn read_loc(&self, key: u64, cookie: u32) -> Result<(ReadNeedle, Loc), VolumeError> {
         let loc = self.shared.index.read_or_abort().get(&key).copied().ok_or(
             VolumeError::NeedleNotFound {
                 volume: self.id,
@@ -488,10 +500,61 @@ impl Volume {
         }
         self.shared.metrics.reads.inc();
         self.shared.metrics.read_bytes.inc_by(n.data.len() as u64);
-        Ok(ReadNeedle {
-            needle: n,
-            checksum: rec.checksum,
-        })
+        Ok((
+            ReadNeedle {
+                needle: n,
+                checksum: rec.checksum,
+            },
+            loc,
+        ))
+    }
+
+    /// Sends a deletion of `key` aimed at the record at `expect_offset` without reading it
+    /// first (tests race it against newer writes).
+    #[cfg(test)]
+    pub(crate) async fn delete_at(
+        &self,
+        key: u64,
+        cookie: u32,
+        expect_offset: u64,
+    ) -> Result<(), VolumeError> {
+        self.send_delete_at(key, cookie, expect_offset)
+            .await?
+            .await
+            .unwrap_or(Err(VolumeError::WriterGone { volume: self.id }))
+    }
+
+    /// Queues [`Volume::delete_at`]'s deletion; the receiver answers it.
+    #[cfg(test)]
+    pub(crate) async fn send_delete_at(
+        &self,
+        key: u64,
+        cookie: u32,
+        expect_offset: u64,
+    ) -> Result<oneshot::Receiver<Result<(), VolumeError>>, VolumeError> {
+        let (dtx, drx) = oneshot::channel();
+        let op = Op::Delete {
+            key,
+            cookie,
+            expect_offset,
+            fsync: true,
+            done: dtx,
+        };
+        self.tx
+            .send(op)
+            .await
+            .map_err(|_| VolumeError::WriterGone { volume: self.id })?;
+        Ok(drx)
+    }
+
+    /// Offset of the live record of `key`, if any.
+    #[cfg(test)]
+    pub(crate) fn offset_of(&self, key: u64) -> Option<u64> {
+        self.shared
+            .index
+            .read_or_abort()
+            .get(&key)
+            .map(|l| l.offset)
     }
 
     /// Deletes the needle `key` (cookie checked) by appending a tombstone; returns the
@@ -503,22 +566,14 @@ impl Volume {
                 reason,
             });
         }
-        let offset = self
-            .shared
-            .index
-            .read_or_abort()
-            .get(&key)
-            .map(|l| l.offset)
-            .ok_or(VolumeError::NeedleNotFound {
-                volume: self.id,
-                key,
-            })?;
-        let existing = self.read(key, cookie)?;
+        // The deletion names the record it read; the appender applies it only if that is still
+        // the newest record of the key (see `writer::append_batch`).
+        let (existing, loc) = self.read_loc(key, cookie)?;
         let (dtx, drx) = oneshot::channel();
         let op = Op::Delete {
             key,
             cookie,
-            expect_offset: offset,
+            expect_offset: loc.offset,
             fsync,
             done: dtx,
         };
@@ -533,7 +588,12 @@ impl Volume {
 }
 
 /// Applies one `.idx` row to the index.
-pub(crate) fn apply_row(index: &mut HashMap<u64, Loc>, row: &IdxRow, delete_count: &mut u64) {
+pub(crate) fn apply_row(
+    index: &mut HashMap<u64, Loc>,
+    row: &IdxRow,
+    cookie: u32,
+    delete_count: &mut u64,
+) {
     if row.is_delete() {
         if index.remove(&row.key).is_some() {
             *delete_count += 1;
@@ -544,6 +604,7 @@ pub(crate) fn apply_row(index: &mut HashMap<u64, Loc>, row: &IdxRow, delete_coun
             Loc {
                 offset: row.offset(),
                 size: row.body_size(),
+                cookie,
             },
         );
     }

@@ -4,13 +4,17 @@
 //! Records are appended in the order their requests were queued, each batch starting where the
 //! previous one ended; a batch that fails part-way is cut back to where it began (so no
 //! half-written record is ever followed by another, or indexed) and every request in it is
-//! answered with the error. Nothing is acknowledged here: a batch is handed to the syncer
+//! answered with the error. A write to a live key with another cookie, or a deletion whose
+//! target is no longer the newest record of its key, is refused here, by the only writer,
+//! against the newest record appended (see [`append_batch`]). Nothing is acknowledged here: a batch is handed to the syncer
 //! ([`super::syncer`]), which makes it durable before anyone is answered.
 
 use crate::fatal::LockExt;
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -32,6 +36,7 @@ pub(crate) enum Op {
     Put {
         record: Vec<u8>,
         key: u64,
+        cookie: u32,
         size: u32,
         fsync: bool,
         appended: Option<oneshot::Sender<()>>,
@@ -87,6 +92,7 @@ impl Writer {
         if syncer.is_none() {
             poison(&shared, "cannot start the syncer thread".to_owned());
         }
+        let mut pending = Pending::default();
         while let Some(first) = rx.blocking_recv() {
             let mut batch = vec![first];
             let mut bytes = 0usize;
@@ -101,7 +107,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if let Some(job) = append_batch(&shared, &dat, &mut end, batch)
+            if let Some(job) = append_batch(&shared, &dat, &mut end, &mut pending, batch)
                 && let Err(std::sync::mpsc::SendError(job)) = jobs_tx.send(job)
             {
                 for a in job.appended {
@@ -119,9 +125,46 @@ impl Writer {
     }
 }
 
+/// The appender's view of keys whose latest record is appended but perhaps not yet published
+/// in the index: `key -> (latest location or None for a deletion, batch sequence number)`.
+///
+/// The appender is the only writer, so the newest record of a key is the entry here if there
+/// is one, else the index's. Entries whose batch the syncer has published (sequence at or below
+/// [`Shared::published_seq`]) agree with the index and are pruned at every batch.
+#[derive(Default)]
+pub(crate) struct Pending {
+    latest: HashMap<u64, (Option<Loc>, u64)>,
+    seq: u64,
+}
+
+impl Pending {
+    /// The newest record of `key`: the pending overlay, else the published index.
+    fn latest(&self, shared: &Shared, batch: &HashMap<u64, Option<Loc>>, key: u64) -> Option<Loc> {
+        if let Some(l) = batch.get(&key) {
+            return *l;
+        }
+        match self.latest.get(&key) {
+            Some((l, _)) => *l,
+            None => shared.index.read_or_abort().get(&key).copied(),
+        }
+    }
+}
+
 /// Appends one batch to the `.dat`; returns the job for the syncer, or `None` when every
 /// request of the batch was already answered (failed or rejected).
-fn append_batch(shared: &Shared, dat: &File, end: &mut u64, batch: Vec<Op>) -> Option<SyncJob> {
+///
+/// Integrity checks happen here, against the newest record of each key (published or not):
+/// a write to a live key with another cookie is refused ([`VolumeError::CookieMismatch`]), and
+/// a deletion applies only if the newest record of its key is still the one the deleter read
+/// (same offset, same cookie), so a delete aimed at an older version never tombstones a newer
+/// write, even one appended in the same batch or not yet synced.
+pub(crate) fn append_batch(
+    shared: &Shared,
+    dat: &File,
+    end: &mut u64,
+    pending: &mut Pending,
+    batch: Vec<Op>,
+) -> Option<SyncJob> {
     let id = shared.id;
     if let Some(reason) = poisoned(shared) {
         let err = VolumeError::Poisoned { volume: id, reason };
@@ -130,12 +173,14 @@ fn append_batch(shared: &Shared, dat: &File, end: &mut u64, batch: Vec<Op>) -> O
         }
         return None;
     }
+    let published = shared.published_seq.load(Ordering::Acquire);
+    pending.latest.retain(|_, (_, seq)| *seq > published);
     let start = *end;
     let mut pos = start;
     let mut want_sync = false;
     let mut appended: Vec<Appended> = Vec::with_capacity(batch.len());
     let mut failure: Option<VolumeError> = None;
-    let mut deleted_in_batch: Vec<u64> = Vec::new();
+    let mut in_batch: HashMap<u64, Option<Loc>> = HashMap::new();
     for op in batch {
         if let Some(err) = &failure {
             reply_err(op, err);
@@ -145,11 +190,19 @@ fn append_batch(shared: &Shared, dat: &File, end: &mut u64, batch: Vec<Op>) -> O
             Op::Put {
                 record,
                 key,
+                cookie,
                 size,
                 fsync,
                 appended: notify,
                 done,
             } => {
+                if pending
+                    .latest(shared, &in_batch, key)
+                    .is_some_and(|l| l.cookie != cookie)
+                {
+                    let _ = done.send(Err(VolumeError::CookieMismatch { volume: id, key }));
+                    continue;
+                }
                 let len = record.len() as u64;
                 if pos + len > MAX_DAT_LEN {
                     let _ = done.send(Err(VolumeError::Full { volume: id }));
@@ -169,18 +222,23 @@ fn append_batch(shared: &Shared, dat: &File, end: &mut u64, batch: Vec<Op>) -> O
                     let _ = n.send(());
                 }
                 want_sync |= fsync;
+                let loc = Loc {
+                    offset: pos,
+                    size,
+                    cookie,
+                };
+                in_batch.insert(key, Some(loc));
                 appended.push(Appended {
                     row: IdxRow {
                         key,
                         offset_units: (pos / needle::ALIGN) as u32,
                         size: size as i32,
                     },
-                    loc: Some(Loc { offset: pos, size }),
+                    loc: Some(loc),
                     done,
                     is_delete: false,
                     bytes: len,
                 });
-                deleted_in_batch.retain(|k| *k != key);
                 pos += len;
             }
             Op::Delete {
@@ -190,8 +248,8 @@ fn append_batch(shared: &Shared, dat: &File, end: &mut u64, batch: Vec<Op>) -> O
                 fsync,
                 done,
             } => {
-                let current = shared.index.read_or_abort().get(&key).map(|l| l.offset);
-                if current != Some(expect_offset) || deleted_in_batch.contains(&key) {
+                let current = pending.latest(shared, &in_batch, key);
+                if !current.is_some_and(|l| l.offset == expect_offset && l.cookie == cookie) {
                     let _ = done.send(Err(VolumeError::NeedleNotFound { volume: id, key }));
                     continue;
                 }
@@ -208,7 +266,7 @@ fn append_batch(shared: &Shared, dat: &File, end: &mut u64, batch: Vec<Op>) -> O
                     continue;
                 }
                 want_sync |= fsync;
-                deleted_in_batch.push(key);
+                in_batch.insert(key, None);
                 appended.push(Appended {
                     row: IdxRow {
                         key,
@@ -226,7 +284,8 @@ fn append_batch(shared: &Shared, dat: &File, end: &mut u64, batch: Vec<Op>) -> O
     }
     if let Some(err) = failure {
         // Cut whatever this batch appended, so no half-written needle stays in the .dat.
-        // Earlier batches lie below `start` and are unaffected.
+        // Earlier batches lie below `start` and are unaffected; `in_batch` is dropped, so the
+        // overlay never names a record that was cut.
         shared.metrics.write_errors.inc();
         if let Err(e) = dat.set_len(start) {
             poison(shared, format!("cannot cut a failed append: {e}"));
@@ -239,11 +298,17 @@ fn append_batch(shared: &Shared, dat: &File, end: &mut u64, batch: Vec<Op>) -> O
     if appended.is_empty() {
         return None;
     }
+    pending.seq += 1;
+    let seq = pending.seq;
+    pending
+        .latest
+        .extend(in_batch.into_iter().map(|(k, l)| (k, (l, seq))));
     *end = pos;
     Some(SyncJob {
         appended,
         end: pos,
         want_sync,
+        seq,
     })
 }
 

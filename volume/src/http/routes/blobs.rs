@@ -2,17 +2,16 @@
 //! included) is in [`crate::service`]; these extract, validate and map.
 
 use axum::body::Body;
-use axum::extract::{FromRequest, FromRequestParts, Multipart, Path, Request, State};
-use axum::http::request::Parts;
+use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use common::api::volume::{DeleteResponse, UploadResponse};
 use common::http::{ApiError, Json, Query};
-use common::ids::FileId;
 use serde::Deserialize;
 
 use crate::http::AppState;
+use crate::http::fid::Fid;
 use crate::service::{Error, Upload, WriteOptions};
 
 /// Query parameters of writes and deletes.
@@ -29,23 +28,6 @@ pub struct WriteParams {
     /// have the same checksum (ETag).
     #[serde(rename = "lastModified")]
     last_modified: Option<u64>,
-}
-
-/// The `{fid}` path segment, parsed. Every rejection is a JSON 400 `bad_fid`, including
-/// axum's own (a percent-escape that is not UTF-8), which would otherwise be plain text.
-pub struct Fid(FileId);
-
-impl<S: Send + Sync> FromRequestParts<S> for Fid {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::bad_request("bad_fid", e.body_text()))?;
-        raw.parse::<FileId>()
-            .map(Self)
-            .map_err(|e| ApiError::bad_request("bad_fid", e.to_string()))
-    }
 }
 
 async fn read_body(
