@@ -149,7 +149,7 @@ impl Config {
             "--max-batch-bytes must be at least --max-record-bytes"
         );
         anyhow::ensure!(
-            crate::service::valid_name(&self.kafka_namespace),
+            crate::names::valid_name(&self.kafka_namespace),
             "--kafka-namespace must be a valid namespace name"
         );
         anyhow::ensure!(

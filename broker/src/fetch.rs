@@ -14,9 +14,10 @@ use serde::ser::SerializeMap;
 
 use crate::cache::DecodedSegment;
 use crate::log::Region;
+use crate::names::check_name;
 use crate::partition::Partition;
 use crate::segment::{self, RecordView};
-use crate::service::{Broker, check_name};
+use crate::service::Broker;
 use crate::store::{SegmentRef, StoreError, TopicKey};
 
 /// Default and largest `limit`.

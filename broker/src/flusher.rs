@@ -31,10 +31,10 @@ use opentelemetry::trace::SpanContext;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{Instrument, Span};
 
+use crate::core::Core;
 use crate::log::Sealed;
 use crate::metrics::Hop;
 use crate::partition::{FlushRecord, Partition};
-use crate::service::Broker;
 use crate::store::{ChunkRef, SegmentMeta, SegmentRef, StoreError};
 
 /// First retry delay; doubles up to `--flush-retry-max-ms`.
@@ -43,7 +43,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 pub const PIPELINE: usize = 2;
 
 /// Starts the flusher of `part`. A panic inside it is logged and stops the broker.
-pub fn spawn(broker: &Arc<Broker>, part: Arc<Partition>) {
+pub fn spawn(broker: &Arc<Core>, part: Arc<Partition>) {
     let span = tracing::info_span!("broker.flusher", topic = %part.label, partition = part.index);
     let b = broker.clone();
     broker.tasks.spawn(
@@ -58,7 +58,7 @@ pub fn spawn(broker: &Arc<Broker>, part: Arc<Partition>) {
     );
 }
 
-async fn run(broker: Arc<Broker>, part: Arc<Partition>) {
+async fn run(broker: Arc<Core>, part: Arc<Partition>) {
     let (tx, rx) = mpsc::channel(PIPELINE);
     tokio::join!(writer(&broker, &part, tx), committer(&broker, &part, rx));
 }
@@ -84,7 +84,7 @@ enum Next {
 }
 
 /// What to do next, decided under the partition lock.
-fn decide(broker: &Broker, part: &Partition) -> Next {
+fn decide(broker: &Core, part: &Partition) -> Next {
     let cfg = &broker.cfg;
     let shutting = broker.shutdown.is_cancelled();
     let mut st = part.lock();
@@ -120,7 +120,7 @@ fn decide(broker: &Broker, part: &Partition) -> Next {
 }
 
 /// The writer stage: waits for a reason to flush, seals, assigns and writes.
-async fn writer(broker: &Arc<Broker>, part: &Arc<Partition>, tx: mpsc::Sender<Written>) {
+async fn writer(broker: &Arc<Core>, part: &Arc<Partition>, tx: mpsc::Sender<Written>) {
     let slots = Arc::new(Semaphore::new(PIPELINE));
     loop {
         let shutting = broker.shutdown.is_cancelled();
@@ -178,23 +178,17 @@ struct HopError {
     source: StoreError,
 }
 
-fn backoff(attempt: u32, max: Duration) -> Duration {
-    FIRST_BACKOFF
-        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-        .min(max)
-}
-
 /// Records a failed attempt: metrics, log, the partition's error (for `/readyz`) and the
 /// failure count (for `/admin/flush`). Returns how long to back off.
 fn failed(
-    broker: &Broker,
+    broker: &Core,
     part: &Partition,
     sealed: &Sealed,
     attempt: u32,
     e: &HopError,
 ) -> Duration {
     broker.metrics.error(e.hop);
-    let wait = backoff(attempt, broker.cfg.flush_retry_max());
+    let wait = common::retry::backoff(attempt, FIRST_BACKOFF, broker.cfg.flush_retry_max());
     tracing::warn!(
         attempt,
         offset_min = sealed.first,
@@ -222,7 +216,7 @@ fn failed(
 /// Opens the flush span, then assigns and writes the segment, retrying until it is written.
 /// `None` when the shutdown gave up first.
 async fn write_segment(
-    broker: &Broker,
+    broker: &Core,
     part: &Partition,
     sealed: Sealed,
     links: Vec<SpanContext>,
@@ -278,7 +272,7 @@ async fn write_segment(
     })
 }
 
-async fn assign_and_write(broker: &Broker, data: &Bytes) -> Result<ChunkRef, HopError> {
+async fn assign_and_write(broker: &Core, data: &Bytes) -> Result<ChunkRef, HopError> {
     let (store, m) = (&broker.store, &broker.metrics);
     let t = Instant::now();
     let a = store.assign().await.map_err(|source| HopError {
@@ -299,7 +293,7 @@ async fn assign_and_write(broker: &Broker, data: &Bytes) -> Result<ChunkRef, Hop
 }
 
 /// The committer stage: commits written segments in order and advances the durable offset.
-async fn committer(broker: &Arc<Broker>, part: &Arc<Partition>, mut rx: mpsc::Receiver<Written>) {
+async fn committer(broker: &Arc<Core>, part: &Arc<Partition>, mut rx: mpsc::Receiver<Written>) {
     while let Some(w) = rx.recv().await {
         let span = w.span.clone();
         if !commit(broker, part, w).instrument(span).await {
@@ -310,7 +304,7 @@ async fn committer(broker: &Arc<Broker>, part: &Arc<Partition>, mut rx: mpsc::Re
 
 /// Commits one segment entry (retrying until it is committed) and makes its records
 /// durable. `false` when the shutdown gave up first.
-async fn commit(broker: &Broker, part: &Partition, w: Written) -> bool {
+async fn commit(broker: &Core, part: &Partition, w: Written) -> bool {
     let meta = SegmentMeta {
         topic: part.topic.clone(),
         partition: part.index,
@@ -360,7 +354,7 @@ async fn commit(broker: &Broker, part: &Partition, w: Written) -> bool {
 /// Another broker took the partition over: stop serving it. Appends are refused from now on,
 /// durable waiters are answered with the fence (their records were never acknowledged), and
 /// records buffered here are dropped: the new owner holds everything that was durable.
-pub(crate) fn fence(broker: &Broker, part: &Partition, why: &str) {
+pub(crate) fn fence(broker: &Core, part: &Partition, why: &str) {
     let (dropped, bytes) = {
         let mut st = part.lock();
         if st.fenced.is_some() {
@@ -390,7 +384,7 @@ pub(crate) fn fence(broker: &Broker, part: &Partition, why: &str) {
 }
 
 /// Advances the durable offset past a committed segment and wakes waiters.
-fn complete(broker: &Broker, part: &Partition, w: &Written, meta: &SegmentMeta) {
+fn complete(broker: &Core, part: &Partition, w: &Written, meta: &SegmentMeta) {
     let (released, durable, lag) = {
         let mut st = part.lock();
         let mut released = st.log.complete(w.sealed.end);
@@ -428,7 +422,7 @@ fn complete(broker: &Broker, part: &Partition, w: &Written, meta: &SegmentMeta) 
 /// Keeps the tail caches within `--tail-cache-mb`: after `added` bytes joined this
 /// partition's tail, drop its oldest batches while the total is over budget, and never let
 /// one partition hold more than a quarter of it.
-fn keep_tail_in_budget(broker: &Broker, part: &Partition, added: u64) {
+fn keep_tail_in_budget(broker: &Core, part: &Partition, added: u64) {
     let cap = common::config::mib(broker.cfg.tail_cache_mb);
     let total = broker.tail_used.fetch_add(added, Ordering::AcqRel) + added;
     let freed = {
@@ -444,20 +438,5 @@ fn keep_tail_in_budget(broker: &Broker, part: &Partition, added: u64) {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
                 Some(u.saturating_sub(freed))
             });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn test_backoff_doubles_up_to_the_cap() {
-        let max = Duration::from_millis(5000);
-        assert_eq!(backoff(1, max), Duration::from_millis(100));
-        assert_eq!(backoff(2, max), Duration::from_millis(200));
-        assert_eq!(backoff(6, max), Duration::from_millis(3200));
-        assert_eq!(backoff(7, max), max);
-        assert_eq!(backoff(u32::MAX, max), max);
     }
 }

@@ -27,10 +27,10 @@ use kafka::idempotence::SequenceCheck;
 use kafka::{Backend, BackendError, Durability};
 
 use crate::log::Region;
+use crate::names::valid_name;
 use crate::partition::{MAX_LINKS, Partition, Topic};
-use crate::publish::now_ms;
 use crate::segment;
-use crate::service::{Broker, valid_name};
+use crate::service::Broker;
 use crate::store::TopicKey;
 
 /// Producer ids reserved from the filer at a time.
@@ -199,7 +199,7 @@ impl KafkaBackend {
                 broker.budget.limit()
             )));
         }
-        let now = now_ms();
+        let now = common::time::now_ms();
         let ts = |t: i64| u64::try_from(t).unwrap_or(now);
         let log_append_time = info.attributes & 0x08 != 0;
         let (ts_min, ts_max) = if log_append_time {

@@ -11,8 +11,10 @@
 //!
 //! # Layout
 //! - [`config`]: flags (`KELP_*` env vars).
+//! - [`core`]: the state every part shares (store, budgets, metrics, lifecycle tokens).
 //! - [`http`]: the router and one handler module per resource.
 //! - [`service`]: topics, recovery, consumer groups, the admin flush, readiness.
+//! - [`names`]: valid namespace, topic and group names.
 //! - [`publish`] and [`fetch`]: the two hot paths.
 //! - [`flusher`]: the per-partition flush loop (group commit, retries, tracing).
 //! - [`partition`] and [`log`]: a partition's state and its in-memory log buffer.
@@ -27,12 +29,14 @@
 
 pub mod cache;
 pub mod config;
+pub mod core;
 pub mod fetch;
 pub mod flusher;
 pub mod http;
 pub mod kafka_backend;
 pub mod log;
 pub mod metrics;
+pub mod names;
 pub mod partition;
 pub mod publish;
 pub mod segment;

@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use base64::Engine;
 use common::api::broker::{
@@ -18,9 +18,10 @@ use common::api::broker::{
 use common::http::ApiError;
 use opentelemetry::trace::SpanContext;
 
+use crate::names::check_name;
 use crate::partition::{MAX_LINKS, Partition};
 use crate::segment;
-use crate::service::{Broker, check_name, shutting_down, unknown_partition};
+use crate::service::{Broker, shutting_down, unknown_partition};
 use crate::store::TopicKey;
 
 /// One record to publish, borrowing from the request body where it can.
@@ -104,13 +105,6 @@ pub fn from_json(req: PublishRequest<'_>) -> Result<Vec<InRecord<'_>>, ApiError>
             })
         })
         .collect()
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// 503 `partition_fenced`: another broker owns the partition now.
@@ -294,7 +288,7 @@ impl Broker {
 
         // Append each partition's records under one short hold of its lock.
         let durable = acks == Acks::Durable;
-        let ts = now_ms();
+        let ts = common::time::now_ms();
         let now = Instant::now();
         let mut offsets = vec![
             RecordOffset {

@@ -12,12 +12,11 @@ use common::api::broker::{
 use common::http::ApiError;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::cache::SegmentCache;
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::core::Core;
+use crate::names::check_name;
 use crate::partition::{Partition, Topic};
 use crate::store::{CreateOutcome, Store, StoreError, TopicConf, TopicKey};
 
@@ -25,31 +24,6 @@ use crate::store::{CreateOutcome, Store, StoreError, TopicConf, TopicKey};
 pub const MAX_PARTITIONS: u32 = 1024;
 /// How many partitions are recovered concurrently.
 const RECOVERY_CONCURRENCY: usize = 16;
-
-/// Whether `name` is a valid namespace, topic or group name: `[A-Za-z0-9._-]{1,128}`, and
-/// neither `.` nor `..` (they would be path components).
-pub fn valid_name(name: &str) -> bool {
-    (1..=128).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        && name != "."
-        && name != ".."
-}
-
-/// Checks a name, answering 400 `bad_name` naming it.
-pub fn check_name(kind: &str, name: &str) -> Result<(), ApiError> {
-    if valid_name(name) {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(
-            "bad_name",
-            format!(
-                "{kind} name {name:?} must be 1 to 128 characters of A-Z a-z 0-9 . _ - (and not . or ..)"
-            ),
-        ))
-    }
-}
 
 /// Maps a store failure to an API error: unreachable dependencies are a 503, the rest a 500.
 pub fn store_error(err: StoreError) -> ApiError {
@@ -62,81 +36,22 @@ pub fn store_error(err: StoreError) -> ApiError {
     }
 }
 
-/// The bound on buffered bytes across all partitions.
-#[derive(Debug)]
-pub struct Budget {
-    used: AtomicU64,
-    limit: u64,
-}
-
-impl Budget {
-    /// A budget of `limit` bytes.
-    pub fn new(limit: u64) -> Self {
-        Self {
-            used: AtomicU64::new(0),
-            limit,
-        }
-    }
-
-    /// Takes `n` bytes unless that would exceed the limit.
-    pub fn try_reserve(&self, n: u64) -> bool {
-        self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                u.checked_add(n).filter(|t| *t <= self.limit)
-            })
-            .is_ok()
-    }
-
-    /// Gives `n` bytes back.
-    pub fn release(&self, n: u64) {
-        let _ = self
-            .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                Some(u.saturating_sub(n))
-            });
-    }
-
-    /// Bytes in use.
-    pub fn used(&self) -> u64 {
-        self.used.load(Ordering::Acquire)
-    }
-
-    /// The limit.
-    pub fn limit(&self) -> u64 {
-        self.limit
-    }
-}
-
-/// The broker: its topics, buffers, store and background tasks.
+/// The broker: its topics and their recovery, over the [`Core`] every part shares (reachable
+/// through `Deref`, so `broker.cfg` reads the core's configuration).
 pub struct Broker {
-    /// Configuration.
-    pub cfg: Config,
-    /// Durable storage.
-    pub store: Arc<dyn Store>,
+    core: Arc<Core>,
     topics: RwLock<BTreeMap<TopicKey, Arc<Topic>>>,
     loaded: AtomicBool,
     load_error: Mutex<Option<String>>,
-    /// Buffered bytes across partitions.
-    pub budget: Budget,
-    /// Bytes of durable records kept in memory across partitions.
-    pub tail_used: AtomicU64,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// Cancelled on graceful shutdown: publishes are refused and everything is flushed.
-    pub shutdown: CancellationToken,
-    /// Cancelled when the shutdown flush gives up: flush retries stop.
-    pub abort: CancellationToken,
-    /// Cancelled when a critical task died.
-    pub fatal: CancellationToken,
-    /// The flushers.
-    pub tasks: TaskTracker,
-    /// Decoded segments.
-    pub cache: SegmentCache,
-    /// Bytes of publish request bodies being read and appended, bounded by the buffer limit
-    /// (or one largest body, if that is more); a body is released once its records are
-    /// appended, before any durable wait.
-    pub body_budget: tokio::sync::Semaphore,
     create_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::ops::Deref for Broker {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
+    }
 }
 
 impl std::fmt::Debug for Broker {
@@ -150,35 +65,18 @@ impl std::fmt::Debug for Broker {
 impl Broker {
     /// A broker with no topics loaded yet; call [`Broker::load_all`] to recover them.
     pub fn new(cfg: Config, store: Arc<dyn Store>, shutdown: CancellationToken) -> Arc<Self> {
-        let budget = Budget::new(cfg.max_buffer());
-        // At least one largest body always fits, whatever the buffer bound.
-        let cfg_max_buffer = cfg.max_buffer().max(
-            cfg.max_batch_bytes
-                .saturating_mul(2)
-                .saturating_add(1 << 20),
-        );
-        let cache = SegmentCache::new(common::config::mib(cfg.segment_cache_mb));
         Arc::new(Self {
-            cfg,
-            store,
+            core: Arc::new(Core::new(cfg, store, shutdown)),
             topics: RwLock::new(BTreeMap::new()),
             loaded: AtomicBool::new(false),
             load_error: Mutex::new(None),
-            budget,
-            tail_used: AtomicU64::new(0),
-            metrics: Arc::new(Metrics::new()),
-            shutdown,
-            abort: CancellationToken::new(),
-            fatal: CancellationToken::new(),
-            tasks: TaskTracker::new(),
-            cache,
-            body_budget: tokio::sync::Semaphore::new(
-                usize::try_from(cfg_max_buffer)
-                    .unwrap_or(usize::MAX)
-                    .min(tokio::sync::Semaphore::MAX_PERMITS),
-            ),
             create_lock: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Bytes buffered (accepted, not yet durable) across all partitions.
+    pub fn buffered_bytes(&self) -> u64 {
+        self.budget.used()
     }
 
     /// Whether start-up recovery finished.
@@ -237,8 +135,11 @@ impl Broker {
     /// Recovers every topic from the store, retrying until the store answers; then marks the
     /// broker loaded. Returns early on shutdown.
     pub async fn load_all(self: Arc<Self>) {
-        let mut delay = Duration::from_millis(100);
+        let mut attempt = 0u32;
         loop {
+            attempt = attempt.saturating_add(1);
+            let delay =
+                common::retry::backoff(attempt, Duration::from_millis(100), Duration::from_secs(5));
             match self.try_load_all().await {
                 Ok(n) => {
                     *self
@@ -261,7 +162,6 @@ impl Broker {
                 () = tokio::time::sleep(delay) => {}
                 () = self.shutdown.cancelled() => return,
             }
-            delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 
@@ -381,7 +281,7 @@ impl Broker {
     /// Registers a topic and starts its flushers.
     fn install(self: &Arc<Self>, topic: Arc<Topic>) {
         for part in &topic.partitions {
-            crate::flusher::spawn(self, part.clone());
+            crate::flusher::spawn(&self.core, part.clone());
         }
         self.topics
             .write()
@@ -492,7 +392,7 @@ impl Broker {
         let _guard = self.create_lock.lock().await;
         let topic = self.topic(key)?;
         for part in &topic.partitions {
-            crate::flusher::fence(self, part, &format!("topic {key} was deleted"));
+            crate::flusher::fence(&self.core, part, &format!("topic {key} was deleted"));
         }
         self.topics
             .write()
@@ -718,33 +618,4 @@ pub fn unknown_partition(topic: &Topic, partition: u32) -> ApiError {
             topic.partition_count()
         ),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn test_valid_name_rules() {
-        for ok in ["a", "A-b_c.d", "0", &"x".repeat(128)] {
-            assert!(valid_name(ok), "{ok}");
-        }
-        for bad in ["", ".", "..", "a/b", "a b", "ü", &"x".repeat(129), "a%2F"] {
-            assert!(!valid_name(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn test_budget_never_exceeds_limit() {
-        let b = Budget::new(100);
-        assert!(b.try_reserve(60));
-        assert!(!b.try_reserve(41));
-        assert!(b.try_reserve(40));
-        assert_eq!(b.used(), 100);
-        b.release(100);
-        assert_eq!(b.used(), 0);
-        b.release(5);
-        assert_eq!(b.used(), 0);
-        assert!(!b.try_reserve(u64::MAX));
-    }
 }

@@ -14,6 +14,8 @@
 //! - [`shutdown`] — SIGTERM/SIGINT handling.
 //! - [`telemetry`] — tracing, OTLP export and W3C context propagation.
 //! - [`metrics`] — the Prometheus registry helpers.
+//! - [`retry`] — the one jittered exponential backoff.
+//! - [`time`] — wall-clock helpers.
 
 pub mod api;
 pub mod client;
@@ -22,6 +24,8 @@ pub mod fs;
 pub mod http;
 pub mod ids;
 pub mod metrics;
+pub mod retry;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+pub mod time;

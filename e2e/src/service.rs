@@ -31,8 +31,10 @@ pub struct ServiceHandle {
     log: PathBuf,
     child: Option<Child>,
     addr: Option<SocketAddr>,
-    /// Lines of the log that are allowed to contain "panicked" (none by default).
     starts: u32,
+    /// Substrings that make an ERROR log line expected (a test that injects a fault says which
+    /// errors it causes); any other ERROR line fails the test when the handle is dropped.
+    expected_errors: Vec<String>,
 }
 
 impl ServiceHandle {
@@ -49,7 +51,15 @@ impl ServiceHandle {
             child: None,
             addr: None,
             starts: 0,
+            expected_errors: Vec::new(),
         }
+    }
+
+    /// Declares ERROR log lines containing `pattern` as caused by the test (a fault it injects);
+    /// every other ERROR line fails the test when the handle is dropped.
+    pub fn expect_errors(&mut self, pattern: &str) -> &mut Self {
+        self.expected_errors.push(pattern.to_owned());
+        self
     }
 
     /// Adds an environment variable for the process.
@@ -251,15 +261,31 @@ impl ServiceHandle {
 
     /// Log lines that show a panic.
     pub fn panics(&self) -> Vec<String> {
+        self.log_lines(|l| l.contains("panicked"))
+    }
+
+    /// ERROR log lines the test did not declare with [`ServiceHandle::expect_errors`].
+    pub fn unexpected_errors(&self) -> Vec<String> {
+        self.log_lines(|l| {
+            is_error_line(l) && !self.expected_errors.iter().any(|p| l.contains(p.as_str()))
+        })
+    }
+
+    fn log_lines(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
         let Ok(f) = File::open(&self.log) else {
             return Vec::new();
         };
         BufReader::new(f)
             .lines()
             .map_while(Result::ok)
-            .filter(|l| l.contains("panicked"))
+            .filter(|l| keep(l))
             .collect()
     }
+}
+
+/// Whether a log line (tracing's text format: `<time>  ERROR <target>: ...`) has level ERROR.
+pub fn is_error_line(line: &str) -> bool {
+    line.split_whitespace().nth(1) == Some("ERROR")
 }
 
 impl Drop for ServiceHandle {
@@ -274,6 +300,31 @@ impl Drop for ServiceHandle {
             );
         } else if !panics.is_empty() {
             panic!("{} panicked:\n{}", self.name, panics.join("\n"));
+        } else {
+            let errors = self.unexpected_errors();
+            assert!(
+                errors.is_empty(),
+                "{} logged ERROR lines the test did not expect (declare a fault's errors with \
+                 expect_errors):\n{}",
+                self.name,
+                errors.join("\n")
+            );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_error_line;
+
+    #[test]
+    fn test_is_error_line_reads_the_level_column() {
+        assert!(is_error_line(
+            "2026-12-01T03:50:00.123456Z ERROR kelp_volume::store: fsync failed"
+        ));
+        assert!(!is_error_line(
+            "2026-12-01T03:50:00.123456Z  WARN kelp_broker: ERROR in the message text"
+        ));
+        assert!(!is_error_line("ERROR"));
     }
 }

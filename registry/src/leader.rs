@@ -17,10 +17,11 @@
 //! Without `--filer` there is no lease: the instance is the only writer.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::api::filer::{Entry, Expect};
 use common::client::filer::FilerClient;
+use common::time::now_ms;
 use tokio_util::sync::CancellationToken;
 
 /// This instance's role.
@@ -117,13 +118,6 @@ impl Leadership {
         st.valid_until = valid_until;
         st.epoch = epoch;
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn lease_entry(path: &str, holder: &str, expires_ms: u64, epoch: u64) -> Entry {

@@ -446,8 +446,9 @@ impl Registry {
     /// Creates the topic if missing and replays it, retrying until it succeeds or `stop` is
     /// cancelled; then the registry is ready.
     pub async fn load(&self, stop: CancellationToken) {
-        let mut delay = Duration::from_millis(100);
+        let mut attempt = 0u32;
         loop {
+            attempt = attempt.saturating_add(1);
             let started = Instant::now();
             let result = async {
                 self.log.ensure().await?;
@@ -475,9 +476,12 @@ impl Registry {
             }
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep(delay) => {}
+                () = tokio::time::sleep(common::retry::backoff(
+                    attempt,
+                    Duration::from_millis(100),
+                    Duration::from_secs(2),
+                )) => {}
             }
-            delay = (delay * 2).min(Duration::from_secs(2));
         }
     }
 

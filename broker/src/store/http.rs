@@ -1,8 +1,6 @@
 //! [`HttpStore`]: segments on volume servers (assigned by the master, written with fsync) and
 //! their metadata in the filer's `/__meta/` API.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::http::StatusCode;
 use bytes::Bytes;
 use common::api::filer::{Chunk, Entry, Expect, ListQuery, ParentExpect};
@@ -11,6 +9,7 @@ use common::client::filer::{Created, FilerClient};
 use common::client::volume::{BlobClient, WriteOptions};
 use common::client::{ClientError, HttpClient};
 use common::ids::FileId;
+use common::time::now_ms;
 use futures::FutureExt;
 
 use super::{
@@ -104,12 +103,6 @@ fn entry_name(path: &str) -> &str {
         .rsplit('/')
         .next()
         .unwrap_or_default()
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn parse_topic_conf(key: &TopicKey, entry: &Entry) -> Result<TopicConf, StoreError> {
@@ -399,7 +392,7 @@ impl Store for HttpStore {
                 let ns = entry_name(&ns.full_path).to_owned();
                 for topic in self.list_all(&format!("/topics/{ns}")).await? {
                     let key = TopicKey::new(ns.clone(), entry_name(&topic.full_path));
-                    if !crate::service::valid_name(&key.ns) || !crate::service::valid_name(&key.name) {
+                    if !crate::names::valid_name(&key.ns) || !crate::names::valid_name(&key.name) {
                         tracing::warn!(topic = %key, "skipping a topic directory with an invalid name");
                         continue;
                     }

@@ -105,7 +105,7 @@ async fn test_deleted_topic_is_gone_and_can_be_created_anew() {
         .await
         .unwrap();
     b.delete_topic(&key()).await.unwrap();
-    assert_eq!(b.budget.used(), 0);
+    assert_eq!(b.buffered_bytes(), 0);
     assert_eq!(b.get_topic(&key()).unwrap_err().code(), "unknown_topic");
     assert!(store.segments(&key(), 0).is_empty());
     assert_eq!(

@@ -2,7 +2,6 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use common::api::broker::{Acks, FetchQuery, FetchResponse, Isolation};
 use kelp_broker::publish::InRecord;
@@ -87,14 +86,4 @@ pub fn offsets(b: &Broker, p: u32) -> (u64, u64, u64) {
     (p.log_start_offset, p.durable_offset, p.log_end_offset)
 }
 
-/// Waits until `cond` holds, failing after 5 s.
-pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
+pub use testkit::eventually;

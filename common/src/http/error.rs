@@ -90,6 +90,19 @@ pub enum ApiError {
         /// Human text naming the volume or file.
         message: String,
     },
+    /// An upstream service's error answer, passed through with its status, code and
+    /// `Retry-After` (see `From<ClientError>`).
+    #[error("{message}")]
+    Upstream {
+        /// The upstream status.
+        status: StatusCode,
+        /// The upstream stable code.
+        code: String,
+        /// The upstream text, prefixed with the URL called.
+        message: String,
+        /// The upstream `Retry-After` seconds.
+        retry_after: Option<u64>,
+    },
     /// 500: anything unclassified. Never a 400.
     #[error("{0:#}")]
     Internal(anyhow::Error),
@@ -150,12 +163,13 @@ impl ApiError {
             Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            Self::Upstream { status, .. } => *status,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// The stable code of this error.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> &str {
         match self {
             Self::BadRequest { code, .. }
             | Self::NotFound { code, .. }
@@ -166,6 +180,7 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::InsufficientStorage { .. } => "insufficient_storage",
+            Self::Upstream { code, .. } => code,
             Self::Internal(_) => "internal",
         }
     }
@@ -174,8 +189,16 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        // ERROR is kept for what needs a human: an unclassified failure (500). A 503 or 507 is
+        // the service working as designed under a fault (not ready, fenced, a disk full): WARN.
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(
+                status = status.as_u16(),
+                code = self.code(),
+                "request failed: {self:#}"
+            );
+        } else if status.is_server_error() {
+            tracing::warn!(
                 status = status.as_u16(),
                 code = self.code(),
                 "request failed: {self:#}"
@@ -195,6 +218,7 @@ impl IntoResponse for ApiError {
             Self::Unavailable {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
+            Self::Upstream { retry_after, .. } => *retry_after,
             _ => None,
         };
         let body = ErrorBody {
@@ -224,10 +248,65 @@ impl From<std::io::Error> for ApiError {
     }
 }
 
+/// An upstream call's failure as this service's answer: an upstream error status passes through
+/// with its code and `Retry-After` (a 503 keeps meaning "try again"); an unreachable upstream is
+/// a 503 `upstream_unavailable`; an answer that breaks the contract is a 500.
+impl From<crate::client::ClientError> for ApiError {
+    fn from(err: crate::client::ClientError) -> Self {
+        use crate::client::ClientError;
+        let message = err.to_string();
+        match err {
+            ClientError::Api {
+                status,
+                code,
+                retry_after,
+                ..
+            } => Self::Upstream {
+                status,
+                code,
+                message,
+                retry_after: retry_after
+                    .or((status == StatusCode::SERVICE_UNAVAILABLE).then_some(1)),
+            },
+            ClientError::Transport { .. } => Self::unavailable("upstream_unavailable", message, 1),
+            ClientError::Decode { .. } => Self::internal(anyhow::anyhow!(message)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn test_upstream_error_passes_status_code_and_retry_after_through() {
+        let upstream = crate::client::ClientError::Api {
+            url: "http://v/3,01".into(),
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "volume_read_only".into(),
+            message: "read-only".into(),
+            retry_after: Some(7),
+        };
+        let resp = ApiError::from(upstream).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "7");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let body: ErrorBody = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body.code, "volume_read_only");
+        assert!(body.error.contains("http://v/3,01"), "{}", body.error);
+
+        let gone = crate::client::ClientError::Api {
+            url: "http://v/3,01".into(),
+            status: StatusCode::NOT_FOUND,
+            code: "not_found".into(),
+            message: "no such needle".into(),
+            retry_after: None,
+        };
+        let resp = ApiError::from(gone).into_response();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        assert!(resp.headers().get(header::RETRY_AFTER).is_none());
+    }
 
     #[tokio::test]
     async fn test_api_error_renders_json_and_retry_after() {

@@ -1,7 +1,7 @@
-//! `Json` and `Query` extractors whose rejections are `ApiError`s, so a malformed body or query
-//! gets the same JSON error shape as every other failure.
+//! `Json`, `Query` and `Path` extractors whose rejections are `ApiError`s, so a malformed body,
+//! query or path parameter gets the same JSON error shape as every other failure.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -69,4 +69,31 @@ where
 
 fn query_rejection(rejection: QueryRejection) -> ApiError {
     ApiError::bad_request("bad_query", rejection.body_text())
+}
+
+/// Path-parameter extractor; a rejection is a 400 `ApiError` (`bad_path`) naming the parameter.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(path_rejection(rejection)),
+        }
+    }
+}
+
+fn path_rejection(rejection: PathRejection) -> ApiError {
+    if rejection.status().is_server_error() {
+        ApiError::internal(anyhow::anyhow!(rejection.body_text()))
+    } else {
+        ApiError::bad_request("bad_path", rejection.body_text())
+    }
 }

@@ -1,6 +1,9 @@
 //! End-to-end tests: real binaries, real processes, real files, SIGKILL and SIGTERM.
 //! Build the binaries first: `cargo build --workspace --bins`.
 
+// The suite is an outside client of Kelp (raw reqwest, as users call it), not a service.
+#![allow(clippy::disallowed_methods)]
+
 mod blob;
 mod broker;
 mod chaos;

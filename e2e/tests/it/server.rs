@@ -12,7 +12,7 @@ async fn broker_addr(dir: &Path) -> String {
     KelpServer::ready_url(dir, "broker").await
 }
 
-fn sigterm_and_wait(KelpServer(child): &mut KelpServer) -> bool {
+async fn sigterm_and_wait(KelpServer(child): &mut KelpServer) -> bool {
     // SAFETY: kill(2) on a child we spawned and have not reaped.
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
@@ -27,7 +27,7 @@ fn sigterm_and_wait(KelpServer(child): &mut KelpServer) -> bool {
             let _ = child.wait();
             return false;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -46,7 +46,7 @@ async fn given_kelp_server_when_sigterm_should_flush_buffered_records_before_sto
         let o = b.publish("aio/t", &recs, "buffered").await.unwrap();
         checker.ack("aio/t", &recs, &o);
     }
-    let clean = sigterm_and_wait(&mut child);
+    let clean = sigterm_and_wait(&mut child).await;
     let log = std::fs::read_to_string(tmp.path().join("server.log")).unwrap_or_default();
     assert!(clean, "kelp server exits 0 on SIGTERM:\n{log}");
     assert!(!log.contains("panicked"), "{log}");

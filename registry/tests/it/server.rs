@@ -21,6 +21,8 @@ async fn test_run_serves_until_shutdown() {
         listener,
         shutdown.clone(),
     ));
+    // The test is an outside client of the registry, not a service calling another one.
+    #[allow(clippy::disallowed_methods)]
     let client = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {

@@ -1,0 +1,46 @@
+//! Names of namespaces, topics and groups: what is valid, and the 400 that names a bad one.
+//!
+//! Names become path components in the filer (`/broker/topics/<ns>/<topic>/...`), so the rule is
+//! strict and shared by the HTTP API, the Kafka listener and the store.
+
+use common::http::ApiError;
+
+/// Whether `name` is a valid namespace, topic or group name: `[A-Za-z0-9._-]{1,128}`, and
+/// neither `.` nor `..` (they would be path components).
+pub fn valid_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && name != "."
+        && name != ".."
+}
+
+/// Checks a name, answering 400 `bad_name` naming it.
+pub fn check_name(kind: &str, name: &str) -> Result<(), ApiError> {
+    if valid_name(name) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "bad_name",
+            format!(
+                "{kind} name {name:?} must be 1 to 128 characters of A-Z a-z 0-9 . _ - (and not . or ..)"
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_valid_name_rules() {
+        for ok in ["a", "A-b_c.d", "0", &"x".repeat(128)] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "a b", "ü", &"x".repeat(129), "a%2F"] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+}
