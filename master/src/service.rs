@@ -13,22 +13,86 @@
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use bytes::Bytes;
 use common::api::master::{
-    AllocateQuery, AssignResponse, Heartbeat, Location, NodeStatus, Replication, VolumeInfo,
+    AllocateQuery, AssignResponse, Heartbeat, Location, NodeStatus, Replication, SeaweedTopology,
+    SubmitResponse, VolStatus, VolumeInfo,
 };
 use common::client::ClientError;
-use common::client::volume::VolumeClient;
+use common::client::volume::{VolumeClient, WriteOptions};
 use common::ids::{FileId, VolumeId};
 use tokio::sync::Mutex;
 
 use crate::metrics::Metrics;
 use crate::state::Sequencer;
-use crate::topology::{Topology, Writable};
+use crate::topology::{DATA_CENTER, DISK_TYPE, RACK, Topology, Writable};
+
+/// Where a volume must be, from SeaweedFS's placement parameters. Kelp has one data center,
+/// one rack and one disk type, so only the server remains to choose.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// The volume server (`host:port`, internal or public) the volume must be on.
+    pub data_node: Option<String>,
+}
+
+impl Placement {
+    /// Checks SeaweedFS's placement parameters against Kelp's single data center, rack and
+    /// disk type (empty values are absent) and refuses a TTL.
+    pub fn new(
+        ttl: Option<&str>,
+        data_center: Option<&str>,
+        rack: Option<&str>,
+        data_node: Option<&str>,
+        disk_type: Option<&str>,
+    ) -> Result<Self, Error> {
+        fn given(v: Option<&str>) -> Option<&str> {
+            v.filter(|v| !v.is_empty())
+        }
+        if let Some(t) = given(ttl) {
+            return Err(Error::TtlUnsupported(t.to_owned()));
+        }
+        if let Some(dc) = given(data_center).filter(|dc| *dc != DATA_CENTER) {
+            return Err(Error::UnknownDataCenter(dc.to_owned()));
+        }
+        if let Some(r) = given(rack).filter(|r| *r != RACK) {
+            return Err(Error::UnknownRack(r.to_owned()));
+        }
+        if let Some(d) = given(disk_type).filter(|d| *d != DISK_TYPE) {
+            return Err(Error::UnsupportedDiskType(d.to_owned()));
+        }
+        Ok(Self {
+            data_node: given(data_node).map(str::to_owned),
+        })
+    }
+
+    fn node(&self) -> Option<&str> {
+        self.data_node.as_deref()
+    }
+}
+
+/// What an assign asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AssignRequest {
+    /// Collection ("" for none).
+    pub collection: String,
+    /// Replica placement.
+    pub replication: Replication,
+    /// Consecutive keys to reserve.
+    pub count: u64,
+    /// Where the volume must be.
+    pub placement: Placement,
+    /// Volumes to grow when none is writable.
+    pub grow: u64,
+}
 
 /// Most keys one assign may reserve.
 pub const MAX_COUNT: u64 = 100_000;
 /// Longest collection name.
 pub const MAX_COLLECTION_LEN: usize = 64;
+/// Most volumes one `/vol/grow` (or one assign's `writableVolumeCount`) may grow.
+pub const MAX_GROW: u64 = 100;
+/// The version `/dir/status` and `/vol/status` report.
+pub const VERSION: &str = concat!("kelp ", env!("CARGO_PKG_VERSION"));
 /// Longest volume server address a heartbeat may carry.
 pub const MAX_URL_LEN: usize = 256;
 
@@ -44,6 +108,40 @@ pub enum Error {
     /// The replication is not three digits 0-2.
     #[error("{0}")]
     BadReplication(String),
+    /// A TTL was asked for: Kelp never expires needles, so it refuses rather than ignore it.
+    #[error("ttl {0:?} is not supported: Kelp does not expire needles (leave ttl empty)")]
+    TtlUnsupported(String),
+    /// A data center other than Kelp's only one.
+    #[error("data center {0:?} has no volume servers: Kelp's are all in {DATA_CENTER}")]
+    UnknownDataCenter(String),
+    /// A rack other than Kelp's only one.
+    #[error("rack {0:?} has no volume servers: Kelp's are all in {RACK}")]
+    UnknownRack(String),
+    /// A disk type other than Kelp's only one.
+    #[error("disk type {0:?} is not supported: Kelp's volumes are all on {DISK_TYPE}")]
+    UnsupportedDiskType(String),
+    /// The number of volumes to grow is out of range.
+    #[error("count must be 1..={MAX_GROW}, got {0}")]
+    BadGrowCount(u64),
+    /// Too few free volume slots for a `/vol/grow`.
+    #[error("only {left} free volume slots left, not enough for {needed}")]
+    NotEnoughSlots {
+        /// Free slots on the live servers (on the asked server, with `dataNode`).
+        left: u64,
+        /// Slots the growth needs (volumes × copies).
+        needed: u64,
+    },
+    /// Writing a submitted file to its volume server failed.
+    #[error("writing {fid} to {server} failed: {source}")]
+    Upload {
+        /// The file id.
+        fid: String,
+        /// The volume server.
+        server: String,
+        /// Its answer.
+        #[source]
+        source: Box<ClientError>,
+    },
     /// The heartbeat is malformed.
     #[error("heartbeat url must be 1..={MAX_URL_LEN} bytes")]
     BadHeartbeat,
@@ -73,7 +171,7 @@ pub enum Error {
         server: String,
         /// Its answer.
         #[source]
-        source: ClientError,
+        source: Box<ClientError>,
     },
     /// The durable state file could not be updated.
     #[error("update the master state file: {0:#}")]
@@ -167,23 +265,20 @@ impl Master {
         Ok(())
     }
 
-    /// Hands out `count` consecutive keys on a writable volume, growing one if none is
-    /// writable. The answer names the first key's fid.
+    /// Hands out `req.count` consecutive keys on a writable volume, growing `req.grow`
+    /// volumes if none is writable. The answer names the first key's fid; the next ones are
+    /// SeaweedFS's `fid_1` … `fid_{count-1}`.
     #[tracing::instrument(name = "master.assign", skip(self), fields(volume_id))]
-    pub async fn assign(
-        &self,
-        collection: &str,
-        replication: Replication,
-        count: u64,
-    ) -> Result<AssignResponse, Error> {
-        Self::check_count(count)?;
-        let writable = match self.pick(collection, replication) {
+    pub async fn assign(&self, req: &AssignRequest) -> Result<AssignResponse, Error> {
+        Self::check_count(req.count)?;
+        let (collection, replication) = (req.collection.as_str(), req.replication);
+        let writable = match self.pick(collection, replication, &req.placement) {
             Some(w) => w,
             None => {
                 let _guard = self.grow_lock.lock().await;
-                match self.pick(collection, replication) {
+                match self.pick(collection, replication, &req.placement) {
                     Some(w) => w,
-                    None => self.grow(collection, replication).await.inspect_err(|_| {
+                    None => self.grow_for_assign(req).await.inspect_err(|_| {
                         self.metrics.assign_unavailable.inc();
                     })?,
                 }
@@ -194,7 +289,7 @@ impl Master {
             // The state file is written inline, under the lock, at most once per 10 000 keys:
             // no key may be handed out before its ceiling is on disk.
             let mut seq = self.sequencer.lock().await;
-            seq.next_keys(count).map_err(Error::State)?
+            seq.next_keys(req.count).map_err(Error::State)?
         };
         let fid = FileId::new(writable.volume_id, key, rand::random());
         self.metrics.assigns.inc();
@@ -202,19 +297,77 @@ impl Master {
             fid: fid.to_string(),
             url: writable.location.url,
             public_url: writable.location.public_url,
-            count,
+            count: req.count,
         })
     }
 
-    fn pick(&self, collection: &str, replication: Replication) -> Option<Writable> {
-        self.topo().pick_writable(collection, replication)
+    /// Grows the first volume (its failure is the assign's) and then up to `req.grow - 1`
+    /// more, best effort. The caller holds `grow_lock`.
+    async fn grow_for_assign(&self, req: &AssignRequest) -> Result<Writable, Error> {
+        let (collection, replication) = (req.collection.as_str(), req.replication);
+        let first = self.grow(collection, replication, &req.placement).await?;
+        for _ in 1..req.grow.clamp(1, MAX_GROW) {
+            if let Err(e) = self.grow(collection, replication, &req.placement).await {
+                tracing::warn!(collection, %replication, "growing another writable volume failed: {e}");
+                break;
+            }
+        }
+        Ok(first)
+    }
+
+    /// `/vol/grow`: grows `count` volumes of `collection` with `replication`, each with all
+    /// its copies, refusing up front when the free slots cannot hold them.
+    #[tracing::instrument(name = "master.grow", skip(self))]
+    pub async fn grow_volumes(
+        &self,
+        collection: &str,
+        replication: Replication,
+        placement: &Placement,
+        count: u64,
+    ) -> Result<u64, Error> {
+        if count == 0 || count > MAX_GROW {
+            return Err(Error::BadGrowCount(count));
+        }
+        let _guard = self.grow_lock.lock().await;
+        let needed = count * replication.copies() as u64;
+        let left = {
+            let topo = self.topo();
+            let total = topo.free_slots(None);
+            // A named server holds one copy of each volume; the other copies go elsewhere.
+            match placement.node() {
+                Some(n) => total.min(topo.free_slots(Some(n)) * replication.copies() as u64),
+                None => total,
+            }
+        };
+        if left < needed {
+            return Err(Error::NotEnoughSlots { left, needed });
+        }
+        for _ in 0..count {
+            self.grow(collection, replication, placement).await?;
+        }
+        Ok(count)
+    }
+
+    fn pick(
+        &self,
+        collection: &str,
+        replication: Replication,
+        placement: &Placement,
+    ) -> Option<Writable> {
+        self.topo()
+            .pick_writable(collection, replication, placement.node())
     }
 
     /// Grows one volume of `collection` with `replication` on as many live servers with a
     /// free slot as it has copies. The caller holds `grow_lock`.
-    async fn grow(&self, collection: &str, replication: Replication) -> Result<Writable, Error> {
+    async fn grow(
+        &self,
+        collection: &str,
+        replication: Replication,
+        placement: &Placement,
+    ) -> Result<Writable, Error> {
         let copies = replication.copies();
-        let nodes = self.topo().pick_nodes_for_growth(copies);
+        let nodes = self.topo().pick_nodes_for_growth(copies, placement.node());
         if nodes.len() < copies {
             return Err(Error::NoWritableVolume {
                 collection: collection.to_owned(),
@@ -240,7 +393,7 @@ impl Master {
                 return Err(Error::GrowFailed {
                     volume: vid,
                     server: n.url.clone(),
-                    source,
+                    source: Box::new(source),
                 });
             }
         }
@@ -298,13 +451,64 @@ impl Master {
         Ok(())
     }
 
-    /// Live servers holding `vid`; [`Error::VolumeNotFound`] when there are none.
-    pub fn lookup(&self, vid: VolumeId) -> Result<Vec<Location>, Error> {
-        let locations = self.topo().lookup(vid);
+    /// Live servers holding `vid`; [`Error::VolumeNotFound`] when there are none, or when
+    /// `collection` is given (non-empty) and is not the volume's (as SeaweedFS answers).
+    pub fn lookup(&self, vid: VolumeId, collection: Option<&str>) -> Result<Vec<Location>, Error> {
+        let topo = self.topo();
+        if let Some(c) = collection.filter(|c| !c.is_empty())
+            && topo.collection_of(vid).is_some_and(|have| have != c)
+        {
+            return Err(Error::VolumeNotFound(vid));
+        }
+        let locations = topo.lookup(vid);
         if locations.is_empty() {
             return Err(Error::VolumeNotFound(vid));
         }
         Ok(locations)
+    }
+
+    /// The live topology in SeaweedFS's shape.
+    pub fn seaweed_topology(&self) -> SeaweedTopology {
+        self.topo().seaweed()
+    }
+
+    /// `/vol/status`: the volumes of each live server in SeaweedFS's shape.
+    pub fn vol_status(&self) -> VolStatus {
+        self.topo().vol_status(VERSION)
+    }
+
+    /// `/submit`: assigns one key of `req` and writes `data` there as file `name`.
+    #[tracing::instrument(name = "master.submit", skip(self, data), fields(bytes = data.len()))]
+    pub async fn submit(
+        &self,
+        req: &AssignRequest,
+        name: &str,
+        data: Bytes,
+    ) -> Result<SubmitResponse, Error> {
+        let a = self.assign(req).await?;
+        let fid: FileId = a.fid.parse().map_err(|e| {
+            Error::State(anyhow::anyhow!("assign produced a bad fid {}: {e}", a.fid))
+        })?;
+        let opts = WriteOptions {
+            name: (!name.is_empty()).then(|| name.to_owned()),
+            ..WriteOptions::default()
+        };
+        let written = self
+            .volumes
+            .write(&a.url, &fid, data, &opts)
+            .await
+            .map_err(|source| Error::Upload {
+                fid: a.fid.clone(),
+                server: a.url.clone(),
+                source: Box::new(source),
+            })?;
+        Ok(SubmitResponse {
+            file_url: format!("{}/{}", a.public_url, a.fid),
+            fid: a.fid,
+            file_name: name.to_owned(),
+            size: written.size,
+            etag: written.etag,
+        })
     }
 
     /// Status of every known volume server.

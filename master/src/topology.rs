@@ -1,10 +1,14 @@
 //! Soft state rebuilt from heartbeats: volume servers, their volumes, and which volumes are
 //! writable for a given collection and replication.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use common::api::master::{Heartbeat, Location, NodeStatus, Replication, VolumeInfo};
+use common::api::master::{
+    Heartbeat, Location, NodeStatus, Replication, SeaweedDataCenter, SeaweedDataNode,
+    SeaweedLayout, SeaweedRack, SeaweedTopology, SeaweedTtl, SeaweedVolume, VolStatus,
+    VolStatusVolumes, VolumeInfo,
+};
 use common::ids::VolumeId;
 use rand::seq::IndexedRandom;
 
@@ -21,6 +25,49 @@ pub struct Node {
     pub last_seen: Instant,
     /// Its volumes.
     pub volumes: HashMap<VolumeId, VolumeInfo>,
+}
+
+/// The one data center Kelp's servers are in, named as SeaweedFS names its default.
+pub const DATA_CENTER: &str = "DefaultDataCenter";
+/// The one rack Kelp's servers are in.
+pub const RACK: &str = "DefaultRack";
+/// The one disk type Kelp's volumes have.
+pub const DISK_TYPE: &str = "hdd";
+
+impl Node {
+    /// Whether `addr` names this server (its internal or public address).
+    pub fn is(&self, addr: &str) -> bool {
+        self.url == addr || self.public_url == addr
+    }
+
+    fn location(&self) -> Location {
+        Location {
+            url: self.url.clone(),
+            public_url: self.public_url.clone(),
+        }
+    }
+}
+
+/// Volume ids as SeaweedFS lists them in `VolumeIds`: runs as ` a-b`, single ids as ` a`.
+pub fn volume_id_ranges(sorted: &[VolumeId]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let mut j = i;
+        while j + 1 < sorted.len() && sorted[j + 1] == sorted[j] + 1 {
+            j += 1;
+        }
+        if j == i {
+            out.push_str(&format!(" {}", sorted[i]));
+        } else {
+            out.push_str(&format!(" {}-{}", sorted[i], sorted[j]));
+        }
+        i = j + 1;
+    }
+    if out.is_empty() {
+        out.push(' ');
+    }
+    out
 }
 
 /// The cluster as heartbeats describe it.
@@ -91,9 +138,15 @@ impl Topology {
         locs
     }
 
-    /// A random writable volume of `collection` with `replication`: every copy is on a live
-    /// server, none is read-only or full.
-    pub fn pick_writable(&self, collection: &str, replication: Replication) -> Option<Writable> {
+    /// Ids of the writable volumes of `collection` with `replication` (every copy on a live
+    /// server, none read-only or full), each with its live holders, by id; with `node`, only
+    /// volumes with a copy there.
+    fn writables(
+        &self,
+        collection: &str,
+        replication: Replication,
+        node: Option<&str>,
+    ) -> Vec<(VolumeId, Vec<&Node>)> {
         let mut holders: HashMap<VolumeId, Vec<&Node>> = HashMap::new();
         let mut unusable: Vec<VolumeId> = Vec::new();
         for n in self.nodes.values() {
@@ -111,34 +164,179 @@ impl Topology {
         let mut candidates: Vec<(VolumeId, Vec<&Node>)> = holders
             .into_iter()
             .filter(|(vid, nodes)| nodes.len() >= replication.copies() && !unusable.contains(vid))
+            .filter_map(|(vid, nodes)| match node {
+                None => Some((vid, nodes)),
+                Some(want) => {
+                    let there: Vec<&Node> = nodes.into_iter().filter(|n| n.is(want)).collect();
+                    (!there.is_empty()).then_some((vid, there))
+                }
+            })
             .collect();
         candidates.sort_by_key(|(vid, _)| *vid);
+        candidates
+    }
+
+    /// A random writable volume of `collection` with `replication`: every copy is on a live
+    /// server, none is read-only or full. With `node`, one with a copy on that server, which
+    /// is then the one written to.
+    pub fn pick_writable(
+        &self,
+        collection: &str,
+        replication: Replication,
+        node: Option<&str>,
+    ) -> Option<Writable> {
+        let candidates = self.writables(collection, replication, node);
         let mut rng = rand::rng();
         let (vid, nodes) = candidates.choose(&mut rng)?;
         let node = nodes.choose(&mut rng)?;
         Some(Writable {
             volume_id: *vid,
-            location: Location {
-                url: node.url.clone(),
-                public_url: node.public_url.clone(),
-            },
+            location: node.location(),
         })
     }
 
-    /// Up to `count` distinct live servers with a free volume slot, emptiest first.
-    pub fn pick_nodes_for_growth(&self, count: usize) -> Vec<Node> {
+    /// Up to `count` distinct live servers with a free volume slot, emptiest first; with
+    /// `node`, that server first (and none at all unless it is live with a free slot).
+    pub fn pick_nodes_for_growth(&self, count: usize, node: Option<&str>) -> Vec<Node> {
         let mut free: Vec<&Node> = self
             .nodes
             .values()
             .filter(|n| self.alive(n) && (n.volumes.len() as u32) < n.max_volumes)
             .collect();
         free.sort_by(|a, b| {
-            a.volumes
-                .len()
-                .cmp(&b.volumes.len())
+            let first = |n: &Node| node.is_some_and(|want| n.is(want));
+            first(b)
+                .cmp(&first(a))
+                .then(a.volumes.len().cmp(&b.volumes.len()))
                 .then(a.url.cmp(&b.url))
         });
+        if let Some(want) = node
+            && !free.first().is_some_and(|n| n.is(want))
+        {
+            return Vec::new();
+        }
         free.into_iter().take(count).cloned().collect()
+    }
+
+    /// Free volume slots of the live servers (of `node` alone when given).
+    pub fn free_slots(&self, node: Option<&str>) -> u64 {
+        self.nodes
+            .values()
+            .filter(|n| self.alive(n) && node.is_none_or(|want| n.is(want)))
+            .map(|n| u64::from(n.max_volumes).saturating_sub(n.volumes.len() as u64))
+            .sum()
+    }
+
+    /// The collection of volume `vid`, if a live server holds it.
+    pub fn collection_of(&self, vid: VolumeId) -> Option<String> {
+        self.nodes
+            .values()
+            .filter(|n| self.alive(n))
+            .find_map(|n| n.volumes.get(&vid).map(|v| v.collection.clone()))
+    }
+
+    /// SeaweedFS's view of the live servers: one data center and rack, and a layout per
+    /// (collection, replication) with its writable volumes.
+    pub fn seaweed(&self) -> SeaweedTopology {
+        let mut live: Vec<&Node> = self.nodes.values().filter(|n| self.alive(n)).collect();
+        live.sort_by(|a, b| a.url.cmp(&b.url));
+        let max: u64 = live.iter().map(|n| u64::from(n.max_volumes)).sum();
+        let data_nodes = live
+            .iter()
+            .map(|n| {
+                let mut ids: Vec<VolumeId> = n.volumes.keys().copied().collect();
+                ids.sort_unstable();
+                SeaweedDataNode {
+                    url: n.url.clone(),
+                    public_url: n.public_url.clone(),
+                    volumes: ids.len() as u64,
+                    ec_shards: 0,
+                    max: u64::from(n.max_volumes),
+                    volume_ids: volume_id_ranges(&ids),
+                }
+            })
+            .collect();
+        let mut kinds: Vec<(String, Replication)> = live
+            .iter()
+            .flat_map(|n| n.volumes.values())
+            .map(|v| (v.collection.clone(), v.replication))
+            .collect();
+        kinds.sort();
+        kinds.dedup();
+        let layouts = kinds
+            .into_iter()
+            .map(|(collection, replication)| SeaweedLayout {
+                replication: replication.to_string(),
+                ttl: String::new(),
+                writables: self
+                    .writables(&collection, replication, None)
+                    .into_iter()
+                    .map(|(vid, _)| vid)
+                    .collect(),
+                collection,
+                disk_type: DISK_TYPE.to_owned(),
+            })
+            .collect();
+        SeaweedTopology {
+            max,
+            free: self.free_slots(None),
+            data_centers: vec![SeaweedDataCenter {
+                id: DATA_CENTER.to_owned(),
+                racks: vec![SeaweedRack {
+                    id: RACK.to_owned(),
+                    data_nodes,
+                }],
+            }],
+            layouts,
+        }
+    }
+
+    /// SeaweedFS's `/vol/status` view: the volumes of each live server.
+    pub fn vol_status(&self, version: &str) -> VolStatus {
+        let mut servers = BTreeMap::new();
+        for n in self.nodes.values().filter(|n| self.alive(n)) {
+            let mut vols: Vec<&VolumeInfo> = n.volumes.values().collect();
+            vols.sort_by_key(|v| v.id);
+            let vols = vols
+                .into_iter()
+                .map(|v| SeaweedVolume {
+                    id: v.id,
+                    collection: v.collection.clone(),
+                    size: v.size,
+                    file_count: v.file_count,
+                    delete_count: v.delete_count,
+                    deleted_byte_count: 0,
+                    read_only: v.read_only,
+                    replica_placement: v.replication.into(),
+                    ttl: SeaweedTtl::default(),
+                    version: 3,
+                    disk_type: String::new(),
+                })
+                .collect();
+            servers.insert(n.url.clone(), vols);
+        }
+        let racks = BTreeMap::from([(RACK.to_owned(), servers)]);
+        let live = self.nodes.values().filter(|n| self.alive(n));
+        VolStatus {
+            version: version.to_owned(),
+            volumes: VolStatusVolumes {
+                data_centers: BTreeMap::from([(DATA_CENTER.to_owned(), racks)]),
+                free: self.free_slots(None),
+                max: live.map(|n| u64::from(n.max_volumes)).sum(),
+            },
+        }
+    }
+
+    /// Live servers, by url.
+    pub fn alive_urls(&self) -> Vec<String> {
+        let mut urls: Vec<String> = self
+            .nodes
+            .values()
+            .filter(|n| self.alive(n))
+            .map(|n| n.url.clone())
+            .collect();
+        urls.sort();
+        urls
     }
 
     /// Number of live servers.
@@ -206,12 +404,12 @@ mod tests {
         let r: Replication = "001".parse().unwrap();
         t.heartbeat(&beat("a", vec![vol(1, "001", 8)]));
         assert_eq!(
-            t.pick_writable("", r),
+            t.pick_writable("", r, None),
             None,
             "one copy of a 001 volume is not writable"
         );
         t.heartbeat(&beat("b", vec![vol(1, "001", 8)]));
-        assert_eq!(t.pick_writable("", r).unwrap().volume_id, 1);
+        assert_eq!(t.pick_writable("", r, None).unwrap().volume_id, 1);
         assert_eq!(t.lookup(1).len(), 2);
     }
 
@@ -219,16 +417,16 @@ mod tests {
     fn test_topology_full_volume_is_not_writable() {
         let mut t = Topology::new(Duration::from_secs(60), 1000);
         t.heartbeat(&beat("a", vec![vol(1, "000", 1000)]));
-        assert_eq!(t.pick_writable("", Replication::default()), None);
+        assert_eq!(t.pick_writable("", Replication::default(), None), None);
     }
 
     #[test]
     fn test_topology_dead_node_is_skipped() {
         let mut t = Topology::new(Duration::from_millis(0), 1000);
         t.heartbeat(&beat("a", vec![vol(1, "000", 8)]));
-        assert_eq!(t.pick_writable("", Replication::default()), None);
+        assert_eq!(t.pick_writable("", Replication::default(), None), None);
         assert!(t.lookup(1).is_empty());
-        assert!(t.pick_nodes_for_growth(1).is_empty());
+        assert!(t.pick_nodes_for_growth(1, None).is_empty());
     }
 
     #[test]
@@ -238,10 +436,26 @@ mod tests {
         t.heartbeat(&beat("b", vec![vol(3, "000", 8)]));
         t.heartbeat(&beat("c", vec![]));
         let picked: Vec<String> = t
-            .pick_nodes_for_growth(3)
+            .pick_nodes_for_growth(3, None)
             .into_iter()
             .map(|n| n.url)
             .collect();
         assert_eq!(picked, vec!["c", "b"], "a is full (2 of 2)");
+    }
+}
+
+#[cfg(test)]
+mod seaweed_tests {
+    use super::*;
+
+    #[test]
+    fn test_volume_id_ranges_as_seaweedfs_writes_them() {
+        assert_eq!(volume_id_ranges(&[]), " ");
+        assert_eq!(volume_id_ranges(&[1, 2, 3, 4, 5, 6, 7, 8]), " 1-8");
+        assert_eq!(
+            volume_id_ranges(&[9, 10, 11, 12, 13, 14, 15, 17, 18, 19, 20, 21, 22]),
+            " 9-15 17-22"
+        );
+        assert_eq!(volume_id_ranges(&[3, 5, 6]), " 3 5-6");
     }
 }

@@ -201,7 +201,7 @@ pub struct NodeStatus {
     pub volumes: Vec<VolumeInfo>,
 }
 
-/// Answer of `GET /dir/status`.
+/// Answer of `GET /dir/status`: Kelp's own fields and SeaweedFS's `Topology` and `Version`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DirStatus {
     /// Largest volume id ever allocated.
@@ -210,6 +210,285 @@ pub struct DirStatus {
     pub next_file_key: u64,
     /// Volume servers.
     pub nodes: Vec<NodeStatus>,
+    /// The live topology in SeaweedFS's shape.
+    #[serde(rename = "Topology", default)]
+    pub topology: SeaweedTopology,
+    /// The master's version (`kelp <semver>`).
+    #[serde(rename = "Version", default)]
+    pub version: String,
+}
+
+/// SeaweedFS's topology view (`/dir/status`'s `Topology`): capacity, the data center / rack /
+/// server tree and one layout per (collection, replication). Kelp has one data center
+/// (`DefaultDataCenter`) with one rack (`DefaultRack`), as SeaweedFS names them by default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct SeaweedTopology {
+    /// Volume slots of the live servers.
+    pub max: u64,
+    /// Free volume slots.
+    pub free: u64,
+    /// Data centers.
+    pub data_centers: Vec<SeaweedDataCenter>,
+    /// Writable volumes per (collection, replication).
+    pub layouts: Vec<SeaweedLayout>,
+}
+
+/// One data center of [`SeaweedTopology`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct SeaweedDataCenter {
+    /// Its name.
+    pub id: String,
+    /// Its racks.
+    pub racks: Vec<SeaweedRack>,
+}
+
+/// One rack of a [`SeaweedDataCenter`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct SeaweedRack {
+    /// Its name.
+    pub id: String,
+    /// Its live volume servers.
+    pub data_nodes: Vec<SeaweedDataNode>,
+}
+
+/// One volume server of a [`SeaweedRack`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct SeaweedDataNode {
+    /// Internal address.
+    pub url: String,
+    /// Public address.
+    pub public_url: String,
+    /// Volumes it holds.
+    pub volumes: u64,
+    /// Erasure-coded shards (Kelp has none: always 0).
+    pub ec_shards: u64,
+    /// Most volumes it may hold.
+    pub max: u64,
+    /// Its volume ids as SeaweedFS writes them (` 1-3 5`).
+    pub volume_ids: String,
+}
+
+/// One layout of [`SeaweedTopology`]: the writable volumes of a (collection, replication).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SeaweedLayout {
+    /// Replica placement.
+    pub replication: String,
+    /// Always "" (Kelp has no TTL).
+    pub ttl: String,
+    /// Writable volume ids.
+    pub writables: Vec<VolumeId>,
+    /// Collection.
+    pub collection: String,
+    /// Always `hdd` (Kelp has one disk type).
+    #[serde(rename = "diskType")]
+    pub disk_type: String,
+}
+
+/// Query of `GET|POST /dir/assign` as the master reads it: Kelp's [`AssignQuery`] plus the
+/// parameters SeaweedFS's clients send.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignParams {
+    /// How many consecutive keys to reserve (default 1; 0 means 1).
+    pub count: Option<u64>,
+    /// Collection.
+    pub collection: Option<String>,
+    /// Replica placement.
+    pub replication: Option<String>,
+    /// Refused unless empty: Kelp does not expire needles.
+    pub ttl: Option<String>,
+    /// Data center: Kelp's only one is `DefaultDataCenter`.
+    #[serde(rename = "dataCenter")]
+    pub data_center: Option<String>,
+    /// Rack: Kelp's only one is `DefaultRack`.
+    pub rack: Option<String>,
+    /// A volume server (`host:port`) the volume must be on.
+    #[serde(rename = "dataNode")]
+    pub data_node: Option<String>,
+    /// Disk type: Kelp's only one is `hdd`.
+    #[serde(rename = "diskType")]
+    pub disk_type: Option<String>,
+    /// Accepted and ignored: Kelp volumes are not preallocated.
+    pub preallocate: Option<String>,
+    /// Accepted and ignored: Kelp volumes are not memory-mapped.
+    #[serde(rename = "memoryMapMaxSizeMb")]
+    pub memory_map_max_size_mb: Option<String>,
+    /// Volumes to grow when none is writable (default 1).
+    #[serde(rename = "writableVolumeCount")]
+    pub writable_volume_count: Option<u64>,
+    /// Pretty-print the answer when non-empty.
+    pub pretty: Option<String>,
+}
+
+/// Query of `GET /dir/lookup` as the master reads it: [`LookupQuery`] plus SeaweedFS's
+/// `read` and `pretty`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupParams {
+    /// A volume id (or a full file id).
+    #[serde(rename = "volumeId")]
+    pub volume_id: Option<String>,
+    /// Or a file id, whose volume is looked up.
+    #[serde(rename = "fileId")]
+    pub file_id: Option<String>,
+    /// When non-empty, the volume must belong to this collection (else 404).
+    pub collection: Option<String>,
+    /// Accepted and ignored: SeaweedFS answers a read JWT with it; Kelp issues none.
+    pub read: Option<String>,
+    /// Pretty-print the answer when non-empty.
+    pub pretty: Option<String>,
+}
+
+/// Query of `GET|POST /vol/grow`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrowParams {
+    /// Volumes to grow (each with all its copies).
+    pub count: Option<u64>,
+    /// Collection.
+    pub collection: Option<String>,
+    /// Replica placement.
+    pub replication: Option<String>,
+    /// Refused unless empty: Kelp does not expire needles.
+    pub ttl: Option<String>,
+    /// Data center: Kelp's only one is `DefaultDataCenter`.
+    #[serde(rename = "dataCenter")]
+    pub data_center: Option<String>,
+    /// Rack: Kelp's only one is `DefaultRack`.
+    pub rack: Option<String>,
+    /// A volume server (`host:port`) the volume must be on.
+    #[serde(rename = "dataNode")]
+    pub data_node: Option<String>,
+    /// Disk type: Kelp's only one is `hdd`.
+    #[serde(rename = "diskType")]
+    pub disk_type: Option<String>,
+    /// Accepted and ignored: Kelp volumes are not preallocated.
+    pub preallocate: Option<String>,
+    /// Accepted and ignored: Kelp volumes are not memory-mapped.
+    #[serde(rename = "memoryMapMaxSizeMb")]
+    pub memory_map_max_size_mb: Option<String>,
+    /// Pretty-print the answer when non-empty.
+    pub pretty: Option<String>,
+}
+
+/// Answer of `/vol/grow`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GrowResponse {
+    /// Volumes grown.
+    pub count: u64,
+}
+
+/// Answer of `GET /vol/status` in SeaweedFS's shape.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct VolStatus {
+    /// The master's version.
+    pub version: String,
+    /// Volumes per data center, rack and server.
+    pub volumes: VolStatusVolumes,
+}
+
+/// The `Volumes` of [`VolStatus`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct VolStatusVolumes {
+    /// data center → rack → server url → its volumes.
+    pub data_centers: std::collections::BTreeMap<
+        String,
+        std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<SeaweedVolume>>>,
+    >,
+    /// Free volume slots.
+    pub free: u64,
+    /// Volume slots.
+    pub max: u64,
+}
+
+/// One volume as SeaweedFS's `/vol/status` describes it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct SeaweedVolume {
+    /// Volume id.
+    pub id: VolumeId,
+    /// Collection.
+    pub collection: String,
+    /// Size of the `.dat` in bytes.
+    pub size: u64,
+    /// Live needles.
+    pub file_count: u64,
+    /// Deleted needles.
+    pub delete_count: u64,
+    /// Bytes held by deleted needles (Kelp's heartbeats do not report it yet: 0).
+    pub deleted_byte_count: u64,
+    /// Whether it refuses writes.
+    pub read_only: bool,
+    /// Replica placement as SeaweedFS encodes it (`{"node":1}` for `001`).
+    pub replica_placement: SeaweedReplicaPlacement,
+    /// Always `{"Count":0,"Unit":0}`: Kelp has no TTL.
+    pub ttl: SeaweedTtl,
+    /// Needle format version (3).
+    pub version: u32,
+    /// Disk type ("" = hdd).
+    pub disk_type: String,
+}
+
+/// SeaweedFS's JSON encoding of a replica placement: zero counts are omitted.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SeaweedReplicaPlacement {
+    /// Copies on other servers of the same rack.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub node: u8,
+    /// Copies on other racks.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rack: u8,
+    /// Copies in other data centers.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dc: u8,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
+}
+
+impl From<Replication> for SeaweedReplicaPlacement {
+    fn from(r: Replication) -> Self {
+        Self {
+            node: r.same_rack,
+            rack: r.diff_rack,
+            dc: r.diff_dc,
+        }
+    }
+}
+
+/// SeaweedFS's TTL (Kelp's is always zero).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct SeaweedTtl {
+    /// Always 0.
+    pub count: u32,
+    /// Always 0.
+    pub unit: u32,
+}
+
+/// Answer of `POST /submit` (SeaweedFS's shape).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SubmitResponse {
+    /// The file id written.
+    pub fid: String,
+    /// The uploaded part's file name ("" when it had none).
+    #[serde(rename = "fileName")]
+    pub file_name: String,
+    /// `publicUrl/fid`.
+    #[serde(rename = "fileUrl")]
+    pub file_url: String,
+    /// Bytes stored.
+    pub size: u64,
+    /// The volume server's ETag of the needle.
+    #[serde(rename = "eTag")]
+    pub etag: String,
 }
 
 /// Answer of `GET /cluster/status`.

@@ -75,20 +75,44 @@ async fn beat(app: &Router, url: &str, max_volumes: u32, volumes: Vec<Value>) ->
     send(app, Method::POST, "/heartbeat", Some(body)).await.0
 }
 
-/// A fake volume server on an ephemeral port recording the query of every allocation.
+/// A fake volume server on an ephemeral port recording the query of every allocation and
+/// `write <fid>?<query>` for every blob write.
 pub(crate) async fn fake_volume_server() -> (String, Arc<Mutex<Vec<String>>>) {
     let calls = Arc::new(Mutex::new(Vec::new()));
     let seen = calls.clone();
-    let app = axum::Router::new().route(
-        "/admin/volume",
-        axum::routing::post(move |RawQuery(q): RawQuery| {
-            let seen = seen.clone();
-            async move {
-                seen.lock().unwrap().push(q.unwrap_or_default());
-                axum::Json(json!({}))
-            }
-        }),
-    );
+    let written = calls.clone();
+    let app = axum::Router::new()
+        .route(
+            "/admin/volume",
+            axum::routing::post(move |RawQuery(q): RawQuery| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().push(q.unwrap_or_default());
+                    axum::Json(json!({}))
+                }
+            }),
+        )
+        .route(
+            "/{fid}",
+            axum::routing::post(
+                move |axum::extract::Path(fid): axum::extract::Path<String>,
+                      RawQuery(q): RawQuery,
+                      body: axum::body::Bytes| {
+                    let written = written.clone();
+                    async move {
+                        let q = q.unwrap_or_default();
+                        written.lock().unwrap().push(format!("write {fid}?{q}"));
+                        let name = q.strip_prefix("name=").unwrap_or_default().to_owned();
+                        (
+                            StatusCode::CREATED,
+                            axum::Json(
+                                json!({"name": name, "size": body.len(), "eTag": "0a0b0c0d"}),
+                            ),
+                        )
+                    }
+                },
+            ),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -290,7 +314,8 @@ async fn test_heartbeat_registers_updates_and_raises_counters() {
     assert_eq!(st, StatusCode::NOT_FOUND);
     let (st, l, _) = send(&app, Method::GET, "/dir/lookup?fileId=8,01637037d6", None).await;
     assert_eq!(st, StatusCode::OK, "{l}");
-    assert_eq!(l["volumeOrFileId"], "8,01637037d6");
+    // As SeaweedFS answers: the volume id, also for a file id.
+    assert_eq!(l["volumeOrFileId"], "8");
     let (_, s, _) = send(&app, Method::GET, "/dir/status", None).await;
     assert_eq!(s["max_volume_id"], 8);
     assert!(s["next_file_key"].as_u64().unwrap() > 500_000, "{s}");
@@ -356,4 +381,270 @@ async fn test_lookup_rejects_bad_ids() {
         let (got, v, _) = send(&app, Method::GET, uri, None).await;
         assert_eq!((got, v["code"].as_str()), (st, Some(code)), "{uri}: {v}");
     }
+}
+
+#[tokio::test]
+async fn test_assign_count_zero_means_one_and_ttl_is_refused_loudly() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(state(dir.path()));
+    beat(&app, "a:1", 4, vec![vol(1, "", "000", 8)]).await;
+    let (st, v, _) = send(&app, Method::GET, "/dir/assign?count=0", None).await;
+    assert_eq!((st, v["count"].as_u64()), (StatusCode::OK, Some(1)), "{v}");
+    let (st, v, _) = send(&app, Method::GET, "/dir/assign?ttl=", None).await;
+    assert_eq!(st, StatusCode::OK, "an empty ttl is no ttl: {v}");
+    let (st, v, _) = send(&app, Method::GET, "/dir/assign?ttl=3m", None).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(v["code"], "ttl_unsupported");
+    assert!(v["error"].as_str().unwrap().contains("ttl \"3m\""), "{v}");
+}
+
+#[tokio::test]
+async fn test_assign_accepts_seaweedfs_parameters_and_honours_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(state(dir.path()));
+    let (a, a_calls) = fake_volume_server().await;
+    let (b, _) = fake_volume_server().await;
+    beat(&app, &a, 8, vec![]).await;
+    beat(&app, &b, 8, vec![vol(1, "", "000", 8)]).await;
+    // Kelp's one data center, rack and disk type, ignored options, and two volumes grown.
+    let uri = format!(
+        "/dir/assign?collection=c&dataCenter=DefaultDataCenter&rack=DefaultRack&diskType=hdd&preallocate=1024&memoryMapMaxSizeMb=0&writableVolumeCount=2&dataNode={a}"
+    );
+    let (st, v, _) = send(&app, Method::GET, &uri, None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["url"], a.as_str(), "dataNode not honoured: {v}");
+    assert_eq!(
+        a_calls.lock().unwrap().len(),
+        2,
+        "writableVolumeCount=2 grew {:?}",
+        a_calls.lock().unwrap()
+    );
+    // dataNode picks among existing volumes too.
+    let (_, v, _) = send(
+        &app,
+        Method::GET,
+        &format!("/dir/assign?dataNode={b}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (vid_of(&v["fid"]), v["url"].as_str()),
+        (1, Some(b.as_str())),
+        "{v}"
+    );
+    for (uri, code) in [
+        ("/dir/assign?dataCenter=dc1", "unknown_data_center"),
+        ("/dir/assign?rack=r9", "unknown_rack"),
+        ("/dir/assign?diskType=ssd", "unsupported_disk_type"),
+        (
+            "/dir/assign?writableVolumeCount=1000",
+            "bad_writable_volume_count",
+        ),
+        ("/dir/assign?unknownParameter=1", "bad_query"),
+    ] {
+        let (st, v, _) = send(&app, Method::GET, uri, None).await;
+        assert_eq!(
+            (st, v["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(code)),
+            "{uri}: {v}"
+        );
+    }
+    // A named server that is unknown: nothing to grow on.
+    let (st, v, _) = send(
+        &app,
+        Method::GET,
+        "/dir/assign?dataNode=nowhere:1&collection=z",
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+}
+
+#[tokio::test]
+async fn test_lookup_honours_collection_and_pretty() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(state(dir.path()));
+    beat(&app, "a:1", 4, vec![vol(2, "pics", "000", 8)]).await;
+    let (st, _, _) = send(
+        &app,
+        Method::GET,
+        "/dir/lookup?volumeId=2&collection=docs",
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let req = Request::get("/dir/lookup?volumeId=2&collection=pics&read=yes&pretty=y")
+        .body(Body::empty())
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        text.contains("\n  \"volumeOrFileId\": \"2\""),
+        "not pretty: {text}"
+    );
+}
+
+#[tokio::test]
+async fn test_vol_grow_grows_count_volumes_or_refuses_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(state(dir.path()));
+    let (a, calls) = fake_volume_server().await;
+    beat(&app, &a, 3, vec![]).await;
+    let (st, v, _) = send(&app, Method::POST, "/vol/grow?count=2&collection=c2", None).await;
+    assert_eq!(
+        (st, v.clone()),
+        (StatusCode::OK, json!({"count": 2})),
+        "{v}"
+    );
+    let grown = calls.lock().unwrap().clone();
+    assert_eq!(grown.len(), 2);
+    assert!(
+        grown.iter().all(|q| q.contains("collection=c2")),
+        "{grown:?}"
+    );
+    let (st, v, _) = send(&app, Method::GET, "/vol/grow?count=2", None).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "one slot left: {v}");
+    assert_eq!(v["code"], "not_enough_free_slots");
+    assert_eq!(
+        calls.lock().unwrap().len(),
+        2,
+        "refused growth allocated anyway"
+    );
+    let (st, v, _) = send(&app, Method::GET, "/vol/grow?count=1&replication=001", None).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    for (uri, code) in [
+        ("/vol/grow", "missing_count"),
+        ("/vol/grow?count=0", "bad_count"),
+        ("/vol/grow?count=abc", "bad_query"),
+        ("/vol/grow?count=1&ttl=1d", "ttl_unsupported"),
+    ] {
+        let (st, v, _) = send(&app, Method::GET, uri, None).await;
+        assert_eq!(
+            (st, v["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(code)),
+            "{uri}: {v}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn test_status_routes_answer_seaweedfs_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(state(dir.path()));
+    let mut v2 = vol(2, "", "001", 100);
+    v2["file_count"] = json!(3);
+    beat(
+        &app,
+        "a:1",
+        8,
+        vec![vol(1, "", "000", 8), v2.clone(), vol(4, "pics", "000", 8)],
+    )
+    .await;
+    beat(&app, "b:1", 8, vec![v2]).await;
+    let (st, s, _) = send(&app, Method::GET, "/dir/status", None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(s["Version"].as_str().unwrap().starts_with("kelp "), "{s}");
+    let t = &s["Topology"];
+    assert_eq!(
+        (t["Max"].as_u64(), t["Free"].as_u64()),
+        (Some(16), Some(12)),
+        "{t}"
+    );
+    let node = &t["DataCenters"][0]["Racks"][0]["DataNodes"][0];
+    assert_eq!(t["DataCenters"][0]["Id"], "DefaultDataCenter");
+    assert_eq!(t["DataCenters"][0]["Racks"][0]["Id"], "DefaultRack");
+    assert_eq!(node["Url"], "a:1");
+    assert_eq!(node["VolumeIds"], " 1-2 4");
+    assert_eq!(node["Volumes"], 3);
+    let layouts = t["Layouts"].as_array().unwrap();
+    assert!(layouts.contains(&json!({"replication": "001", "ttl": "", "writables": [2], "collection": "", "diskType": "hdd"})), "{layouts:?}");
+    assert_eq!(
+        s["nodes"].as_array().unwrap().len(),
+        2,
+        "Kelp's own fields are kept"
+    );
+    assert_eq!(s["max_volume_id"], 4);
+
+    let (st, v, _) = send(&app, Method::GET, "/vol/status", None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(v["Version"].is_string());
+    let servers = &v["Volumes"]["DataCenters"]["DefaultDataCenter"]["DefaultRack"];
+    let a = servers["a:1"].as_array().unwrap();
+    assert_eq!(a.len(), 3);
+    assert_eq!(a[0]["Id"], 1);
+    assert_eq!(a[0]["ReplicaPlacement"], json!({}));
+    assert_eq!(a[1]["ReplicaPlacement"], json!({"node": 1}));
+    assert_eq!(a[1]["FileCount"], 3);
+    assert_eq!(a[2]["Collection"], "pics");
+    assert_eq!(a[0]["Ttl"], json!({"Count": 0, "Unit": 0}));
+    assert_eq!(
+        (v["Volumes"]["Max"].as_u64(), v["Volumes"]["Free"].as_u64()),
+        (Some(16), Some(12))
+    );
+}
+
+fn multipart(part_name: &str, file_name: &str, data: &str) -> Body {
+    Body::from(format!(
+        "--XX\r\nContent-Disposition: form-data; name=\"{part_name}\"; filename=\"{file_name}\"\r\nContent-Type: text/plain\r\n\r\n{data}\r\n--XX--\r\n"
+    ))
+}
+
+#[tokio::test]
+async fn test_submit_assigns_writes_and_answers_seaweedfs_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(state(dir.path()));
+    let (a, calls) = fake_volume_server().await;
+    beat(&app, &a, 4, vec![vol(1, "", "000", 8)]).await;
+    let req = Request::post("/submit")
+        .header(header::CONTENT_TYPE, "multipart/form-data; boundary=XX")
+        .body(multipart("File", "f.txt", "hello"))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let st = resp.status();
+    let v: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let fid = v["fid"].as_str().unwrap();
+    assert_eq!(vid_of(&v["fid"]), 1);
+    assert_eq!(v["fileName"], "f.txt");
+    assert_eq!(v["fileUrl"], format!("{a}/{fid}"));
+    assert_eq!(v["size"], 5);
+    assert_eq!(v["eTag"], "0a0b0c0d");
+    assert_eq!(
+        *calls.lock().unwrap(),
+        vec![format!("write {fid}?name=f.txt")]
+    );
+
+    let (st, v, _) = send(&app, Method::POST, "/submit", None).await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_multipart")),
+        "{v}"
+    );
+    let req = Request::post("/submit?ttl=1d")
+        .header(header::CONTENT_TYPE, "multipart/form-data; boundary=XX")
+        .body(multipart("file", "f.txt", "x"))
+        .unwrap();
+    assert_eq!(
+        app.clone().oneshot(req).await.unwrap().status(),
+        StatusCode::BAD_REQUEST
+    );
+    let req = Request::post("/submit")
+        .header(header::CONTENT_TYPE, "multipart/form-data; boundary=XX")
+        .body(Body::from(
+            "--XX\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n--XX--\r\n",
+        ))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "no file part");
+    assert_eq!(calls.lock().unwrap().len(), 1);
 }

@@ -1,52 +1,76 @@
-//! `/dir/*` routes: assign, lookup and the topology status.
+//! `/dir/*` routes: assign, lookup and the topology status, accepting SeaweedFS's parameters.
 
 use axum::extract::State;
-use common::api::master::{AssignQuery, AssignResponse, DirStatus, LookupQuery, LookupResponse};
-use common::http::{ApiError, Json, Query};
+use axum::response::Response;
+use common::api::master::{AssignParams, DirStatus, LookupParams, LookupResponse};
+use common::http::{ApiError, Query};
 use common::ids::{FileId, VolumeId};
 
-use crate::http::AppState;
-use crate::service::Master;
+use crate::http::{AppState, answer, pretty};
+use crate::service::{AssignRequest, MAX_GROW, Master, Placement, VERSION};
+
+/// Builds the service's assign request from `/dir/assign`'s (or `/submit`'s) parameters.
+pub fn assign_request(s: &AppState, q: AssignParams) -> Result<AssignRequest, ApiError> {
+    // SeaweedFS reads count=0 (and no count) as 1.
+    let count = q.count.filter(|c| *c > 0).unwrap_or(1);
+    Master::check_count(count)?;
+    let grow = q.writable_volume_count.filter(|c| *c > 0).unwrap_or(1);
+    if grow > MAX_GROW {
+        return Err(ApiError::bad_request(
+            "bad_writable_volume_count",
+            format!("writableVolumeCount must be 1..={MAX_GROW}, got {grow}"),
+        ));
+    }
+    let collection = Master::collection(q.collection)?;
+    let replication = s.master.replication(q.replication.as_deref())?;
+    let placement = Placement::new(
+        q.ttl.as_deref(),
+        q.data_center.as_deref(),
+        q.rack.as_deref(),
+        q.data_node.as_deref(),
+        q.disk_type.as_deref(),
+    )?;
+    Ok(AssignRequest {
+        collection,
+        replication,
+        count,
+        placement,
+        grow,
+    })
+}
 
 /// `GET|POST /dir/assign`: reserves `count` keys on a writable volume.
 pub async fn assign(
     State(s): State<AppState>,
-    Query(q): Query<AssignQuery>,
-) -> Result<Json<AssignResponse>, ApiError> {
-    let count = q.count.unwrap_or(1);
-    Master::check_count(count)?;
-    let collection = Master::collection(q.collection)?;
-    let replication = s.master.replication(q.replication.as_deref())?;
-    Ok(Json(
-        s.master.assign(&collection, replication, count).await?,
-    ))
+    Query(q): Query<AssignParams>,
+) -> Result<Response, ApiError> {
+    let pretty = pretty(q.pretty.as_deref());
+    let req = assign_request(&s, q)?;
+    Ok(answer(&s.master.assign(&req).await?, pretty))
 }
 
 /// `GET /dir/lookup?volumeId=|fileId=`: the live servers holding a volume.
 pub async fn lookup(
     State(s): State<AppState>,
-    Query(q): Query<LookupQuery>,
-) -> Result<Json<LookupResponse>, ApiError> {
-    let (what, vid): (String, VolumeId) = match (&q.volume_id, &q.file_id) {
-        (Some(v), _) => {
-            // Accept `3` and, like SeaweedFS, a full fid passed as volumeId.
-            let vid = v
-                .split(',')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "bad_volume_id",
-                        format!("volumeId {v:?} is not a volume id"),
-                    )
-                })?;
-            (v.clone(), vid)
-        }
+    Query(q): Query<LookupParams>,
+) -> Result<Response, ApiError> {
+    let vid: VolumeId = match (&q.volume_id, &q.file_id) {
+        // Accept `3` and, like SeaweedFS, a full fid passed as volumeId.
+        (Some(v), _) => v
+            .split(',')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "bad_volume_id",
+                    format!("volumeId {v:?} is not a volume id"),
+                )
+            })?,
         (None, Some(f)) => {
             let fid: FileId = f.parse().map_err(|e: common::ids::FileIdError| {
                 ApiError::bad_request("bad_fid", e.to_string())
             })?;
-            (f.clone(), fid.volume_id)
+            fid.volume_id
         }
         (None, None) => {
             return Err(ApiError::bad_request(
@@ -55,19 +79,32 @@ pub async fn lookup(
             ));
         }
     };
-    let locations = s.master.lookup(vid)?;
-    Ok(Json(LookupResponse {
-        volume_or_file_id: what,
+    let locations = s.master.lookup(vid, q.collection.as_deref())?;
+    // As SeaweedFS: the volume id, also when a file id was given.
+    let body = LookupResponse {
+        volume_or_file_id: vid.to_string(),
         locations,
-    }))
+    };
+    Ok(answer(&body, pretty(q.pretty.as_deref())))
 }
 
-/// `GET /dir/status`: the id counters and every known volume server with its volumes.
-pub async fn status(State(s): State<AppState>) -> Json<DirStatus> {
+/// Query of `/dir/status` and `/vol/status`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusParams {
+    /// Pretty-print the answer when non-empty.
+    pub pretty: Option<String>,
+}
+
+/// `GET /dir/status`: Kelp's id counters and servers, and SeaweedFS's `Topology` and `Version`.
+pub async fn status(State(s): State<AppState>, Query(q): Query<StatusParams>) -> Response {
     let (max_volume_id, next_file_key) = s.master.counters().await;
-    Json(DirStatus {
+    let body = DirStatus {
         max_volume_id,
         next_file_key,
         nodes: s.master.nodes(),
-    })
+        topology: s.master.seaweed_topology(),
+        version: VERSION.to_owned(),
+    };
+    answer(&body, pretty(q.pretty.as_deref()))
 }

@@ -4,3 +4,5 @@
 pub mod cluster;
 pub mod dir;
 pub mod ops;
+pub mod submit;
+pub mod vol;

@@ -1,0 +1,43 @@
+//! `/vol/*` routes in SeaweedFS's shape: grow volumes and list each server's volumes.
+
+use axum::extract::State;
+use axum::response::Response;
+use common::api::master::{GrowParams, GrowResponse};
+use common::http::{ApiError, Query};
+
+use crate::http::routes::dir::StatusParams;
+use crate::http::{AppState, answer, pretty};
+use crate::service::{Master, Placement};
+
+/// `GET|POST /vol/grow?count=&collection=&replication=`: grows `count` volumes (each with
+/// all its copies) → `{"count": N}`.
+pub async fn grow(
+    State(s): State<AppState>,
+    Query(q): Query<GrowParams>,
+) -> Result<Response, ApiError> {
+    let Some(count) = q.count else {
+        return Err(ApiError::bad_request(
+            "missing_count",
+            "give count, the number of volumes to grow",
+        ));
+    };
+    let collection = Master::collection(q.collection)?;
+    let replication = s.master.replication(q.replication.as_deref())?;
+    let placement = Placement::new(
+        q.ttl.as_deref(),
+        q.data_center.as_deref(),
+        q.rack.as_deref(),
+        q.data_node.as_deref(),
+        q.disk_type.as_deref(),
+    )?;
+    let count = s
+        .master
+        .grow_volumes(&collection, replication, &placement, count)
+        .await?;
+    Ok(answer(&GrowResponse { count }, pretty(q.pretty.as_deref())))
+}
+
+/// `GET /vol/status`: the volumes of each live server, as SeaweedFS lists them.
+pub async fn status(State(s): State<AppState>, Query(q): Query<StatusParams>) -> Response {
+    answer(&s.master.vol_status(), pretty(q.pretty.as_deref()))
+}
