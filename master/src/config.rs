@@ -31,6 +31,12 @@ pub struct Config {
     /// Replication used when an assign names none.
     #[arg(long, env = "KELP_DEFAULT_REPLICATION", default_value = "000")]
     pub default_replication: String,
+    /// Seconds between automatic vacuums of every volume server (0 = off).
+    #[arg(long, env = "KELP_VACUUM_INTERVAL_SECS", default_value_t = 900)]
+    pub vacuum_interval_secs: u64,
+    /// Volumes whose garbage ratio exceeds this are compacted by a vacuum (0..=1).
+    #[arg(long, env = "KELP_GARBAGE_THRESHOLD", default_value_t = 0.3)]
+    pub garbage_threshold: f64,
 }
 
 impl Config {
@@ -43,6 +49,8 @@ impl Config {
             volume_size_limit_mb: 30000,
             pulse_ms: 500,
             default_replication: "000".into(),
+            vacuum_interval_secs: 0,
+            garbage_threshold: 0.3,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - [`topology`] — soft state from heartbeats; which volumes are writable.
 //! - [`service`] — domain operations (assign, grow, lookup, heartbeat) and their errors.
 //! - [`metrics`] — Prometheus metrics.
+//! - [`vacuum`] — vacuum orchestration across the volume servers, on demand and scheduled.
 //! - [`http`] — the router, its error mapping and the routes.
 
 pub mod config;
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod service;
 pub mod state;
 pub mod topology;
+pub mod vacuum;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +30,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
+
+/// How long one volume server may take to answer a vacuum.
+const VACUUM_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Size of a freshly allocated volume (its superblock).
 pub const VOLUME_EMPTY_SIZE: u64 = 8;
@@ -53,10 +58,26 @@ pub async fn run(
         common::config::mib(cfg.volume_size_limit_mb),
         replication,
         VolumeClient::new(HttpClient::new(Duration::from_secs(30))),
+        // Compaction of a large volume takes long; one attempt (the next round retries).
+        vacuum::VacuumClient::new(HttpClient::new(VACUUM_TIMEOUT).with_attempts(1)),
         metrics,
     );
+    let master = Arc::new(master);
+    let threshold = vacuum::check_threshold(cfg.garbage_threshold)
+        .map_err(anyhow::Error::msg)
+        .context("check --garbage-threshold")?;
+    let schedule_stop = shutdown.child_token();
+    let schedule = (cfg.vacuum_interval_secs > 0).then(|| {
+        tokio::spawn(vacuum::schedule(
+            master.clone(),
+            Duration::from_secs(cfg.vacuum_interval_secs),
+            threshold,
+            schedule_stop.clone(),
+        ))
+    });
     let state = http::AppState {
-        master: Arc::new(master),
+        master: master.clone(),
+        garbage_threshold: threshold,
         registry: Arc::new(registry),
         addr: addr.to_string(),
     };
@@ -69,6 +90,10 @@ pub async fn run(
     )
     .await
     .context("serve http")?;
+    schedule_stop.cancel();
+    if let Some(s) = schedule {
+        let _ = s.await;
+    }
     tracing::info!("master stopped");
     Ok(())
 }

@@ -26,6 +26,7 @@ use tokio::sync::Mutex;
 use crate::metrics::Metrics;
 use crate::state::Sequencer;
 use crate::topology::{DATA_CENTER, DISK_TYPE, RACK, Topology, Writable};
+use crate::vacuum::VacuumClient;
 
 /// Where a volume must be, from SeaweedFS's placement parameters. Kelp has one data center,
 /// one rack and one disk type, so only the server remains to choose.
@@ -142,6 +143,9 @@ pub enum Error {
         #[source]
         source: Box<ClientError>,
     },
+    /// A garbage threshold outside 0..=1.
+    #[error("garbageThreshold must be a ratio between 0 and 1, got {0}")]
+    BadGarbageThreshold(f64),
     /// The heartbeat is malformed.
     #[error("heartbeat url must be 1..={MAX_URL_LEN} bytes")]
     BadHeartbeat,
@@ -187,6 +191,8 @@ pub struct Master {
     default_replication: Replication,
     size_limit: u64,
     metrics: Metrics,
+    pub(crate) vacuum_client: VacuumClient,
+    pub(crate) vacuum_lock: Mutex<()>,
 }
 
 /// Aborts the process: a panic inside a topology critical section left it poisoned.
@@ -204,6 +210,7 @@ impl Master {
         size_limit: u64,
         default_replication: Replication,
         volumes: VolumeClient,
+        vacuum_client: VacuumClient,
         metrics: Metrics,
     ) -> Self {
         Self {
@@ -214,6 +221,8 @@ impl Master {
             default_replication,
             size_limit,
             metrics,
+            vacuum_client,
+            vacuum_lock: Mutex::new(()),
         }
     }
 
@@ -465,6 +474,11 @@ impl Master {
             return Err(Error::VolumeNotFound(vid));
         }
         Ok(locations)
+    }
+
+    /// Live volume servers, by url.
+    pub fn alive_urls(&self) -> Vec<String> {
+        self.topo().alive_urls()
     }
 
     /// The live topology in SeaweedFS's shape.

@@ -491,6 +491,58 @@ pub struct SubmitResponse {
     pub etag: String,
 }
 
+/// Query of `GET|POST /vol/vacuum`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VacuumParams {
+    /// Compact volumes whose garbage ratio exceeds this (0..=1; default `--garbage-threshold`).
+    #[serde(rename = "garbageThreshold")]
+    pub garbage_threshold: Option<f64>,
+    /// Pretty-print the answer when non-empty.
+    pub pretty: Option<String>,
+}
+
+/// One volume a volume server compacted, as the master reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VacuumedVolume {
+    /// The volume server (each compacts its own replica).
+    pub server: String,
+    /// Volume id.
+    pub volume: VolumeId,
+    /// `.dat` bytes before.
+    pub before: u64,
+    /// `.dat` bytes after.
+    pub after: u64,
+}
+
+/// A volume server whose vacuum failed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VacuumFailure {
+    /// The volume server.
+    pub server: String,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// Answer of `/vol/vacuum`: SeaweedFS's `Topology` and `Version` (what it answers) plus what
+/// each live volume server compacted and which failed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VacuumResponse {
+    /// The threshold used.
+    #[serde(rename = "garbageThreshold")]
+    pub garbage_threshold: f64,
+    /// Volumes compacted, by server.
+    pub compacted: Vec<VacuumedVolume>,
+    /// Servers whose vacuum failed.
+    pub failed: Vec<VacuumFailure>,
+    /// The live topology in SeaweedFS's shape.
+    #[serde(rename = "Topology", default)]
+    pub topology: SeaweedTopology,
+    /// The master's version.
+    #[serde(rename = "Version", default)]
+    pub version: String,
+}
+
 /// Answer of `GET /cluster/status`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ClusterStatus {

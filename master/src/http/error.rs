@@ -26,6 +26,9 @@ impl From<Error> for ApiError {
             Error::UnsupportedDiskType(_) => {
                 ApiError::bad_request("unsupported_disk_type", message)
             }
+            Error::BadGarbageThreshold(_) => {
+                ApiError::bad_request("bad_garbage_threshold", message)
+            }
             Error::BadGrowCount(_) => ApiError::bad_request("bad_count", message),
             Error::NotEnoughSlots { .. } => {
                 ApiError::unavailable("not_enough_free_slots", message, 1)

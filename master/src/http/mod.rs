@@ -1,7 +1,7 @@
 //! The master's HTTP API: the router, its state, and the routes.
 //!
 //! - `GET|POST /dir/assign`, `GET /dir/lookup`, `GET /dir/status` ([`routes::dir`]);
-//! - `GET|POST /vol/grow`, `GET /vol/status` ([`routes::vol`]), `POST /submit`
+//! - `GET|POST /vol/grow`, `GET /vol/status`, `GET|POST /vol/vacuum` ([`routes::vol`]), `POST /submit`
 //!   ([`routes::submit`]): SeaweedFS's routes, in its shapes;
 //! - `POST /heartbeat`, `GET /cluster/status` ([`routes::cluster`]);
 //! - `GET /healthz`, `GET /readyz`, `GET /metrics` ([`routes::ops`]);
@@ -35,6 +35,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// This master's address.
     pub addr: String,
+    /// `/vol/vacuum`'s threshold when the request names none (`--garbage-threshold`).
+    pub garbage_threshold: f64,
 }
 
 /// Largest `/submit` body (the volume server enforces its own blob limit too).
@@ -80,6 +82,10 @@ fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/dir/status", get(routes::dir::status)),
         ("/vol/grow", get(routes::vol::grow).post(routes::vol::grow)),
         ("/vol/status", get(routes::vol::status)),
+        (
+            "/vol/vacuum",
+            get(routes::vol::vacuum).post(routes::vol::vacuum),
+        ),
         (
             "/submit",
             post(routes::submit::submit).layer(DefaultBodyLimit::max(SUBMIT_BODY_LIMIT)),

@@ -28,12 +28,14 @@ pub(crate) fn state_with(dir: &std::path::Path, pulse: Duration, size_limit: u64
         size_limit,
         common::api::master::Replication::default(),
         VolumeClient::new(HttpClient::new(Duration::from_secs(5)).with_attempts(1)),
+        crate::vacuum::VacuumClient::new(HttpClient::new(Duration::from_secs(5)).with_attempts(1)),
         metrics,
     );
     AppState {
         master: Arc::new(master),
         registry: Arc::new(registry),
         addr: "127.0.0.1:1".into(),
+        garbage_threshold: 0.3,
     }
 }
 
@@ -647,4 +649,109 @@ async fn test_submit_assigns_writes_and_answers_seaweedfs_shape() {
     let resp = app.clone().oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "no file part");
     assert_eq!(calls.lock().unwrap().len(), 1);
+}
+
+/// A fake volume server answering `POST /admin/vacuum` with one compacted volume, counting
+/// calls and the most calls ever in flight at once.
+async fn fake_vacuum_server(vid: u32) -> (String, Arc<Mutex<Vec<String>>>) {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let seen = calls.clone();
+    let app = axum::Router::new().route(
+        "/admin/vacuum",
+        axum::routing::post(move |RawQuery(q): RawQuery| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(q.unwrap_or_default());
+                axum::Json(json!({"compacted": [{"volume": vid, "before": 1000, "after": 300}]}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, calls)
+}
+
+#[tokio::test]
+async fn test_vol_vacuum_asks_every_live_server_and_reports_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(state(dir.path()));
+    let (a, a_calls) = fake_vacuum_server(1).await;
+    let (b, b_calls) = fake_vacuum_server(2).await;
+    beat(&app, &a, 4, vec![vol(1, "", "000", 1000)]).await;
+    beat(&app, &b, 4, vec![vol(2, "", "000", 1000)]).await;
+    // Nothing listens there: its vacuum fails and is reported.
+    beat(&app, "127.0.0.1:1", 4, vec![]).await;
+    let (st, v, _) = send(&app, Method::POST, "/vol/vacuum?garbageThreshold=0.4", None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(*a_calls.lock().unwrap(), vec!["garbageThreshold=0.4"]);
+    assert_eq!(*b_calls.lock().unwrap(), vec!["garbageThreshold=0.4"]);
+    let mut compacted = v["compacted"].as_array().unwrap().clone();
+    compacted.sort_by_key(|c| c["volume"].as_u64());
+    assert_eq!(
+        compacted,
+        vec![
+            json!({"server": a, "volume": 1, "before": 1000, "after": 300}),
+            json!({"server": b, "volume": 2, "before": 1000, "after": 300}),
+        ]
+    );
+    assert_eq!(v["failed"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["failed"][0]["server"], "127.0.0.1:1");
+    assert_eq!(v["garbageThreshold"], 0.4);
+    assert!(v["Topology"].is_object() && v["Version"].is_string(), "{v}");
+    // Default threshold; bad ones refused.
+    let (st, v, _) = send(&app, Method::GET, "/vol/vacuum", None).await;
+    assert_eq!(
+        (st, v["garbageThreshold"].as_f64()),
+        (StatusCode::OK, Some(0.3))
+    );
+    for uri in [
+        "/vol/vacuum?garbageThreshold=1.5",
+        "/vol/vacuum?garbageThreshold=-1",
+        "/vol/vacuum?garbageThreshold=abc",
+    ] {
+        let (st, v, _) = send(&app, Method::GET, uri, None).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{uri}: {v}");
+    }
+    assert_eq!(
+        a_calls.lock().unwrap().len(),
+        2,
+        "a refused vacuum reached a server"
+    );
+}
+
+#[tokio::test]
+async fn test_vacuum_schedule_runs_rounds_until_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = state(dir.path());
+    let app = router(st.clone());
+    let (a, calls) = fake_vacuum_server(1).await;
+    beat(&app, &a, 4, vec![]).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(crate::vacuum::schedule(
+        st.master.clone(),
+        Duration::from_millis(10),
+        0.5,
+        stop.clone(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while calls.lock().unwrap().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the schedule never ran two rounds"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        calls
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|q| q == "garbageThreshold=0.5")
+    );
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the schedule did not stop when cancelled")
+        .unwrap();
 }

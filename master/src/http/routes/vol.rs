@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use common::api::master::{GrowParams, GrowResponse};
+use common::api::master::{GrowParams, GrowResponse, VacuumParams};
 use common::http::{ApiError, Query};
 
 use crate::http::routes::dir::StatusParams;
@@ -40,4 +40,16 @@ pub async fn grow(
 /// `GET /vol/status`: the volumes of each live server, as SeaweedFS lists them.
 pub async fn status(State(s): State<AppState>, Query(q): Query<StatusParams>) -> Response {
     answer(&s.master.vol_status(), pretty(q.pretty.as_deref()))
+}
+
+/// `GET|POST /vol/vacuum?garbageThreshold=`: every live volume server compacts its volumes
+/// whose garbage ratio exceeds the threshold; answers what was compacted and which servers
+/// failed (200 either way, as SeaweedFS; the failures are listed).
+pub async fn vacuum(
+    State(s): State<AppState>,
+    Query(q): Query<VacuumParams>,
+) -> Result<Response, ApiError> {
+    let threshold = q.garbage_threshold.unwrap_or(s.garbage_threshold);
+    let answer_body = s.master.vacuum(threshold).await?;
+    Ok(answer(&answer_body, pretty(q.pretty.as_deref())))
 }
