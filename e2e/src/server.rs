@@ -1,5 +1,6 @@
 //! [`KelpServer`]: the all-in-one `kelp server` as a process, every port 0 and the Kafka
-//! listener off, data under `<dir>/data`, log in `<dir>/server.log`.
+//! listener off, data under `<dir>/data` (or any data dir: [`KelpServer::start_with_data`]),
+//! log in `<dir>/server.log`.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -18,6 +19,12 @@ impl Drop for KelpServer {
 impl KelpServer {
     /// Starts `kelp server` under `dir`.
     pub fn start(dir: &Path) -> Self {
+        Self::start_with_data(dir, &dir.join("data"))
+    }
+
+    /// Starts `kelp server` with its data in `data` (a mount, say) and its log in
+    /// `dir/server.log`.
+    pub fn start_with_data(dir: &Path, data: &Path) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -36,7 +43,7 @@ impl KelpServer {
             cmd.args([flag, "0"]);
         }
         cmd.arg("--dir")
-            .arg(dir.join("data"))
+            .arg(data)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))
             .stderr(log);
@@ -46,7 +53,12 @@ impl KelpServer {
     /// The URL of `service` (`broker`, `registry`, …) of the server started under `dir`, once
     /// it wrote its address and answers `/readyz` (60 s at most; the log is shown if not).
     pub async fn ready_url(dir: &Path, service: &str) -> String {
-        let file = dir.join("data").join(service).join("addrs.json");
+        Self::ready_url_with_data(dir, &dir.join("data"), service).await
+    }
+
+    /// [`KelpServer::ready_url`] of a server started with [`KelpServer::start_with_data`].
+    pub async fn ready_url_with_data(dir: &Path, data: &Path, service: &str) -> String {
+        let file = data.join(service).join("addrs.json");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(b) = std::fs::read(&file)
