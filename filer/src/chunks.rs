@@ -1,5 +1,5 @@
 //! Chunk arithmetic, free of I/O: how content is cut into chunks, which chunk bytes serve a
-//! byte range, `Range` header parsing and the file ETag.
+//! byte range and the file ETag (`Range` headers are parsed by `common::http::range`).
 
 use bytes::{Bytes, BytesMut};
 use common::api::filer::Chunk;
@@ -206,77 +206,6 @@ pub fn chunks_end(chunks: &[Chunk]) -> u64 {
         .unwrap_or(0)
 }
 
-/// A parsed `Range` header, resolved against the file size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RangeRequest {
-    /// No (usable) range: serve the whole file with 200.
-    Full,
-    /// Serve `start..end` (exclusive) with 206.
-    Partial {
-        /// First byte.
-        start: u64,
-        /// One past the last byte.
-        end: u64,
-    },
-    /// The range lies outside the file: 416.
-    Unsatisfiable,
-}
-
-/// Resolves a `Range` header value against a file of `size` bytes. Syntactically invalid or
-/// multi-range headers are ignored (RFC 9110 allows serving the whole representation).
-pub fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
-    let Some(value) = header else {
-        return RangeRequest::Full;
-    };
-    let Some(spec) = value.trim().strip_prefix("bytes=") else {
-        return RangeRequest::Full;
-    };
-    if spec.contains(',') {
-        return RangeRequest::Full;
-    }
-    let Some((a, b)) = spec.trim().split_once('-') else {
-        return RangeRequest::Full;
-    };
-    let (a, b) = (a.trim(), b.trim());
-    let parse = |s: &str| -> Option<u64> {
-        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
-            .then(|| s.parse().ok())
-            .flatten()
-    };
-    match (a.is_empty(), b.is_empty()) {
-        // `bytes=-n`: the last n bytes.
-        (true, false) => match parse(b) {
-            Some(0) => RangeRequest::Unsatisfiable,
-            Some(_) if size == 0 => RangeRequest::Unsatisfiable,
-            Some(n) => RangeRequest::Partial {
-                start: size.saturating_sub(n),
-                end: size,
-            },
-            None => RangeRequest::Full,
-        },
-        // `bytes=a-`: from a to the end.
-        (false, true) => match parse(a) {
-            Some(start) if start >= size => RangeRequest::Unsatisfiable,
-            Some(start) => RangeRequest::Partial { start, end: size },
-            None => RangeRequest::Full,
-        },
-        (false, false) => match (parse(a), parse(b)) {
-            (Some(start), Some(last)) if start <= last => {
-                if start >= size {
-                    RangeRequest::Unsatisfiable
-                } else {
-                    RangeRequest::Partial {
-                        start,
-                        end: last.saturating_add(1).min(size),
-                    }
-                }
-            }
-            _ => RangeRequest::Full,
-        },
-        (true, true) => RangeRequest::Full,
-    }
-}
-
 /// The file's ETag (quoted): the chunk's own ETag for one chunk, otherwise a crc32c over the
 /// chunks' fids and ETags with the chunk count, like S3 multipart ETags.
 pub fn file_etag(chunks: &[Chunk]) -> String {
@@ -395,41 +324,6 @@ mod tests {
     }
 
     #[test]
-    fn test_parse_range_forms() {
-        use RangeRequest::*;
-        assert_eq!(parse_range(None, 10), Full);
-        assert_eq!(
-            parse_range(Some("bytes=0-3"), 10),
-            Partial { start: 0, end: 4 }
-        );
-        assert_eq!(
-            parse_range(Some("bytes=5-"), 10),
-            Partial { start: 5, end: 10 }
-        );
-        assert_eq!(
-            parse_range(Some("bytes=-3"), 10),
-            Partial { start: 7, end: 10 }
-        );
-        assert_eq!(
-            parse_range(Some("bytes=-30"), 10),
-            Partial { start: 0, end: 10 }
-        );
-        assert_eq!(
-            parse_range(Some("bytes=8-100"), 10),
-            Partial { start: 8, end: 10 }
-        );
-        assert_eq!(parse_range(Some("bytes=10-"), 10), Unsatisfiable);
-        assert_eq!(parse_range(Some("bytes=10-12"), 10), Unsatisfiable);
-        assert_eq!(parse_range(Some("bytes=0-"), 0), Unsatisfiable);
-        assert_eq!(parse_range(Some("bytes=-0"), 10), Unsatisfiable);
-        assert_eq!(parse_range(Some("bytes=3-1"), 10), Full);
-        assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), Full);
-        assert_eq!(parse_range(Some("items=0-1"), 10), Full);
-        assert_eq!(parse_range(Some("bytes=x-1"), 10), Full);
-        assert_eq!(parse_range(Some("bytes=+1-2"), 10), Full);
-    }
-
-    #[test]
     fn test_file_etag() {
         let mut one = chunk(0, 1);
         one.etag = "abcd".to_owned();
@@ -500,19 +394,6 @@ mod tests {
                 }
             }
             prop_assert_eq!(&out[..], &data[start as usize..end as usize]);
-        }
-
-        #[test]
-        fn test_parse_range_never_exceeds_size(h in "\\PC{0,24}", n in 0u64..10_000, size in 0u64..10_000) {
-            let _ = n;
-            match parse_range(Some(&h), size) {
-                RangeRequest::Partial { start, end } => prop_assert!(start < end && end <= size),
-                RangeRequest::Full | RangeRequest::Unsatisfiable => {}
-            }
-            let header = format!("bytes={n}-");
-            if let RangeRequest::Partial { start, end } = parse_range(Some(&header), size) {
-                prop_assert!(start < end && end <= size);
-            }
         }
     }
 }

@@ -5,24 +5,22 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Parser;
 use common::api::master::Replication;
+use common::config::ListenFlags;
 
 /// Configuration of `kelp-filer`.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "kelp-filer",
     version,
-    about = "Kelp filer: a path namespace over volume chunks"
+    about = "Kelp filer: a path namespace over volume chunks",
+    mut_arg("port", |a| a.default_value("8888")),
+    mut_arg("dir", |a| a.default_value("./data/filer"))
 )]
 pub struct Config {
-    /// Address to listen on.
-    #[arg(long, env = "KELP_IP", default_value = "127.0.0.1")]
-    pub ip: String,
-    /// Port to listen on (0 picks a free one; see `<dir>/addrs.json`).
-    #[arg(long, env = "KELP_PORT", default_value_t = 8888)]
-    pub port: u16,
-    /// Data directory; the metadata lives in RocksDB under `<dir>/meta`.
-    #[arg(long, env = "KELP_DIR", default_value = "./data/filer")]
-    pub dir: PathBuf,
+    /// `--ip`, `--port` (default 8888) and `--dir` (default `./data/filer`; the metadata lives
+    /// in RocksDB under `<dir>/meta`), shared by every service.
+    #[command(flatten)]
+    pub listen: ListenFlags,
     /// The master, `host:port`.
     #[arg(long, env = "KELP_MASTER", default_value = "127.0.0.1:9333")]
     pub master: String,
@@ -51,9 +49,7 @@ impl Config {
     /// A configuration with the defaults, data under `dir`, talking to `master`.
     pub fn for_test(dir: impl Into<PathBuf>, master: &str) -> Self {
         Self {
-            ip: "127.0.0.1".to_owned(),
-            port: 0,
-            dir: dir.into(),
+            listen: ListenFlags::for_test(dir.into()),
             master: master.to_owned(),
             chunk_size_mb: 4,
             max_upload_mb: 1024,
@@ -106,9 +102,9 @@ mod tests {
     #[test]
     fn test_config_defaults_match_the_contract() {
         let cfg = Config::try_parse_from(["kelp-filer"]).unwrap();
-        assert_eq!(cfg.ip, "127.0.0.1");
-        assert_eq!(cfg.port, 8888);
-        assert_eq!(cfg.dir, PathBuf::from("./data/filer"));
+        assert_eq!(cfg.listen.ip, "127.0.0.1");
+        assert_eq!(cfg.listen.port, 8888);
+        assert_eq!(cfg.listen.dir, PathBuf::from("./data/filer"));
         assert_eq!(cfg.master, "127.0.0.1:9333");
         assert_eq!(cfg.chunk_size_mb, 4);
         assert_eq!(cfg.max_upload_mb, 1024);

@@ -4,7 +4,8 @@
 //! orphaned the chunks, so a crash never leaks them. The collector reads a bounded batch,
 //! deletes each chunk through a server holding its volume (a 404 from the volume server means
 //! it is already gone), and dequeues the done ones in one write. Failures are retried with
-//! exponential backoff capped at [`MAX_BACKOFF`]; they never block the namespace.
+//! jittered exponential backoff (`common::retry::backoff`) capped at [`MAX_BACKOFF`]; they
+//! never block the namespace.
 //!
 //! A chunk is queued only when no entry references it any more (the store's chunk → owner
 //! index drops the queue op otherwise, see [`crate::store`]), and an entry cannot take a
@@ -47,10 +48,10 @@ struct Retry {
     not_before: Instant,
 }
 
-/// The retry delay after `attempts` failures.
+/// The retry delay after `attempts` failures (exponential, capped, jittered so that chunks
+/// failing in the same outage are not all retried at once).
 fn backoff(attempts: u32) -> Duration {
-    let exp = attempts.saturating_sub(1).min(16);
-    MIN_BACKOFF.saturating_mul(1 << exp).min(MAX_BACKOFF)
+    common::retry::backoff(attempts, MIN_BACKOFF, MAX_BACKOFF)
 }
 
 impl Filer {
@@ -217,10 +218,14 @@ mod tests {
 
     #[test]
     fn test_backoff_grows_and_is_capped() {
-        assert_eq!(backoff(1), MIN_BACKOFF);
-        assert_eq!(backoff(2), MIN_BACKOFF * 2);
-        assert!(backoff(5) > backoff(4));
-        assert_eq!(backoff(100), MAX_BACKOFF);
-        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+        // Jittered: each wait lies in the upper half of its exponential step.
+        for (attempts, step) in [(1, MIN_BACKOFF), (2, MIN_BACKOFF * 2), (100, MAX_BACKOFF)] {
+            let d = backoff(attempts);
+            assert!(
+                d >= step / 2 && d <= step,
+                "attempt {attempts}: {d:?} vs {step:?}"
+            );
+        }
+        assert!(backoff(u32::MAX) <= MAX_BACKOFF);
     }
 }

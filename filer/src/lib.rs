@@ -44,7 +44,7 @@ pub use http::{AppState, router};
 /// How long in-flight requests and mutations may take to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// Opens the metadata store under `<cfg.dir>/meta`, serves the filer on `listener` until
+/// Opens the metadata store under `<cfg.listen.dir>/meta`, serves the filer on `listener` until
 /// `shutdown` is cancelled, then drains. The caller owns the data-directory lock.
 pub async fn run(
     cfg: Config,
@@ -57,7 +57,7 @@ pub async fn run(
             "--fsync=false: volume servers will not fsync chunks; use for throwaway data only"
         );
     }
-    let dir = cfg.dir.clone();
+    let dir = cfg.listen.dir.clone();
     let meta = dir.join("meta");
     let store = tokio::task::spawn_blocking(move || -> anyhow::Result<store::RocksStore> {
         common::fs::create_dir_all(&dir)

@@ -5,8 +5,16 @@ use kelp_filer::Config;
 
 fn main() -> anyhow::Result<()> {
     let cfg = Config::parse();
-    let (ip, port, dir) = (cfg.ip.clone(), cfg.port, cfg.dir.clone());
-    common::service::main("filer", &ip, port, &dir, |dir, listener, shutdown| {
-        kelp_filer::run(Config { dir, ..cfg }, listener, shutdown)
-    })
+    let listen = cfg.listen.clone();
+    common::service::main(
+        "filer",
+        &listen.ip,
+        listen.port,
+        &listen.dir,
+        |dir, listener, shutdown| {
+            let mut cfg = cfg;
+            cfg.listen.dir = dir;
+            kelp_filer::run(cfg, listener, shutdown)
+        },
+    )
 }

@@ -26,19 +26,34 @@ impl From<Error> for ApiError {
                 message,
             },
             Error::TooLarge { .. } => ApiError::PayloadTooLarge { message },
-            Error::Upload { source, .. } => {
-                if source.is_transient() {
-                    let retry = match source.as_ref() {
-                        common::client::ClientError::Api { retry_after, .. } => {
-                            retry_after.unwrap_or(1)
-                        }
-                        _ => 1,
-                    };
-                    ApiError::unavailable("volume_unavailable", message, retry)
-                } else {
-                    ApiError::internal(anyhow::anyhow!(message))
-                }
-            }
+            // The upstream's status, code and Retry-After pass through (a master or volume
+            // 503 stays a 503 the client may retry), with the filer's message naming the file.
+            Error::Upload { source, .. } => match ApiError::from(*source) {
+                ApiError::Upstream {
+                    status,
+                    code,
+                    retry_after,
+                    ..
+                } => ApiError::Upstream {
+                    status,
+                    code,
+                    message,
+                    retry_after,
+                },
+                ApiError::Unavailable {
+                    code,
+                    retry_after_secs,
+                    ..
+                } => ApiError::Unavailable {
+                    code,
+                    message,
+                    retry_after_secs,
+                },
+                _ => ApiError::internal(anyhow::anyhow!(message)),
+            },
+            // A chunk the entry names but its volume cannot serve is the filer's failure, not
+            // the client's: a 500 (never the volume's 404 for a file that exists), or a 503
+            // with the volume's Retry-After when it may pass.
             Error::ChunkRead {
                 transient,
                 retry_after,

@@ -28,7 +28,7 @@ mod upload;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use common::api::master::AssignQuery;
 use common::client::HttpClient;
@@ -38,6 +38,7 @@ use tokio::task::JoinError;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span};
 
+pub use common::time::now_ms;
 pub use error::Error;
 
 use crate::config::Config;
@@ -81,14 +82,6 @@ impl std::fmt::Debug for Filer {
             .field("upload", &self.upload)
             .finish_non_exhaustive()
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// The error for a spawned store call or mutation that did not finish: a panic aborts the

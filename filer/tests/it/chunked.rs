@@ -162,16 +162,6 @@ fn content(len: usize) -> Vec<u8> {
 
 const MIB: usize = 1 << 20;
 
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..200 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 #[tokio::test]
 async fn test_chunked_upload_splits_uploads_in_parallel_and_reads_back() {
     let c = cluster(false).await;
@@ -292,7 +282,7 @@ async fn test_chunked_overwrite_and_delete_collect_old_chunks() {
     assert_eq!(new.version, 2);
     let fake = c.fake.clone();
     let keep = new.chunks[0].fid.clone();
-    eventually("old chunks deleted", || {
+    testkit::eventually("old chunks deleted", || {
         let n = fake.needles.lock().unwrap();
         n.len() == 1 && n.contains_key(&keep)
     })
@@ -303,12 +293,12 @@ async fn test_chunked_overwrite_and_delete_collect_old_chunks() {
     let r = c.filer.call(Method::DELETE, "/f", Body::empty()).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     let fake = c.fake.clone();
-    eventually("all chunks deleted", || {
+    testkit::eventually("all chunks deleted", || {
         fake.needles.lock().unwrap().is_empty()
     })
     .await;
     let store = c.filer.store.clone();
-    eventually("queue drained", || {
+    testkit::eventually("queue drained", || {
         store.pending_deletions(10).unwrap().is_empty()
     })
     .await;
@@ -318,7 +308,7 @@ async fn test_chunked_overwrite_and_delete_collect_old_chunks() {
     c.filer.store.write(&b).unwrap();
     c.state.filer.collect_now();
     let store = c.filer.store.clone();
-    eventually("404 dequeued", || {
+    testkit::eventually("404 dequeued", || {
         store.pending_deletions(10).unwrap().is_empty()
     })
     .await;
@@ -339,7 +329,7 @@ async fn test_chunked_upload_failure_commits_nothing_and_collects_written_chunks
     // Whatever was written before and while the failure was seen is deleted again.
     assert!(c.fake.writes.load(Ordering::SeqCst) <= 5);
     let fake = c.fake.clone();
-    eventually("orphans deleted", || {
+    testkit::eventually("orphans deleted", || {
         fake.needles.lock().unwrap().is_empty()
     })
     .await;

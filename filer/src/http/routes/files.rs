@@ -12,7 +12,10 @@ use common::http::{ApiError, Json, Query};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::chunks::{self, RangeRequest};
+use common::http::multipart::file_field;
+use common::http::range::{RangeRequest, parse_range};
+
+use crate::chunks;
 use crate::http::{AppState, seaweed};
 use crate::path;
 use crate::service::Error;
@@ -112,13 +115,14 @@ async fn serve_file(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let size = entry.size;
-    let range = chunks::parse_range(
+    let range = parse_range(
         headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
         size,
     );
     let (status, start, end) = match range {
         RangeRequest::Full => (StatusCode::OK, 0, size),
-        RangeRequest::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
+        // Inclusive `end` there, exclusive here.
+        RangeRequest::Bytes { start, end } => (StatusCode::PARTIAL_CONTENT, start, end + 1),
         RangeRequest::Unsatisfiable => {
             let mut resp = ApiError::RangeNotSatisfiable {
                 code: "range_not_satisfiable",
@@ -173,7 +177,8 @@ async fn serve_file(
         .map_err(|e| ApiError::internal(anyhow::anyhow!("build response: {e}")))
 }
 
-/// `POST|PUT /path`: upload (raw body, or the multipart part `file`) → 201
+/// `POST|PUT /path`: upload (raw body, or the multipart file part, see
+/// `common::http::multipart`) → 201
 /// `{"name","size"}`; with `?mv.from=/src`, rename `/src` to `/path` → 200 with the entry.
 pub async fn post(
     State(st): State<AppState>,
@@ -199,17 +204,8 @@ pub async fn post(
         let mut multipart = Multipart::from_request(req, &())
             .await
             .map_err(|e| ApiError::bad_request("bad_multipart", e.body_text()))?;
-        loop {
-            let field = multipart.next_field().await.map_err(multipart_error)?;
-            let Some(field) = field else {
-                return Err(ApiError::bad_request(
-                    "bad_multipart",
-                    "multipart body has no `file` part",
-                ));
-            };
-            if field.name() != Some("file") && field.file_name().is_none() {
-                continue;
-            }
+        let pretty = q.pretty.is_some();
+        return file_field(&mut multipart, async |field| {
             let target = if trailing {
                 let name = field.file_name().filter(|n| !n.is_empty()).ok_or_else(|| {
                     ApiError::bad_request(
@@ -219,7 +215,7 @@ pub async fn post(
                 })?;
                 path::join(&p, name)
             } else {
-                p
+                p.clone()
             };
             let mime = field.content_type().unwrap_or("").to_owned();
             let limit = st.filer.max_upload();
@@ -231,8 +227,9 @@ pub async fn post(
                 }
             });
             let resp = st.filer.upload(target, mime, body).await?;
-            return json(StatusCode::CREATED, &resp, q.pretty.is_some());
-        }
+            json(StatusCode::CREATED, &resp, pretty)
+        })
+        .await;
     }
     if trailing {
         return Err(ApiError::bad_request(
@@ -254,16 +251,6 @@ pub async fn post(
         .boxed();
     let resp = st.filer.upload(p, mime, body).await?;
     json(StatusCode::CREATED, &resp, q.pretty.is_some())
-}
-
-fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge {
-            message: e.body_text(),
-        }
-    } else {
-        ApiError::bad_request("bad_multipart", e.body_text())
-    }
 }
 
 /// `DELETE /path[?recursive=true]` → 204; the chunks are deleted in the background.
