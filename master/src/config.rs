@@ -1,27 +1,24 @@
 //! Flags of `kelp-master` (each also read from `KELP_<FLAG>`).
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
+use common::config::ListenFlags;
 
 /// Configuration of the master.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "kelp-master",
     about = "Kelp master: topology, file id assignment and lookup",
-    version
+    version,
+    mut_arg("port", |a| a.default_value("9333")),
+    mut_arg("dir", |a| a.default_value("data/master"))
 )]
 pub struct Config {
-    /// Address to listen on.
-    #[arg(long, env = "KELP_IP", default_value = "127.0.0.1")]
-    pub ip: IpAddr,
-    /// Port to listen on (0 picks a free one, written to `<dir>/addrs.json`).
-    #[arg(long, env = "KELP_PORT", default_value_t = 9333)]
-    pub port: u16,
-    /// Data directory holding the durable state file.
-    #[arg(long, env = "KELP_DIR", default_value = "data/master")]
-    pub dir: PathBuf,
+    /// `--ip`, `--port` (default 9333) and `--dir` (default `data/master`, holding the durable
+    /// state file), shared by every service.
+    #[command(flatten)]
+    pub listen: ListenFlags,
     /// Volumes reaching this size (MiB) are no longer assigned to.
     #[arg(long, env = "KELP_VOLUME_SIZE_LIMIT_MB", default_value_t = 30000)]
     pub volume_size_limit_mb: u64,
@@ -43,14 +40,36 @@ impl Config {
     /// A configuration for tests: port 0, state in `dir`, a 500 ms pulse.
     pub fn for_test(dir: PathBuf) -> Self {
         Self {
-            ip: IpAddr::from([127, 0, 0, 1]),
-            port: 0,
-            dir,
+            listen: ListenFlags::for_test(dir),
             volume_size_limit_mb: 30000,
             pulse_ms: 500,
             default_replication: "000".into(),
             vacuum_interval_secs: 0,
             garbage_threshold: 0.3,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_config_defaults_match_the_contract() {
+        let cfg = Config::try_parse_from(["kelp-master"]).unwrap();
+        assert_eq!(cfg.listen.ip, "127.0.0.1");
+        assert_eq!(cfg.listen.port, 9333);
+        assert_eq!(cfg.listen.dir, PathBuf::from("data/master"));
+        assert_eq!(cfg.vacuum_interval_secs, 900);
+        assert_eq!(cfg.garbage_threshold, 0.3);
+        let cfg = Config::try_parse_from([
+            "kelp-master",
+            "--vacuum-interval-secs",
+            "0",
+            "--garbage-threshold",
+            "0.5",
+        ])
+        .unwrap();
+        assert_eq!((cfg.vacuum_interval_secs, cfg.garbage_threshold), (0, 0.5));
     }
 }

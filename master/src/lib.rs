@@ -44,7 +44,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("read the bound address")?;
-    let sequencer = state::Sequencer::load(&cfg.dir)?;
+    let sequencer = state::Sequencer::load(&cfg.listen.dir)?;
     let replication = cfg
         .default_replication
         .parse()
@@ -81,7 +81,7 @@ pub async fn run(
         registry: Arc::new(registry),
         addr: addr.to_string(),
     };
-    tracing::info!(%addr, dir = %cfg.dir.display(), "master listening");
+    tracing::info!(%addr, dir = %cfg.listen.dir.display(), "master listening");
     common::http::serve(
         listener,
         http::router(state),

@@ -1,8 +1,6 @@
 //! Mapping of [`service::Error`](crate::service::Error) to `ApiError` statuses and codes: the
 //! only place (with the handlers' own input checks) that knows status codes.
 
-use axum::http::StatusCode;
-use common::client::ClientError;
 use common::http::ApiError;
 
 use crate::service::Error;
@@ -33,29 +31,9 @@ impl From<Error> for ApiError {
             Error::NotEnoughSlots { .. } => {
                 ApiError::unavailable("not_enough_free_slots", message, 1)
             }
-            Error::Upload { source, .. } => upstream(*source, message),
+            // The volume server's answer passes through (status, code, Retry-After).
+            Error::Upload { source, .. } => ApiError::from(*source),
             Error::State(e) => ApiError::internal(e.context("update the master state file")),
         }
-    }
-}
-
-/// A volume server's refusal of a write, passed on: its 413 and 4xx stay client errors, its
-/// transient failures a 503 with its `Retry-After`, anything else a 500.
-fn upstream(source: ClientError, message: String) -> ApiError {
-    match &source {
-        ClientError::Api { status, .. } if *status == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::PayloadTooLarge { message }
-        }
-        ClientError::Api { status, .. } if status.is_client_error() => {
-            ApiError::bad_request("upload_rejected", message)
-        }
-        _ if source.is_transient() => {
-            let retry = match &source {
-                ClientError::Api { retry_after, .. } => retry_after.unwrap_or(1),
-                _ => 1,
-            };
-            ApiError::unavailable("volume_unavailable", message, retry)
-        }
-        _ => ApiError::internal(anyhow::anyhow!(message)),
     }
 }

@@ -5,6 +5,7 @@ use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use common::api::master::AssignParams;
+use common::http::multipart::{file_field, multipart_error};
 use common::http::{ApiError, Query};
 
 use crate::http::routes::dir::assign_request;
@@ -30,29 +31,12 @@ pub async fn submit(
     Ok((StatusCode::CREATED, answer(&written, pretty)).into_response())
 }
 
-/// The upload's file part: its file name ("" when none) and bytes.
+/// The upload's file part (common's rule): its file name ("" when none) and bytes.
 async fn file_part(mp: &mut Multipart) -> Result<(String, bytes::Bytes), ApiError> {
-    while let Some(field) = mp.next_field().await.map_err(multipart_error)? {
-        let is_file = field.name().is_some_and(|n| n.eq_ignore_ascii_case("file"))
-            || field.file_name().is_some();
-        if is_file {
-            let name = field.file_name().unwrap_or_default().to_owned();
-            let data = field.bytes().await.map_err(multipart_error)?;
-            return Ok((name, data));
-        }
-    }
-    Err(ApiError::bad_request(
-        "bad_multipart",
-        "multipart body has no `file` part",
-    ))
-}
-
-fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge {
-            message: e.body_text(),
-        }
-    } else {
-        ApiError::bad_request("bad_multipart", e.body_text())
-    }
+    file_field(mp, async |field| {
+        let name = field.file_name().unwrap_or_default().to_owned();
+        let data = field.bytes().await.map_err(multipart_error)?;
+        Ok((name, data))
+    })
+    .await
 }
