@@ -21,6 +21,8 @@
 //! - `gc`: the background chunk collector.
 //! - [`metrics`]: Prometheus metrics.
 
+#![deny(missing_docs)]
+
 pub mod chunks;
 pub mod config;
 mod gc;

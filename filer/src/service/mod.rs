@@ -2,7 +2,7 @@
 //! shares (store calls on the blocking pool, synced commits, mutations that finish even when
 //! their request goes away). The operations themselves live beside it, one file per pipeline:
 //!
-//! - [`error`]: the [`Error`] enum (status codes are mapped in `crate::http::error` only);
+//! - `error`: the [`Error`] enum (status codes are mapped in `crate::http::error` only);
 //! - `namespace`: lookups, listings, entry writes with preconditions, deletes, renames;
 //! - `upload`: body → chunks on volumes → one committed entry, with its orphan guard;
 //! - `read`: the streaming, verified read path.
@@ -16,7 +16,7 @@
 //!
 //! # Panics
 //! A panic is fatal (`STYLE.md` 18): a store call or mutation task that panics aborts the
-//! process ([`join_failed`]) instead of answering 500 and serving on with path locks or store
+//! process (`join_failed`) instead of answering 500 and serving on with path locks or store
 //! state a half-run critical section left behind. The filer's locks are `tokio` locks, which
 //! do not poison; the in-memory store's `std` mutex treats poisoning as the same fatal case.
 //! Correctness never depends on it: everything acknowledged is already synced.

@@ -15,7 +15,7 @@
 //! # Chunk ownership
 //! A chunk (a needle on a volume) belongs to exactly one entry. The store keeps a chunk →
 //! owner index (`c<fid>\0<path>`) that every [`MetaStore::write`] derives from the batch's
-//! puts and deletes ([`plan_index`]) and writes in the same atomic, synced batch as the
+//! puts and deletes (`plan_index`) and writes in the same atomic, synced batch as the
 //! entries, so it can never disagree with them after a crash. With it a write:
 //! - that makes an entry reference a chunk another entry references is refused
 //!   ([`StoreError::ChunkInUse`], 409 `chunk_in_use` naming the other path), and so is one
