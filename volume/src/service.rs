@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use bytes::Bytes;
 use common::api::master::{AllocateQuery, Replication};
-use common::api::volume::{UploadResponse, VolumeServerStatus};
+use common::api::volume::{Compacted, UploadResponse, VacuumResponse, VolumeServerStatus};
 use common::client::master::{MasterClient, urlencode};
 use common::client::volume::VolumeClient;
 use common::client::{Call, ClientError, HttpClient, base_url};
@@ -62,6 +62,9 @@ pub enum Error {
     /// A collection name that is not allowed.
     #[error("collection {0:?} must be at most 64 letters, digits, '-' or '.'")]
     BadCollection(String),
+    /// A garbage threshold outside `0..=1`.
+    #[error("garbageThreshold {0} must be between 0 and 1")]
+    BadThreshold(f64),
     /// This server holds as many volumes as it may.
     #[error("this server already holds its maximum of {max} volumes")]
     NoFreeSlot {
@@ -391,6 +394,30 @@ impl VolumeServer {
             volume: vid,
             collection: q.collection,
             replication,
+        })
+    }
+
+    /// Compacts every local volume whose garbage ratio exceeds `threshold` (default 0.3),
+    /// online (see `store::vacuum`).
+    #[tracing::instrument(name = "volume.vacuum", skip_all)]
+    pub async fn vacuum(&self, threshold: Option<f64>) -> Result<VacuumResponse, Error> {
+        let threshold = threshold.unwrap_or(0.3);
+        if !(0.0..=1.0).contains(&threshold) {
+            return Err(Error::BadThreshold(threshold));
+        }
+        let store = self.store.clone();
+        let done = tokio::task::spawn_blocking(move || store.vacuum(threshold))
+            .await
+            .map_err(|e| Error::Internal(e.into()))?;
+        Ok(VacuumResponse {
+            compacted: done
+                .into_iter()
+                .map(|(volume, before, after)| Compacted {
+                    volume,
+                    before,
+                    after,
+                })
+                .collect(),
         })
     }
 

@@ -33,3 +33,31 @@ pub struct VolumeServerStatus {
     #[serde(rename = "Volumes")]
     pub volumes: Vec<VolumeInfo>,
 }
+
+/// Query of `POST /admin/vacuum`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VacuumQuery {
+    /// Compact the volumes whose garbage ratio (bytes of deleted and overwritten needles over
+    /// the `.dat`'s size) exceeds this; 0.3 when absent, as in SeaweedFS.
+    #[serde(rename = "garbageThreshold", default)]
+    pub garbage_threshold: Option<f64>,
+}
+
+/// One volume a vacuum compacted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Compacted {
+    /// Volume id.
+    pub volume: u32,
+    /// Bytes of its `.dat` before.
+    pub before: u64,
+    /// Bytes of its `.dat` after.
+    pub after: u64,
+}
+
+/// Answer of `POST /admin/vacuum`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VacuumResponse {
+    /// The volumes compacted (those under the threshold are not listed).
+    pub compacted: Vec<Compacted>,
+}

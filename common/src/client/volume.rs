@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::master::{MasterClient, urlencode};
 use super::{Call, ClientError, HttpClient, base_url};
 use crate::api::master::{AllocateQuery, AssignQuery};
-use crate::api::volume::{DeleteResponse, UploadResponse};
+use crate::api::volume::{DeleteResponse, UploadResponse, VacuumResponse};
 use crate::ids::FileId;
 
 /// Options of one needle write.
@@ -109,6 +109,25 @@ impl VolumeClient {
             format!("{}/{fid}{qs}", base_url(server)),
             "DELETE /{fid}",
         );
+        self.http.json(call).await
+    }
+
+    /// Asks a server to compact its volumes whose garbage ratio exceeds `garbage_threshold`
+    /// (`POST /admin/vacuum`); answers what it compacted.
+    pub async fn vacuum(
+        &self,
+        server: &str,
+        garbage_threshold: f64,
+    ) -> Result<VacuumResponse, ClientError> {
+        let call = Call::new(
+            Method::POST,
+            format!(
+                "{}/admin/vacuum?garbageThreshold={garbage_threshold}",
+                base_url(server)
+            ),
+            "POST /admin/vacuum",
+        )
+        .idempotent(true);
         self.http.json(call).await
     }
 

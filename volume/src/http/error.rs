@@ -17,6 +17,7 @@ impl From<Error> for ApiError {
             }
             Error::NotFoundOnAnyCopy { .. } => ApiError::not_found("needle_not_found", message),
             Error::BadReplication(_) => ApiError::bad_request("bad_replication", message),
+            Error::BadThreshold(_) => ApiError::bad_request("bad_threshold", message),
             Error::BadCollection(_) => ApiError::bad_request("bad_collection", message),
             Error::NoFreeSlot { .. } => ApiError::conflict("no_free_slot", message),
             Error::Internal(e) => ApiError::internal(e),
@@ -33,6 +34,7 @@ fn volume_error(e: VolumeError, message: String) -> ApiError {
         VolumeError::CookieMismatch { .. } => ApiError::conflict("cookie_mismatch", message),
         VolumeError::Exists { .. } => ApiError::conflict("volume_exists", message),
         VolumeError::Full { .. } => ApiError::unavailable("volume_full", message, 1),
+        VolumeError::Moved { .. } => ApiError::unavailable("volume_compacting", message, 1),
         VolumeError::WriterGone { .. } => ApiError::unavailable("shutting_down", message, 1),
         VolumeError::TooLarge { .. } => ApiError::PayloadTooLarge { message },
         VolumeError::DiskFull { .. } => ApiError::InsufficientStorage { message },

@@ -1,7 +1,7 @@
 //! The volume server's HTTP API: the router, its state, and the routes.
 //!
 //! Routes: `POST|PUT /{fid}` (raw body or multipart `file`), `GET|HEAD /{fid}` (Range, ETag),
-//! `DELETE /{fid}`, the same on SeaweedFS's other URL forms `/{vid}/{key}` and
+//! `DELETE /{fid}`, `POST /admin/vacuum` (online compaction), the same on SeaweedFS's other URL forms `/{vid}/{key}` and
 //! `/{vid}/{key}/{name}` (see [`fid`]: `.ext` suffixes, batch `_N` suffixes), `POST /admin/volume`, `GET /status`, `/healthz`, `/readyz`, `/metrics`, and
 //! `/openapi.json`, their OpenAPI document (`openapi.json` beside this file). Handlers live in
 //! [`routes`]; [`error`] maps the service's errors to statuses.
@@ -40,6 +40,7 @@ fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/metrics", get(routes::ops::metrics)),
         ("/status", get(routes::ops::status)),
         ("/admin/volume", post(routes::admin::allocate)),
+        ("/admin/vacuum", post(routes::admin::vacuum)),
         (openapi::PATH, openapi::route(OPENAPI)),
         ("/{fid}", blob()),
         ("/{vid}/{key}", blob()),

@@ -375,3 +375,64 @@ async fn test_router_serves_seaweedfs_url_forms_and_batch_suffixes() {
         );
     }
 }
+
+#[tokio::test]
+async fn test_router_vacuum_compacts_above_the_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(state(dir.path()));
+    let blob = vec![9u8; 4000];
+    for k in 1..=20u32 {
+        let (st, _, _) = send(
+            &app,
+            req("POST", &format!("/3,{k:02x}637037d6"), blob.clone()),
+        )
+        .await;
+        assert_eq!(st, StatusCode::CREATED);
+    }
+    for k in 1..=15u32 {
+        let (st, _, _) = send(
+            &app,
+            req("DELETE", &format!("/3,{k:02x}637037d6"), Body::empty()),
+        )
+        .await;
+        assert_eq!(st, StatusCode::ACCEPTED);
+    }
+    let (st, _, body) = send(
+        &app,
+        req("POST", "/admin/vacuum?garbageThreshold=0.9", Body::empty()),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    let r: common::api::volume::VacuumResponse = serde_json::from_slice(&body).unwrap();
+    assert!(r.compacted.is_empty(), "{r:?}");
+    let (st, _, body) = send(
+        &app,
+        req("POST", "/admin/vacuum?garbageThreshold=0.5", Body::empty()),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    let r: common::api::volume::VacuumResponse = serde_json::from_slice(&body).unwrap();
+    assert_eq!(r.compacted.len(), 1, "{r:?}");
+    assert_eq!(r.compacted[0].volume, 3);
+    assert!(r.compacted[0].after * 3 < r.compacted[0].before, "{r:?}");
+    for k in 1..=20u32 {
+        let (st, _, body) = send(
+            &app,
+            req("GET", &format!("/3,{k:02x}637037d6"), Body::empty()),
+        )
+        .await;
+        if k <= 15 {
+            assert_eq!(st, StatusCode::NOT_FOUND);
+        } else {
+            assert_eq!((st, body.len()), (StatusCode::OK, 4000));
+        }
+    }
+    for bad in ["garbageThreshold=2", "garbageThreshold=x", "nope=1"] {
+        let (st, _, _) = send(
+            &app,
+            req("POST", &format!("/admin/vacuum?{bad}"), Body::empty()),
+        )
+        .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}");
+    }
+}

@@ -29,6 +29,12 @@ pub enum VolumeError {
         /// Needle key.
         key: u64,
     },
+    /// A compaction moved the record a deletion was aimed at (the deletion re-reads it).
+    #[error("volume {volume} was compacted meanwhile; retry")]
+    Moved {
+        /// Volume id.
+        volume: VolumeId,
+    },
     /// The volume already exists.
     #[error("volume {volume} already exists")]
     Exists {
@@ -131,6 +137,7 @@ impl VolumeError {
                 volume: *volume,
                 key: *key,
             },
+            Self::Moved { volume } => Self::Moved { volume: *volume },
             Self::Exists { volume } => Self::Exists { volume: *volume },
             Self::Full { volume } => Self::Full { volume: *volume },
             Self::TooLarge { volume } => Self::TooLarge { volume: *volume },

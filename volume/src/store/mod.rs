@@ -16,6 +16,7 @@ pub mod needle;
 mod recover;
 pub mod superblock;
 mod syncer;
+pub mod vacuum;
 pub mod volume;
 mod writer;
 
@@ -221,6 +222,34 @@ impl Store {
             bad.extend(v.scrub().into_iter().map(|k| (v.id, k)));
         }
         (checked, bad)
+    }
+
+    /// Compacts every volume whose garbage ratio (bytes of deleted and overwritten needles
+    /// and tombstones over the `.dat`'s size) exceeds `threshold`, one at a time; returns
+    /// `(volume, size before, size after)` of each compacted one. A volume that fails to
+    /// compact is logged and left as it was (or, after its commit marker, poisoned until a
+    /// restart finishes the swap). Blocking.
+    pub fn vacuum(&self, threshold: f64) -> Vec<(VolumeId, u64, u64)> {
+        let mut vols: Vec<Arc<Volume>> = self.volumes.read_or_abort().values().cloned().collect();
+        vols.sort_by_key(|v| v.id);
+        let mut done = Vec::new();
+        for v in vols {
+            let size = v.size();
+            if size == 0 || v.failure().is_some() {
+                continue;
+            }
+            let ratio = v.garbage() as f64 / size as f64;
+            if ratio <= threshold {
+                continue;
+            }
+            match v.compact() {
+                Ok((before, after)) => done.push((v.id, before, after)),
+                Err(e) => {
+                    tracing::error!(volume = v.id, error = %e, "compaction failed");
+                }
+            }
+        }
+        done
     }
 
     /// What the master is told about every volume.

@@ -40,6 +40,23 @@ pub(crate) struct SyncJob {
     pub(crate) seq: u64,
 }
 
+/// What the appender sends the syncer, in order.
+pub(crate) enum SyncMsg {
+    /// A batch to make durable, publish and answer.
+    Commit(SyncJob),
+    /// Answer once every earlier batch is committed (a compaction waits for it).
+    Barrier(std::sync::mpsc::SyncSender<()>),
+    /// Write to these files from now on (a compaction swapped them in).
+    Reopen {
+        /// The new `.dat`.
+        dat: File,
+        /// The new `.idx`.
+        idx: File,
+        /// Its length.
+        idx_len: u64,
+    },
+}
+
 /// The syncer thread's state: fsyncs the `.dat`, appends `.idx` rows, publishes and answers.
 pub(crate) struct Syncer {
     pub(crate) shared: Arc<Shared>,
@@ -51,13 +68,40 @@ pub(crate) struct Syncer {
 }
 
 impl Syncer {
-    pub(crate) fn run(mut self, jobs: std::sync::mpsc::Receiver<SyncJob>) {
-        while let Ok(first) = jobs.recv() {
-            let mut batch = vec![first];
-            while let Ok(more) = jobs.try_recv() {
-                batch.push(more);
+    pub(crate) fn run(mut self, jobs: std::sync::mpsc::Receiver<SyncMsg>) {
+        let mut next = None;
+        loop {
+            let first = match next.take() {
+                Some(m) => m,
+                None => match jobs.recv() {
+                    Ok(m) => m,
+                    Err(_) => return,
+                },
+            };
+            match first {
+                SyncMsg::Commit(job) => {
+                    let mut batch = vec![job];
+                    while let Ok(more) = jobs.try_recv() {
+                        match more {
+                            SyncMsg::Commit(job) => batch.push(job),
+                            other => {
+                                next = Some(other);
+                                break;
+                            }
+                        }
+                    }
+                    self.commit(batch);
+                }
+                SyncMsg::Barrier(ack) => {
+                    let _ = ack.send(());
+                }
+                SyncMsg::Reopen { dat, idx, idx_len } => {
+                    self.dat = dat;
+                    self.idx = idx;
+                    self.idx_len = idx_len;
+                    self.pending_rows.clear();
+                }
             }
-            self.commit(batch);
         }
     }
 

@@ -43,6 +43,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::faults::Faults;
 use super::idx::IdxRow;
 use super::needle::{self, Needle};
+use super::vacuum;
 use super::writer::{MAX_BATCH, Op, Writer};
 use super::{SUPERBLOCK_LEN, VolumeError, superblock};
 use crate::metrics::Metrics;
@@ -83,6 +84,15 @@ pub struct RecoveryReport {
 pub(crate) struct Shared {
     pub(crate) id: VolumeId,
     pub(crate) index: RwLock<HashMap<u64, Loc>>,
+    /// The `.dat` the index points into, for reads. Swapped by a compaction while it holds the
+    /// index's write lock, and read while holding its read lock, so a location and the file
+    /// it is in always go together.
+    pub(crate) reader: RwLock<Arc<File>>,
+    /// How many compactions were swapped in; changed under the index's write lock, so a
+    /// location read with it names a record of that generation's file.
+    pub(crate) generation: AtomicU64,
+    /// Serializes compactions of this volume.
+    pub(crate) compacting: Mutex<()>,
     /// End of the published records (where the syncer has answered up to).
     pub(crate) end: AtomicU64,
     /// Sequence number of the last batch the syncer published in `index`.
@@ -104,7 +114,6 @@ pub struct Volume {
     /// Replica placement.
     pub replication: Replication,
     dat_path: PathBuf,
-    reader: File,
     shared: Arc<Shared>,
     read_only: AtomicBool,
     tx: mpsc::Sender<Op>,
@@ -222,6 +231,7 @@ impl Volume {
                 source,
             }
         };
+        vacuum::finish_or_discard(id, &vacuum::Paths::new(dir, &stem))?;
         let dat = OpenOptions::new()
             .read(true)
             .write(true)
@@ -272,6 +282,11 @@ impl Volume {
         let shared = Arc::new(Shared {
             id,
             index: RwLock::new(rec.index),
+            reader: RwLock::new(Arc::new(
+                File::open(&dat_path).map_err(io("open dat for reading"))?,
+            )),
+            compacting: Mutex::new(()),
+            generation: AtomicU64::new(0),
             end: AtomicU64::new(end),
             published_seq: AtomicU64::new(0),
             file_count: AtomicU64::new(file_count),
@@ -287,7 +302,6 @@ impl Volume {
                 format!("recovery stopped, nothing was cut: {reason}"),
             );
         }
-        let reader = File::open(&dat_path).map_err(io("open dat for reading"))?;
         let (tx, rx) = mpsc::channel(MAX_BATCH);
         let writer = Writer {
             shared: shared.clone(),
@@ -304,7 +318,6 @@ impl Volume {
                 collection: collection.to_owned(),
                 replication,
                 dat_path,
-                reader,
                 shared,
                 read_only: AtomicBool::new(false),
                 tx,
@@ -412,19 +425,17 @@ impl Volume {
     /// sequentially) and returns the keys of those that fail. Each failure is logged and counted
     /// in `crc_failures`; a bad needle is never served (every read checks again).
     pub fn scrub(&self) -> Vec<u64> {
-        let mut locs: Vec<(u64, Loc)> = self
-            .shared
-            .index
-            .read_or_abort()
-            .iter()
-            .map(|(k, l)| (*k, *l))
-            .collect();
+        let (mut locs, reader) = {
+            let index = self.shared.index.read_or_abort();
+            let locs: Vec<(u64, Loc)> = index.iter().map(|(k, l)| (*k, *l)).collect();
+            (locs, self.shared.reader.read_or_abort().clone())
+        };
         locs.sort_by_key(|(_, l)| l.offset);
         let mut bad = Vec::new();
         let mut buf = Vec::new();
         for (key, loc) in locs {
             buf.resize(needle::record_len(loc.size) as usize, 0);
-            let ok = self.reader.read_exact_at(&mut buf, loc.offset).is_ok()
+            let ok = reader.read_exact_at(&mut buf, loc.offset).is_ok()
                 && needle::decode(&buf).is_ok_and(|r| r.header.key == key && r.needle.is_some());
             if !ok {
                 self.shared.metrics.crc_failures.inc();
@@ -440,22 +451,90 @@ impl Volume {
         bad
     }
 
+    /// Bytes of the `.dat` that hold no live needle: overwritten and deleted needles and
+    /// tombstones (what a compaction gives back).
+    pub fn garbage(&self) -> u64 {
+        let index = self.shared.index.read_or_abort();
+        let live: u64 = index.values().map(|l| needle::record_len(l.size)).sum();
+        self.size().saturating_sub(SUPERBLOCK_LEN + live)
+    }
+
+    /// Compacts the volume online (see [`super::vacuum`]): reads and writes go on; answers
+    /// the `.dat`'s size before and after. Blocking: call it off the async runtime.
+    pub fn compact(&self) -> Result<(u64, u64), VolumeError> {
+        let _one = self.shared.compacting.read_or_abort();
+        if let Some(reason) = self.poisoned() {
+            return Err(VolumeError::Poisoned {
+                volume: self.id,
+                reason,
+            });
+        }
+        let (snapshot, from, reader) = {
+            let index = self.shared.index.read_or_abort();
+            (
+                index.clone(),
+                self.shared.end.load(Ordering::Acquire),
+                self.shared.reader.read_or_abort().clone(),
+            )
+        };
+        let dir = self.dat_path.parent().unwrap_or(Path::new("."));
+        let paths = vacuum::Paths::new(dir, &file_stem(&self.collection, self.id));
+        let mut sb = [0u8; SUPERBLOCK_LEN as usize];
+        reader
+            .read_exact_at(&mut sb, 0)
+            .map_err(|source| VolumeError::Io {
+                volume: self.id,
+                op: "read superblock",
+                source,
+            })?;
+        let copy = match vacuum::copy_live(self.id, &paths, &sb, &reader, &snapshot) {
+            Ok(c) => c,
+            Err(e) => {
+                vacuum::discard(&paths);
+                return Err(e);
+            }
+        };
+        if self.shared.faults.crash_at("copied") {
+            return Err(vacuum::simulated_crash(self.id, "copied"));
+        }
+        let (done, answer) = oneshot::channel();
+        self.tx
+            .blocking_send(Op::Compact {
+                copy: Box::new(copy),
+                paths,
+                from,
+                done,
+            })
+            .map_err(|_| VolumeError::WriterGone { volume: self.id })?;
+        let (before, after) = answer
+            .blocking_recv()
+            .unwrap_or(Err(VolumeError::WriterGone { volume: self.id }))?;
+        tracing::info!(volume = self.id, before, after, "volume compacted");
+        Ok((before, after))
+    }
+
     /// Reads and verifies the needle `key`; a wrong cookie is "not found".
     pub fn read(&self, key: u64, cookie: u32) -> Result<ReadNeedle, VolumeError> {
-        self.read_loc(key, cookie).map(|(n, _)| n)
+        self.read_loc(key, cookie).map(|(n, _, _)| n)
     }
 
     /// [`Volume::read`], also answering where the record lies.
-    fn read_loc(&self, key: u64, cookie: u32) -> Result<(ReadNeedle, Loc), VolumeError> {
-        let loc = self.shared.index.read_or_abort().get(&key).copied().ok_or(
-            VolumeError::NeedleNotFound {
-                volume: self.id,
-                key,
-            },
-        )?;
+    fn read_loc(&self, key: u64, cookie: u32) -> Result<(ReadNeedle, Loc, u64), VolumeError> {
+        let (loc, reader, generation) = {
+            let index = self.shared.index.read_or_abort();
+            let generation = self.shared.generation.load(Ordering::Acquire);
+            let loc = index
+                .get(&key)
+                .copied()
+                .ok_or(VolumeError::NeedleNotFound {
+                    volume: self.id,
+                    key,
+                })?;
+            (loc, self.shared.reader.read_or_abort().clone(), generation)
+        };
         let len = needle::record_len(loc.size);
         let mut buf = vec![0u8; len as usize];
-        self.reader
+        reader
             .read_exact_at(&mut buf, loc.offset)
             .map_err(|source| {
                 if source.kind() == io::ErrorKind::UnexpectedEof {
@@ -506,6 +585,7 @@ impl Volume {
                 checksum: rec.checksum,
             },
             loc,
+            generation,
         ))
     }
 
@@ -537,6 +617,7 @@ impl Volume {
             key,
             cookie,
             expect_offset,
+            generation: self.shared.generation.load(Ordering::Acquire),
             fsync: true,
             done: dtx,
         };
@@ -567,22 +648,35 @@ impl Volume {
             });
         }
         // The deletion names the record it read; the appender applies it only if that is still
-        // the newest record of the key (see `writer::append_batch`).
-        let (existing, loc) = self.read_loc(key, cookie)?;
-        let (dtx, drx) = oneshot::channel();
-        let op = Op::Delete {
-            key,
-            cookie,
-            expect_offset: loc.offset,
-            fsync,
-            done: dtx,
+        // the newest record of the key (see `writer::append_batch`). A compaction swapped in
+        // between moves every record: read again and retry.
+        let mut attempts = 0;
+        let existing = loop {
+            let (existing, loc, generation) = self.read_loc(key, cookie)?;
+            let (dtx, drx) = oneshot::channel();
+            let op = Op::Delete {
+                key,
+                cookie,
+                expect_offset: loc.offset,
+                generation,
+                fsync,
+                done: dtx,
+            };
+            self.tx
+                .send(op)
+                .await
+                .map_err(|_| VolumeError::WriterGone { volume: self.id })?;
+            match drx
+                .await
+                .unwrap_or(Err(VolumeError::WriterGone { volume: self.id }))
+            {
+                Err(VolumeError::Moved { .. }) if attempts < 3 => attempts += 1,
+                res => {
+                    res?;
+                    break existing;
+                }
+            }
         };
-        self.tx
-            .send(op)
-            .await
-            .map_err(|_| VolumeError::WriterGone { volume: self.id })?;
-        drx.await
-            .unwrap_or(Err(VolumeError::WriterGone { volume: self.id }))?;
         Ok(existing.needle.data.len() as u64)
     }
 }

@@ -21,7 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::VolumeError;
 use super::idx::IdxRow;
 use super::needle;
-use super::syncer::{Appended, SyncJob, Syncer};
+use super::syncer::{Appended, SyncJob, SyncMsg, Syncer};
+use super::vacuum::{self, Copy, Paths};
 use super::volume::{Loc, Shared, now_ns, poison, poisoned};
 
 /// Largest `.dat` an `.idx` row can address (offset/8 in a u32).
@@ -33,6 +34,14 @@ const MAX_BATCH_BYTES: usize = 32 << 20;
 
 /// A request to the writer thread.
 pub(crate) enum Op {
+    /// Replay and swap in a compacted copy (see [`super::vacuum`]); answers `(before, after)`
+    /// sizes of the `.dat`.
+    Compact {
+        copy: Box<Copy>,
+        paths: Paths,
+        from: u64,
+        done: oneshot::Sender<Result<(u64, u64), VolumeError>>,
+    },
     Put {
         record: Vec<u8>,
         key: u64,
@@ -46,6 +55,7 @@ pub(crate) enum Op {
         key: u64,
         cookie: u32,
         expect_offset: u64,
+        generation: u64,
         fsync: bool,
         done: oneshot::Sender<Result<(), VolumeError>>,
     },
@@ -72,7 +82,7 @@ impl Writer {
             idx_len,
             mut end,
         } = self;
-        let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel::<SyncJob>(4);
+        let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel::<SyncMsg>(4);
         let syncer = match dat.try_clone() {
             Ok(sync_dat) => {
                 let s = Syncer {
@@ -93,28 +103,58 @@ impl Writer {
             poison(&shared, "cannot start the syncer thread".to_owned());
         }
         let mut pending = Pending::default();
+        let mut dat = dat;
         while let Some(first) = rx.blocking_recv() {
-            let mut batch = vec![first];
+            let mut batch = Vec::new();
+            let mut compact = None;
+            let mut next = Some(first);
             let mut bytes = 0usize;
-            while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-                match rx.try_recv() {
-                    Ok(op) => {
+            while let Some(op) = next.take() {
+                match op {
+                    Op::Compact {
+                        copy,
+                        paths,
+                        from,
+                        done,
+                    } => {
+                        // Everything queued before it is appended first.
+                        compact = Some((copy, paths, from, done));
+                        break;
+                    }
+                    op => {
                         if let Op::Put { record, .. } = &op {
                             bytes += record.len();
                         }
                         batch.push(op);
                     }
-                    Err(_) => break,
+                }
+                if batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+                    next = rx.try_recv().ok();
                 }
             }
-            if let Some(job) = append_batch(&shared, &dat, &mut end, &mut pending, batch)
-                && let Err(std::sync::mpsc::SendError(job)) = jobs_tx.send(job)
+            if !batch.is_empty()
+                && let Some(job) = append_batch(&shared, &dat, &mut end, &mut pending, batch)
+                && let Err(std::sync::mpsc::SendError(SyncMsg::Commit(job))) =
+                    jobs_tx.send(SyncMsg::Commit(job))
             {
                 for a in job.appended {
                     let _ = a
                         .done
                         .send(Err(VolumeError::WriterGone { volume: shared.id }));
                 }
+            }
+            if let Some((mut copy, paths, from, done)) = compact {
+                let res = swap_in(
+                    &shared,
+                    &jobs_tx,
+                    &mut dat,
+                    &mut end,
+                    &mut pending,
+                    &mut copy,
+                    &paths,
+                    from,
+                );
+                let _ = done.send(res);
             }
         }
         drop(jobs_tx);
@@ -245,9 +285,14 @@ pub(crate) fn append_batch(
                 key,
                 cookie,
                 expect_offset,
+                generation,
                 fsync,
                 done,
             } => {
+                if generation != shared.generation.load(Ordering::Acquire) {
+                    let _ = done.send(Err(VolumeError::Moved { volume: id }));
+                    continue;
+                }
                 let current = pending.latest(shared, &in_batch, key);
                 if !current.is_some_and(|l| l.offset == expect_offset && l.cookie == cookie) {
                     let _ = done.send(Err(VolumeError::NeedleNotFound { volume: id, key }));
@@ -279,6 +324,10 @@ pub(crate) fn append_batch(
                     bytes: len,
                 });
                 pos += len;
+            }
+            Op::Compact { done, .. } => {
+                // Never batched: the appender runs compactions on their own.
+                let _ = done.send(Err(VolumeError::WriterGone { volume: id }));
             }
         }
     }
@@ -317,5 +366,114 @@ fn reply_err(op: Op, err: &VolumeError) {
         Op::Put { done, .. } | Op::Delete { done, .. } => {
             let _ = done.send(Err(err.clone_shallow()));
         }
+        Op::Compact { done, .. } => {
+            let _ = done.send(Err(err.clone_shallow()));
+        }
     }
+}
+
+/// Steps 2 to 5 of a compaction (see [`super::vacuum`]), on the appender thread: no write is
+/// appended meanwhile. Before the commit marker exists a failure discards the copy and
+/// leaves the volume as it was; after it, a failure poisons the volume (the next start
+/// finishes the swap).
+#[allow(clippy::too_many_arguments)]
+fn swap_in(
+    shared: &Shared,
+    jobs_tx: &std::sync::mpsc::SyncSender<SyncMsg>,
+    dat: &mut File,
+    end: &mut u64,
+    pending: &mut Pending,
+    copy: &mut Copy,
+    paths: &Paths,
+    from: u64,
+) -> Result<(u64, u64), VolumeError> {
+    let id = shared.id;
+    let crash = |step: &'static str| shared.faults.crash_at(step);
+    let before_marker = (|| {
+        // Wait until every batch appended so far is synced and published.
+        let (ack_tx, ack_rx) = std::sync::mpsc::sync_channel(1);
+        jobs_tx
+            .send(SyncMsg::Barrier(ack_tx))
+            .map_err(|_| VolumeError::WriterGone { volume: id })?;
+        ack_rx
+            .recv()
+            .map_err(|_| VolumeError::WriterGone { volume: id })?;
+        if let Some(reason) = poisoned(shared) {
+            return Err(VolumeError::Poisoned { volume: id, reason });
+        }
+        let replayed = vacuum::replay(id, copy, dat, from, *end)?;
+        tracing::info!(
+            volume = id,
+            replayed,
+            "replayed the writes made during the compaction"
+        );
+        vacuum::sync_copy(id, copy)?;
+        if crash("synced") {
+            return Err(vacuum::simulated_crash(id, "synced"));
+        }
+        vacuum::mark(id, paths, copy)?;
+        Ok(())
+    })();
+    if let Err(e) = before_marker {
+        if crash("synced") {
+            poison(shared, format!("{e}"));
+        } else {
+            vacuum::discard(paths);
+        }
+        return Err(e);
+    }
+    if crash("marked") {
+        let e = vacuum::simulated_crash(id, "marked");
+        poison(shared, format!("{e}"));
+        return Err(e);
+    }
+    let before = *end;
+    let swapped = vacuum::swap_files(id, paths, crash).and_then(|()| {
+        let io = |op| {
+            move |source| VolumeError::Io {
+                volume: id,
+                op,
+                source,
+            }
+        };
+        Ok((
+            copy.dat.try_clone().map_err(io("clone compacted dat"))?,
+            copy.dat.try_clone().map_err(io("clone compacted dat"))?,
+            copy.dat.try_clone().map_err(io("clone compacted dat"))?,
+            copy.idx.try_clone().map_err(io("clone compacted idx"))?,
+        ))
+    });
+    let (reader, appender_dat, syncer_dat, syncer_idx) = match swapped {
+        Ok(files) => files,
+        Err(e) => {
+            poison(
+                shared,
+                format!("compaction committed but not swapped in ({e}); a restart finishes it"),
+            );
+            return Err(e);
+        }
+    };
+    {
+        let mut index = shared.index.write_or_abort();
+        *shared.reader.write_or_abort() = Arc::new(reader);
+        *index = std::mem::take(&mut copy.index);
+        shared
+            .file_count
+            .store(index.len() as u64, Ordering::Relaxed);
+        shared.end.store(copy.dat_len, Ordering::Release);
+        shared.delete_count.store(0, Ordering::Relaxed);
+        shared.max_key.fetch_max(copy.max_key, Ordering::Relaxed);
+        shared.generation.fetch_add(1, Ordering::AcqRel);
+    }
+    *dat = appender_dat;
+    *end = copy.dat_len;
+    // Every pending record was published before the barrier answered; their offsets are the
+    // old file's.
+    pending.latest.clear();
+    let _ = jobs_tx.send(SyncMsg::Reopen {
+        dat: syncer_dat,
+        idx: syncer_idx,
+        idx_len: copy.idx_len,
+    });
+    Ok((before, copy.dat_len))
 }
