@@ -45,7 +45,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::ids::VolumeId;
 
@@ -270,17 +269,10 @@ fn find_next(sc: &mut Scanner<'_>, pos: u64) -> io::Result<Option<u64>> {
     Ok(None)
 }
 
-fn now_ms() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0)
-}
-
 /// Copies `[from, len)` of the `.dat` to `<dat>.torn.<unix ms>`, durably; returns its path.
 fn copy_aside(sc: &Scanner<'_>, dat_path: &Path, from: u64) -> io::Result<PathBuf> {
     let mut name = dat_path.as_os_str().to_owned();
-    name.push(format!(".torn.{}", now_ms()));
+    name.push(format!(".torn.{}", common::time::now_ms()));
     let path = PathBuf::from(name);
     let mut out = OpenOptions::new()
         .write(true)

@@ -7,6 +7,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use common::api::volume::{DeleteResponse, UploadResponse};
+use common::http::multipart::{file_field, multipart_error};
+use common::http::range::{RangeRequest, parse_range};
 use common::http::{ApiError, Json, Query};
 use serde::Deserialize;
 
@@ -43,28 +45,16 @@ async fn read_body(
         let mut mp = Multipart::from_request(req, &())
             .await
             .map_err(|e| ApiError::bad_request("bad_multipart", e.body_text()))?;
-        while let Some(field) = mp
-            .next_field()
-            .await
-            .map_err(|e| multipart_error(e.status(), e.body_text()))?
-        {
-            if field.name() == Some("file") || field.file_name().is_some() {
-                let name = field.file_name().map(str::to_owned);
-                let mime = field.content_type().map(str::to_owned);
-                let data = field
-                    .bytes()
-                    .await
-                    .map_err(|e| multipart_error(e.status(), e.body_text()))?;
-                if data.len() > limit {
-                    return Err(too_large(limit));
-                }
-                return Ok((data, name, mime));
+        return file_field(&mut mp, async |field| {
+            let name = field.file_name().map(str::to_owned);
+            let mime = field.content_type().map(str::to_owned);
+            let data = field.bytes().await.map_err(multipart_error)?;
+            if data.len() > limit {
+                return Err(too_large(limit));
             }
-        }
-        return Err(ApiError::bad_request(
-            "bad_multipart",
-            "multipart body has no `file` part",
-        ));
+            Ok((data, name, mime))
+        })
+        .await;
     }
     let mime = req
         .headers()
@@ -76,14 +66,6 @@ async fn read_body(
         .await
         .map_err(|_| too_large(limit))?;
     Ok((data, None, mime))
-}
-
-fn multipart_error(status: StatusCode, text: String) -> ApiError {
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge { message: text }
-    } else {
-        ApiError::bad_request("bad_multipart", text)
-    }
 }
 
 fn too_large(limit: usize) -> ApiError {
@@ -150,9 +132,9 @@ pub async fn get_blob(
     }
     let total = n.data.len() as u64;
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    let (status, body) = match range.map(|r| parse_range(r, total)) {
-        None | Some(RangeSpec::Ignore) => (StatusCode::OK, n.data),
-        Some(RangeSpec::Unsatisfiable) => {
+    let (status, body) = match parse_range(range, total) {
+        RangeRequest::Full => (StatusCode::OK, n.data),
+        RangeRequest::Unsatisfiable => {
             // The body is the JSON error, not the blob: keep the error's Content-Type.
             resp_headers.remove(header::CONTENT_TYPE);
             resp_headers.insert(
@@ -169,7 +151,7 @@ pub async fn get_blob(
             };
             return Ok((resp_headers, err).into_response());
         }
-        Some(RangeSpec::Bytes(start, end)) => {
+        RangeRequest::Bytes { start, end } => {
             resp_headers.insert(
                 header::CONTENT_RANGE,
                 HeaderValue::from_str(&format!("bytes {start}-{end}/{total}")).expect("ascii"),
@@ -187,56 +169,6 @@ pub async fn get_blob(
     Ok((status, resp_headers, Body::from(body)).into_response())
 }
 
-/// A parsed `Range` header.
-#[derive(Debug, PartialEq, Eq)]
-enum RangeSpec {
-    /// Serve the whole blob (malformed or multi-range headers are ignored, as RFC 9110 allows).
-    Ignore,
-    /// No byte of the range exists.
-    Unsatisfiable,
-    /// Inclusive byte range.
-    Bytes(u64, u64),
-}
-
-fn parse_range(h: &str, total: u64) -> RangeSpec {
-    let Some(spec) = h.trim().strip_prefix("bytes=") else {
-        return RangeSpec::Ignore;
-    };
-    if spec.contains(',') {
-        return RangeSpec::Ignore;
-    }
-    let Some((a, b)) = spec.split_once('-') else {
-        return RangeSpec::Ignore;
-    };
-    let (a, b) = (a.trim(), b.trim());
-    let parsed = match (a.is_empty(), b.is_empty()) {
-        (true, true) => return RangeSpec::Ignore,
-        (true, false) => match b.parse::<u64>() {
-            Ok(0) => return RangeSpec::Unsatisfiable,
-            Ok(n) => (total.saturating_sub(n), total.checked_sub(1)),
-            Err(_) => return RangeSpec::Ignore,
-        },
-        (false, _) => {
-            let Ok(start) = a.parse::<u64>() else {
-                return RangeSpec::Ignore;
-            };
-            let end = if b.is_empty() {
-                total.checked_sub(1)
-            } else {
-                match b.parse::<u64>() {
-                    Ok(e) if e >= start => Some(e.min(total.saturating_sub(1))),
-                    _ => return RangeSpec::Ignore,
-                }
-            };
-            (start, end)
-        }
-    };
-    match parsed {
-        (start, Some(end)) if start < total && start <= end => RangeSpec::Bytes(start, end),
-        _ => RangeSpec::Unsatisfiable,
-    }
-}
-
 /// `DELETE /{fid}`: appends a tombstone (cookie checked) here and on every replica (see
 /// [`VolumeServer::delete`](crate::service::VolumeServer::delete)): 202 if any copy held the
 /// needle, 404 if none did, 503 if a replica could not be reached (retry it).
@@ -248,25 +180,4 @@ pub async fn delete_blob(
     let replicate = q.kind.as_deref() == Some("replicate");
     let size = s.volume.delete(fid, q.fsync, replicate).await?;
     Ok((StatusCode::ACCEPTED, Json(DeleteResponse { size })))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn test_parse_range_forms() {
-        assert_eq!(parse_range("bytes=0-4", 10), RangeSpec::Bytes(0, 4));
-        assert_eq!(parse_range("bytes=5-", 10), RangeSpec::Bytes(5, 9));
-        assert_eq!(parse_range("bytes=-3", 10), RangeSpec::Bytes(7, 9));
-        assert_eq!(parse_range("bytes=-30", 10), RangeSpec::Bytes(0, 9));
-        assert_eq!(parse_range("bytes=8-100", 10), RangeSpec::Bytes(8, 9));
-        assert_eq!(parse_range("bytes=10-", 10), RangeSpec::Unsatisfiable);
-        assert_eq!(parse_range("bytes=0-0", 0), RangeSpec::Unsatisfiable);
-        assert_eq!(parse_range("bytes=-0", 10), RangeSpec::Unsatisfiable);
-        assert_eq!(parse_range("bytes=5-2", 10), RangeSpec::Ignore);
-        assert_eq!(parse_range("items=0-1", 10), RangeSpec::Ignore);
-        assert_eq!(parse_range("bytes=0-1,3-4", 10), RangeSpec::Ignore);
-        assert_eq!(parse_range("bytes=x-1", 10), RangeSpec::Ignore);
-    }
 }
