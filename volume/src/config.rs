@@ -1,9 +1,9 @@
 //! Flags of `kelp-volume` (each also read from `KELP_<FLAG>`).
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{ArgAction, Parser};
+use common::config::ListenFlags;
 
 use crate::store::needle::MAX_DATA_LEN;
 
@@ -26,18 +26,14 @@ pub enum ConfigError {
 #[command(
     name = "kelp-volume",
     about = "Kelp volume server: append-only needle volumes",
-    version
+    version,
+    mut_arg("port", |a| a.default_value("8080")),
+    mut_arg("dir", |a| a.default_value("data/volume"))
 )]
 pub struct Config {
-    /// Address to listen on.
-    #[arg(long, env = "KELP_IP", default_value = "127.0.0.1")]
-    pub ip: IpAddr,
-    /// Port to listen on (0 picks a free one, written to `<dir>/addrs.json`).
-    #[arg(long, env = "KELP_PORT", default_value_t = 8080)]
-    pub port: u16,
-    /// Data directory holding the `.dat` and `.idx` files.
-    #[arg(long, env = "KELP_DIR", default_value = "data/volume")]
-    pub dir: PathBuf,
+    /// `--ip`, `--port`, `--dir` (the data directory holding the `.dat` and `.idx` files).
+    #[command(flatten)]
+    pub listen: ListenFlags,
     /// The master, `host:port`.
     #[arg(long, env = "KELP_MASTER", default_value = "127.0.0.1:9333")]
     pub master: String,
@@ -74,9 +70,7 @@ impl Config {
     /// A configuration for tests: port 0, data in `dir`, the given master.
     pub fn for_test(dir: PathBuf, master: String) -> Self {
         Self {
-            ip: IpAddr::from([127, 0, 0, 1]),
-            port: 0,
-            dir,
+            listen: ListenFlags::for_test(dir),
             master,
             public_url: None,
             max_volumes: 8,
@@ -91,6 +85,17 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_config_listen_defaults_are_the_volume_servers() {
+        let cfg = Config::try_parse_from(["kelp-volume"]).unwrap();
+        assert_eq!(cfg.listen.port, 8080);
+        assert_eq!(cfg.listen.dir, PathBuf::from("data/volume"));
+        assert_eq!(cfg.listen.ip, "127.0.0.1");
+        let cfg =
+            Config::try_parse_from(["kelp-volume", "--ip", "volume-1", "--port", "0"]).unwrap();
+        assert_eq!(cfg.listen.bind_addr(), "volume-1:0");
+    }
 
     #[test]
     fn test_config_max_blob_mb_bound() {

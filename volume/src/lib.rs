@@ -52,7 +52,7 @@ pub async fn run(
     }
     let mut registry = Registry::default();
     let metrics = metrics::Metrics::new(&mut registry);
-    let dir = cfg.dir.clone();
+    let dir = cfg.listen.dir.clone();
     let m = metrics.clone();
     let store = tokio::task::spawn_blocking(move || store::Store::load(&dir, m))
         .await

@@ -5,8 +5,16 @@ use kelp_volume::Config;
 
 fn main() -> anyhow::Result<()> {
     let cfg = Config::parse();
-    let (ip, port, dir) = (cfg.ip.to_string(), cfg.port, cfg.dir.clone());
-    common::service::main("volume", &ip, port, &dir, |dir, listener, shutdown| {
-        kelp_volume::run(Config { dir, ..cfg }, listener, shutdown)
-    })
+    let listen = cfg.listen.clone();
+    common::service::main(
+        "volume",
+        &listen.ip,
+        listen.port,
+        &listen.dir,
+        |dir, listener, shutdown| {
+            let mut cfg = cfg;
+            cfg.listen.dir = dir;
+            kelp_volume::run(cfg, listener, shutdown)
+        },
+    )
 }
