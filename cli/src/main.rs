@@ -7,6 +7,8 @@
 //! - `topic`: `kelp topic create|list|describe|locate`, `kelp pub`, `kelp sub`.
 //! - `bench`: `kelp bench blob|filer` and the bare-handler ceiling server.
 
+#![deny(missing_docs)]
+
 mod bench;
 mod bench_kafka;
 mod blob;

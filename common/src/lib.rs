@@ -17,6 +17,8 @@
 //! - [`retry`] — the one jittered exponential backoff.
 //! - [`time`] — wall-clock helpers.
 
+#![deny(missing_docs)]
+
 pub mod api;
 pub mod client;
 pub mod config;

@@ -2,13 +2,16 @@
 """Real Kafka clients against Kelp's Kafka listener, driven by the e2e suite.
 
 Subcommands (each prints one JSON line on stdout as its result, exits non-zero on failure):
-  produce   --client confluent|kafka-python: records with keys, headers, null values and
+  produce   --client confluent|kafka-python|aiokafka: records with keys, headers, null values and
             timestamps, acks=all and idempotence; writes every acknowledged record to --out
             (one JSON line each: partition, offset, key, value, headers, timestamp).
-  consume   --client confluent|kafka-python --group G: consumes until --count records were
+  consume   --client confluent|kafka-python|aiokafka --group G: consumes until --count records were
             seen or --idle-ms passes with nothing new, committing synchronously after each
             message; writes what it consumed to --out.
   delete    deletes --topic with confluent-kafka's AdminClient.
+  times     aiokafka's offsets_for_times (ListOffsets by timestamp): for each partition in the
+            acknowledged records of --expect, the middle record's timestamp and one past the
+            last; prints the offsets the broker answered.
   group     three consumers (--client confluent|kafka-python) in one group (processes); after each member got
             partitions, one member is SIGKILLed; the two others must take over its
             partitions and consume everything in --expect.
@@ -120,6 +123,120 @@ def produce_kafka_python(a, out):
         out.write(json.dumps(record_json(m.partition, m.offset, key, value, headers, m.timestamp)) + "\n")
     p.close()
     return {"acked": acked, "failed": len(failed), "errors": failed[:5]}
+
+
+def produce_aiokafka(a, out):
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    async def run():
+        p = AIOKafkaProducer(
+            bootstrap_servers=a.bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            compression_type=None if a.compression == "none" else a.compression,
+            linger_ms=5,
+            request_timeout_ms=a.timeout_ms,
+        )
+        await p.start()
+        acked, failed = 0, []
+        try:
+            pending = []
+            for i in range(a.count):
+                key, value, headers, ts = make_record(a.prefix, i)
+                # aiokafka cannot send a null header value either.
+                headers = [(k, v) for k, v in headers if v is not None]
+                fut = await p.send(a.topic, value=value, key=key, headers=headers, timestamp_ms=ts)
+                pending.append((fut, key, value, headers))
+            for fut, key, value, headers in pending:
+                try:
+                    m = await fut
+                except Exception as e:  # noqa: BLE001 - report any client failure
+                    failed.append(repr(e))
+                    continue
+                acked += 1
+                out.write(json.dumps(record_json(m.partition, m.offset, key, value, headers, m.timestamp)) + "\n")
+        finally:
+            await p.stop()
+        return {"acked": acked, "failed": len(failed), "errors": failed[:5]}
+
+    return asyncio.run(run())
+
+
+def consume_aiokafka(a, out):
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def run():
+        c = AIOKafkaConsumer(
+            a.topic,
+            bootstrap_servers=a.bootstrap,
+            group_id=a.group,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=500,
+        )
+        await c.start()
+        seen = 0
+        try:
+            last_new = time.time()
+            while seen < a.count and (time.time() - last_new) * 1000 < a.idle_ms:
+                batch = await c.getmany(timeout_ms=500)
+                for tp, msgs in batch.items():
+                    for m in msgs:
+                        await c.commit({TopicPartition(tp.topic, tp.partition): m.offset + 1})
+                        out.write(json.dumps(record_json(m.partition, m.offset, m.key, m.value, m.headers, m.timestamp)) + "\n")
+                        out.flush()
+                        seen += 1
+                        last_new = time.time()
+        finally:
+            await c.stop()
+        return {"consumed": seen}
+
+    return asyncio.run(run())
+
+
+def times(a):
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    by_partition = {}
+    with open(a.expect) as f:
+        for line in f:
+            r = json.loads(line)
+            by_partition.setdefault(r["partition"], []).append(r)
+    queries = {}
+    for p, recs in by_partition.items():
+        recs.sort(key=lambda r: r["offset"])
+        queries[p] = [recs[len(recs) // 2]["timestamp"], recs[-1]["timestamp"] + 1]
+
+    async def run():
+        c = AIOKafkaConsumer(bootstrap_servers=a.bootstrap, request_timeout_ms=a.timeout_ms)
+        await c.start()
+        lookups = []
+        try:
+            for which in range(2):
+                asked = {TopicPartition(a.topic, p): ts[which] for p, ts in queries.items()}
+                got = await c.offsets_for_times(asked)
+                for tp, ts in asked.items():
+                    hit = got.get(tp)
+                    lookups.append(
+                        {
+                            "partition": tp.partition,
+                            "timestamp": ts,
+                            "offset": None if hit is None else hit.offset,
+                            "found_timestamp": None if hit is None else hit.timestamp,
+                        }
+                    )
+        finally:
+            await c.stop()
+        return {"lookups": lookups}
+
+    return asyncio.run(run())
 
 
 def consume_confluent(a, out):
@@ -324,7 +441,7 @@ def delete(a):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("cmd", choices=["produce", "consume", "group", "delete"])
+    ap.add_argument("cmd", choices=["produce", "consume", "group", "delete", "times"])
     ap.add_argument("--client", default="confluent")
     ap.add_argument("--bootstrap", required=True)
     ap.add_argument("--topic", required=True)
@@ -342,12 +459,16 @@ def main():
         result = group(a)
     elif a.cmd == "delete":
         result = delete(a)
+    elif a.cmd == "times":
+        result = times(a)
     else:
         fn = {
             ("produce", "confluent"): produce_confluent,
             ("produce", "kafka-python"): produce_kafka_python,
             ("consume", "confluent"): consume_confluent,
             ("consume", "kafka-python"): consume_kafka_python,
+            ("produce", "aiokafka"): produce_aiokafka,
+            ("consume", "aiokafka"): consume_aiokafka,
         }[(a.cmd, a.client)]
         with open(a.out, "a") as out:
             result = fn(a, out)

@@ -41,7 +41,7 @@ pub fn clients_script() -> PathBuf {
 pub fn ensure_python_clients() {
     let ok = Command::new("python3")
         .env_remove("LD_LIBRARY_PATH")
-        .args(["-c", "import confluent_kafka, kafka"])
+        .args(["-c", "import confluent_kafka, kafka, aiokafka"])
         .status()
         .is_ok_and(|s| s.success());
     if ok {
@@ -56,12 +56,13 @@ pub fn ensure_python_clients() {
             "--quiet",
             "confluent-kafka",
             "kafka-python",
+            "aiokafka",
         ])
         .status()
         .expect("run pip");
     assert!(
         status.success(),
-        "pip install confluent-kafka kafka-python failed"
+        "pip install confluent-kafka kafka-python aiokafka failed"
     );
 }
 

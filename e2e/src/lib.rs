@@ -13,6 +13,7 @@
 //! - [`otlp`] — an OTLP/HTTP receiver that decodes the spans the services export.
 //! - [`bin_dir`] — where the binaries are (`E2E_BIN_DIR`, else the workspace's `target/debug`).
 
+#![deny(missing_docs)]
 // The suite is an outside client of Kelp (raw reqwest, as users call it), not a service.
 #![allow(clippy::disallowed_methods)]
 

@@ -3,7 +3,6 @@
 //! `/openapi.json`, their OpenAPI document (`openapi.json` beside this file), and the shared
 //! layers and fallbacks.
 
-mod extract;
 pub mod routes;
 
 use std::sync::Arc;
@@ -12,8 +11,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{MethodRouter, get, post};
 use common::http::{ServeConfig, healthz, openapi, with_layers};
-
-pub use extract::Path;
 
 use crate::service::Broker;
 

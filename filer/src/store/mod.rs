@@ -56,6 +56,9 @@ pub enum StoreError {
     /// RocksDB reported an error.
     #[error("rocksdb: {0}")]
     Rocks(#[from] rocksdb::Error),
+    /// The database directory could not be created durably.
+    #[error("create the metadata directory: {0}")]
+    Io(#[from] std::io::Error),
     /// A stored value failed its checksum or could not be decoded.
     #[error("corrupt metadata at key {key}: {reason}")]
     Corrupt {

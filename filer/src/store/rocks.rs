@@ -37,7 +37,12 @@ impl std::fmt::Debug for RocksStore {
 
 impl RocksStore {
     /// Opens (creating if missing) the database at `path` and checks its format marker.
+    ///
+    /// The directory is created with `common::fs::create_dir_all`, which fsyncs its parent:
+    /// RocksDB syncs what it writes inside the directory but not the directory's own entry,
+    /// so a power cut could otherwise remove the whole store (found by the power-cut e2e test).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        common::fs::create_dir_all(path)?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.set_keep_log_file_num(4);

@@ -2,9 +2,9 @@
 
 use axum::extract::State;
 use common::api::broker::{CommitOffsetRequest, GroupOffsets, GroupOffsetsQuery};
-use common::http::{ApiError, Json, Query};
+use common::http::{ApiError, Json, Path, Query};
 
-use crate::http::{AppState, Path};
+use crate::http::AppState;
 
 /// Commits a group's offset of one partition, durably.
 pub async fn commit(

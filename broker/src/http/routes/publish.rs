@@ -6,11 +6,11 @@ use axum::http::{HeaderMap, header};
 use common::api::broker::{
     BATCH_CONTENT_TYPE, PublishQuery, PublishRequest, PublishResponse, decode_batch,
 };
-use common::http::{ApiError, Json, Query};
+use common::http::{ApiError, Json, Path, Query};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::http::{AppState, Path, body_limit};
+use crate::http::{AppState, body_limit};
 use crate::publish::{InRecord, from_json};
 use crate::store::TopicKey;
 

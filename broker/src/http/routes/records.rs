@@ -4,9 +4,9 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use common::api::broker::FetchQuery;
-use common::http::{ApiError, Query};
+use common::http::{ApiError, Path, Query};
 
-use crate::http::{AppState, Path};
+use crate::http::AppState;
 use crate::store::TopicKey;
 
 /// Fetches records from an exact offset.

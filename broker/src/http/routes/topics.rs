@@ -4,9 +4,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use common::api::broker::{CreateTopicRequest, TopicInfo, TopicList};
-use common::http::{ApiError, Json};
+use common::http::{ApiError, Json, Path};
 
-use crate::http::{AppState, Path};
+use crate::http::AppState;
 use crate::store::TopicKey;
 
 /// `POST /topics/{ns}/{topic}` `{"partitions":N}`: 201 when created, 200 when it exists alike.
