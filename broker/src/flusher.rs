@@ -328,7 +328,7 @@ async fn commit(broker: &Core, part: &Partition, w: Written) -> bool {
                 break;
             }
             Err(StoreError::Fenced(why)) => {
-                fence(broker, part, &why);
+                fence(broker, part, &why, false);
                 return false;
             }
             Err(source) => {
@@ -351,10 +351,12 @@ async fn commit(broker: &Core, part: &Partition, w: Written) -> bool {
     true
 }
 
-/// Another broker took the partition over: stop serving it. Appends are refused from now on,
-/// durable waiters are answered with the fence (their records were never acknowledged), and
-/// records buffered here are dropped: the new owner holds everything that was durable.
-pub(crate) fn fence(broker: &Core, part: &Partition, why: &str) {
+/// Another broker took the partition over (or its topic was deleted, `deleted`): stop serving
+/// it. Appends are refused from now on, durable waiters are answered with the fence (their
+/// records were never acknowledged), and records buffered here are dropped: the new owner
+/// holds everything that was durable. A takeover is logged at ERROR (buffered records are
+/// gone and two brokers claimed one partition), a deletion at INFO.
+pub(crate) fn fence(broker: &Core, part: &Partition, why: &str, deleted: bool) {
     let (dropped, bytes) = {
         let mut st = part.lock();
         if st.fenced.is_some() {
@@ -375,12 +377,21 @@ pub(crate) fn fence(broker: &Core, part: &Partition, why: &str) {
         .set(broker.budget.used() as i64);
     part.durable_tx.send_modify(|p| p.fenced = true);
     part.wake.notify_one();
-    tracing::error!(
-        topic = %part.label,
-        partition = part.index,
-        dropped_records = dropped,
-        "another broker took the partition over; stopped serving it: {why}"
-    );
+    if deleted {
+        tracing::info!(
+            topic = %part.label,
+            partition = part.index,
+            dropped_records = dropped,
+            "topic deleted; stopped serving the partition"
+        );
+    } else {
+        tracing::error!(
+            topic = %part.label,
+            partition = part.index,
+            dropped_records = dropped,
+            "another broker took the partition over; stopped serving it: {why}"
+        );
+    }
 }
 
 /// Advances the durable offset past a committed segment and wakes waiters.

@@ -392,7 +392,7 @@ impl Broker {
         let _guard = self.create_lock.lock().await;
         let topic = self.topic(key)?;
         for part in &topic.partitions {
-            crate::flusher::fence(&self.core, part, &format!("topic {key} was deleted"));
+            crate::flusher::fence(&self.core, part, &format!("topic {key} was deleted"), true);
         }
         self.topics
             .write()

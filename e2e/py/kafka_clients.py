@@ -148,15 +148,17 @@ def produce_aiokafka(a, out):
                 # aiokafka cannot send a null header value either.
                 headers = [(k, v) for k, v in headers if v is not None]
                 fut = await p.send(a.topic, value=value, key=key, headers=headers, timestamp_ms=ts)
-                pending.append((fut, key, value, headers))
-            for fut, key, value, headers in pending:
+                pending.append((fut, key, value, headers, ts))
+            for fut, key, value, headers, ts in pending:
                 try:
                     m = await fut
                 except Exception as e:  # noqa: BLE001 - report any client failure
                     failed.append(repr(e))
                     continue
                 acked += 1
-                out.write(json.dumps(record_json(m.partition, m.offset, key, value, headers, m.timestamp)) + "\n")
+                # aiokafka reports the batch's first timestamp for every record of the batch;
+                # the record's own (CreateTime) timestamp is the one it sent.
+                out.write(json.dumps(record_json(m.partition, m.offset, key, value, headers, ts)) + "\n")
         finally:
             await p.stop()
         return {"acked": acked, "failed": len(failed), "errors": failed[:5]}

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Span;
 
 use super::{ApiError, Json};
@@ -55,6 +55,9 @@ pub fn with_layers(router: Router, cfg: ServeConfig) -> Router {
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(make_server_span)
+                // A 5xx is logged by `ApiError` at its level (ERROR only for a 500); the trace
+                // layer's own note of it stays at WARN so a 503 under a fault is not an ERROR.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::WARN))
                 .on_response(
                     |resp: &axum::http::Response<_>, latency: Duration, span: &Span| {
                         span.record("http.response.status_code", resp.status().as_u16());

@@ -37,6 +37,8 @@ async fn given_a_flipped_byte_in_a_needle_should_never_serve_it() {
     let client = c.blob_client();
     let blobs = write(&client, 20).await;
     c.volumes[0].kill();
+    // The flipped byte is reported as corruption (scrub, reads): a human must look at it.
+    c.volumes[0].expect_errors("corrupt");
     let (dat, _) = dat_and_idx(&c);
     let bytes = std::fs::read(&dat).unwrap();
     let (bad_fid, bad_data) = &blobs[7];
@@ -71,7 +73,6 @@ async fn given_a_flipped_byte_in_a_needle_should_never_serve_it() {
         body.contains(&bad_fid.to_string()),
         "the error names the file id: {body}"
     );
-    assert!(metric(&c, "kelp_volume_crc_failures_total").await >= 1);
     for (fid, data) in blobs.iter().filter(|(f, _)| f != bad_fid) {
         assert_eq!(&client.download(fid).await.unwrap(), data, "{fid}");
     }

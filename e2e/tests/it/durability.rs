@@ -25,6 +25,8 @@ async fn given_a_stale_idx_and_a_corrupt_record_when_restarted_should_serve_ever
     let client = c.blob_client();
     let blobs = upload_random(&client, 30, 2000).await;
     c.volumes[0].kill();
+    // The damaged region is reported as corruption at start-up.
+    c.volumes[0].expect_errors("corrupt");
     let dir = c.volumes[0].dir().to_path_buf();
     let (dat, idx) = (dir.join("1.dat"), dir.join("1.idx"));
     // As after a power cut: the idx's durable prefix ends at the 5th needle...

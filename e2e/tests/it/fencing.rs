@@ -57,6 +57,9 @@ async fn given_two_brokers_on_one_filer_when_the_second_starts_should_fence_the_
         .await
         .expect("start the cluster");
     let first = Broker::new(c.broker().url());
+    // Being taken over is an ERROR on the first broker: two brokers claimed its partitions.
+    c.broker()
+        .expect_errors("another broker took the partition over");
     first.create_topic(TOPIC, 2).await;
     let mut checker = Checker::default();
     let mut next = 0;
