@@ -11,6 +11,8 @@
 //! - [`vacuum`] — vacuum orchestration across the volume servers, on demand and scheduled.
 //! - [`http`] — the router, its error mapping and the routes.
 
+#![deny(missing_docs)]
+
 pub mod config;
 pub mod http;
 pub mod metrics;

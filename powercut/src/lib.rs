@@ -34,6 +34,8 @@
 //! package); no libfuse is linked. The file system serves requests under one lock on a single
 //! thread, which is plenty for tests.
 
+#![deny(missing_docs)]
+
 mod fs;
 pub mod namespace;
 pub mod overlay;

@@ -17,6 +17,8 @@
 //! - [`metrics`] — Prometheus metrics.
 //! - `fatal` — the panic and lock-poison policy: a panic inside a critical section aborts.
 
+#![deny(missing_docs)]
+
 pub mod config;
 mod fatal;
 pub mod heartbeat;

@@ -7,7 +7,7 @@
 //! Kelp's `error`/`code` fields beside Confluent's.
 //!
 //! Writes (registrations, deletions, config and mode changes) reaching an instance that does
-//! not hold the writer lease are forwarded to the instance that does ([`forward`]); the
+//! not hold the writer lease are forwarded to the instance that does (`forward`); the
 //! follower then catches up with the log before answering, so its client reads its own write.
 
 mod error;

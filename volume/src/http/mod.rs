@@ -4,7 +4,7 @@
 //! `DELETE /{fid}`, `POST /admin/vacuum` (online compaction), the same on SeaweedFS's other URL forms `/{vid}/{key}` and
 //! `/{vid}/{key}/{name}` (see [`fid`]: `.ext` suffixes, batch `_N` suffixes), `POST /admin/volume`, `GET /status`, `/healthz`, `/readyz`, `/metrics`, and
 //! `/openapi.json`, their OpenAPI document (`openapi.json` beside this file). Handlers live in
-//! [`routes`]; [`error`] maps the service's errors to statuses.
+//! [`routes`]; `error` maps the service's errors to statuses.
 
 mod error;
 pub mod fid;

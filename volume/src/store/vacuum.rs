@@ -19,7 +19,7 @@
 //!    appender and the syncer at the new files.
 //!
 //! # Crash safety
-//! On open ([`finish_or_discard`], before the volume's files are read):
+//! On open (`finish_or_discard`, before the volume's files are read):
 //! - a marker present means steps 1–4 completed: the renames of step 5 that did not happen
 //!   are done (each `.cpd`/`.cpx` still present must have the length the marker names), then
 //!   the marker is removed — the new volume, whole;

@@ -3,8 +3,8 @@
 //!
 //! # Write path and when data is on disk
 //! Requests are encoded (and checksummed) by the caller and sent to the volume's appender
-//! thread ([`super::writer`]). It takes every request waiting in its queue and appends the
-//! records to the `.dat`, then hands the batch to the syncer thread ([`super::syncer`]), which
+//! thread (`super::writer`). It takes every request waiting in its queue and appends the
+//! records to the `.dat`, then hands the batch to the syncer thread (`super::syncer`), which
 //! calls `fdatasync` once for every batch appended since its last sync (group commit:
 //! concurrent writers share one sync, and the next batch is appended while the previous one is
 //! being synced), appends the batches' `.idx` rows, publishes the keys in the in-memory map
