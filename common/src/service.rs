@@ -38,3 +38,29 @@ where
     telemetry.shutdown();
     result
 }
+
+/// [`main`] for a service whose `Config` carries the shared [`crate::config::ListenFlags`]
+/// (reached through `listen`): binds `--ip:--port`, locks `--dir`, and runs `run` with the
+/// configuration whose `--dir` is made absolute.
+pub fn main_with_config<C, F, Fut>(
+    service: &'static str,
+    mut cfg: C,
+    listen: fn(&mut C) -> &mut crate::config::ListenFlags,
+    run: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(C, TcpListener, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let flags = listen(&mut cfg).clone();
+    main(
+        service,
+        &flags.ip,
+        flags.port,
+        &flags.dir,
+        move |dir, listener, shutdown| {
+            listen(&mut cfg).dir = dir;
+            run(cfg, listener, shutdown)
+        },
+    )
+}

@@ -4,17 +4,10 @@ use clap::Parser;
 use kelp_master::Config;
 
 fn main() -> anyhow::Result<()> {
-    let cfg = Config::parse();
-    let listen = cfg.listen.clone();
-    common::service::main(
+    common::service::main_with_config(
         "master",
-        &listen.ip,
-        listen.port,
-        &listen.dir,
-        |dir, listener, shutdown| {
-            let mut cfg = cfg;
-            cfg.listen.dir = dir;
-            kelp_master::run(cfg, listener, shutdown)
-        },
+        Config::parse(),
+        |c| &mut c.listen,
+        kelp_master::run,
     )
 }
