@@ -248,17 +248,26 @@ async fn given_volume_down_during_flush_should_delay_durability_and_lose_nothing
     let during = values("during", 5);
     let o = b.publish("vol/down", &during, "buffered").await.unwrap();
     checker.ack("vol/down", &during, &o);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The flush of the buffered records fails (readyz says so); they stay buffered, not durable.
+    let readyz = format!("{}/readyz", c.broker().url());
+    testkit::eventually_async(
+        "readyz to show the failing flush",
+        Duration::from_secs(20),
+        || {
+            let url = readyz.clone();
+            async move {
+                let r = reqwest::get(url).await.ok()?;
+                (r.status() == 503).then_some(())
+            }
+        },
+    )
+    .await;
     let (_, durable, end) = b.offsets("vol/down", 0).await;
     assert_eq!(
         (durable, end),
         (5, 10),
         "durability waits for the volume server"
     );
-    let ready = reqwest::get(format!("{}/readyz", c.broker().url()))
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 503, "readyz shows the broker is degraded");
 
     c.volumes[0].start().await.unwrap();
     wait_durable(&b, "vol/down", 0, 10, Duration::from_secs(30)).await;
