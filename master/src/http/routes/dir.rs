@@ -88,9 +88,9 @@ pub async fn lookup(
     Ok(answer(&body, pretty(q.pretty.as_deref())))
 }
 
-/// Query of `/dir/status` and `/vol/status`.
+/// Query of `/dir/status` and `/vol/status`. Other parameters are ignored, as SeaweedFS does:
+/// a status page changes nothing, so a parameter it does not know cannot be misread.
 #[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct StatusParams {
     /// Pretty-print the answer when non-empty.
     pub pretty: Option<String>,
