@@ -1,6 +1,7 @@
 //! Mapping of [`service::Error`](crate::service::Error) to `ApiError` statuses and codes: the
 //! only place (with the handlers' own input checks) that knows status codes.
 
+use axum::http::StatusCode;
 use common::http::ApiError;
 
 use crate::service::Error;
@@ -31,8 +32,16 @@ impl From<Error> for ApiError {
             Error::NotEnoughSlots { .. } => {
                 ApiError::unavailable("not_enough_free_slots", message, 1)
             }
-            // The volume server's answer passes through (status, code, Retry-After).
-            Error::Upload { source, .. } => ApiError::from(*source),
+            // A refusal of the file itself (malformed, too large) passes through; anything else
+            // the volume server answers (a volume it no longer holds because the topology is a
+            // heartbeat behind, a full disk, a server gone) is the master's placement to redo:
+            // 503, retry (the next assign sees the next heartbeat's topology).
+            Error::Upload { source, .. } => match source.status() {
+                Some(s) if s == StatusCode::BAD_REQUEST || s == StatusCode::PAYLOAD_TOO_LARGE => {
+                    ApiError::from(*source)
+                }
+                _ => ApiError::unavailable("upload_failed", message, 1),
+            },
             Error::State(e) => ApiError::internal(e.context("update the master state file")),
         }
     }

@@ -102,6 +102,17 @@ pub(crate) async fn fake_volume_server() -> (String, Arc<Mutex<Vec<String>>>) {
                       body: axum::body::Bytes| {
                     let written = written.clone();
                     async move {
+                        // Volumes 100 and up are refused: 100 is not here, 101 is full for this file.
+                        let vid: u32 = fid.split(',').next().unwrap().parse().unwrap();
+                        if vid >= 100 {
+                            let (status, code) = match vid {
+                                100 => (StatusCode::NOT_FOUND, "volume_not_found"),
+                                _ => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+                            };
+                            let body =
+                                json!({"error": format!("volume {vid}: {code}"), "code": code});
+                            return (status, axum::Json(body));
+                        }
                         let q = q.unwrap_or_default();
                         written.lock().unwrap().push(format!("write {fid}?{q}"));
                         let name = q.strip_prefix("name=").unwrap_or_default().to_owned();
@@ -649,6 +660,43 @@ async fn test_submit_assigns_writes_and_answers_seaweedfs_shape() {
     let resp = app.clone().oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "no file part");
     assert_eq!(calls.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn test_submit_answers_503_when_the_volume_server_refuses_the_placement() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(state(dir.path()));
+    let (a, _calls) = fake_volume_server().await;
+    // The topology says `a` holds 100 (a heartbeat behind); 101 refuses the file as too large.
+    beat(
+        &app,
+        &a,
+        4,
+        vec![vol(100, "gone", "000", 8), vol(101, "big", "000", 8)],
+    )
+    .await;
+    for (collection, want) in [
+        ("gone", (StatusCode::SERVICE_UNAVAILABLE, "upload_failed")),
+        ("big", (StatusCode::PAYLOAD_TOO_LARGE, "too_large")),
+    ] {
+        let req = Request::post(format!("/submit?collection={collection}"))
+            .header(header::CONTENT_TYPE, "multipart/form-data; boundary=XX")
+            .body(multipart("file", "f.txt", "hello"))
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let st = resp.status();
+        let retry = resp.headers().get(header::RETRY_AFTER).cloned();
+        let v: Value =
+            serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!((st, v["code"].as_str().unwrap()), want, "{collection}: {v}");
+        if st == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(retry.is_some(), "a 503 says when to retry");
+            assert!(
+                v["error"].as_str().unwrap().contains("volume_not_found"),
+                "{v}"
+            );
+        }
+    }
 }
 
 /// A fake volume server answering `POST /admin/vacuum` with one compacted volume, counting
