@@ -15,6 +15,7 @@
 //! - [`telemetry`] — tracing, OTLP export and W3C context propagation.
 //! - [`metrics`] — the Prometheus registry helpers.
 //! - [`retry`] — the one jittered exponential backoff.
+//! - [`sync`] — the one lock-poison and panic policy: fatal.
 //! - [`time`] — wall-clock helpers.
 
 #![deny(missing_docs)]
@@ -29,5 +30,6 @@ pub mod metrics;
 pub mod retry;
 pub mod service;
 pub mod shutdown;
+pub mod sync;
 pub mod telemetry;
 pub mod time;

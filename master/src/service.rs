@@ -6,7 +6,8 @@
 //!
 //! Lock policy (STYLE 18: a panic is fatal): the topology lock is a std `RwLock` whose critical
 //! sections never await and never call anything that may panic. Should one panic anyway, the
-//! topology can no longer be trusted: [`Master`] aborts the process on a poisoned lock instead
+//! topology can no longer be trusted: [`Master`] aborts the process on a poisoned lock
+//! (`common::sync`, the policy of every service) instead
 //! of answering every later request with a panic; the topology is soft state rebuilt from the
 //! next heartbeats after a restart.
 
@@ -21,6 +22,7 @@ use common::api::master::{
 use common::client::ClientError;
 use common::client::volume::{VolumeClient, WriteOptions};
 use common::ids::{FileId, VolumeId};
+use common::sync::LockExt;
 use tokio::sync::Mutex;
 
 use crate::metrics::Metrics;
@@ -195,12 +197,6 @@ pub struct Master {
     pub(crate) vacuum_lock: Mutex<()>,
 }
 
-/// Aborts the process: a panic inside a topology critical section left it poisoned.
-fn poisoned() -> ! {
-    tracing::error!("topology lock poisoned by a panic in a critical section: exiting");
-    std::process::abort()
-}
-
 impl Master {
     /// Creates the master. A server silent for three `pulse`s is dead; volumes reaching
     /// `size_limit` bytes are no longer assigned to.
@@ -227,11 +223,11 @@ impl Master {
     }
 
     fn topo(&self) -> RwLockReadGuard<'_, Topology> {
-        self.topology.read().unwrap_or_else(|_| poisoned())
+        self.topology.read_or_abort()
     }
 
     fn topo_mut(&self) -> RwLockWriteGuard<'_, Topology> {
-        self.topology.write().unwrap_or_else(|_| poisoned())
+        self.topology.write_or_abort()
     }
 
     /// Volumes reaching this size (bytes) are no longer written to.

@@ -6,6 +6,7 @@ use std::ops::Bound;
 use std::sync::Mutex;
 
 use common::api::filer::Entry;
+use common::sync::LockExt;
 
 use super::codec;
 use super::{
@@ -31,12 +32,9 @@ impl MemoryStore {
     }
 
     /// The locked map. A poisoned lock means a panic inside a batch, which is fatal (see
-    /// `crate::service`): the map may hold half a batch, so it is never read again.
+    /// `common::sync`): the map may hold half a batch, so it is never read again.
     fn map(&self) -> Result<std::sync::MutexGuard<'_, Map>, StoreError> {
-        Ok(self
-            .map
-            .lock()
-            .expect("memory store lock poisoned: a panic inside a batch is fatal"))
+        Ok(self.map.lock_or_abort())
     }
 }
 
