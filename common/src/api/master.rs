@@ -288,12 +288,14 @@ pub struct SeaweedLayout {
     pub disk_type: String,
 }
 
-/// Query of `GET|POST /dir/assign` as the master reads it: Kelp's [`AssignQuery`] plus the
-/// parameters SeaweedFS's clients send.
+/// Query of `GET|POST /dir/assign`, `POST /submit` and `GET|POST /vol/grow` as the master reads
+/// it: Kelp's [`AssignQuery`] plus the parameters SeaweedFS's clients send. The three routes
+/// take the same volume parameters, as in SeaweedFS.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AssignParams {
-    /// How many consecutive keys to reserve (default 1; 0 means 1).
+pub struct VolumeParams {
+    /// Assign and submit: how many consecutive keys to reserve (default 1; 0 means 1).
+    /// Grow: how many volumes to grow, each with all its copies (required).
     pub count: Option<u64>,
     /// Collection.
     pub collection: Option<String>,
@@ -317,12 +319,19 @@ pub struct AssignParams {
     /// Accepted and ignored: Kelp volumes are not memory-mapped.
     #[serde(rename = "memoryMapMaxSizeMb")]
     pub memory_map_max_size_mb: Option<String>,
-    /// Volumes to grow when none is writable (default 1).
+    /// Assign and submit: volumes to grow when none is writable (default 1). Grow: accepted
+    /// and ignored, as SeaweedFS does.
     #[serde(rename = "writableVolumeCount")]
     pub writable_volume_count: Option<u64>,
     /// Pretty-print the answer when non-empty.
     pub pretty: Option<String>,
 }
+
+/// Query of `GET|POST /dir/assign` and `POST /submit`.
+pub type AssignParams = VolumeParams;
+
+/// Query of `GET|POST /vol/grow`.
+pub type GrowParams = VolumeParams;
 
 /// Query of `GET /dir/lookup` as the master reads it: [`LookupQuery`] plus SeaweedFS's
 /// `read` and `pretty`.
@@ -339,38 +348,6 @@ pub struct LookupParams {
     pub collection: Option<String>,
     /// Accepted and ignored: SeaweedFS answers a read JWT with it; Kelp issues none.
     pub read: Option<String>,
-    /// Pretty-print the answer when non-empty.
-    pub pretty: Option<String>,
-}
-
-/// Query of `GET|POST /vol/grow`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GrowParams {
-    /// Volumes to grow (each with all its copies).
-    pub count: Option<u64>,
-    /// Collection.
-    pub collection: Option<String>,
-    /// Replica placement.
-    pub replication: Option<String>,
-    /// Refused unless empty: Kelp does not expire needles.
-    pub ttl: Option<String>,
-    /// Data center: Kelp's only one is `DefaultDataCenter`.
-    #[serde(rename = "dataCenter")]
-    pub data_center: Option<String>,
-    /// Rack: Kelp's only one is `DefaultRack`.
-    pub rack: Option<String>,
-    /// A volume server (`host:port`) the volume must be on.
-    #[serde(rename = "dataNode")]
-    pub data_node: Option<String>,
-    /// Disk type: Kelp's only one is `hdd`.
-    #[serde(rename = "diskType")]
-    pub disk_type: Option<String>,
-    /// Accepted and ignored: Kelp volumes are not preallocated.
-    pub preallocate: Option<String>,
-    /// Accepted and ignored: Kelp volumes are not memory-mapped.
-    #[serde(rename = "memoryMapMaxSizeMb")]
-    pub memory_map_max_size_mb: Option<String>,
     /// Pretty-print the answer when non-empty.
     pub pretty: Option<String>,
 }

@@ -2,7 +2,9 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use common::api::master::{AssignParams, DirStatus, LookupParams, LookupResponse};
+use common::api::master::{
+    AssignParams, DirStatus, LookupParams, LookupResponse, Replication, VolumeParams,
+};
 use common::http::{ApiError, Query};
 use common::ids::{FileId, VolumeId};
 
@@ -21,6 +23,22 @@ pub fn assign_request(s: &AppState, q: AssignParams) -> Result<AssignRequest, Ap
             format!("writableVolumeCount must be 1..={MAX_GROW}, got {grow}"),
         ));
     }
+    let (collection, replication, placement) = volume_spec(s, q)?;
+    Ok(AssignRequest {
+        collection,
+        replication,
+        count,
+        placement,
+        grow,
+    })
+}
+
+/// The collection, replication and placement of `/dir/assign`'s, `/submit`'s or `/vol/grow`'s
+/// parameters, checked.
+pub fn volume_spec(
+    s: &AppState,
+    q: VolumeParams,
+) -> Result<(String, Replication, Placement), ApiError> {
     let collection = Master::collection(q.collection)?;
     let replication = s.master.replication(q.replication.as_deref())?;
     let placement = Placement::new(
@@ -30,13 +48,7 @@ pub fn assign_request(s: &AppState, q: AssignParams) -> Result<AssignRequest, Ap
         q.data_node.as_deref(),
         q.disk_type.as_deref(),
     )?;
-    Ok(AssignRequest {
-        collection,
-        replication,
-        count,
-        placement,
-        grow,
-    })
+    Ok((collection, replication, placement))
 }
 
 /// `GET|POST /dir/assign`: reserves `count` keys on a writable volume.

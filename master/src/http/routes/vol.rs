@@ -5,9 +5,8 @@ use axum::response::Response;
 use common::api::master::{GrowParams, GrowResponse, VacuumParams};
 use common::http::{ApiError, Query};
 
-use crate::http::routes::dir::StatusParams;
+use crate::http::routes::dir::{StatusParams, volume_spec};
 use crate::http::{AppState, answer, pretty};
-use crate::service::{Master, Placement};
 
 /// `GET|POST /vol/grow?count=&collection=&replication=`: grows `count` volumes (each with
 /// all its copies) → `{"count": N}`.
@@ -21,20 +20,13 @@ pub async fn grow(
             "give count, the number of volumes to grow",
         ));
     };
-    let collection = Master::collection(q.collection)?;
-    let replication = s.master.replication(q.replication.as_deref())?;
-    let placement = Placement::new(
-        q.ttl.as_deref(),
-        q.data_center.as_deref(),
-        q.rack.as_deref(),
-        q.data_node.as_deref(),
-        q.disk_type.as_deref(),
-    )?;
+    let pretty = pretty(q.pretty.as_deref());
+    let (collection, replication, placement) = volume_spec(&s, q)?;
     let count = s
         .master
         .grow_volumes(&collection, replication, &placement, count)
         .await?;
-    Ok(answer(&GrowResponse { count }, pretty(q.pretty.as_deref())))
+    Ok(answer(&GrowResponse { count }, pretty))
 }
 
 /// `GET /vol/status`: the volumes of each live server, as SeaweedFS lists them.
