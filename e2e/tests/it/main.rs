@@ -14,6 +14,7 @@ mod filer;
 mod kafka;
 mod overload;
 mod powercut;
+mod pyseaweed;
 mod registry;
 mod scenarios;
 mod seaweed_filer;
