@@ -15,12 +15,10 @@
 //!   tests use ([`store::faults`]), and the set of volumes ([`store::Store`]).
 //! - [`heartbeat`] — the loop that reports volumes to the master, one span per beat.
 //! - [`metrics`] — Prometheus metrics.
-//! - `fatal` — the panic and lock-poison policy: a panic inside a critical section aborts.
 
 #![deny(missing_docs)]
 
 pub mod config;
-mod fatal;
 pub mod heartbeat;
 pub mod http;
 pub mod metrics;

@@ -8,7 +8,7 @@
 //! - record the length of the `.dat` and `.idx` at every successful fsync, so a power cut can be
 //!   simulated by truncating each file back to its last synced length.
 
-use crate::fatal::LockExt;
+use common::sync::LockExt;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -81,7 +81,7 @@ impl Faults {
                 p = self
                     .gate
                     .wait(p)
-                    .unwrap_or_else(|_| crate::fatal::abort("poisoned fault plan"));
+                    .unwrap_or_else(|_| common::sync::abort("poisoned fault plan"));
             }
         }
     }

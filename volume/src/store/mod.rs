@@ -20,7 +20,7 @@ pub mod vacuum;
 pub mod volume;
 mod writer;
 
-use crate::fatal::LockExt;
+use common::sync::LockExt;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

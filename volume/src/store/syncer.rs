@@ -7,7 +7,7 @@
 //! failed `fdatasync` poisons the volume: the kernel may have dropped the dirty pages, so
 //! nothing since the last good sync is trusted, and every waiter gets the error.
 
-use crate::fatal::LockExt;
+use common::sync::LockExt;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;

@@ -26,7 +26,7 @@
 //! Records past the last `.idx` row may well have been acknowledged (the `.idx` is not synced),
 //! which is why they are re-indexed rather than dropped.
 
-use crate::fatal::LockExt;
+use common::sync::LockExt;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -310,7 +310,7 @@ impl Volume {
             idx_len: rec.idx_len,
             end,
         };
-        crate::fatal::spawn_critical(format!("volume-{id}-writer"), move || writer.run(rx))
+        common::sync::spawn_critical(format!("volume-{id}-writer"), move || writer.run(rx))
             .map_err(io("spawn writer thread"))?;
         Ok((
             Self {

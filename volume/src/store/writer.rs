@@ -9,7 +9,7 @@
 //! against the newest record appended (see [`append_batch`]). Nothing is acknowledged here: a batch is handed to the syncer
 //! ([`super::syncer`]), which makes it durable before anyone is answered.
 
-use crate::fatal::LockExt;
+use common::sync::LockExt;
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -92,7 +92,7 @@ impl Writer {
                     idx_len,
                     pending_rows: Vec::new(),
                 };
-                crate::fatal::spawn_critical(format!("volume-{}-sync", shared.id), move || {
+                common::sync::spawn_critical(format!("volume-{}-sync", shared.id), move || {
                     s.run(jobs_rx)
                 })
                 .ok()
