@@ -9,10 +9,12 @@
 //! - [`http`] — the router ([`http::router`]), `http::error` (the only place that knows status
 //!   codes) and the handlers in [`http::routes`].
 //! - [`store`] — the on-disk formats ([`store::needle`], [`store::idx`], [`store::superblock`]),
-//!   one volume's handle and reads ([`store::volume`]), the two threads of its group commit
-//!   (`store::writer` appends, `store::syncer` fsyncs then publishes), its recovery
-//!   (`store::recover`: never cuts a byte followed by a valid needle), the fault-injection seam
-//!   tests use ([`store::faults`]), and the set of volumes ([`store::Store`]).
+//!   one volume's handle ([`store::volume`]: open, writes, deletes), its read path
+//!   (`store::read`: nothing is served unless its checksum holds), the two threads of its
+//!   group commit (`store::writer` appends, `store::syncer` fsyncs then publishes), its
+//!   recovery (`store::recover`: never cuts a byte followed by a valid needle), its online
+//!   compaction ([`store::vacuum`]), the fault-injection seam tests use ([`store::faults`]), and
+//!   the set of volumes ([`store::Store`]).
 //! - [`heartbeat`] — the loop that reports volumes to the master, one span per beat.
 //! - [`metrics`] — Prometheus metrics.
 

@@ -26,8 +26,8 @@ use tracing::Instrument;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::store::ReadNeedle;
 use crate::store::needle::Needle;
-use crate::store::volume::ReadNeedle;
 use crate::store::{Store, VolumeError};
 
 /// Reads above this size run on the blocking pool.

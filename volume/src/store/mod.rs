@@ -13,6 +13,7 @@ mod error;
 pub mod faults;
 pub mod idx;
 pub mod needle;
+mod read;
 mod recover;
 pub mod superblock;
 mod syncer;
@@ -31,7 +32,9 @@ use common::ids::VolumeId;
 
 use crate::metrics::Metrics;
 pub use error::VolumeError;
-pub use volume::{RecoveryReport, Volume};
+pub use read::ReadNeedle;
+pub use recover::RecoveryReport;
+pub use volume::Volume;
 
 /// Bytes of the superblock at the start of every `.dat`.
 pub const SUPERBLOCK_LEN: u64 = superblock::LEN as u64;
@@ -291,5 +294,7 @@ fn quarantine(dir: &Path, collection: &str, vid: VolumeId) {
     }
 }
 
+#[cfg(test)]
+mod test_util;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,15 @@
 //! Recovery of one volume when it is opened: rebuild the in-memory index from the `.idx` and the
 //! `.dat`, without ever destroying a byte that could hold an acknowledged needle.
 //!
+//! # Invariant
+//! Recovery never cuts an acknowledged needle. The only bytes it ever removes from the `.dat`
+//! are a torn tail: what follows the last complete, checksum-valid record when no valid needle
+//! follows anywhere after it, and only once a copy of them is durably set aside. A corrupt
+//! region followed by a valid needle is skipped, not cut; an I/O error stops recovery with
+//! nothing cut or rewritten and the volume read-only. The `.idx` is only cut back to its rows
+//! validated against the needle headers they point at, then extended with the rows the scan
+//! re-derives from the `.dat`.
+//!
 //! # Why the `.idx` cannot be trusted as is
 //! The `.idx` is never fsynced (a needle is durable once its `.dat` record is synced), so after a
 //! power cut its durable prefix can end anywhere before the last acknowledged needle, and its
@@ -53,7 +62,7 @@ use super::VolumeError;
 use super::faults::{Faults, SyncedFile};
 use super::idx::{self, IdxRow};
 use super::needle::{self, Header, Record};
-use super::volume::{Loc, RecoveryReport, apply_row};
+use super::volume::{Loc, apply_row};
 use crate::metrics::Metrics;
 
 /// Bytes read at once for headers while scanning: small, so validating the rows of big
@@ -61,6 +70,28 @@ use crate::metrics::Metrics;
 const WINDOW: usize = 16 << 10;
 /// Bytes copied at once when a torn tail is set aside.
 const COPY_CHUNK: usize = 1 << 20;
+
+/// What recovery found when the volume was opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Needles re-indexed from the `.dat` past the last `.idx` row.
+    pub needles_recovered: u64,
+    /// Bytes cut from a torn `.dat` tail (no valid needle after them); copied aside first.
+    pub bytes_cut: u64,
+    /// Where the cut tail was copied (`<name>.dat.torn.<unix ms>`).
+    pub torn_copy: Option<PathBuf>,
+    /// Corrupt regions followed by valid needles: skipped, left in place.
+    pub corrupt_regions: u64,
+    /// Bytes in those regions.
+    pub bytes_skipped: u64,
+    /// `.idx` rows dropped (torn, zeroed, pointing past the `.dat`, or not matching the needle
+    /// header they point at); the scan re-derives them.
+    pub idx_rows_dropped: u64,
+    /// The I/O error that stopped recovery; the volume is then read-only and nothing was cut.
+    pub io_error: Option<String>,
+    /// Whether the superblock had no checksum (written by an older Kelp).
+    pub unchecked_superblock: bool,
+}
 
 /// What recovery rebuilt.
 pub(crate) struct Recovered {
@@ -535,3 +566,6 @@ fn failed(
         failure: Some(reason),
     }
 }
+
+#[cfg(test)]
+mod tests;

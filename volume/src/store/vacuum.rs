@@ -360,3 +360,6 @@ pub(crate) fn simulated_crash(volume: VolumeId, step: &'static str) -> VolumeErr
         source: io::Error::other(format!("simulated crash at step {step}")),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,7 @@
 //! One volume: the handle to a `.dat` file of needles, its `.idx` and the in-memory key map;
-//! opening (with recovery), reads and scrubs, and the entry points of writes and deletes.
+//! opening it (superblock check, recovery, start of its group-commit threads), the state it
+//! shares with those threads, and the entry points of writes, deletes and compaction. Reads and
+//! scrubs are in `super::read`.
 //!
 //! # Write path and when data is on disk
 //! Requests are encoded (and checksummed) by the caller and sent to the volume's appender
@@ -18,18 +20,16 @@
 //! it refuses writes, keeps serving checksummed reads, and the error names the volume.
 //!
 //! # Recovery
-//! On open, the superblock's checksum is verified, then the index is rebuilt from the `.idx`
-//! rows (each validated against the needle header it points at) and a scan of the `.dat` past
-//! the last good row. Recovery never removes bytes that are followed by a valid needle: a
-//! corrupt region in the middle is skipped and reported; only a torn tail is cut, after a copy
-//! is kept; an I/O error opens the volume read-only instead of cutting. See `store::recover`.
-//! Records past the last `.idx` row may well have been acknowledged (the `.idx` is not synced),
-//! which is why they are re-indexed rather than dropped.
+//! On open, the superblock's checksum is verified (a bad one is `Corrupt`: the store
+//! quarantines the files), then `super::recover` rebuilds the index from the `.idx` and the
+//! `.dat`. It never removes bytes that are followed by a valid needle, and an I/O error opens
+//! the volume read-only instead of cutting; records past the last `.idx` row may well have been
+//! acknowledged (the `.idx` is not synced), which is why they are re-indexed rather than
+//! dropped. Only then are the appender and syncer threads started, from where recovery ended.
 
 use common::sync::LockExt;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,8 +43,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::faults::Faults;
 use super::idx::IdxRow;
 use super::needle::{self, Needle};
+use super::recover::RecoveryReport;
 use super::vacuum;
-use super::writer::{MAX_BATCH, Op, Writer};
+use super::writer::{self, Op};
 use super::{SUPERBLOCK_LEN, VolumeError, superblock};
 use crate::metrics::Metrics;
 
@@ -56,28 +57,6 @@ pub(crate) struct Loc {
     /// The needle's cookie (0 for rows a read error kept unvalidated; the volume then takes no
     /// writes, and reads check the cookie in the needle itself).
     pub(crate) cookie: u32,
-}
-
-/// What recovery found when the volume was opened.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RecoveryReport {
-    /// Needles re-indexed from the `.dat` past the last `.idx` row.
-    pub needles_recovered: u64,
-    /// Bytes cut from a torn `.dat` tail (no valid needle after them); copied aside first.
-    pub bytes_cut: u64,
-    /// Where the cut tail was copied (`<name>.dat.torn.<unix ms>`).
-    pub torn_copy: Option<PathBuf>,
-    /// Corrupt regions followed by valid needles: skipped, left in place.
-    pub corrupt_regions: u64,
-    /// Bytes in those regions.
-    pub bytes_skipped: u64,
-    /// `.idx` rows dropped (torn, zeroed, pointing past the `.dat`, or not matching the needle
-    /// header they point at); the scan re-derives them.
-    pub idx_rows_dropped: u64,
-    /// The I/O error that stopped recovery; the volume is then read-only and nothing was cut.
-    pub io_error: Option<String>,
-    /// Whether the superblock had no checksum (written by an older Kelp).
-    pub unchecked_superblock: bool,
 }
 
 /// State shared by the handle, the appender and the syncer threads.
@@ -114,18 +93,9 @@ pub struct Volume {
     /// Replica placement.
     pub replication: Replication,
     dat_path: PathBuf,
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     read_only: AtomicBool,
     tx: mpsc::Sender<Op>,
-}
-
-/// A needle read back, checksum verified.
-#[derive(Debug, Clone)]
-pub struct ReadNeedle {
-    /// The needle.
-    pub needle: Needle,
-    /// Its checksum, served as ETag.
-    pub checksum: u32,
 }
 
 /// Awaitable stages of a write: appended (in the page cache), then durable and visible.
@@ -302,15 +272,7 @@ impl Volume {
                 format!("recovery stopped, nothing was cut: {reason}"),
             );
         }
-        let (tx, rx) = mpsc::channel(MAX_BATCH);
-        let writer = Writer {
-            shared: shared.clone(),
-            dat,
-            idx: idx_file,
-            idx_len: rec.idx_len,
-            end,
-        };
-        common::sync::spawn_critical(format!("volume-{id}-writer"), move || writer.run(rx))
+        let tx = writer::start(shared.clone(), dat, idx_file, rec.idx_len, end)
             .map_err(io("spawn writer thread"))?;
         Ok((
             Self {
@@ -415,42 +377,6 @@ impl Volume {
         })
     }
 
-    /// Body size of the live needle `key`, if any (to decide whether a read is worth moving
-    /// off the async runtime).
-    pub fn needle_size(&self, key: u64) -> Option<u32> {
-        self.shared.index.read_or_abort().get(&key).map(|l| l.size)
-    }
-
-    /// Verifies the checksum of every live needle (in offset order, so the disk is read
-    /// sequentially) and returns the keys of those that fail. Each failure is logged and counted
-    /// in `crc_failures`; a bad needle is never served (every read checks again).
-    pub fn scrub(&self) -> Vec<u64> {
-        let (mut locs, reader) = {
-            let index = self.shared.index.read_or_abort();
-            let locs: Vec<(u64, Loc)> = index.iter().map(|(k, l)| (*k, *l)).collect();
-            (locs, self.shared.reader.read_or_abort().clone())
-        };
-        locs.sort_by_key(|(_, l)| l.offset);
-        let mut bad = Vec::new();
-        let mut buf = Vec::new();
-        for (key, loc) in locs {
-            buf.resize(needle::record_len(loc.size) as usize, 0);
-            let ok = reader.read_exact_at(&mut buf, loc.offset).is_ok()
-                && needle::decode(&buf).is_ok_and(|r| r.header.key == key && r.needle.is_some());
-            if !ok {
-                self.shared.metrics.crc_failures.inc();
-                tracing::error!(
-                    volume = self.id,
-                    key = format_args!("{key:x}"),
-                    offset = loc.offset,
-                    "scrub found a corrupt needle; it will not be served"
-                );
-                bad.push(key);
-            }
-        }
-        bad
-    }
-
     /// Bytes of the `.dat` that hold no live needle: overwritten and deleted needles and
     /// tombstones (what a compaction gives back).
     pub fn garbage(&self) -> u64 {
@@ -511,82 +437,6 @@ impl Volume {
             .unwrap_or(Err(VolumeError::WriterGone { volume: self.id }))?;
         tracing::info!(volume = self.id, before, after, "volume compacted");
         Ok((before, after))
-    }
-
-    /// Reads and verifies the needle `key`; a wrong cookie is "not found".
-    pub fn read(&self, key: u64, cookie: u32) -> Result<ReadNeedle, VolumeError> {
-        self.read_loc(key, cookie).map(|(n, _, _)| n)
-    }
-
-    /// [`Volume::read`], also answering where the record lies.
-    fn read_loc(&self, key: u64, cookie: u32) -> Result<(ReadNeedle, Loc, u64), VolumeError> {
-        let (loc, reader, generation) = {
-            let index = self.shared.index.read_or_abort();
-            let generation = self.shared.generation.load(Ordering::Acquire);
-            let loc = index
-                .get(&key)
-                .copied()
-                .ok_or(VolumeError::NeedleNotFound {
-                    volume: self.id,
-                    key,
-                })?;
-            (loc, self.shared.reader.read_or_abort().clone(), generation)
-        };
-        let len = needle::record_len(loc.size);
-        let mut buf = vec![0u8; len as usize];
-        reader
-            .read_exact_at(&mut buf, loc.offset)
-            .map_err(|source| {
-                if source.kind() == io::ErrorKind::UnexpectedEof {
-                    self.shared.metrics.crc_failures.inc();
-                    VolumeError::Corrupt {
-                        volume: self.id,
-                        what: format!(
-                            "needle {key:x} at offset {} lies past the end of the dat",
-                            loc.offset
-                        ),
-                    }
-                } else {
-                    VolumeError::Io {
-                        volume: self.id,
-                        op: "read needle",
-                        source,
-                    }
-                }
-            })?;
-        let rec = needle::decode(&buf).map_err(|e| {
-            self.shared.metrics.crc_failures.inc();
-            VolumeError::Corrupt {
-                volume: self.id,
-                what: format!("needle {key:x} at offset {}: {e}", loc.offset),
-            }
-        })?;
-        let Some(n) = rec.needle.filter(|_| rec.header.key == key) else {
-            self.shared.metrics.crc_failures.inc();
-            return Err(VolumeError::Corrupt {
-                volume: self.id,
-                what: format!(
-                    "index points needle {key:x} at a record of key {:x}",
-                    rec.header.key
-                ),
-            });
-        };
-        if n.cookie != cookie {
-            return Err(VolumeError::NeedleNotFound {
-                volume: self.id,
-                key,
-            });
-        }
-        self.shared.metrics.reads.inc();
-        self.shared.metrics.read_bytes.inc_by(n.data.len() as u64);
-        Ok((
-            ReadNeedle {
-                needle: n,
-                checksum: rec.checksum,
-            },
-            loc,
-            generation,
-        ))
     }
 
     /// Sends a deletion of `key` aimed at the record at `expect_offset` without reading it

@@ -28,7 +28,7 @@ use super::volume::{Loc, Shared, now_ns, poison, poisoned};
 /// Largest `.dat` an `.idx` row can address (offset/8 in a u32).
 const MAX_DAT_LEN: u64 = (u32::MAX as u64) * needle::ALIGN;
 /// Most requests one group commit takes.
-pub(crate) const MAX_BATCH: usize = 4096;
+const MAX_BATCH: usize = 4096;
 /// Most bytes one group commit appends.
 const MAX_BATCH_BYTES: usize = 32 << 20;
 
@@ -62,19 +62,42 @@ pub(crate) enum Op {
 }
 
 /// The appender thread's state: the only writer of the `.dat`.
-pub(crate) struct Writer {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) dat: File,
-    pub(crate) idx: File,
-    pub(crate) idx_len: u64,
-    pub(crate) end: u64,
+struct Writer {
+    shared: Arc<Shared>,
+    dat: File,
+    idx: File,
+    idx_len: u64,
+    end: u64,
+}
+
+/// Starts the group commit of a volume just opened: the appender thread (which starts the
+/// syncer), appending to `dat` at `end` (where recovery ended) and to `idx` at `idx_len`.
+/// Returns the appender's queue.
+pub(crate) fn start(
+    shared: Arc<Shared>,
+    dat: File,
+    idx: File,
+    idx_len: u64,
+    end: u64,
+) -> std::io::Result<mpsc::Sender<Op>> {
+    let (tx, rx) = mpsc::channel(MAX_BATCH);
+    let name = format!("volume-{}-writer", shared.id);
+    let writer = Writer {
+        shared,
+        dat,
+        idx,
+        idx_len,
+        end,
+    };
+    common::sync::spawn_critical(name, move || writer.run(rx))?;
+    Ok(tx)
 }
 
 impl Writer {
     /// Runs the two stages: this thread appends batches, a syncer thread fsyncs, indexes and
     /// answers them. While one batch is being synced the next one is appended, and the syncer
     /// coalesces every batch appended meanwhile into its next `fdatasync`.
-    pub(crate) fn run(self, mut rx: mpsc::Receiver<Op>) {
+    fn run(self, mut rx: mpsc::Receiver<Op>) {
         let Writer {
             shared,
             dat,
@@ -477,3 +500,6 @@ fn swap_in(
     });
     Ok((before, copy.dat_len))
 }
+
+#[cfg(test)]
+mod tests;
