@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::api::filer::{Entry, Expect};
 use common::client::filer::FilerClient;
+use common::sync::LockExt;
 use common::time::now_ms;
 use tokio_util::sync::CancellationToken;
 
@@ -92,7 +93,7 @@ impl Leadership {
 
     /// The current role (a writer whose lease lapsed is a follower of nobody known).
     pub fn role(&self) -> Role {
-        let st = self.state.lock().expect("lease lock");
+        let st = self.state.lock_or_abort();
         match (&st.role, st.valid_until) {
             (Role::Writer, Some(until)) if Instant::now() >= until => Role::Follower(None),
             (r, _) => r.clone(),
@@ -106,11 +107,11 @@ impl Leadership {
 
     /// The lease epoch this instance last held or saw.
     pub fn epoch(&self) -> u64 {
-        self.state.lock().expect("lease lock").epoch
+        self.state.lock_or_abort().epoch
     }
 
     fn set(&self, role: Role, valid_until: Option<Instant>, epoch: u64) {
-        let mut st = self.state.lock().expect("lease lock");
+        let mut st = self.state.lock_or_abort();
         if st.role != role {
             tracing::info!(?role, epoch, "registry role changed");
         }

@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::sync::LockExt;
 use futures::FutureExt;
 use tokio::sync::Notify;
 
@@ -32,7 +33,7 @@ impl MemLog {
 
     /// A copy of every record.
     pub fn records(&self) -> Vec<(String, String)> {
-        self.records.lock().expect("log lock").clone()
+        self.records.lock_or_abort().clone()
     }
 
     fn check(&self) -> Result<(), StoreError> {
@@ -51,8 +52,8 @@ impl SchemaLog for MemLog {
 
     fn append<'a>(&'a self, key: &'a str, value: &'a str, expect_end: u64) -> StoreFuture<'a, u64> {
         let r = self.check().and_then(|()| {
-            let mut recs = self.records.lock().expect("log lock");
-            if let Some(other) = self.interloper.lock().expect("interloper lock").take() {
+            let mut recs = self.records.lock_or_abort();
+            if let Some(other) = self.interloper.lock_or_abort().take() {
                 recs.push(other);
                 self.appended.notify_waiters();
             }
@@ -78,7 +79,7 @@ impl SchemaLog for MemLog {
         async move {
             // Long-poll like the broker: wait for an append while nothing is past `offset`.
             let appended = self.appended.notified();
-            if wait_ms > 0 && self.records.lock().expect("log lock").len() as u64 <= offset {
+            if wait_ms > 0 && self.records.lock_or_abort().len() as u64 <= offset {
                 let _ = tokio::time::timeout(Duration::from_millis(wait_ms), appended).await;
             }
             self.read_now(offset)
@@ -90,7 +91,7 @@ impl SchemaLog for MemLog {
 impl MemLog {
     fn read_now(&self, offset: u64) -> Result<ReadBatch, StoreError> {
         self.check().map(|()| {
-            let recs = self.records.lock().expect("log lock");
+            let recs = self.records.lock_or_abort();
             let end = recs.len() as u64;
             let records: Vec<LogRecord> = recs
                 .iter()
