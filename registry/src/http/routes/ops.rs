@@ -1,13 +1,13 @@
 //! Operational routes: `/` (Confluent's root answers `{}`), `/readyz` and `/metrics`.
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Serialize;
 
 use crate::http::error::SrError;
 use crate::http::{AppState, SrJson};
 use crate::leader::Role;
+use crate::service::Error;
 
 /// Body of a ready `/readyz`.
 #[derive(Debug, Serialize)]
@@ -31,14 +31,7 @@ pub async fn root() -> SrJson<serde_json::Map<String, serde_json::Value>> {
 /// `GET /readyz`: 200 once the index is rebuilt from the log, else 503.
 pub async fn readyz(State(st): State<AppState>) -> Result<SrJson<Ready>, SrError> {
     if !st.registry.is_ready() {
-        return Err(SrError {
-            retry_after: Some(1),
-            ..SrError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                50301,
-                "the schema index is still being rebuilt from the log",
-            )
-        });
+        return Err(Error::NotReady.into());
     }
     let leadership = st.registry.leadership();
     let (role, writer) = match leadership.role() {

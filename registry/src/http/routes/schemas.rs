@@ -1,26 +1,17 @@
 //! `/schemas`: schemas by id, the subjects and versions using an id, and the schema types.
 
 use axum::extract::State;
-use axum::http::StatusCode;
 
 use crate::http::error::SrError;
 use crate::http::extract::{Params, Path};
 use crate::http::{AppState, SrJson};
 use crate::record::SchemaType;
-use crate::service::{SchemaById, SubjectAndVersion};
+use crate::service::{Error, SchemaById, SubjectAndVersion};
 
 /// Parses a schema id; anything else names no schema (40403).
 pub fn parse_id(id: &str) -> Result<u32, SrError> {
-    id.parse::<u32>().map_err(|_| {
-        SrError::new(
-            StatusCode::NOT_FOUND,
-            40403,
-            format!(
-                "Schema {} not found",
-                id.chars().take(32).collect::<String>()
-            ),
-        )
-    })
+    id.parse::<u32>()
+        .map_err(|_| SrError::from(Error::SchemaNotFound(id.chars().take(32).collect())))
 }
 
 /// `GET /schemas/ids/{id}` (`?subject=`).
