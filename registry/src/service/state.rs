@@ -1,4 +1,4 @@
-//! The in-memory state behind the writer lock: the [`Index`] of the log plus a cache of
+//! The in-memory state behind the registry's state lock: the [`Index`] of the log plus a cache of
 //! parsed schemas and of ids by schema identity, and the resolution of references.
 //!
 //! Invariant: the state changes only by applying records of the log in offset order
