@@ -1,9 +1,10 @@
 //! A small LRU of decoded segments read back from volume servers, bounded in bytes.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use common::ids::FileId;
+use common::sync::LockExt;
 
 use crate::segment::DecodedBatch;
 
@@ -45,7 +46,7 @@ impl SegmentCache {
 
     /// The cached segment `fid`, marking it recently used.
     pub fn get(&self, fid: &FileId) -> Option<Arc<DecodedSegment>> {
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut inner = self.inner.lock_or_abort();
         inner.tick += 1;
         let tick = inner.tick;
         inner.map.get_mut(fid).map(|(seg, used)| {
@@ -59,7 +60,7 @@ impl SegmentCache {
         if seg.bytes > self.capacity {
             return;
         }
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut inner = self.inner.lock_or_abort();
         inner.tick += 1;
         let tick = inner.tick;
         let added = seg.bytes;
@@ -84,10 +85,7 @@ impl SegmentCache {
 
     /// Bytes held.
     pub fn bytes(&self) -> u64 {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .bytes
+        self.inner.lock_or_abort().bytes
     }
 }
 

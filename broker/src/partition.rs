@@ -3,8 +3,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use common::sync::LockExt;
 use opentelemetry::trace::SpanContext;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, watch};
@@ -182,10 +183,11 @@ impl Partition {
         }
     }
 
-    /// Locks the state. Holders never await and never panic, so a poisoned lock still holds
-    /// consistent state.
+    /// Locks the state. Holders never await; a panic while holding it may have left the log
+    /// half-updated, so a poisoned lock aborts the process (see [`common::sync`]) and recovery
+    /// rebuilds the partition from its segments.
     pub fn lock(&self) -> MutexGuard<'_, PartState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.lock_or_abort()
     }
 
     /// `(log_start, durable, log_end)`.

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use bytes::{Bytes, BytesMut};
+use common::sync::LockExt;
 use tokio::sync::Notify;
 
 use crate::backend::{
@@ -76,9 +77,8 @@ impl MemBackend {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the maps half-updated in a way that
-        // matters more than losing the whole backend, so keep serving.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        // A poisoned lock is fatal, as everywhere in Kelp (see `common::sync`).
+        self.state.lock_or_abort()
     }
 
     fn with_partition<T>(

@@ -3,10 +3,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
 use common::ids::FileId;
+use common::sync::LockExt;
 use futures::FutureExt;
 
 use super::{
@@ -72,7 +73,7 @@ impl MemStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner.lock_or_abort()
     }
 
     fn fail(flag: &AtomicBool, what: &str) -> Result<(), StoreError> {

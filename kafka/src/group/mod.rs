@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::sync::LockExt;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -173,7 +174,7 @@ impl Coordinator {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Group>> {
-        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+        self.groups.lock_or_abort()
     }
 
     fn new_member_id(&self, client_id: &str) -> String {
