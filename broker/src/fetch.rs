@@ -8,7 +8,6 @@ use std::time::Duration;
 use base64::Engine;
 use bytes::Bytes;
 use common::api::broker::{FetchQuery, Isolation};
-use common::http::ApiError;
 use serde::Serialize;
 use serde::ser::SerializeMap;
 
@@ -17,7 +16,7 @@ use crate::log::Region;
 use crate::names::check_name;
 use crate::partition::Partition;
 use crate::segment::{self, RecordView};
-use crate::service::Broker;
+use crate::service::{Broker, Error};
 use crate::store::{SegmentRef, StoreError, TopicKey};
 
 /// Default and largest `limit`.
@@ -109,12 +108,12 @@ impl Serialize for RecordOut<'_> {
     }
 }
 
-fn corrupt(part: &Partition, what: String) -> ApiError {
-    ApiError::internal(anyhow::anyhow!(
-        "partition {} of {}: {what}",
-        part.index,
-        part.label
-    ))
+fn corrupt(part: &Partition, what: String) -> Error {
+    Error::Corrupt {
+        topic: part.label.clone(),
+        partition: part.index,
+        what,
+    }
 }
 
 impl Broker {
@@ -124,20 +123,19 @@ impl Broker {
         key: &TopicKey,
         partition: u32,
         q: FetchQuery,
-    ) -> Result<Vec<u8>, ApiError> {
+    ) -> Result<Vec<u8>, Error> {
         check_name("namespace", &key.ns)?;
         check_name("topic", &key.name)?;
         self.check_loaded()?;
         let topic = self.topic(key)?;
-        let part = topic.partition(partition).cloned().ok_or_else(|| {
-            ApiError::not_found(
-                "unknown_partition",
-                format!(
-                    "topic {key} has no partition {partition} (it has {})",
-                    topic.partition_count()
-                ),
-            )
-        })?;
+        let part = topic
+            .partition(partition)
+            .cloned()
+            .ok_or_else(|| Error::PartitionNotFound {
+                key: key.clone(),
+                partition,
+                count: topic.partition_count(),
+            })?;
         let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT) as usize;
         let max_bytes = q
             .max_bytes
@@ -149,12 +147,12 @@ impl Broker {
 
         let (log_start, durable, end) = part.offsets();
         if offset < log_start || offset > end {
-            return Err(ApiError::RangeNotSatisfiable {
-                code: "offset_out_of_range",
-                message: format!(
-                    "offset {offset} of {key} partition {partition} is outside [{log_start}, {end}]"
-                ),
-                detail: serde_json::json!({"log_start_offset": log_start, "log_end_offset": end}),
+            return Err(Error::OffsetOutOfRange {
+                key: key.clone(),
+                partition,
+                offset,
+                log_start,
+                log_end: end,
             });
         }
         let mut visible = if buffered { end } else { durable };
@@ -225,7 +223,7 @@ impl Broker {
             durable_offset,
             log_end_offset,
         })
-        .map_err(ApiError::internal)
+        .map_err(|e| Error::Internal(e.into()))
     }
 
     /// Waits until records past `offset` become visible, or `wait` passes; returns the
@@ -263,7 +261,7 @@ impl Broker {
         until: u64,
         limit: usize,
         max_bytes: usize,
-    ) -> Result<Vec<Region>, ApiError> {
+    ) -> Result<Vec<Region>, Error> {
         let mut out: Vec<Region> = Vec::new();
         let (mut pos, mut taken, mut bytes) = (from, 0usize, 0usize);
         while pos < until && taken < limit && (taken == 0 || bytes < max_bytes) {
@@ -340,7 +338,7 @@ impl Broker {
         &self,
         part: &Partition,
         offset: u64,
-    ) -> Result<Arc<DecodedSegment>, ApiError> {
+    ) -> Result<Arc<DecodedSegment>, Error> {
         let known = part.lock().known_segment(offset);
         let seg = match known {
             Some(s) => s,
@@ -421,7 +419,7 @@ async fn decode_verified(data: Bytes, seg: &SegmentRef) -> Result<DecodedSegment
     })
 }
 
-fn segment_error(part: &Partition, seg: Option<&SegmentRef>, e: StoreError) -> ApiError {
+fn segment_error(part: &Partition, seg: Option<&SegmentRef>, e: StoreError) -> Error {
     let what = match seg {
         Some(s) => format!(
             "cannot read segment {} (offsets {}..={}) of {} partition {}: {e}",
@@ -434,8 +432,8 @@ fn segment_error(part: &Partition, seg: Option<&SegmentRef>, e: StoreError) -> A
     };
     match &e {
         StoreError::Client { source, .. } if source.is_transient() => {
-            ApiError::unavailable("segment_unavailable", what, 1)
+            Error::SegmentUnavailable(what)
         }
-        _ => ApiError::internal(anyhow::anyhow!(what)),
+        _ => Error::Internal(anyhow::anyhow!(what)),
     }
 }

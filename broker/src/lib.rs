@@ -12,15 +12,18 @@
 //! # Layout
 //! - [`config`]: flags (`KELP_*` env vars).
 //! - [`core`]: the state every part shares (store, budgets, metrics, lifecycle tokens).
-//! - [`http`]: the router and one handler module per resource.
-//! - [`service`]: topics, recovery, consumer groups, the admin flush, readiness.
+//! - [`http`]: the router, one handler module per resource, and `http::error`, the only
+//!   place that maps a [`service::Error`] to an HTTP status.
+//! - [`service`]: topics, recovery, consumer groups, the admin flush, readiness, and the
+//!   [`service::Error`] every domain operation returns.
 //! - [`names`]: valid namespace, topic and group names.
 //! - [`publish`] and [`fetch`]: the two hot paths.
 //! - [`flusher`]: the per-partition flush loop (group commit, retries, tracing).
 //! - [`partition`] and [`log`]: a partition's state and its in-memory log buffer.
 //! - [`segment`]: the on-volume segment encoding (batches with crc32c).
 //! - [`cache`]: the LRU of decoded segments.
-//! - [`kafka_backend`]: the broker as the backend of its Kafka listener (`--kafka-port`).
+//! - [`kafka_backend`]: the broker as the backend of its Kafka listener (`--kafka-port`):
+//!   produce, fetch, offsets and idempotent producers, with broker errors mapped to Kafka's.
 //! - [`store`]: the [`store::Store`] trait over master, volume servers and filer, with an
 //!   in-memory implementation for tests.
 //! - [`metrics`]: Prometheus metrics.

@@ -1,9 +1,9 @@
-//! Names of namespaces, topics and groups: what is valid, and the 400 that names a bad one.
+//! Names of namespaces, topics and groups: what is valid, and the error that names a bad one.
 //!
 //! Names become path components in the filer (`/broker/topics/<ns>/<topic>/...`), so the rule is
 //! strict and shared by the HTTP API, the Kafka listener and the store.
 
-use common::http::ApiError;
+use crate::service::Error;
 
 /// Whether `name` is a valid namespace, topic or group name: `[A-Za-z0-9._-]{1,128}`, and
 /// neither `.` nor `..` (they would be path components).
@@ -16,17 +16,15 @@ pub fn valid_name(name: &str) -> bool {
         && name != ".."
 }
 
-/// Checks a name, answering 400 `bad_name` naming it.
-pub fn check_name(kind: &str, name: &str) -> Result<(), ApiError> {
+/// Checks a name, answering [`Error::BadName`] naming it.
+pub fn check_name(kind: &'static str, name: &str) -> Result<(), Error> {
     if valid_name(name) {
         Ok(())
     } else {
-        Err(ApiError::bad_request(
-            "bad_name",
-            format!(
-                "{kind} name {name:?} must be 1 to 128 characters of A-Z a-z 0-9 . _ - (and not . or ..)"
-            ),
-        ))
+        Err(Error::BadName {
+            kind,
+            name: name.to_owned(),
+        })
     }
 }
 

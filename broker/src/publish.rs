@@ -15,13 +15,12 @@ use common::api::broker::{
     Acks, BatchRecord, PublishRecord, PublishRequest, PublishResponse, RecordOffset,
     partition_for_key,
 };
-use common::http::ApiError;
 use opentelemetry::trace::SpanContext;
 
 use crate::names::check_name;
-use crate::partition::{MAX_LINKS, Partition};
+use crate::partition::{MAX_LINKS, Partition, Topic};
 use crate::segment;
-use crate::service::{Broker, shutting_down, unknown_partition};
+use crate::service::{Broker, Error};
 use crate::store::TopicKey;
 
 /// One record to publish, borrowing from the request body where it can.
@@ -57,39 +56,34 @@ fn text_or_b64<'a>(
     field: &str,
     text: Option<Cow<'a, str>>,
     b64: Option<Cow<'a, str>>,
-) -> Result<Option<Cow<'a, [u8]>>, ApiError> {
+) -> Result<Option<Cow<'a, [u8]>>, Error> {
     match (text, b64) {
-        (Some(_), Some(_)) => Err(ApiError::bad_request(
-            "bad_record",
-            format!("record {index} has both {field} and {field}_b64"),
-        )),
+        (Some(_), Some(_)) => Err(Error::BadRecord(format!(
+            "record {index} has both {field} and {field}_b64"
+        ))),
         (Some(Cow::Borrowed(s)), None) => Ok(Some(Cow::Borrowed(s.as_bytes()))),
         (Some(Cow::Owned(s)), None) => Ok(Some(Cow::Owned(s.into_bytes()))),
         (None, Some(b)) => base64::engine::general_purpose::STANDARD
             .decode(b.as_bytes())
             .map(|v| Some(Cow::Owned(v)))
             .map_err(|e| {
-                ApiError::bad_request(
-                    "bad_record",
-                    format!("record {index} has a {field}_b64 that is not base64: {e}"),
-                )
+                Error::BadRecord(format!(
+                    "record {index} has a {field}_b64 that is not base64: {e}"
+                ))
             }),
         (None, None) => Ok(None),
     }
 }
 
 /// Converts JSON records, decoding `*_b64` fields.
-pub fn from_json(req: PublishRequest<'_>) -> Result<Vec<InRecord<'_>>, ApiError> {
+pub fn from_json(req: PublishRequest<'_>) -> Result<Vec<InRecord<'_>>, Error> {
     req.records
         .into_iter()
         .enumerate()
         .map(|(i, r): (usize, PublishRecord<'_>)| {
             let key = text_or_b64(i, "key", r.key, r.key_b64)?;
             let value = text_or_b64(i, "value", r.value, r.value_b64)?.ok_or_else(|| {
-                ApiError::bad_request(
-                    "bad_record",
-                    format!("record {i} has neither value nor value_b64"),
-                )
+                Error::BadRecord(format!("record {i} has neither value nor value_b64"))
             })?;
             let headers = r
                 .headers
@@ -107,9 +101,13 @@ pub fn from_json(req: PublishRequest<'_>) -> Result<Vec<InRecord<'_>>, ApiError>
         .collect()
 }
 
-/// 503 `partition_fenced`: another broker owns the partition now.
-pub fn fenced(message: String) -> ApiError {
-    ApiError::unavailable("partition_fenced", message, 1)
+/// [`Error::UnknownPartition`]: a record names a partition `topic` lacks.
+fn unknown_partition(topic: &Topic, partition: u32) -> Error {
+    Error::UnknownPartition {
+        key: topic.key.clone(),
+        partition,
+        count: topic.partition_count(),
+    }
 }
 
 /// Returns reserved buffer bytes that were not used (on an early return).
@@ -139,7 +137,7 @@ impl Drop for Reservation<'_> {
 /// Records appended by [`Broker::append_records`], waiting for [`Broker::finish_publish`].
 #[derive(Debug)]
 pub struct Appended {
-    topic: Arc<crate::partition::Topic>,
+    topic: Arc<Topic>,
     offsets: Vec<RecordOffset>,
     targets: Vec<(u32, u64)>,
     durable: bool,
@@ -163,7 +161,7 @@ impl Broker {
         records: Vec<InRecord<'_>>,
         acks: Acks,
         link: Option<SpanContext>,
-    ) -> Result<Published, ApiError> {
+    ) -> Result<Published, Error> {
         self.publish_if(key, records, acks, link, None).await
     }
 
@@ -177,7 +175,7 @@ impl Broker {
         acks: Acks,
         link: Option<SpanContext>,
         if_log_end: Option<u64>,
-    ) -> Result<Published, ApiError> {
+    ) -> Result<Published, Error> {
         let appended = self.append_records(key, &records, acks, link, if_log_end)?;
         drop(records);
         self.finish_publish(appended).await
@@ -194,16 +192,13 @@ impl Broker {
         acks: Acks,
         link: Option<SpanContext>,
         if_log_end: Option<u64>,
-    ) -> Result<Appended, ApiError> {
+    ) -> Result<Appended, Error> {
         check_name("namespace", &key.ns)?;
         check_name("topic", &key.name)?;
         self.check_accepting()?;
         let topic = self.topic(key)?;
         if records.is_empty() {
-            return Err(ApiError::bad_request(
-                "empty_batch",
-                format!("publish to {key} has no records"),
-            ));
+            return Err(Error::EmptyBatch { key: key.clone() });
         }
         let n = topic.partition_count();
         let max_record = self.cfg.max_record_bytes;
@@ -226,20 +221,15 @@ impl Broker {
                     .iter()
                     .any(|(name, _)| name.len() > usize::from(u16::MAX))
             {
-                return Err(ApiError::bad_request(
-                    "bad_record",
-                    format!(
-                        "record {i} has more than 65535 headers or a header name over 65535 bytes"
-                    ),
-                ));
+                return Err(Error::BadRecord(format!(
+                    "record {i} has more than 65535 headers or a header name over 65535 bytes"
+                )));
             }
             let size = segment::record_len(r.key.as_deref(), &r.value, &r.headers) as u64;
             if size > max_record {
-                return Err(ApiError::PayloadTooLarge {
-                    message: format!(
-                        "record {i} is {size} bytes encoded, over the {max_record}-byte record limit"
-                    ),
-                });
+                return Err(Error::TooLarge(format!(
+                    "record {i} is {size} bytes encoded, over the {max_record}-byte record limit"
+                )));
             }
             total += size;
             let p = match (r.partition, &r.key) {
@@ -255,30 +245,20 @@ impl Broker {
             parts.push(p);
         }
         if if_log_end.is_some() && parts.windows(2).any(|w| w[0] != w[1]) {
-            return Err(ApiError::bad_request(
-                "bad_condition",
-                format!("publish to {key} with if_log_end must send every record to one partition"),
-            ));
+            return Err(Error::BadCondition { key: key.clone() });
         }
         let batch_limit = self.cfg.batch_limit();
         if total > batch_limit {
-            return Err(ApiError::PayloadTooLarge {
-                message: format!(
-                    "publish to {key} is {total} bytes encoded, over the {batch_limit}-byte batch limit"
-                ),
-            });
+            return Err(Error::TooLarge(format!(
+                "publish to {key} is {total} bytes encoded, over the {batch_limit}-byte batch limit"
+            )));
         }
         if !self.budget.try_reserve(total) {
             self.metrics.buffer_full.inc();
-            return Err(ApiError::unavailable(
-                "buffer_full",
-                format!(
-                    "broker buffer is full ({} of {} bytes not yet durable); retry later",
-                    self.budget.used(),
-                    self.budget.limit()
-                ),
-                1,
-            ));
+            return Err(Error::BufferFull {
+                used: self.budget.used(),
+                limit: self.budget.limit(),
+            });
         }
         self.metrics.buffered_bytes.set(self.budget.used() as i64);
         let mut reservation = Reservation {
@@ -310,21 +290,20 @@ impl Broker {
             let (end, lag, wake) = {
                 let mut st = part.lock();
                 if let Some(f) = &st.fenced {
-                    return Err(fenced(f.clone()));
+                    return Err(Error::Fenced(f.clone()));
                 }
                 if st.closed {
-                    return Err(shutting_down());
+                    return Err(Error::ShuttingDown);
                 }
                 if let Some(expected) = if_log_end
                     && st.log.next() != expected
                 {
-                    return Err(ApiError::conflict(
-                        "log_end_mismatch",
-                        format!(
-                            "partition {p} of {key} ends at offset {}, not {expected}: nothing was appended",
-                            st.log.next()
-                        ),
-                    ));
+                    return Err(Error::LogEndMismatch {
+                        key: key.clone(),
+                        partition: p,
+                        end: st.log.next(),
+                        expected,
+                    });
                 }
                 let was_idle = st.log.oldest_pending().is_none();
                 let before = st.log.pending_bytes();
@@ -371,7 +350,7 @@ impl Broker {
 
     /// The second half of a publish: for `acks=durable`, waits until every partition it
     /// appended to is durable past its records.
-    pub async fn finish_publish(&self, appended: Appended) -> Result<Published, ApiError> {
+    pub async fn finish_publish(&self, appended: Appended) -> Result<Published, Error> {
         let Appended {
             topic,
             offsets,
@@ -400,14 +379,15 @@ impl Broker {
 
     /// Waits until `part` is durable up to `target` (exclusive) or `deadline` passes, and
     /// returns the trace id of the flush that made offset `target - 1` durable. A timeout (or
-    /// the shutdown flush giving up) is a 503 naming the partition's flush error: the records
-    /// stay buffered and will still be flushed, so a retry may duplicate them.
+    /// the shutdown flush giving up) is [`Error::NotDurableYet`] naming the partition's flush
+    /// error: the records stay buffered and will still be flushed, so a retry may duplicate
+    /// them.
     pub async fn wait_durable(
         &self,
         part: &Partition,
         target: u64,
         deadline: tokio::time::Instant,
-    ) -> Result<Option<Arc<str>>, ApiError> {
+    ) -> Result<Option<Arc<str>>, Error> {
         let mut rx = part.durable_tx.subscribe();
         let waited = tokio::select! {
             r = tokio::time::timeout_at(deadline, rx.wait_for(|s| s.durable >= target || s.fenced)) => r.ok().and_then(Result::ok).is_some_and(|s| s.durable >= target),
@@ -415,25 +395,19 @@ impl Broker {
         };
         if !waited {
             if let Some(f) = part.lock().fenced.clone() {
-                return Err(fenced(f));
+                return Err(Error::Fenced(f));
             }
             let error = part
                 .lock()
                 .error()
                 .unwrap_or_else(|| "flush still running".to_owned());
-            return Err(ApiError::unavailable(
-                "not_durable_yet",
-                format!(
-                    "records of {} partition {} up to offset {} were accepted but are not durable \
-                     after {} ms ({error}); they stay buffered and will still be flushed, so retrying \
-                     may duplicate them",
-                    part.label,
-                    part.index,
-                    target.saturating_sub(1),
-                    self.cfg.durable_timeout_ms
-                ),
-                1,
-            ));
+            return Err(Error::NotDurableYet {
+                topic: part.label.clone(),
+                partition: part.index,
+                offset: target.saturating_sub(1),
+                timeout_ms: self.cfg.durable_timeout_ms,
+                error,
+            });
         }
         Ok(part.lock().flush_trace_for(target.saturating_sub(1)))
     }

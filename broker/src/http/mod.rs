@@ -1,8 +1,9 @@
 //! The broker's router: `/topics` (create, list, describe, publish, fetch records),
 //! `/groups/{group}/offsets`, `/admin/flush`, `/healthz`, `/readyz`, `/metrics` and
 //! `/openapi.json`, their OpenAPI document (`openapi.json` beside this file), and the shared
-//! layers and fallbacks.
+//! layers and fallbacks. [`error`] maps the domain's errors to statuses and codes.
 
+pub mod error;
 pub mod routes;
 
 use std::sync::Arc;

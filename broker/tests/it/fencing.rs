@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use common::api::broker::{Acks, Isolation};
+use common::http::ApiError;
 use kelp_broker::store::mem::MemStore;
 
 use crate::helpers::{broker_with, cfg, fetch, key, offsets, publish, recs};
@@ -28,6 +29,7 @@ async fn test_a_second_broker_takes_partitions_over_and_fences_the_first() {
     let err = first
         .publish(&key(), recs(0, 3, 2), Acks::Durable, None)
         .await
+        .map_err(ApiError::from)
         .unwrap_err();
     assert_eq!(err.code(), "partition_fenced", "{err}");
     assert!(err.to_string().contains("fenced"), "{err}");
@@ -35,11 +37,13 @@ async fn test_a_second_broker_takes_partitions_over_and_fences_the_first() {
     let again = first
         .publish(&key(), recs(0, 5, 1), Acks::Durable, None)
         .await
+        .map_err(ApiError::from)
         .unwrap_err();
     assert_eq!(again.code(), "partition_fenced");
     assert!(
         first
             .readiness()
+            .map_err(ApiError::from)
             .unwrap_err()
             .to_string()
             .contains("fenced")
@@ -73,6 +77,7 @@ async fn test_publish_if_log_end_appends_only_at_that_end() {
     let err = b
         .publish_if(&key(), recs(0, 2, 1), Acks::Durable, None, Some(1))
         .await
+        .map_err(ApiError::from)
         .unwrap_err();
     assert_eq!(err.code(), "log_end_mismatch", "{err}");
     assert_eq!(offsets(&b, 0), (0, 2, 2), "nothing was appended");
@@ -87,6 +92,7 @@ async fn test_publish_if_log_end_appends_only_at_that_end() {
     let err = b
         .publish_if(&key(), two, Acks::Durable, None, Some(3))
         .await
+        .map_err(ApiError::from)
         .unwrap_err();
     assert_eq!(err.code(), "bad_condition");
 }
@@ -106,10 +112,20 @@ async fn test_deleted_topic_is_gone_and_can_be_created_anew() {
         .unwrap();
     b.delete_topic(&key()).await.unwrap();
     assert_eq!(b.buffered_bytes(), 0);
-    assert_eq!(b.get_topic(&key()).unwrap_err().code(), "unknown_topic");
+    assert_eq!(
+        b.get_topic(&key())
+            .map_err(ApiError::from)
+            .unwrap_err()
+            .code(),
+        "unknown_topic"
+    );
     assert!(store.segments(&key(), 0).is_empty());
     assert_eq!(
-        b.delete_topic(&key()).await.unwrap_err().code(),
+        b.delete_topic(&key())
+            .await
+            .map_err(ApiError::from)
+            .unwrap_err()
+            .code(),
         "unknown_topic"
     );
     // A new topic of the same name starts empty, also after a restart.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use bytes::Bytes;
 use common::api::broker::{Acks, FetchQuery, FetchResponse, Isolation, partition_for_key};
+use common::http::ApiError;
 use kelp_broker::publish::InRecord;
 use kelp_broker::store::mem::MemStore;
 use kelp_broker::store::{SegmentMeta, TopicKey};
@@ -139,7 +140,7 @@ async fn test_failing_store_keeps_data_retries_and_recovers_without_gap() {
     store.faults.write.store(true, Ordering::SeqCst);
     publish(&b, recs(0, 0, 10), Acks::Buffered).await;
     eventually("readyz reports the failure", || b.readiness().is_err()).await;
-    let err = b.readiness().unwrap_err();
+    let err = b.readiness().map_err(ApiError::from).unwrap_err();
     assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(err.to_string().contains("ns/t partition 0"), "{err}");
     publish(&b, recs(0, 10, 5), Acks::Buffered).await;
@@ -189,6 +190,7 @@ async fn test_durable_publish_times_out_with_503_and_is_flushed_later() {
     let err = b
         .publish(&key(), recs(0, 0, 2), Acks::Durable, None)
         .await
+        .map_err(ApiError::from)
         .unwrap_err();
     assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(err.code(), "not_durable_yet");
@@ -220,6 +222,7 @@ async fn test_buffer_full_is_503_and_loses_nothing() {
     let err = b
         .publish(&key(), big(6), Acks::Buffered, None)
         .await
+        .map_err(ApiError::from)
         .unwrap_err();
     assert_eq!(err.code(), "buffer_full");
     assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -294,7 +297,11 @@ async fn test_recovery_log_start_from_first_segment_and_416_below_it() {
     store.insert_segment(second, blob);
     let b = broker_with(store, cfg()).await;
     assert_eq!(offsets(&b, 0), (5, 9, 9));
-    let err = b.fetch(&key(), 0, query(3)).await.unwrap_err();
+    let err = b
+        .fetch(&key(), 0, query(3))
+        .await
+        .map_err(ApiError::from)
+        .unwrap_err();
     assert_eq!(err.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     let f = fetch(&b, 0, 5, Isolation::Durable).await;
     assert_eq!(f.records.first().map(|r| r.offset), Some(5));
@@ -315,7 +322,11 @@ fn query(offset: u64) -> FetchQuery {
 async fn test_fetch_416_bounds_and_end_is_empty() {
     let (b, _store) = broker(1, cfg()).await;
     publish(&b, recs(0, 0, 3), Acks::Durable).await;
-    let err = b.fetch(&key(), 0, query(4)).await.unwrap_err();
+    let err = b
+        .fetch(&key(), 0, query(4))
+        .await
+        .map_err(ApiError::from)
+        .unwrap_err();
     assert_eq!(err.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     let common::http::ApiError::RangeNotSatisfiable { detail, .. } = err else {
         panic!("not a 416")
@@ -327,7 +338,11 @@ async fn test_fetch_416_bounds_and_end_is_empty() {
     let f = fetch(&b, 0, 3, Isolation::Durable).await;
     assert!(f.records.is_empty());
     assert_eq!(f.next_offset, 3);
-    let err = b.fetch(&key(), 5, query(0)).await.unwrap_err();
+    let err = b
+        .fetch(&key(), 5, query(0))
+        .await
+        .map_err(ApiError::from)
+        .unwrap_err();
     assert_eq!(err.status(), StatusCode::NOT_FOUND);
 }
 
@@ -381,7 +396,11 @@ async fn test_fetch_reads_segments_when_tail_is_evicted_and_reports_corruption()
     publish(&b2, recs(0, 0, 3), Acks::Durable).await;
     let seg = store2.segments(&key(), 0)[0].clone();
     store2.corrupt_blob(&seg.chunk.fid, Bytes::from_static(b"garbage"));
-    let err = b2.fetch(&key(), 0, query(0)).await.unwrap_err();
+    let err = b2
+        .fetch(&key(), 0, query(0))
+        .await
+        .map_err(ApiError::from)
+        .unwrap_err();
     assert!(err.status().is_server_error());
     assert!(
         err.to_string().contains(&seg.chunk.fid.to_string()),
@@ -453,6 +472,7 @@ async fn test_partition_by_key_hash_and_round_robin() {
     let err = b
         .publish(&key(), recs(4, 0, 1), Acks::Buffered, None)
         .await
+        .map_err(ApiError::from)
         .unwrap_err();
     assert_eq!(err.code(), "unknown_partition");
 }
@@ -468,6 +488,7 @@ async fn test_publish_validation() {
     let err = b
         .publish(&key(), Vec::new(), Acks::Buffered, None)
         .await
+        .map_err(ApiError::from)
         .unwrap_err();
     assert_eq!(err.status(), StatusCode::BAD_REQUEST);
     let big = vec![InRecord {
@@ -479,11 +500,13 @@ async fn test_publish_validation() {
     let err = b
         .publish(&key(), big, Acks::Buffered, None)
         .await
+        .map_err(ApiError::from)
         .unwrap_err();
     assert_eq!(err.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let err = b
         .publish(&key(), recs(0, 0, 100), Acks::Buffered, None)
         .await
+        .map_err(ApiError::from)
         .unwrap_err();
     assert_eq!(err.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let err = b
@@ -494,6 +517,7 @@ async fn test_publish_validation() {
             None,
         )
         .await
+        .map_err(ApiError::from)
         .unwrap_err();
     assert_eq!(err.status(), StatusCode::NOT_FOUND);
     assert!(err.to_string().contains("ns/nope"));
@@ -545,7 +569,7 @@ async fn test_admin_flush_makes_everything_durable_or_names_the_failure() {
 
     store.faults.assign.store(true, Ordering::SeqCst);
     publish(&b, recs(1, 2, 1), Acks::Buffered).await;
-    let err = b.flush_all().await.unwrap_err();
+    let err = b.flush_all().await.map_err(ApiError::from).unwrap_err();
     assert_eq!(err.code(), "flush_failed");
     assert!(err.to_string().contains("partition 1 of ns/t"), "{err}");
     store.faults.assign.store(false, Ordering::SeqCst);
@@ -559,18 +583,24 @@ async fn test_topics_create_conflict_and_groups() {
     let (created, info) = b.create_topic(key(), 2).await.unwrap();
     assert!(!created);
     assert_eq!(info.partitions.len(), 2);
-    let err = b.create_topic(key(), 3).await.unwrap_err();
+    let err = b
+        .create_topic(key(), 3)
+        .await
+        .map_err(ApiError::from)
+        .unwrap_err();
     assert_eq!(err.status(), StatusCode::CONFLICT);
     for bad in [0, 1025] {
         let err = b
             .create_topic(TopicKey::new("ns", "x"), bad)
             .await
+            .map_err(ApiError::from)
             .unwrap_err();
         assert_eq!(err.status(), StatusCode::BAD_REQUEST);
     }
     let err = b
         .create_topic(TopicKey::new("..", "x"), 1)
         .await
+        .map_err(ApiError::from)
         .unwrap_err();
     assert_eq!(err.code(), "bad_name");
     assert_eq!(b.list_topics().unwrap().len(), 1);
@@ -599,6 +629,7 @@ async fn test_topics_create_conflict_and_groups() {
     assert_eq!(
         b.commit_offset("g1", "ns/t", 2, 1, false)
             .await
+            .map_err(ApiError::from)
             .unwrap_err()
             .status(),
         StatusCode::BAD_REQUEST
@@ -606,6 +637,7 @@ async fn test_topics_create_conflict_and_groups() {
     assert_eq!(
         b.commit_offset("g1", "ns/zz", 0, 1, false)
             .await
+            .map_err(ApiError::from)
             .unwrap_err()
             .status(),
         StatusCode::NOT_FOUND
@@ -613,6 +645,7 @@ async fn test_topics_create_conflict_and_groups() {
     assert_eq!(
         b.commit_offset("g1", "nst", 0, 1, false)
             .await
+            .map_err(ApiError::from)
             .unwrap_err()
             .status(),
         StatusCode::BAD_REQUEST
@@ -630,10 +663,14 @@ async fn test_loader_retries_until_filer_is_reachable() {
     );
     b.spawn_loader();
     // The loader cannot succeed while the filer fails: not ready, whenever we look.
-    let err = b.readiness().unwrap_err();
+    let err = b.readiness().map_err(ApiError::from).unwrap_err();
     assert_eq!(err.code(), "not_ready");
     assert_eq!(
-        b.create_topic(key(), 1).await.unwrap_err().code(),
+        b.create_topic(key(), 1)
+            .await
+            .map_err(ApiError::from)
+            .unwrap_err()
+            .code(),
         "not_ready"
     );
     store.faults.meta.store(false, Ordering::SeqCst);

@@ -10,7 +10,7 @@ use crate::http::AppState;
 
 /// Answers once everything buffered at call time is durable.
 pub async fn flush(State(broker): State<AppState>) -> Result<Json<FlushResponse>, ApiError> {
-    broker.flush_all().await.map(Json)
+    Ok(Json(broker.flush_all().await?))
 }
 
 #[derive(Serialize)]

@@ -12,10 +12,10 @@ pub async fn commit(
     Path(group): Path<String>,
     Json(req): Json<CommitOffsetRequest>,
 ) -> Result<Json<GroupOffsets>, ApiError> {
-    broker
+    let offsets = broker
         .commit_offset(&group, &req.topic, req.partition, req.offset, req.reset)
-        .await
-        .map(Json)
+        .await?;
+    Ok(Json(offsets))
 }
 
 /// A group's committed offsets of one topic.
@@ -24,5 +24,5 @@ pub async fn get(
     Path(group): Path<String>,
     Query(q): Query<GroupOffsetsQuery>,
 ) -> Result<Json<GroupOffsets>, ApiError> {
-    broker.group_offsets(&group, &q.topic).await.map(Json)
+    Ok(Json(broker.group_offsets(&group, &q.topic).await?))
 }

@@ -31,7 +31,7 @@ pub async fn get(
     State(broker): State<AppState>,
     Path((ns, topic)): Path<(String, String)>,
 ) -> Result<Json<TopicInfo>, ApiError> {
-    broker.get_topic(&TopicKey::new(ns, topic)).map(Json)
+    Ok(Json(broker.get_topic(&TopicKey::new(ns, topic))?))
 }
 
 /// `GET /topics`.

@@ -1,0 +1,159 @@
+//! Start-up recovery: every topic's partitions are taken over (their owner epoch raised, so a
+//! previous owner can no longer commit) and rebuilt from their first and last segment entries.
+//!
+//! Invariant: a partition is served only after it is owned, so what its listing shows is its
+//! whole durable log.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::sync::LockExt;
+use futures::StreamExt;
+
+use crate::partition::{Partition, Topic};
+use crate::service::{Broker, RECOVERY_CONCURRENCY};
+use crate::store::{StoreError, TopicConf};
+
+impl Broker {
+    /// Recovers every topic from the store, retrying until the store answers; then marks the
+    /// broker loaded. Returns early on shutdown.
+    pub async fn load_all(self: Arc<Self>) {
+        let mut attempt = 0u32;
+        loop {
+            attempt = attempt.saturating_add(1);
+            let delay =
+                common::retry::backoff(attempt, Duration::from_millis(100), Duration::from_secs(5));
+            match self.try_load_all().await {
+                Ok(n) => {
+                    *self.load_error.lock_or_abort() = None;
+                    self.loaded.store(true, Ordering::Release);
+                    tracing::info!(topics = n, "recovered topics from the filer");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?delay, "failed to recover topics from the filer");
+                    *self.load_error.lock_or_abort() = Some(e.to_string());
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn try_load_all(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let confs = self.store.list_topics().await?;
+        let n = confs.len();
+        for conf in confs {
+            if self.topic(&conf.key).is_ok() {
+                continue;
+            }
+            let topic = self.recover_topic(&conf, true).await?;
+            self.install(topic);
+        }
+        Ok(n)
+    }
+
+    /// Rebuilds a topic's partitions from its segment entries: the last segment gives the
+    /// next offset, the first gives `log_start_offset`. Costs two listings per partition
+    /// directory, whatever the number of records. With `existing = false` (a topic just
+    /// created) only partitions that already have a directory are listed.
+    pub(super) async fn recover_topic(
+        self: &Arc<Self>,
+        conf: &TopicConf,
+        existing: bool,
+    ) -> Result<Arc<Topic>, StoreError> {
+        let key = &conf.key;
+        // Own every partition before reading its segments: from here on a commit of the
+        // previous owner is refused, so what is listed below is the partition's whole log.
+        let owner = self.owner_id();
+        let store = &self.store;
+        let owner = &owner;
+        let taken: Vec<Result<(u32, u64), StoreError>> = futures::stream::iter(0..conf.partitions)
+            .map(|p| async move { Ok((p, store.take_partition(key, p, owner).await?)) })
+            .buffer_unordered(RECOVERY_CONCURRENCY)
+            .collect()
+            .await;
+        let mut epochs = BTreeMap::new();
+        for t in taken {
+            let (p, epoch) = t?;
+            epochs.insert(p, epoch);
+        }
+        let dirs = self.store.partition_dirs(key).await?;
+        if !existing && dirs.is_empty() {
+            return Ok(self.build_topic(conf, &BTreeMap::new(), &epochs));
+        }
+        let results: Vec<Result<(u32, u64, u64), StoreError>> =
+            futures::stream::iter(dirs.into_iter().filter(|p| *p < conf.partitions))
+                .map(|p| async move {
+                    let last = store.last_segment(key, p).await?;
+                    let Some(last) = last else {
+                        return Ok((p, 0, 0));
+                    };
+                    let first = store.first_segment(key, p).await?.ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "partition {p} of {key} has a last segment but no first"
+                        ))
+                    })?;
+                    if first.offset_min > last.offset_min {
+                        return Err(StoreError::Corrupt(format!(
+                            "partition {p} of {key}: first segment starts after the last one"
+                        )));
+                    }
+                    Ok((p, first.offset_min, last.end()))
+                })
+                .buffer_unordered(RECOVERY_CONCURRENCY)
+                .collect()
+                .await;
+        let mut bounds = BTreeMap::new();
+        for r in results {
+            let (p, start, next) = r?;
+            tracing::info!(topic = %key, partition = p, log_start_offset = start, next_offset = next, "recovered partition");
+            bounds.insert(p, (start, next));
+        }
+        Ok(self.build_topic(conf, &bounds, &epochs))
+    }
+
+    /// How this broker names itself as a partition's owner.
+    fn owner_id(&self) -> String {
+        format!(
+            "{}:{} pid {}",
+            self.cfg.ip,
+            self.cfg.port,
+            std::process::id()
+        )
+    }
+
+    fn build_topic(
+        self: &Arc<Self>,
+        conf: &TopicConf,
+        bounds: &BTreeMap<u32, (u64, u64)>,
+        epochs: &BTreeMap<u32, u64>,
+    ) -> Arc<Topic> {
+        let roll = self.cfg.flush_bytes.min(self.cfg.max_segment_bytes).max(1) as usize;
+        let label = conf.key.to_string();
+        let partitions = (0..conf.partitions)
+            .map(|p| {
+                let (start, next) = bounds.get(&p).copied().unwrap_or((0, 0));
+                let part = Partition::new(
+                    conf.key.clone(),
+                    p,
+                    start,
+                    next,
+                    roll,
+                    self.metrics.lag_gauge(&label, p),
+                );
+                part.lock().epoch = epochs.get(&p).copied().unwrap_or(0);
+                Arc::new(part)
+            })
+            .collect();
+        Arc::new(Topic {
+            key: conf.key.clone(),
+            partitions,
+            rr: AtomicU64::new(0),
+        })
+    }
+}
