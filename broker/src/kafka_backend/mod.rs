@@ -241,3 +241,84 @@ impl Backend for KafkaBackend {
         self.next_producer_id().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    #[test]
+    fn test_backend_error_maps_broker_errors_by_variant() {
+        let key = || TopicKey::new("ns", "t");
+        assert!(matches!(
+            backend_error(Error::UnknownTopic { key: key() }),
+            BackendError::UnknownTopicOrPartition(m) if m == "topic ns/t does not exist"
+        ));
+        assert!(matches!(
+            backend_error(Error::UnknownPartition {
+                key: key(),
+                partition: 3,
+                count: 1
+            }),
+            BackendError::UnknownTopicOrPartition(_)
+        ));
+        assert!(matches!(
+            backend_error(Error::TopicExists {
+                key: key(),
+                have: 1,
+                wanted: 2
+            }),
+            BackendError::TopicAlreadyExists(_)
+        ));
+        assert!(matches!(
+            backend_error(Error::BadPartitions {
+                key: key(),
+                partitions: 0
+            }),
+            BackendError::InvalidPartitions(_)
+        ));
+        assert!(matches!(
+            backend_error(Error::BadName {
+                kind: "topic",
+                name: "..".into()
+            }),
+            BackendError::InvalidTopic(_)
+        ));
+        assert!(matches!(
+            backend_error(Error::TooLarge("big".into())),
+            BackendError::TooLarge(m) if m == "big"
+        ));
+        assert!(matches!(
+            backend_error(Error::OffsetOutOfRange {
+                key: key(),
+                partition: 0,
+                offset: 9,
+                log_start: 0,
+                log_end: 3
+            }),
+            BackendError::OffsetOutOfRange(_)
+        ));
+        for retriable in [
+            Error::ShuttingDown,
+            Error::BufferFull { used: 1, limit: 1 },
+            Error::Fenced("f".into()),
+            Error::NotReady { why: "w".into() },
+        ] {
+            assert!(matches!(
+                backend_error(retriable),
+                BackendError::Unavailable(_)
+            ));
+        }
+        for internal in [
+            Error::from(StoreError::Conflict("c".into())),
+            Error::BadRecord("r".into()),
+            Error::Corrupt {
+                topic: "ns/t".into(),
+                partition: 0,
+                what: "w".into(),
+            },
+        ] {
+            assert!(matches!(backend_error(internal), BackendError::Internal(_)));
+        }
+    }
+}
