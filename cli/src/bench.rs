@@ -16,11 +16,10 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use bytes::Bytes;
 use clap::{Args, Subcommand};
-use common::api::broker::{Acks, BatchRecord, FetchQuery, encode_batch};
+use common::api::broker::{PublishResponse, RecordOffset, TopicInfo, decode_batch};
 use common::api::master::{AssignQuery, AssignResponse, Location, LookupResponse};
 use common::api::volume::UploadResponse;
 use common::client::HttpClient;
-use common::client::broker::BrokerClient;
 use common::client::filer::FilerClient;
 use common::client::volume::{BlobClient, WriteOptions};
 use common::ids::FileId;
@@ -34,13 +33,16 @@ pub enum BenchCommand {
     /// Blob writes then random reads against a master and its volume servers.
     Blob(BlobArgs),
     /// Publish throughput and ack latency, then consumption from flushed segments.
-    Pub(PubArgs),
+    Pub(crate::bench_pub::PubArgs),
     /// Small-file create then read through the filer.
     Filer(FilerArgs),
-    /// Serve the blob routes from memory with no I/O: the ceiling for `bench blob`.
+    /// Serve the blob and publish routes from memory with no I/O: the ceiling for `bench
+    /// blob` and `bench pub --no-fetch`.
     BareServer(BareArgs),
     /// Produce then consume through a Kafka listener with librdkafka.
     Kafka(crate::bench_kafka::KafkaArgs),
+    /// Publish single messages to NATS JetStream: the peer of `pub --batch 1`.
+    Nats(crate::bench_nats::NatsArgs),
 }
 
 /// Arguments of `kelp bench blob`.
@@ -64,41 +66,6 @@ pub struct BlobArgs {
     /// Collection to write to.
     #[arg(long, default_value = "bench")]
     collection: String,
-    /// Hide the progress bar.
-    #[arg(long)]
-    quiet: bool,
-}
-
-/// Arguments of `kelp bench pub`.
-#[derive(Debug, Args)]
-pub struct PubArgs {
-    /// The broker.
-    #[arg(long, env = "KELP_BROKER", default_value = "127.0.0.1:17777")]
-    broker: String,
-    /// Topic namespace (the topic is created if missing).
-    #[arg(long, default_value = "bench")]
-    namespace: String,
-    /// Topic name (default: one per run and shape).
-    #[arg(long)]
-    topic: Option<String>,
-    /// Partitions of the topic.
-    #[arg(short, long, default_value_t = 1)]
-    partitions: u32,
-    /// Records to publish.
-    #[arg(short = 'n', long, default_value_t = 200_000)]
-    records: usize,
-    /// Record value size in bytes.
-    #[arg(short, long, default_value_t = 128)]
-    size: usize,
-    /// Records per publish request.
-    #[arg(short, long, default_value_t = 100)]
-    batch: usize,
-    /// Concurrent publish requests.
-    #[arg(short, long, default_value_t = 16)]
-    concurrency: usize,
-    /// Ack mode.
-    #[arg(long, value_enum, default_value = "durable")]
-    acks: crate::topic::AckMode,
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
@@ -142,24 +109,30 @@ pub struct BareArgs {
 pub async fn run(http: HttpClient, cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Blob(a) => blob(http.with_attempts(1), a).await,
-        BenchCommand::Pub(a) => publish(http.with_attempts(1), a).await,
+        BenchCommand::Pub(a) => crate::bench_pub::run(http.with_attempts(1), a).await,
         BenchCommand::Filer(a) => filer(http.with_attempts(1), a).await,
         BenchCommand::BareServer(a) => bare_server(a).await,
         BenchCommand::Kafka(a) => crate::bench_kafka::run(a).await,
+        BenchCommand::Nats(a) => crate::bench_nats::run(a).await,
     }
 }
 
-struct Phase {
+/// What one benchmark phase measured.
+pub(crate) struct Phase {
     name: &'static str,
     hist: Histogram<u64>,
-    elapsed: Duration,
-    ok: usize,
-    errors: usize,
-    bytes: u64,
+    /// Wall time of the phase.
+    pub(crate) elapsed: Duration,
+    /// Operations that succeeded.
+    pub(crate) ok: usize,
+    /// Operations that failed.
+    pub(crate) errors: usize,
+    /// Bytes the operations moved.
+    pub(crate) bytes: u64,
 }
 
 impl Phase {
-    fn print(&self) {
+    pub(crate) fn print(&self) {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         let us = |q: f64| self.hist.value_at_quantile(q) as f64 / 1000.0;
         println!(
@@ -178,7 +151,7 @@ impl Phase {
 }
 
 /// Runs `count` operations at `concurrency`, op `i` being `op(i)`, with a progress bar.
-async fn drive<F, Fut>(
+pub(crate) async fn drive<F, Fut>(
     name: &'static str,
     count: usize,
     concurrency: usize,
@@ -344,145 +317,6 @@ async fn blob(http: HttpClient, a: BlobArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn flush_count(http: &HttpClient, broker: &str) -> Option<f64> {
-    let call = common::client::Call::new(
-        axum::http::Method::GET,
-        format!("{}/metrics", common::client::base_url(broker)),
-        "GET /metrics",
-    );
-    let text = http.bytes(call).await.ok()?;
-    String::from_utf8_lossy(&text)
-        .lines()
-        .find(|l| l.starts_with("kelp_broker_flushes_total"))
-        .and_then(|l| l.split_whitespace().last()?.parse().ok())
-}
-
-async fn publish(http: HttpClient, a: PubArgs) -> anyhow::Result<()> {
-    let b = Arc::new(BrokerClient::new(http.clone(), &a.broker));
-    let acks: Acks = a.acks.into();
-    let topic = a.topic.clone().unwrap_or_else(|| {
-        format!(
-            "pub-{}-{}b-{}p-{}",
-            acks.as_str(),
-            a.size,
-            a.partitions,
-            std::process::id()
-        )
-    });
-    b.create_topic(&a.namespace, &topic, a.partitions)
-        .await
-        .context("create the topic")?;
-    let batch = a.batch.max(1);
-    let requests = a.records.div_ceil(batch);
-    let value = vec![b'v'; a.size];
-    let per_partition: Vec<Bytes> = (0..a.partitions)
-        .map(|p| {
-            let recs: Vec<BatchRecord<'_>> = (0..batch)
-                .map(|_| BatchRecord {
-                    partition: Some(p),
-                    value: &value,
-                    ..Default::default()
-                })
-                .collect();
-            let mut buf = Vec::new();
-            encode_batch(&recs, &mut buf);
-            Bytes::from(buf)
-        })
-        .collect();
-    let per_partition = Arc::new(per_partition);
-    println!(
-        "kelp bench pub: {} records of {} B, {} per request, {} partitions, concurrency {}, acks {}",
-        requests * batch,
-        a.size,
-        batch,
-        a.partitions,
-        a.concurrency,
-        acks.as_str()
-    );
-    let flushes_before = flush_count(&http, &a.broker).await;
-    let (ns, t) = (Arc::new(a.namespace.clone()), Arc::new(topic.clone()));
-    let phase = {
-        let (b, ns, t, bodies) = (b.clone(), ns.clone(), t.clone(), per_partition.clone());
-        drive("pub", requests, a.concurrency, a.quiet, move |i| {
-            let (b, ns, t) = (b.clone(), ns.clone(), t.clone());
-            let body = bodies[i % bodies.len()].clone();
-            async move {
-                let len = body.len() as u64;
-                let resp = b.publish_encoded(&ns, &t, body, acks).await?;
-                anyhow::ensure!(
-                    resp.offsets.len() == batch,
-                    "{} offsets for {batch} records",
-                    resp.offsets.len()
-                );
-                Ok(len)
-            }
-        })
-        .await
-    };
-    let secs = phase.elapsed.as_secs_f64().max(1e-9);
-    let flushes = match (flushes_before, flush_count(&http, &a.broker).await) {
-        (Some(x), Some(y)) => format!("{:.0} flushes/s", (y - x) / secs),
-        _ => "flushes/s unknown".to_owned(),
-    };
-    phase.print();
-    println!(
-        "       {:>10.0} records/s {:>8.2} MB/s of values; ack latency per request above; {flushes}",
-        (phase.ok * batch) as f64 / secs,
-        (phase.ok * batch * a.size) as f64 / secs / 1e6
-    );
-    b.flush().await.context("flush before reading")?;
-    // Consume everything back from the flushed segments, partitions in parallel.
-    let read = drive(
-        "fetch",
-        a.partitions as usize,
-        a.partitions as usize,
-        true,
-        move |p| {
-            let (b, ns, t) = (b.clone(), ns.clone(), t.clone());
-            async move {
-                let mut offset = 0;
-                let mut bytes = 0u64;
-                loop {
-                    let q = FetchQuery {
-                        offset,
-                        limit: Some(10_000),
-                        max_bytes: None,
-                        wait_ms: None,
-                        isolation: None,
-                    };
-                    let r = b.fetch(&ns, &t, p as u32, &q).await?;
-                    bytes += r
-                        .records
-                        .iter()
-                        .map(|r| r.value.as_ref().map_or(0, |v| v.len()) as u64)
-                        .sum::<u64>();
-                    if r.records.is_empty() || r.next_offset >= r.durable_offset {
-                        break;
-                    }
-                    offset = r.next_offset;
-                }
-                Ok(bytes)
-            }
-        },
-    )
-    .await;
-    let rsecs = read.elapsed.as_secs_f64().max(1e-9);
-    println!(
-        "fetch  {:>10.0} records/s {:>8.2} MB/s reading {} records back from flushed segments in {:.2}s",
-        read.bytes as f64 / a.size.max(1) as f64 / rsecs,
-        read.bytes as f64 / rsecs / 1e6,
-        read.bytes / a.size.max(1) as u64,
-        rsecs
-    );
-    anyhow::ensure!(
-        phase.errors == 0 && read.errors == 0,
-        "{} publishes and {} fetches failed",
-        phase.errors,
-        read.errors
-    );
-    Ok(())
-}
-
 async fn filer(http: HttpClient, a: FilerArgs) -> anyhow::Result<()> {
     let f = Arc::new(FilerClient::new(http, &a.filer));
     let payload = Bytes::from((0..a.size).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
@@ -548,6 +382,14 @@ async fn bare_server(a: BareArgs) -> anyhow::Result<()> {
         .route("/dir/assign", get(bare_assign).post(bare_assign))
         .route("/dir/lookup", get(bare_lookup))
         .route("/{fid}", get(bare_get).post(bare_put).put(bare_put))
+        .route(
+            "/topics/{ns}/{topic}",
+            axum::routing::post(bare_create_topic),
+        )
+        .route(
+            "/topics/{ns}/{topic}/publish",
+            axum::routing::post(bare_publish),
+        )
         .with_state(state);
     println!("{addr}");
     axum::serve(listener, app)
@@ -594,4 +436,32 @@ async fn bare_put(
 
 async fn bare_get(State(s): State<Bare>, Path(_fid): Path<String>) -> Bytes {
     s.blob
+}
+
+/// `POST /topics/{ns}/{topic}`: a topic with no partitions to report.
+async fn bare_create_topic(Path((ns, topic)): Path<(String, String)>) -> axum::Json<TopicInfo> {
+    axum::Json(TopicInfo {
+        namespace: ns,
+        name: topic,
+        partitions: Vec::new(),
+    })
+}
+
+/// `POST /topics/{ns}/{topic}/publish`: decodes the batch (as the broker does) and answers
+/// made-up offsets, with no I/O: the ceiling of `kelp bench pub --no-fetch`.
+async fn bare_publish(
+    State(s): State<Bare>,
+    body: Bytes,
+) -> Result<axum::Json<PublishResponse>, StatusCode> {
+    let records = decode_batch(&body).map_err(|_| StatusCode::BAD_REQUEST)?;
+    let first = s.next.fetch_add(records.len() as u64, Ordering::Relaxed);
+    let offsets = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| RecordOffset {
+            partition: r.partition.unwrap_or(0),
+            offset: first + i as u64,
+        })
+        .collect();
+    Ok(axum::Json(PublishResponse { offsets }))
 }

@@ -5,12 +5,15 @@
 //! - `blob`: `kelp upload` and `kelp download`.
 //! - `fs`: `kelp fs ls|put|get|rm|mv`.
 //! - `topic`: `kelp topic create|list|describe|locate`, `kelp pub`, `kelp sub`.
-//! - `bench`: `kelp bench blob|filer` and the bare-handler ceiling server.
+//! - `bench`: `kelp bench blob|filer|pub`, the bare-handler ceiling server; `bench_kafka`
+//!   (librdkafka) and `bench_nats` (JetStream, the single-record publish peer).
 
 #![deny(missing_docs)]
 
 mod bench;
 mod bench_kafka;
+mod bench_nats;
+mod bench_pub;
 mod blob;
 mod fs;
 mod server;
