@@ -156,6 +156,37 @@ def run(sw):
         report["collection_get"] = call(lambda: sw.get_file(up["ok"]))
         if isinstance(report["collection_get"].get("ok"), bytes):
             report["collection_get"]["ok"] = report["collection_get"]["ok"].decode()
+
+    # More /dir/assign parameters through upload_file's keyword arguments (pyseaweed puts them
+    # in the URL as they are). An assign that is not a 200 makes pyseaweed raise TypeError
+    # (json.loads(None)): reported as that call's error.
+    node = None
+    if live:
+        loc = call(lambda: sw.get_file_location(live.split(",")[0]))
+        node = loc.get("ok") and loc["ok"].url
+    kwargs = [
+        {"dataCenter": "DefaultDataCenter"},
+        {"rack": "DefaultRack"},
+        {"dataNode": node},
+        {"count": 2},
+        {"preallocate": 1024},
+        {"diskType": "hdd"},
+        {"replication": "000"},
+        # Two servers needed, one runs: refused by both.
+        {"replication": "001"},
+        {"ttl": "3m"},
+        {"collection": "a b"},
+    ]
+    report["assign_kwargs"] = {}
+    for kw in kwargs:
+        # The volume server's address differs per system: not in the label.
+        label = "&".join(f"{k}={'<volume server>' if k == 'dataNode' else v}" for k, v in kw.items())
+        body = label.encode()
+        up = call(lambda: sw.upload_file(stream=io.BytesIO(body), name="kw.txt", **kw))
+        r = {"upload": up}
+        if up.get("ok"):
+            r["read_back"] = call(lambda: sw.get_file(up["ok"]) == body)
+        report["assign_kwargs"][label] = r
     return report
 
 
