@@ -34,7 +34,8 @@ pub struct Config {
     /// A partition is flushed once this many bytes wait (also the batch roll size).
     #[arg(long, env = "KELP_FLUSH_BYTES", default_value_t = 4 << 20)]
     pub flush_bytes: u64,
-    /// How long a flush for a durable publish waits to gather concurrent publishers.
+    /// How long a flush for a durable publish waits to gather concurrent publishers while
+    /// another flush of the partition is in flight (an idle partition flushes at once).
     #[arg(long, env = "KELP_FLUSH_LINGER_MS", default_value_t = 2)]
     pub flush_linger_ms: u64,
     /// Bound on the bytes buffered (not yet durable) across all partitions.

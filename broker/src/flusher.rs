@@ -83,8 +83,9 @@ enum Next {
     Stop,
 }
 
-/// What to do next, decided under the partition lock.
-fn decide(broker: &Core, part: &Partition) -> Next {
+/// What to do next, decided under the partition lock. `busy`: another flush of the partition
+/// is in flight.
+fn decide(broker: &Core, part: &Partition, busy: bool) -> Next {
     let cfg = &broker.cfg;
     let shutting = broker.shutdown.is_cancelled();
     let mut st = part.lock();
@@ -104,10 +105,12 @@ fn decide(broker: &Core, part: &Partition) -> Next {
     let full = log.pending_bytes() >= cfg.flush_bytes;
     let oldest = log.oldest_pending();
     if wanted || full || shutting {
-        // A durable publish waits: give concurrent publishers until the oldest pending
-        // record is `--flush-linger-ms` old to join. A backlog that built up while earlier
-        // flushes ran is older than that and goes at once.
-        let linger = (wanted && !full && !shutting)
+        // A durable publish waits. On an idle partition it goes at once: nobody else is
+        // waiting, and publishers that arrive meanwhile ride the next flush (group commit).
+        // While another flush is in flight, give concurrent publishers until the oldest
+        // pending record is `--flush-linger-ms` old to join; a backlog that built up while
+        // earlier flushes ran is older than that and goes at once.
+        let linger = (wanted && !full && !shutting && busy)
             .then(|| oldest.map(|t| t + cfg.flush_linger()))
             .flatten()
             .filter(|t| *t > Instant::now());
@@ -124,7 +127,8 @@ async fn writer(broker: &Arc<Core>, part: &Arc<Partition>, tx: mpsc::Sender<Writ
     let slots = Arc::new(Semaphore::new(PIPELINE));
     loop {
         let shutting = broker.shutdown.is_cancelled();
-        match decide(broker, part) {
+        let busy = slots.available_permits() < PIPELINE;
+        match decide(broker, part, busy) {
             Next::Stop => return,
             Next::Idle(deadline) => {
                 let sleep = async {

@@ -87,6 +87,27 @@ async fn test_concurrent_durable_publishers_share_flushes() {
 }
 
 #[tokio::test]
+async fn test_durable_publish_on_an_idle_partition_flushes_without_lingering() {
+    // A linger of a minute would hold every publish below for a minute if the flusher
+    // lingered on an idle partition; it lingers only while another flush is in flight.
+    let c = kelp_broker::Config {
+        flush_linger_ms: 60_000,
+        ..cfg()
+    };
+    let (b, store) = broker(1, c).await;
+    for i in 0..3 {
+        let offs = tokio::time::timeout(
+            Duration::from_secs(20),
+            publish(&b, recs(0, i, 1), Acks::Durable),
+        )
+        .await
+        .expect("a durable publish on an idle partition waits for no linger");
+        assert_eq!(offs, vec![i as u64]);
+    }
+    assert_eq!(store.segments(&key(), 0).len(), 3, "one flush per publish");
+}
+
+#[tokio::test]
 async fn test_publish_buffered_returns_before_flush_and_is_flushed_by_interval() {
     let c = kelp_broker::Config {
         flush_interval_ms: 300,
