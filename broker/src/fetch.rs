@@ -13,10 +13,9 @@ use serde::ser::SerializeMap;
 
 use crate::cache::DecodedSegment;
 use crate::log::Region;
-use crate::names::check_name;
 use crate::partition::Partition;
 use crate::segment::{self, RecordView};
-use crate::service::{Broker, Error};
+use crate::service::{Broker, Error, check_name};
 use crate::store::{SegmentRef, StoreError, TopicKey};
 
 /// Default and largest `limit`.

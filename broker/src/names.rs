@@ -1,9 +1,9 @@
-//! Names of namespaces, topics and groups: what is valid, and the error that names a bad one.
+//! Names of namespaces, topics and groups: what is valid.
 //!
 //! Names become path components in the filer (`/broker/topics/<ns>/<topic>/...`), so the rule is
-//! strict and shared by the HTTP API, the Kafka listener and the store.
-
-use crate::service::Error;
+//! strict and shared by the HTTP API, the Kafka listener and the store. This module depends on
+//! nothing else in the broker (the store uses it too); `service::check_name` turns a bad name
+//! into the domain's error.
 
 /// Whether `name` is a valid namespace, topic or group name: `[A-Za-z0-9._-]{1,128}`, and
 /// neither `.` nor `..` (they would be path components).
@@ -14,18 +14,6 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
         && name != "."
         && name != ".."
-}
-
-/// Checks a name, answering [`Error::BadName`] naming it.
-pub fn check_name(kind: &'static str, name: &str) -> Result<(), Error> {
-    if valid_name(name) {
-        Ok(())
-    } else {
-        Err(Error::BadName {
-            kind,
-            name: name.to_owned(),
-        })
-    }
 }
 
 #[cfg(test)]

@@ -17,10 +17,9 @@ use common::api::broker::{
 };
 use opentelemetry::trace::SpanContext;
 
-use crate::names::check_name;
 use crate::partition::{MAX_LINKS, Partition, Topic};
 use crate::segment;
-use crate::service::{Broker, Error};
+use crate::service::{Broker, Error, check_name};
 use crate::store::TopicKey;
 
 /// One record to publish, borrowing from the request body where it can.

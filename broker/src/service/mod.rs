@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use crate::config::Config;
 use crate::core::Core;
-use crate::names::check_name;
+use crate::names::valid_name;
 use crate::partition::Topic;
 use crate::store::{CreateOutcome, Store, TopicConf, TopicKey};
 
@@ -31,6 +31,18 @@ pub use error::Error;
 pub const MAX_PARTITIONS: u32 = 1024;
 /// How many partitions are recovered concurrently.
 const RECOVERY_CONCURRENCY: usize = 16;
+
+/// Checks a namespace, topic or group name, answering [`Error::BadName`] naming it.
+pub fn check_name(kind: &'static str, name: &str) -> Result<(), Error> {
+    if valid_name(name) {
+        Ok(())
+    } else {
+        Err(Error::BadName {
+            kind,
+            name: name.to_owned(),
+        })
+    }
+}
 
 /// The broker: its topics and their recovery, over the [`Core`] every part shares (reachable
 /// through `Deref`, so `broker.cfg` reads the core's configuration).

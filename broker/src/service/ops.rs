@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use common::api::broker::{FlushResponse, GroupOffsets, PartitionOffset};
 
-use crate::names::check_name;
 use crate::partition::Topic;
-use crate::service::{Broker, Error};
+use crate::service::{Broker, Error, check_name};
 use crate::store::TopicKey;
 
 impl Broker {
