@@ -6,6 +6,7 @@
 //! `/openapi.json`, their OpenAPI document (`openapi.json` beside this file). Handlers live in
 //! [`routes`]; `error` maps the service's errors to statuses.
 
+pub mod content;
 mod error;
 pub mod fid;
 pub mod routes;

@@ -212,6 +212,43 @@ async fn test_router_multipart_upload_keeps_name_and_mime() {
     assert_eq!(st, StatusCode::OK);
     assert_eq!(&data[..], b"multipart data");
     assert_eq!(h["content-type"], "text/plain");
+    assert_eq!(h["content-disposition"], "inline; filename=a.txt");
+}
+
+#[tokio::test]
+async fn test_router_read_types_and_names_blobs_as_seaweedfs() {
+    // pyseaweed (requests' `files=`) sends a part named after the file, without Content-Type:
+    // SeaweedFS serves the type of the name's extension and the name.
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(state(dir.path()));
+    let body = "--XX\r\nContent-Disposition: form-data; name=\"page.html\"; filename=\"page.html\"\r\n\r\n<p>hi</p>\r\n--XX--\r\n";
+    let r = Request::post("/3,06637037d6")
+        .header("content-type", "multipart/form-data; boundary=XX")
+        .body(Body::from(body))
+        .unwrap();
+    let (st, _, resp) = send(&app, r).await;
+    assert_eq!(st, StatusCode::CREATED, "{resp:?}");
+    for method in ["GET", "HEAD"] {
+        let (st, h, _) = send(&app, req(method, "/3,06637037d6", Body::empty())).await;
+        assert_eq!(st, StatusCode::OK, "{method}");
+        assert_eq!(h["content-type"], "text/html; charset=utf-8", "{method}");
+        assert_eq!(
+            h["content-disposition"], "inline; filename=page.html",
+            "{method}"
+        );
+    }
+    let (_, h, _) = send(&app, req("GET", "/3,06637037d6?dl=true", Body::empty())).await;
+    assert_eq!(h["content-disposition"], "attachment; filename=page.html");
+    // A raw body without type or name: sniffed, and no Content-Disposition.
+    let (st, _, _) = send(&app, req("POST", "/3,07637037d6", "plain words")).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (_, h, _) = send(&app, req("GET", "/3,07637037d6", Body::empty())).await;
+    assert_eq!(h["content-type"], "text/plain; charset=utf-8");
+    assert!(h.get("content-disposition").is_none(), "{h:?}");
+    let (st, _, _) = send(&app, req("POST", "/3,08637037d6", vec![0u8, 1, 2])).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (_, h, _) = send(&app, req("GET", "/3,08637037d6", Body::empty())).await;
+    assert_eq!(h["content-type"], "application/octet-stream");
 }
 
 #[tokio::test]

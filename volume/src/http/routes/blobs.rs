@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use common::api::volume::{DeleteResponse, UploadResponse};
@@ -12,8 +12,8 @@ use common::http::range::{RangeRequest, parse_range};
 use common::http::{ApiError, Json, Query};
 use serde::Deserialize;
 
-use crate::http::AppState;
 use crate::http::fid::Fid;
+use crate::http::{AppState, content};
 use crate::service::{Error, Upload, WriteOptions};
 
 /// Query parameters of writes and deletes.
@@ -102,11 +102,13 @@ pub async fn put_blob(
 }
 
 /// `GET|HEAD /{fid}`: serves a blob after verifying its checksum; supports `Range` and
-/// `If-None-Match`.
+/// `If-None-Match`. `Content-Type` and `Content-Disposition` (`?dl=true`: `attachment`) as
+/// SeaweedFS answers them (see [`content`]).
 pub async fn get_blob(
     State(s): State<AppState>,
     Fid(fid): Fid,
     method: Method,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let read = s.volume.read(fid).await?;
@@ -118,11 +120,21 @@ pub async fn get_blob(
         HeaderValue::from_str(&etag).expect("hex is a valid header"),
     );
     resp_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    let mime = n.mime.as_deref().unwrap_or("application/octet-stream");
+    // As SeaweedFS: the stored type, else the name's extension's, else sniffed (see content).
+    let mime = content::content_type(n.mime.as_deref(), n.name.as_deref(), &n.data);
     resp_headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_str(mime).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+        HeaderValue::from_str(&mime)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
     );
+    if let Some(name) = n.name.as_deref().filter(|n| !n.is_empty())
+        && let Ok(v) = HeaderValue::from_str(&content::content_disposition(
+            name,
+            content::wants_download(uri.query()),
+        ))
+    {
+        resp_headers.insert(header::CONTENT_DISPOSITION, v);
+    }
     if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
