@@ -106,8 +106,18 @@ impl From<Error> for SrError {
 
 impl IntoResponse for SrError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
+        // As `common::http::ApiError`: only a 500 (a bug or an unclassified failure) needs a
+        // human; a 503 (not ready, the writer or the log unreachable) is transient, retried by
+        // clients, and noted at WARN.
+        if self.status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(
+                status = self.status.as_u16(),
+                error_code = self.error_code,
+                "request failed: {}",
+                self.message
+            );
+        } else if self.status.is_server_error() {
+            tracing::warn!(
                 status = self.status.as_u16(),
                 error_code = self.error_code,
                 "request failed: {}",
