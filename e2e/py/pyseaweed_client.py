@@ -56,9 +56,15 @@ def sha(b):
 
 
 def headers(url):
-    """The GET answer's headers a browser or a downloader acts on (outside pyseaweed)."""
+    """The GET answer's headers a browser or a downloader acts on (outside pyseaweed), and
+    the status of a conditional GET with If-Modified-Since at the Last-Modified it gave."""
     h = requests.get(url, headers={"Accept-Encoding": "identity"}).headers
-    return {k: h.get(k) for k in ("content-type", "content-disposition", "content-encoding")}
+    out = {k: h.get(k) for k in ("content-type", "content-disposition", "content-encoding")}
+    lm = h.get("last-modified")
+    out["has_last_modified"] = lm is not None
+    if lm:
+        out["if_modified_since_status"] = requests.get(url, headers={"If-Modified-Since": lm}).status_code
+    return out
 
 
 def run(sw):

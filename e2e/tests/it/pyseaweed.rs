@@ -11,9 +11,9 @@
 //! fails naming that command without it) and against Kelp's `kelp-master` + `kelp-volume`.
 //! Each report is checked on its own (real values: bytes identical, sizes, URLs on the volume
 //! server, existence before and after a delete, a vacuum that gives the deleted bytes back),
-//! then the two are compared, with the `Content-Type` and `Content-Disposition` a browser gets
-//! from `get_file_url` (pyseaweed's parts carry no type: SeaweedFS types a file by its name's
-//! extension). Every value that does not name a fid, a URL or a version must be the same,
+//! then the two are compared, with the `Content-Type`, `Content-Disposition` and
+//! `Last-Modified` a browser gets from `get_file_url` (pyseaweed's parts carry no type:
+//! SeaweedFS types a file by its name's extension). Every value that does not name a fid, a URL or a version must be the same,
 //! except the differences in [`KNOWN_DIFFERENCES`], each of which must still occur (so the
 //! list cannot go stale).
 
@@ -286,6 +286,16 @@ fn check_report(report: &Value, volume: &str, weed: bool) -> (BTreeMap<u64, u64>
                 assert_eq!(size, len, "{}", at("get_file_size"));
             }
             assert_eq!(f["exists"]["ok"], true, "{}", at("file_exists"));
+            // What get_file_url serves a browser: a Last-Modified that a conditional GET honours.
+            assert_eq!(
+                (
+                    &f["headers"]["has_last_modified"],
+                    &f["headers"]["if_modified_since_status"]
+                ),
+                (&Value::Bool(true), &Value::from(304)),
+                "{}",
+                at("Last-Modified")
+            );
             if deleted.contains(&name.as_str()) {
                 assert_eq!(f["delete"]["ok"], true, "{}", at("delete_file"));
                 assert_eq!(

@@ -1,5 +1,5 @@
-//! The `Content-Type` and `Content-Disposition` of a blob read, as SeaweedFS's volume server
-//! answers them.
+//! The headers that describe a blob read — `Content-Type`, `Content-Disposition`,
+//! `Last-Modified` — as SeaweedFS's volume server answers them.
 //!
 //! - `Content-Type`: the MIME type stored with the needle; else the type of the file name's
 //!   extension (Go's `mime.TypeByExtension`: its built-in table and the common entries of
@@ -10,6 +10,8 @@
 //! - `Content-Disposition`: `inline` (`attachment` with `?dl=true`) and the stored file name,
 //!   formatted as Go's `mime.FormatMediaType` does: a bare token, a quoted string, or RFC 2231
 //!   `filename*=utf-8''…` when the name is not ASCII.
+//! - `Last-Modified`: the needle's last-modified time as an HTTP date; a GET with an
+//!   `If-Modified-Since` at or after it (and no `If-None-Match`) is answered 304.
 
 /// The extension table (lower case, with the dot).
 const BY_EXTENSION: &[(&str, &str)] = &[
@@ -151,6 +153,79 @@ pub fn content_disposition(name: &str, download: bool) -> String {
     }
 }
 
+const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// `(year, month 1..=12, day)` of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Days since 1970-01-01 of a civil date (the inverse of [`civil_from_days`]).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((month + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `secs` since the epoch as an HTTP date (`Tue, 01 Dec 2026 07:23:25 GMT`), as Go's
+/// `http.TimeFormat`; `None` past year 9999.
+pub fn http_date(secs: u64) -> Option<String> {
+    let secs = i64::try_from(secs).ok()?;
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (year, month, day) = civil_from_days(days);
+    if year > 9999 {
+        return None;
+    }
+    Some(format!(
+        "{}, {day:02} {} {year:04} {:02}:{:02}:{:02} GMT",
+        DAYS[days.rem_euclid(7) as usize],
+        MONTHS[month as usize - 1],
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    ))
+}
+
+/// An HTTP date in Go's `http.TimeFormat` (the only form SeaweedFS parses) → seconds since
+/// the epoch; `None` if malformed.
+pub fn parse_http_date(s: &str) -> Option<i64> {
+    let p: Vec<&str> = s.split(' ').collect();
+    let [_, day, month, year, time, "GMT"] = p.as_slice() else {
+        return None;
+    };
+    let num = |t: &str, len: usize| {
+        (t.len() == len && t.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| t.parse::<i64>().ok())
+            .flatten()
+    };
+    let month = MONTHS.iter().position(|m| m == month)? as u32 + 1;
+    let (day, year) = (num(day, 2)?, num(year, 4)?);
+    let hms: Vec<i64> = time.split(':').map(|t| num(t, 2)).collect::<Option<_>>()?;
+    let [h, m, sec] = hms.as_slice() else {
+        return None;
+    };
+    if !(1..=31).contains(&day) || *h > 23 || *m > 59 || *sec > 60 {
+        return None;
+    }
+    Some(days_from_civil(year, month, day as u32) * 86_400 + h * 3600 + m * 60 + sec)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +283,41 @@ mod tests {
             content_disposition("a b\"c.txt", true),
             "attachment; filename=\"a b\\\"c.txt\""
         );
+    }
+
+    #[test]
+    fn test_http_dates_as_go() {
+        assert_eq!(
+            http_date(0).as_deref(),
+            Some("Thu, 01 Jan 1970 00:00:00 GMT")
+        );
+        // The Last-Modified SeaweedFS 4.48 answered for an upload at 1796109805.
+        assert_eq!(
+            http_date(1_796_109_805).as_deref(),
+            Some("Tue, 01 Dec 2026 07:23:25 GMT")
+        );
+        assert_eq!(
+            http_date(951_782_400).as_deref(),
+            Some("Tue, 29 Feb 2000 00:00:00 GMT")
+        );
+        assert_eq!(http_date(u64::MAX), None);
+        for t in [0, 951_782_400, 1_796_109_805, 253_402_300_799] {
+            assert_eq!(
+                parse_http_date(&http_date(t).unwrap()),
+                Some(t as i64),
+                "{t}"
+            );
+        }
+        for bad in [
+            "",
+            "Tue, 01 Dec 2026 07:23:25",
+            "Tue, 1 Dec 2026 07:23:25 GMT",
+            "Tue, 01 Foo 2026 07:23:25 GMT",
+            "Tue, 01 Dec 2026 7:23:25 GMT",
+            "Tue, 01 Dec 2026 07:23 GMT",
+        ] {
+            assert_eq!(parse_http_date(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

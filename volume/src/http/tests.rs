@@ -239,6 +239,22 @@ async fn test_router_read_types_and_names_blobs_as_seaweedfs() {
     }
     let (_, h, _) = send(&app, req("GET", "/3,06637037d6?dl=true", Body::empty())).await;
     assert_eq!(h["content-disposition"], "attachment; filename=page.html");
+    // Last-Modified, and If-Modified-Since at it or later: 304; earlier or malformed: 200.
+    let lm = h["last-modified"].to_str().unwrap().to_owned();
+    let lm_secs = content::parse_http_date(&lm).expect("an HTTP date");
+    let conditional = |since: &str| {
+        Request::get("/3,06637037d6")
+            .header("if-modified-since", since)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (st, _, _) = send(&app, conditional(&lm)).await;
+    assert_eq!(st, StatusCode::NOT_MODIFIED, "{lm}");
+    let earlier = content::http_date(lm_secs as u64 - 1).unwrap();
+    let (st, _, _) = send(&app, conditional(&earlier)).await;
+    assert_eq!(st, StatusCode::OK, "{earlier}");
+    let (st, _, _) = send(&app, conditional("yesterday")).await;
+    assert_eq!(st, StatusCode::OK);
     // A raw body without type or name: sniffed, and no Content-Disposition.
     let (st, _, _) = send(&app, req("POST", "/3,07637037d6", "plain words")).await;
     assert_eq!(st, StatusCode::CREATED);

@@ -102,8 +102,8 @@ pub async fn put_blob(
 }
 
 /// `GET|HEAD /{fid}`: serves a blob after verifying its checksum; supports `Range` and
-/// `If-None-Match`. `Content-Type` and `Content-Disposition` (`?dl=true`: `attachment`) as
-/// SeaweedFS answers them (see [`content`]).
+/// `If-None-Match`. `Content-Type`, `Content-Disposition` (`?dl=true`: `attachment`) and
+/// `Last-Modified` (with `If-Modified-Since`) as SeaweedFS answers them (see [`content`]).
 pub async fn get_blob(
     State(s): State<AppState>,
     Fid(fid): Fid,
@@ -135,11 +135,27 @@ pub async fn get_blob(
     {
         resp_headers.insert(header::CONTENT_DISPOSITION, v);
     }
-    if headers
+    let last_modified = n.last_modified.filter(|t| *t != 0);
+    if let Some(date) = last_modified.and_then(content::http_date) {
+        resp_headers.insert(
+            header::LAST_MODIFIED,
+            HeaderValue::from_str(&date).expect("an HTTP date is a valid header"),
+        );
+    }
+    let if_none_match = headers
         .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
+    if if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*")) {
+        return Ok((StatusCode::NOT_MODIFIED, resp_headers).into_response());
+    }
+    // If-Modified-Since counts only without If-None-Match (RFC 9110 13.1.3).
+    let not_modified_since = headers
+        .get(header::IF_MODIFIED_SINCE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
-    {
+        .and_then(content::parse_http_date)
+        .zip(last_modified)
+        .is_some_and(|(since, lm)| since >= lm as i64);
+    if if_none_match.is_none() && not_modified_since {
         return Ok((StatusCode::NOT_MODIFIED, resp_headers).into_response());
     }
     let total = n.data.len() as u64;
