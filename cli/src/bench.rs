@@ -12,16 +12,16 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::routing::get;
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use common::api::broker::{PublishResponse, RecordOffset, TopicInfo, decode_batch};
 use common::api::master::{AssignQuery, AssignResponse, Location, LookupResponse};
 use common::api::volume::UploadResponse;
-use common::client::HttpClient;
 use common::client::filer::FilerClient;
-use common::client::volume::{BlobClient, WriteOptions};
+use common::client::volume::BlobClient;
+use common::client::{Call, HttpClient, base_url};
 use common::ids::FileId;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -60,7 +60,12 @@ pub struct BlobArgs {
     /// Concurrent requests.
     #[arg(short, long, default_value_t = 16)]
     concurrency: usize,
-    /// Ask the volume server not to fsync (throwaway data).
+    /// Ask the volume server to fsync each write (`?fsync=true`): the default. Kelp fsyncs
+    /// unless told otherwise, SeaweedFS only when asked, so the flag is always sent.
+    #[arg(long, conflicts_with = "no_fsync")]
+    fsync: bool,
+    /// Ask the volume server not to fsync (`?fsync=false`, throwaway data; SeaweedFS's
+    /// default).
     #[arg(long)]
     no_fsync: bool,
     /// Collection to write to.
@@ -247,7 +252,7 @@ where
 }
 
 async fn blob(http: HttpClient, a: BlobArgs) -> anyhow::Result<()> {
-    let client = Arc::new(BlobClient::new(http, &a.master));
+    let client = Arc::new(BlobClient::new(http.clone(), &a.master));
     let payload = Bytes::from((0..a.size).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
     let fids: Arc<Vec<Mutex<Option<FileId>>>> =
         Arc::new((0..a.count).map(|_| Mutex::new(None)).collect());
@@ -255,10 +260,7 @@ async fn blob(http: HttpClient, a: BlobArgs) -> anyhow::Result<()> {
         collection: Some(a.collection.clone()).filter(|c| !c.is_empty()),
         ..Default::default()
     });
-    let opts = Arc::new(WriteOptions {
-        no_fsync: a.no_fsync,
-        ..Default::default()
-    });
+    let fsync = !a.no_fsync;
     println!(
         "kelp bench blob: {} blobs of {} B, concurrency {}, fsync {}, master {}",
         a.count,
@@ -270,17 +272,17 @@ async fn blob(http: HttpClient, a: BlobArgs) -> anyhow::Result<()> {
     let write = {
         let (client, fids, payload) = (client.clone(), fids.clone(), payload.clone());
         drive("write", a.count, a.concurrency, a.quiet, move |i| {
-            let (client, fids, payload, assign, opts) = (
+            let (http, client, fids, payload, assign) = (
+                http.clone(),
                 client.clone(),
                 fids.clone(),
                 payload.clone(),
                 assign.clone(),
-                opts.clone(),
             );
             async move {
-                let w = client.upload(&assign, payload, &opts).await?;
-                *fids[i].lock().expect("fid slot") = Some(w.fid);
-                Ok(w.size)
+                let (fid, size) = upload(&http, &client, &assign, payload, fsync).await?;
+                *fids[i].lock().expect("fid slot") = Some(fid);
+                Ok(size)
             }
         })
         .await
@@ -315,6 +317,37 @@ async fn blob(http: HttpClient, a: BlobArgs) -> anyhow::Result<()> {
         read.errors
     );
     Ok(())
+}
+
+/// Assigns a fid and uploads `data` there as SeaweedFS's volume server accepts it too: a raw
+/// body typed `application/octet-stream` (SeaweedFS refuses an untyped POST body as not
+/// multipart) and `fsync` always explicit (SeaweedFS fsyncs only on `?fsync=true`, Kelp
+/// unless `?fsync=false`). Answers the fid and the size stored.
+async fn upload(
+    http: &HttpClient,
+    client: &BlobClient,
+    assign: &AssignQuery,
+    data: Bytes,
+    fsync: bool,
+) -> anyhow::Result<(FileId, u64)> {
+    let a = client.master.assign(assign).await?;
+    let fid: FileId = a
+        .fid
+        .parse()
+        .with_context(|| format!("assigned fid {:?}", a.fid))?;
+    let mut call = Call::new(
+        Method::POST,
+        format!("{}/{fid}?fsync={fsync}", base_url(&a.url)),
+        "POST /{fid}",
+    )
+    .body(data)
+    .idempotent(true);
+    call.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    let resp: UploadResponse = http.json(call).await?;
+    Ok((fid, resp.size))
 }
 
 async fn filer(http: HttpClient, a: FilerArgs) -> anyhow::Result<()> {
