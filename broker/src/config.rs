@@ -75,6 +75,18 @@ pub struct Config {
     /// topic past it is refused with 409 `partition_limit`.
     #[arg(long, env = "KELP_MAX_PARTITIONS", default_value_t = 10_000)]
     pub max_partitions: u64,
+    /// Retention by age: a partition's segments whose newest record is older than this many
+    /// hours are deleted, whole, oldest first (0 keeps them forever). The newest segment of a
+    /// partition is always kept.
+    #[arg(long, env = "KELP_RETENTION_HOURS", default_value_t = 0.0)]
+    pub retention_hours: f64,
+    /// Retention by size: a partition's oldest segments are deleted, whole, while its
+    /// segments hold more than this many bytes (0: no limit). The newest is always kept.
+    #[arg(long, env = "KELP_RETENTION_BYTES", default_value_t = 0)]
+    pub retention_bytes: u64,
+    /// How often retention is enforced.
+    #[arg(long, env = "KELP_RETENTION_CHECK_MS", default_value_t = 60_000)]
+    pub retention_check_ms: u64,
     /// Port of the Kafka listener (0 = off); it listens on `--ip`.
     #[arg(long, env = "KELP_KAFKA_PORT", default_value_t = 9092)]
     pub kafka_port: u16,
@@ -122,6 +134,9 @@ impl Default for Config {
             tail_cache_mb: 64,
             segment_cache_mb: 64,
             max_partitions: 10_000,
+            retention_hours: 0.0,
+            retention_bytes: 0,
+            retention_check_ms: 60_000,
             kafka_port: 9092,
             kafka_advertised_host: None,
             kafka_advertised_port: None,
@@ -137,6 +152,14 @@ impl Config {
     /// Checks values clap cannot check alone.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.flush_bytes >= 1, "--flush-bytes must be at least 1");
+        anyhow::ensure!(
+            self.retention_hours.is_finite() && self.retention_hours >= 0.0,
+            "--retention-hours must be a number of hours, 0 or more"
+        );
+        anyhow::ensure!(
+            self.retention_check_ms >= 1,
+            "--retention-check-ms must be at least 1"
+        );
         anyhow::ensure!(
             self.max_buffer_mb >= 1,
             "--max-buffer-mb must be at least 1"
@@ -186,6 +209,16 @@ impl Config {
     /// `--flush-linger-ms`.
     pub fn flush_linger(&self) -> Duration {
         Duration::from_millis(self.flush_linger_ms)
+    }
+
+    /// `--retention-hours` as a duration (`None`: keep forever).
+    pub fn retention_age(&self) -> Option<Duration> {
+        if self.retention_hours > 0.0 {
+            // An age too large to represent keeps everything, as 0 does.
+            Duration::try_from_secs_f64(self.retention_hours * 3600.0).ok()
+        } else {
+            None
+        }
     }
 
     /// `--flush-retry-max-ms`.

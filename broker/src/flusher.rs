@@ -418,6 +418,7 @@ fn complete(broker: &Core, part: &Partition, w: &Written, meta: &SegmentMeta) {
             offset_max: meta.offset_max,
             fid: meta.chunk.fid,
             size: meta.chunk.size,
+            ts_max: meta.ts_max,
         });
         (released, st.log.durable(), st.log.next() - st.log.durable())
     };

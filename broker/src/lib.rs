@@ -42,6 +42,7 @@ pub mod metrics;
 pub mod names;
 pub mod partition;
 pub mod publish;
+pub mod retention;
 pub mod segment;
 pub mod service;
 pub mod store;

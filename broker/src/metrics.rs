@@ -69,6 +69,8 @@ pub struct Metrics {
     registry: Registry,
     /// Flushes completed.
     pub flushes: Counter,
+    /// Segments deleted by retention.
+    pub segments_expired: Counter,
     /// Failed flush attempts by hop.
     pub flush_errors: Family<HopLabel, Counter>,
     /// Flush latency by hop.
@@ -95,6 +97,12 @@ impl Metrics {
         let mut registry = Registry::with_prefix("kelp_broker");
         let flushes = Counter::default();
         registry.register("flushes", "Flushes completed", flushes.clone());
+        let segments_expired = Counter::default();
+        registry.register(
+            "retention_deleted_segments",
+            "Segments deleted by retention",
+            segments_expired.clone(),
+        );
         let flush_errors = Family::<HopLabel, Counter>::default();
         registry.register(
             "flush_errors",
@@ -150,6 +158,7 @@ impl Metrics {
         Self {
             registry,
             flushes,
+            segments_expired,
             flush_errors,
             flush_latency,
             bytes_flushed,

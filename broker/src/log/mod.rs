@@ -202,6 +202,12 @@ impl PartitionLog {
         self.log_start
     }
 
+    /// Raises the first offset still stored to `start` (retention deleted what is below it),
+    /// never past the durable end and never down.
+    pub fn advance_start(&mut self, start: u64) {
+        self.log_start = self.log_start.max(start.min(self.durable));
+    }
+
     /// One past the last durable record.
     pub fn durable(&self) -> u64 {
         self.durable

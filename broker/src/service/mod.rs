@@ -123,7 +123,7 @@ impl Broker {
             .ok_or_else(|| Error::UnknownTopic { key: key.clone() })
     }
 
-    /// Every topic.
+    /// Every topic this broker serves.
     pub fn all_topics(&self) -> Vec<Arc<Topic>> {
         self.topics.read_or_abort().values().cloned().collect()
     }

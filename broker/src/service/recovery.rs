@@ -30,6 +30,7 @@ impl Broker {
                     *self.load_error.lock_or_abort() = None;
                     self.loaded.store(true, Ordering::Release);
                     tracing::info!(topics = n, "recovered topics from the filer");
+                    self.spawn_retention();
                     return;
                 }
                 Err(e) => {
@@ -42,6 +43,21 @@ impl Broker {
                 () = self.shutdown.cancelled() => return,
             }
         }
+    }
+
+    /// Starts enforcing retention (when configured) on every partition served, until the
+    /// broker is dropped or shut down.
+    fn spawn_retention(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        crate::retention::spawn(&self.core, move || {
+            let b = me.upgrade()?;
+            Some(
+                b.all_topics()
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().cloned())
+                    .collect(),
+            )
+        });
     }
 
     async fn try_load_all(self: &Arc<Self>) -> Result<usize, StoreError> {

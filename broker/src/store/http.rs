@@ -375,6 +375,55 @@ impl Store for HttpStore {
         .boxed()
     }
 
+    fn list_segments<'a>(
+        &'a self,
+        topic: &'a TopicKey,
+        partition: u32,
+        from: u64,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<SegmentRef>> {
+        async move {
+            let q = ListQuery {
+                dir: topic.partition_dir(partition),
+                start: Some(segment_name(from)),
+                inclusive: true,
+                limit: Some(limit as usize),
+                reverse: false,
+            };
+            let resp = match self.filer.list(&q).await {
+                Ok(r) => r,
+                Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => return Ok(Vec::new()),
+                Err(e) => return Err(Self::client(format!("list {}", q.dir))(e)),
+            };
+            resp.entries
+                .iter()
+                .filter(|e| !e.is_dir && e.full_path.ends_with(".seg"))
+                .map(parse_segment_entry)
+                .collect()
+        }
+        .boxed()
+    }
+
+    fn delete_segment<'a>(
+        &'a self,
+        topic: &'a TopicKey,
+        partition: u32,
+        seg: &'a SegmentRef,
+    ) -> StoreFuture<'a, ()> {
+        async move {
+            let path = format!(
+                "{}/{}",
+                topic.partition_dir(partition),
+                segment_name(seg.offset_min)
+            );
+            match self.filer.delete_entry(&path, false).await {
+                Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => Ok(()),
+                other => other.map_err(Self::client(format!("delete segment entry {path}"))),
+            }
+        }
+        .boxed()
+    }
+
     fn read_segment<'a>(&'a self, seg: &'a SegmentRef) -> StoreFuture<'a, Bytes> {
         async move {
             self.blobs

@@ -84,7 +84,12 @@ impl MemStore {
         }
     }
 
-    /// The committed segment entries of a partition, by first offset.
+    /// How many blobs (segment chunks) are stored.
+    pub fn blob_count(&self) -> usize {
+        self.lock().blobs.len()
+    }
+
+    /// The committed segment entries of a partition, in offset order.
     pub fn segments(&self, topic: &TopicKey, partition: u32) -> Vec<SegmentMeta> {
         self.lock()
             .segments
@@ -115,6 +120,7 @@ impl MemStore {
             offset_max: meta.offset_max,
             fid: meta.chunk.fid,
             size: meta.chunk.size,
+            ts_max: meta.ts_max,
         }
     }
 
@@ -257,6 +263,48 @@ impl Store for MemStore {
             self.pick(topic, partition, |m| {
                 m.range(..=offset).next_back().map(|(_, v)| v)
             })
+        }
+        .boxed()
+    }
+
+    fn list_segments<'a>(
+        &'a self,
+        topic: &'a TopicKey,
+        partition: u32,
+        from: u64,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<SegmentRef>> {
+        async move {
+            Self::fail(&self.faults.meta, "list segments")?;
+            let inner = self.lock();
+            Ok(inner
+                .segments
+                .get(&(topic.clone(), partition))
+                .map(|m| {
+                    m.range(from..)
+                        .take(limit as usize)
+                        .map(|(_, meta)| Self::to_ref(meta))
+                        .collect()
+                })
+                .unwrap_or_default())
+        }
+        .boxed()
+    }
+
+    fn delete_segment<'a>(
+        &'a self,
+        topic: &'a TopicKey,
+        partition: u32,
+        seg: &'a SegmentRef,
+    ) -> StoreFuture<'a, ()> {
+        async move {
+            Self::fail(&self.faults.meta, "delete segment")?;
+            let mut inner = self.lock();
+            if let Some(m) = inner.segments.get_mut(&(topic.clone(), partition)) {
+                m.remove(&seg.offset_min);
+            }
+            inner.blobs.remove(&seg.fid);
+            Ok(())
         }
         .boxed()
     }

@@ -171,6 +171,8 @@ pub struct SegmentRef {
     pub fid: FileId,
     /// Its size in bytes.
     pub size: u64,
+    /// Timestamp (ms) of its newest record: retention by time deletes it once that is old.
+    pub ts_max: u64,
 }
 
 impl SegmentRef {
@@ -257,6 +259,25 @@ pub trait Store: Send + Sync + 'static {
     /// A segment's bytes.
     fn read_segment<'a>(&'a self, seg: &'a SegmentRef) -> StoreFuture<'a, Bytes>;
 
+    /// Up to `limit` segments of a partition in offset order, from the first whose first
+    /// offset is ≥ `from`.
+    fn list_segments<'a>(
+        &'a self,
+        topic: &'a TopicKey,
+        partition: u32,
+        from: u64,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<SegmentRef>>;
+
+    /// Deletes a segment's entry (durably); its chunk is then deleted from its volume by the
+    /// filer's chunk collector, and vacuum gives the space back. An absent entry is no error.
+    fn delete_segment<'a>(
+        &'a self,
+        topic: &'a TopicKey,
+        partition: u32,
+        seg: &'a SegmentRef,
+    ) -> StoreFuture<'a, ()>;
+
     /// Every topic's configuration.
     fn list_topics(&self) -> StoreFuture<'_, Vec<TopicConf>>;
 
@@ -329,5 +350,6 @@ pub fn parse_segment_entry(entry: &common::api::filer::Entry) -> Result<SegmentR
         offset_max,
         fid,
         size: chunk.size,
+        ts_max: num("ts_max")?,
     })
 }

@@ -4,6 +4,7 @@
 mod fencing;
 mod helpers;
 mod kafka;
+mod retention;
 mod router;
 mod server;
 mod service;

@@ -302,6 +302,7 @@ async fn test_recovery_log_start_from_first_segment_and_416_below_it() {
             offset_max: second.offset_max,
             fid: second.chunk.fid,
             size: second.chunk.size,
+            ts_max: second.ts_max,
         },
     )
     .await

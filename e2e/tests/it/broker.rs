@@ -355,3 +355,88 @@ async fn given_a_full_buffer_when_publishing_should_get_503_with_retry_after() {
     let (_, durable, end) = b.offsets("full/t", 0).await;
     assert_eq!((durable, end), (acked, acked));
 }
+
+#[tokio::test]
+async fn given_retention_bytes_when_segments_pile_up_should_delete_the_oldest_and_keep_reading_the_rest()
+ {
+    // Any partition over 1 byte keeps only its newest segment.
+    let mut c = Cluster::start(ClusterOptions::with_broker(&[
+        "--retention-bytes",
+        "1",
+        "--retention-check-ms",
+        "100",
+    ]))
+    .await
+    .unwrap();
+    let b = broker_of(&mut c);
+    b.create_topic("ret/size", 1).await;
+    for i in 0..5 {
+        let o = b
+            .publish("ret/size", &[(0, format!("r{i}"))], "durable")
+            .await
+            .unwrap();
+        assert_eq!(o, vec![i]);
+    }
+    testkit::eventually_async(
+        "retention to delete all but the newest segment",
+        Duration::from_secs(20),
+        || {
+            let b = &b;
+            async move { (b.offsets("ret/size", 0).await.0 == 4).then_some(()) }
+        },
+    )
+    .await;
+    let filer = c.filer().url();
+    let seg_entries = || async {
+        let url = format!("{filer}/__meta/list?dir=/topics/ret/size/p0000");
+        let v: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["full_path"].as_str().unwrap().ends_with(".seg"))
+            .count()
+    };
+    assert_eq!(
+        seg_entries().await,
+        1,
+        "the filer keeps the newest entry only"
+    );
+    // The filer's chunk collector deletes the four segments' needles from the volume.
+    let volume = c.volumes[0].url();
+    testkit::eventually_async(
+        "the deleted segments' needles to be deleted",
+        Duration::from_secs(30),
+        || {
+            let volume = volume.clone();
+            async move {
+                (e2e::volume::metric(&volume, "kelp_volume_deletes_total").await >= 4).then_some(())
+            }
+        },
+    )
+    .await;
+    let below = reqwest::get(format!(
+        "{}/topics/ret/size/partitions/0/records?offset=0",
+        c.broker().url()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        below.status(),
+        416,
+        "offsets below the new log start are gone"
+    );
+    assert_eq!(b.read_all("ret/size", 0, 4).await[0].value, "r4");
+
+    // A SIGKILLed broker recovers the same log start from the remaining entry.
+    c.broker().kill();
+    c.broker().start().await.unwrap();
+    let b = broker_of(&mut c);
+    assert_eq!(b.offsets("ret/size", 0).await, (4, 5, 5));
+    assert_eq!(
+        b.publish("ret/size", &[(0, "r5".into())], "durable")
+            .await
+            .unwrap(),
+        vec![5]
+    );
+}
