@@ -14,6 +14,7 @@
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use axum::http::StatusCode;
 use bytes::Bytes;
 use common::api::master::{
     AllocateQuery, AssignResponse, Heartbeat, Location, NodeStatus, Replication, SeaweedTopology,
@@ -178,6 +179,23 @@ pub enum Error {
         /// Its answer.
         #[source]
         source: Box<ClientError>,
+    },
+    /// `/col/delete` without a collection: the default collection is never deleted this way.
+    #[error("give the collection to delete: the default collection (\"\") is not deleted this way")]
+    DefaultCollection,
+    /// `/col/delete` of a collection no live server holds a volume of (SeaweedFS's text).
+    #[error("collection {0} does not exist")]
+    CollectionNotFound(String),
+    /// Some volumes of a collection could not be deleted; the deleted ones are forgotten, and
+    /// a retry deletes the rest.
+    #[error("deleting collection {collection:?} failed on {failed} volumes (retry): {detail}")]
+    CollectionDeleteFailed {
+        /// The collection.
+        collection: String,
+        /// How many volume copies failed.
+        failed: usize,
+        /// Each failure: the volume, the server and its answer.
+        detail: String,
     },
     /// The durable state file could not be updated.
     #[error("update the master state file: {0:#}")]
@@ -519,6 +537,56 @@ impl Master {
             size: written.size,
             etag: written.etag,
         })
+    }
+
+    /// `/col/delete`: deletes every volume of `collection` on every live server holding it,
+    /// then forgets them in the topology. A copy already gone (404) counts as deleted; any other
+    /// failure leaves that copy known and fails the call, which a retry finishes. Holds the
+    /// grow lock, so no volume of the collection is grown meanwhile. Volumes on dead servers are
+    /// not reached: a server that comes back reports them again, to be deleted then.
+    #[tracing::instrument(name = "master.delete_collection", skip(self))]
+    pub async fn delete_collection(&self, collection: &str) -> Result<(), Error> {
+        if collection.is_empty() {
+            return Err(Error::DefaultCollection);
+        }
+        let _guard = self.grow_lock.lock().await;
+        let held = self.topo().collection_volumes(collection);
+        if held.is_empty() {
+            return Err(Error::CollectionNotFound(collection.to_owned()));
+        }
+        let results = futures::future::join_all(
+            held.iter()
+                .map(|(url, vid)| self.volumes.delete_volume(url, *vid)),
+        )
+        .await;
+        let mut failures = Vec::new();
+        {
+            let mut topo = self.topo_mut();
+            for ((url, vid), r) in held.iter().zip(results) {
+                match r {
+                    Ok(()) => topo.remove_volume(url, *vid),
+                    Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {
+                        topo.remove_volume(url, *vid);
+                    }
+                    Err(e) => failures.push(format!("volume {vid} on {url}: {e}")),
+                }
+            }
+        }
+        if !failures.is_empty() {
+            tracing::warn!(
+                collection,
+                failed = failures.len(),
+                "deleting a collection failed on some volumes: {}",
+                failures.join("; ")
+            );
+            return Err(Error::CollectionDeleteFailed {
+                collection: collection.to_owned(),
+                failed: failures.len(),
+                detail: failures.join("; "),
+            });
+        }
+        tracing::info!(collection, volumes = held.len(), "collection deleted");
+        Ok(())
     }
 
     /// Status of every known volume server.

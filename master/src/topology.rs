@@ -123,6 +123,30 @@ impl Topology {
         }
     }
 
+    /// The volumes of `collection` on live servers, as `(server url, volume)`, sorted.
+    pub fn collection_volumes(&self, collection: &str) -> Vec<(String, VolumeId)> {
+        let mut held: Vec<(String, VolumeId)> = self
+            .nodes
+            .values()
+            .filter(|n| self.alive(n))
+            .flat_map(|n| {
+                n.volumes
+                    .values()
+                    .filter(|v| v.collection == collection)
+                    .map(|v| (n.url.clone(), v.id))
+            })
+            .collect();
+        held.sort();
+        held
+    }
+
+    /// Forgets volume `vid` on `url` (deleted there; its next heartbeat agrees).
+    pub fn remove_volume(&mut self, url: &str, vid: VolumeId) {
+        if let Some(n) = self.nodes.get_mut(url) {
+            n.volumes.remove(&vid);
+        }
+    }
+
     /// Live servers holding `vid`.
     pub fn lookup(&self, vid: VolumeId) -> Vec<Location> {
         let mut locs: Vec<Location> = self

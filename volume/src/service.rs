@@ -397,6 +397,18 @@ impl VolumeServer {
         })
     }
 
+    /// Deletes a whole volume (the master's `/col/delete`): its files are removed durably and
+    /// the heartbeat, woken at once, no longer reports it.
+    #[tracing::instrument(name = "volume.delete_volume", skip(self))]
+    pub async fn delete_volume(&self, volume: u32) -> Result<(), Error> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.delete_volume(volume))
+            .await
+            .map_err(|e| Error::Internal(e.into()))??;
+        self.beat.notify_one();
+        Ok(())
+    }
+
     /// Compacts every local volume whose garbage ratio exceeds `threshold` (default 0.3),
     /// online (see `store::vacuum`).
     #[tracing::instrument(name = "volume.vacuum", skip_all)]

@@ -468,6 +468,17 @@ pub struct SubmitResponse {
     pub etag: String,
 }
 
+/// Query of `GET|POST /col/delete`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColDeleteParams {
+    /// The collection whose volumes to delete; required and non-empty (the default
+    /// collection, `""`, is never deleted this way).
+    pub collection: Option<String>,
+    /// Accepted and ignored (the answer has no body).
+    pub pretty: Option<String>,
+}
+
 /// Query of `GET|POST /vol/vacuum`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -44,6 +44,16 @@ pub struct VacuumQuery {
     pub garbage_threshold: Option<f64>,
 }
 
+/// Query of `DELETE /admin/volume`: the volume to delete with its files (the master's
+/// `/col/delete` sends one per volume of the collection).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteVolumeQuery {
+    /// Id of the volume.
+    #[serde(rename = "volumeId")]
+    pub volume_id: u32,
+}
+
 /// One volume a vacuum compacted.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Compacted {

@@ -10,7 +10,7 @@ use super::master::{MasterClient, urlencode};
 use super::{Call, ClientError, HttpClient, base_url};
 use crate::api::master::{AllocateQuery, AssignQuery};
 use crate::api::volume::{DeleteResponse, UploadResponse, VacuumResponse};
-use crate::ids::FileId;
+use crate::ids::{FileId, VolumeId};
 
 /// Options of one needle write.
 #[derive(Debug, Clone, Default)]
@@ -129,6 +129,19 @@ impl VolumeClient {
         )
         .idempotent(true);
         self.http.json(call).await
+    }
+
+    /// Asks a server to delete a whole volume and its files (`DELETE /admin/volume`).
+    /// Idempotent as far as the caller goes: a volume already gone answers 404
+    /// (`volume_not_found`), which the caller may count as done.
+    pub async fn delete_volume(&self, server: &str, volume: VolumeId) -> Result<(), ClientError> {
+        let call = Call::new(
+            Method::DELETE,
+            format!("{}/admin/volume?volumeId={volume}", base_url(server)),
+            "DELETE /admin/volume",
+        )
+        .idempotent(true);
+        self.http.send(call).await.map(drop)
     }
 
     /// Asks a server to allocate a volume.

@@ -42,6 +42,12 @@ impl From<Error> for ApiError {
                 }
                 _ => ApiError::unavailable("upload_failed", message, 1),
             },
+            Error::DefaultCollection => ApiError::bad_request("default_collection", message),
+            // 400, as SeaweedFS answers it.
+            Error::CollectionNotFound(_) => ApiError::bad_request("collection_not_found", message),
+            Error::CollectionDeleteFailed { .. } => {
+                ApiError::unavailable("collection_delete_failed", message, 1)
+            }
             Error::State(e) => ApiError::internal(e.context("update the master state file")),
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! - `GET|POST /dir/assign`, `GET /dir/lookup`, `GET /dir/status` ([`routes::dir`]);
 //! - `GET|POST /vol/grow`, `GET /vol/status`, `GET|POST /vol/vacuum` ([`routes::vol`]), `POST /submit`
-//!   ([`routes::submit`]): SeaweedFS's routes, in its shapes;
+//!   ([`routes::submit`]), `GET|POST /col/delete` ([`routes::col`]): SeaweedFS's routes, in its
+//!   shapes;
 //! - `POST /heartbeat`, `GET /cluster/status` ([`routes::cluster`]);
 //! - `GET /healthz`, `GET /readyz`, `GET /metrics` ([`routes::ops`]);
 //! - `GET /openapi.json`: the OpenAPI document of these routes (`openapi.json` beside this file).
@@ -85,6 +86,10 @@ fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         (
             "/vol/vacuum",
             get(routes::vol::vacuum).post(routes::vol::vacuum),
+        ),
+        (
+            "/col/delete",
+            get(routes::col::delete).post(routes::col::delete),
         ),
         (
             "/submit",

@@ -77,12 +77,13 @@ async fn beat(app: &Router, url: &str, max_volumes: u32, volumes: Vec<Value>) ->
     send(app, Method::POST, "/heartbeat", Some(body)).await.0
 }
 
-/// A fake volume server on an ephemeral port recording the query of every allocation and
-/// `write <fid>?<query>` for every blob write.
+/// A fake volume server on an ephemeral port recording the query of every allocation,
+/// `write <fid>?<query>` for every blob write and `delete <query>` for every volume deletion.
 pub(crate) async fn fake_volume_server() -> (String, Arc<Mutex<Vec<String>>>) {
     let calls = Arc::new(Mutex::new(Vec::new()));
     let seen = calls.clone();
     let written = calls.clone();
+    let deleted = calls.clone();
     let app = axum::Router::new()
         .route(
             "/admin/volume",
@@ -91,6 +92,20 @@ pub(crate) async fn fake_volume_server() -> (String, Arc<Mutex<Vec<String>>>) {
                 async move {
                     seen.lock().unwrap().push(q.unwrap_or_default());
                     axum::Json(json!({}))
+                }
+            })
+            .delete(move |RawQuery(q): RawQuery| {
+                let deleted = deleted.clone();
+                async move {
+                    // Volume 100 is already gone here, 101 is being vacuumed.
+                    let q = q.unwrap_or_default();
+                    deleted.lock().unwrap().push(format!("delete {q}"));
+                    let (status, code) = match q.as_str() {
+                        "volumeId=100" => (StatusCode::NOT_FOUND, "volume_not_found"),
+                        "volumeId=101" => (StatusCode::CONFLICT, "vacuum_in_progress"),
+                        _ => return StatusCode::NO_CONTENT.into_response(),
+                    };
+                    (status, axum::Json(json!({"error": code, "code": code}))).into_response()
                 }
             }),
         )
@@ -802,4 +817,100 @@ async fn test_vacuum_schedule_runs_rounds_until_stopped() {
         .await
         .expect("the schedule did not stop when cancelled")
         .unwrap();
+}
+
+#[tokio::test]
+async fn test_col_delete_deletes_every_copy_and_forgets_the_volumes() {
+    // Issue 17: SeaweedFS's /col/delete.
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(state(dir.path()));
+    let (a, a_calls) = fake_volume_server().await;
+    let (b, b_calls) = fake_volume_server().await;
+    let vols_a = vec![
+        vol(1, "pics", "001", 8),
+        vol(2, "pics", "000", 8),
+        vol(3, "", "000", 8),
+        vol(4, "docs", "000", 8),
+    ];
+    assert_eq!(beat(&app, &a, 10, vols_a).await, StatusCode::OK);
+    assert_eq!(
+        beat(&app, &b, 10, vec![vol(1, "pics", "001", 8)]).await,
+        StatusCode::OK
+    );
+    let (st, body, _) = send(&app, Method::GET, "/col/delete?collection=pics", None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
+    let mut on_a: Vec<String> = a_calls.lock().unwrap().clone();
+    on_a.sort();
+    assert_eq!(on_a, vec!["delete volumeId=1", "delete volumeId=2"]);
+    assert_eq!(*b_calls.lock().unwrap(), vec!["delete volumeId=1"]);
+    for (vid, found) in [(1, false), (2, false), (3, true), (4, true)] {
+        let (st, _, _) = send(
+            &app,
+            Method::GET,
+            &format!("/dir/lookup?volumeId={vid}"),
+            None,
+        )
+        .await;
+        let want = if found {
+            StatusCode::OK
+        } else {
+            StatusCode::NOT_FOUND
+        };
+        assert_eq!(st, want, "volume {vid}");
+    }
+    // As SeaweedFS: a collection that does not exist (any more) is a 400.
+    let (st, body, _) = send(&app, Method::POST, "/col/delete?collection=pics", None).await;
+    assert_eq!(
+        (st, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("collection_not_found"))
+    );
+    assert_eq!(body["error"], "collection pics does not exist");
+    for (q, code) in [
+        ("", "default_collection"),
+        ("?collection=", "default_collection"),
+        ("?collection=a/b", "bad_collection"),
+        ("?collection=docs&nope=1", "bad_query"),
+    ] {
+        let (st, body, _) = send(&app, Method::POST, &format!("/col/delete{q}"), None).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{q}: {body}");
+        if code != "bad_query" {
+            assert_eq!(body["code"], code, "{q}");
+        }
+    }
+    // The default collection's volume is still there after every refusal.
+    let (st, _, _) = send(&app, Method::GET, "/dir/lookup?volumeId=3", None).await;
+    assert_eq!(st, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn test_col_delete_counts_a_gone_copy_as_deleted_and_a_refused_one_as_a_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(state(dir.path()));
+    let (a, _) = fake_volume_server().await;
+    let vols = vec![
+        vol(5, "busy", "000", 8),
+        vol(100, "busy", "000", 8),
+        vol(101, "busy", "000", 8),
+    ];
+    assert_eq!(beat(&app, &a, 10, vols).await, StatusCode::OK);
+    let (st, body, headers) = send(&app, Method::POST, "/col/delete?collection=busy", None).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["code"], "collection_delete_failed");
+    assert!(headers.contains_key(header::RETRY_AFTER));
+    // 5 was deleted, 100 was already gone: both forgotten; 101 is still known, to retry.
+    for (vid, found) in [(5, false), (100, false), (101, true)] {
+        let (st, _, _) = send(
+            &app,
+            Method::GET,
+            &format!("/dir/lookup?volumeId={vid}"),
+            None,
+        )
+        .await;
+        let want = if found {
+            StatusCode::OK
+        } else {
+            StatusCode::NOT_FOUND
+        };
+        assert_eq!(st, want, "volume {vid}");
+    }
 }

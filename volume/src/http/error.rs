@@ -33,6 +33,7 @@ fn volume_error(e: VolumeError, message: String) -> ApiError {
         VolumeError::NeedleNotFound { .. } => ApiError::not_found("needle_not_found", message),
         VolumeError::CookieMismatch { .. } => ApiError::conflict("cookie_mismatch", message),
         VolumeError::Exists { .. } => ApiError::conflict("volume_exists", message),
+        VolumeError::VacuumInProgress { .. } => ApiError::conflict("vacuum_in_progress", message),
         VolumeError::Full { .. } => ApiError::unavailable("volume_full", message, 1),
         VolumeError::Moved { .. } => ApiError::unavailable("volume_compacting", message, 1),
         VolumeError::WriterGone { .. } => ApiError::unavailable("shutting_down", message, 1),

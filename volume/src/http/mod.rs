@@ -2,7 +2,7 @@
 //!
 //! Routes: `POST|PUT /{fid}` (raw body or multipart `file`), `GET|HEAD /{fid}` (Range, ETag),
 //! `DELETE /{fid}`, `POST /admin/vacuum` (online compaction), the same on SeaweedFS's other URL forms `/{vid}/{key}` and
-//! `/{vid}/{key}/{name}` (see [`fid`]: `.ext` suffixes, batch `_N` suffixes), `POST /admin/volume`, `GET /status`, `/healthz`, `/readyz`, `/metrics`, and
+//! `/{vid}/{key}/{name}` (see [`fid`]: `.ext` suffixes, batch `_N` suffixes), `POST /admin/volume` (allocate), `DELETE /admin/volume` (delete a whole volume), `GET /status`, `/healthz`, `/readyz`, `/metrics`, and
 //! `/openapi.json`, their OpenAPI document (`openapi.json` beside this file). Handlers live in
 //! [`routes`]; `error` maps the service's errors to statuses.
 
@@ -40,7 +40,10 @@ fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/readyz", get(routes::ops::readyz)),
         ("/metrics", get(routes::ops::metrics)),
         ("/status", get(routes::ops::status)),
-        ("/admin/volume", post(routes::admin::allocate)),
+        (
+            "/admin/volume",
+            post(routes::admin::allocate).delete(routes::admin::delete),
+        ),
         ("/admin/vacuum", post(routes::admin::vacuum)),
         (openapi::PATH, openapi::route(OPENAPI)),
         ("/{fid}", blob()),

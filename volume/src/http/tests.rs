@@ -489,3 +489,73 @@ async fn test_router_vacuum_compacts_above_the_threshold() {
         assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}");
     }
 }
+
+#[tokio::test]
+async fn test_router_delete_volume_removes_its_files_and_its_report() {
+    // Issue 17: the master's /col/delete deletes each volume of the collection here.
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(state(dir.path()));
+    let (st, _, _) = send(
+        &app,
+        req(
+            "POST",
+            "/admin/volume?volumeId=5&collection=pics",
+            Body::empty(),
+        ),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _, _) = send(&app, req("POST", "/5,01637037d6", "x")).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (st, _, body) = send(
+        &app,
+        req("DELETE", "/admin/volume?volumeId=5", Body::empty()),
+    )
+    .await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{body:?}");
+    for f in ["pics_5.dat", "pics_5.idx"] {
+        assert!(
+            std::fs::metadata(dir.path().join(f)).is_err(),
+            "{f} is left"
+        );
+    }
+    let (_, _, body) = send(&app, req("GET", "/status", Body::empty())).await;
+    let status: common::api::volume::VolumeServerStatus = serde_json::from_slice(&body).unwrap();
+    let ids: Vec<u32> = status.volumes.iter().map(|v| v.id).collect();
+    assert_eq!(ids, vec![3], "only volume 3 is reported");
+    let (st, _, body) = send(&app, req("GET", "/5,01637037d6", Body::empty())).await;
+    assert_eq!(
+        (st, error_code(&body)),
+        (StatusCode::NOT_FOUND, "volume_not_found".into())
+    );
+    let (st, _, body) = send(
+        &app,
+        req("DELETE", "/admin/volume?volumeId=5", Body::empty()),
+    )
+    .await;
+    assert_eq!(
+        (st, error_code(&body)),
+        (StatusCode::NOT_FOUND, "volume_not_found".into())
+    );
+    for bad in ["", "?volumeId=x", "?volume=3"] {
+        let (st, _, _) = send(
+            &app,
+            req("DELETE", &format!("/admin/volume{bad}"), Body::empty()),
+        )
+        .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    // The volume id can be allocated afresh, empty.
+    let (st, _, _) = send(
+        &app,
+        req(
+            "POST",
+            "/admin/volume?volumeId=5&collection=pics",
+            Body::empty(),
+        ),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _, _) = send(&app, req("GET", "/5,01637037d6", Body::empty())).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}

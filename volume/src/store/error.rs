@@ -35,6 +35,12 @@ pub enum VolumeError {
         /// Volume id.
         volume: VolumeId,
     },
+    /// A compaction of the volume is running, so it cannot be deleted now (retry after it).
+    #[error("volume {volume} is being vacuumed; retry once the vacuum is done")]
+    VacuumInProgress {
+        /// Volume id.
+        volume: VolumeId,
+    },
     /// The volume already exists.
     #[error("volume {volume} already exists")]
     Exists {
@@ -138,6 +144,7 @@ impl VolumeError {
                 key: *key,
             },
             Self::Moved { volume } => Self::Moved { volume: *volume },
+            Self::VacuumInProgress { volume } => Self::VacuumInProgress { volume: *volume },
             Self::Exists { volume } => Self::Exists { volume: *volume },
             Self::Full { volume } => Self::Full { volume: *volume },
             Self::TooLarge { volume } => Self::TooLarge { volume: *volume },

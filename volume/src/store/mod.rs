@@ -214,6 +214,22 @@ impl Store {
         Ok(v)
     }
 
+    /// Deletes a volume: removes its files durably (`.idx`, then `.dat`, then an fsync of the
+    /// directory) and forgets it, so heartbeats no longer report it. Refused while the volume
+    /// is being compacted. Serialized with allocations. Blocking.
+    pub fn delete_volume(&self, id: VolumeId) -> Result<(), VolumeError> {
+        let _alloc = self.allocating.read_or_abort();
+        let v = self.get(id)?;
+        v.remove_files()?;
+        let mut vols = self.volumes.write_or_abort();
+        vols.remove(&id);
+        self.metrics.volumes.set(vols.len() as i64);
+        drop(vols);
+        self.update_failed_gauge();
+        tracing::info!(volume = id, collection = %v.collection, "volume deleted");
+        Ok(())
+    }
+
     /// Scrubs every volume (see [`Volume::scrub`]); returns the number of needles checked
     /// and the corrupt ones as `(volume, key)`.
     pub fn scrub(&self) -> (u64, Vec<(VolumeId, u64)>) {

@@ -133,3 +133,27 @@ async fn test_store_allocate_creates_files_outside_the_store_lock() {
         Err(VolumeError::Exists { .. })
     ));
 }
+
+#[test]
+fn test_store_delete_volume_refuses_during_a_vacuum_and_blocks_later_compactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::load(dir.path(), metrics()).unwrap();
+    let v = store.allocate(7, "c", Replication::default()).unwrap();
+    {
+        let _vacuum = v.shared.compacting.lock().unwrap();
+        assert!(matches!(
+            store.delete_volume(7),
+            Err(VolumeError::VacuumInProgress { volume: 7 })
+        ));
+    }
+    assert!(store.get(7).is_ok(), "a refused delete keeps the volume");
+    store.delete_volume(7).unwrap();
+    assert!(store.get(7).is_err());
+    assert!(std::fs::metadata(dir.path().join("c_7.dat")).is_err());
+    // A vacuum that picked the volume before the delete must not recreate its files.
+    assert!(matches!(
+        v.compact(),
+        Err(VolumeError::VolumeNotFound { volume: 7 })
+    ));
+    assert!(std::fs::metadata(dir.path().join("c_7.dat")).is_err());
+}

@@ -95,6 +95,9 @@ pub struct Volume {
     dat_path: PathBuf,
     pub(super) shared: Arc<Shared>,
     read_only: AtomicBool,
+    /// Set (under the compaction lock) once [`super::Store::delete_volume`] removed the files:
+    /// no compaction may recreate them, no write may be acknowledged into them.
+    deleted: AtomicBool,
     tx: mpsc::Sender<Op>,
 }
 
@@ -282,6 +285,7 @@ impl Volume {
                 dat_path,
                 shared,
                 read_only: AtomicBool::new(false),
+                deleted: AtomicBool::new(false),
                 tx,
             },
             report,
@@ -347,6 +351,9 @@ impl Volume {
                 reason,
             });
         }
+        if self.deleted.load(Ordering::Acquire) {
+            return Err(VolumeError::VolumeNotFound { volume: self.id });
+        }
         if self.read_only.load(Ordering::Acquire) || self.size() >= size_limit {
             return Err(VolumeError::Full { volume: self.id });
         }
@@ -389,6 +396,9 @@ impl Volume {
     /// the `.dat`'s size before and after. Blocking: call it off the async runtime.
     pub fn compact(&self) -> Result<(u64, u64), VolumeError> {
         let _one = self.shared.compacting.read_or_abort();
+        if self.deleted.load(Ordering::Acquire) {
+            return Err(VolumeError::VolumeNotFound { volume: self.id });
+        }
         if let Some(reason) = self.poisoned() {
             return Err(VolumeError::Poisoned {
                 volume: self.id,
@@ -437,6 +447,45 @@ impl Volume {
             .unwrap_or(Err(VolumeError::WriterGone { volume: self.id }))?;
         tracing::info!(volume = self.id, before, after, "volume compacted");
         Ok((before, after))
+    }
+
+    /// Removes the volume's files (`.idx` first: a `.dat` alone is recovered, a stale `.idx`
+    /// would not be) and any compaction leftovers, then fsyncs the directory, unless a
+    /// compaction is running ([`VolumeError::VacuumInProgress`]). Afterwards the volume refuses
+    /// writes and compactions; open readers keep their file until they finish. Blocking.
+    pub(super) fn remove_files(&self) -> Result<(), VolumeError> {
+        let _one = match self.shared.compacting.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::WouldBlock) => {
+                return Err(VolumeError::VacuumInProgress { volume: self.id });
+            }
+            Err(std::sync::TryLockError::Poisoned(_)) => {
+                common::sync::abort("volume compaction lock")
+            }
+        };
+        self.deleted.store(true, Ordering::Release);
+        let dir = self.dat_path.parent().unwrap_or(Path::new("."));
+        let paths = vacuum::Paths::new(dir, &file_stem(&self.collection, self.id));
+        let io = |op: &'static str| {
+            move |source| VolumeError::Io {
+                volume: self.id,
+                op,
+                source,
+            }
+        };
+        let remove = |f: &Path| match std::fs::remove_file(f) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+        let removed = remove(&paths.idx)
+            .and_then(|()| remove(&paths.dat))
+            .map_err(io("remove volume file"));
+        if let Err(e) = removed {
+            self.deleted.store(false, Ordering::Release);
+            return Err(e);
+        }
+        vacuum::discard(&paths);
+        common::fs::fsync_dir(dir).map_err(io("fsync dir after removing the volume"))
     }
 
     /// Sends a deletion of `key` aimed at the record at `expect_offset` without reading it

@@ -2,6 +2,7 @@
 //! the result with `?`.
 
 pub mod cluster;
+pub mod col;
 pub mod dir;
 pub mod ops;
 pub mod submit;
