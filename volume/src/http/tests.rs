@@ -559,3 +559,27 @@ async fn test_router_delete_volume_removes_its_files_and_its_report() {
     let (st, _, _) = send(&app, req("GET", "/5,01637037d6", Body::empty())).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn test_router_refuses_a_seaweedfs_chunk_manifest_upload() {
+    // Issue 17: `?cm=true` would be stored as an opaque blob and served as its JSON; refused.
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(state(dir.path()));
+    let manifest = r#"{"chunks":[{"fid":"3,02637037d6","offset":0,"size":1}]}"#;
+    for (method, uri) in [
+        ("POST", "/3,01637037d6?cm=true"),
+        ("PUT", "/3/01637037d6?cm=1"),
+        ("POST", "/3/01637037d6/a.txt?cm=True"),
+    ] {
+        let (st, _, body) = send(&app, req(method, uri, manifest)).await;
+        assert_eq!(
+            (st, error_code(&body)),
+            (StatusCode::BAD_REQUEST, "chunk_manifest_unsupported".into()),
+            "{method} {uri}"
+        );
+    }
+    let (st, _, _) = send(&app, req("GET", "/3,01637037d6", Body::empty())).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "nothing was stored");
+    let (st, _, _) = send(&app, req("POST", "/3,01637037d6?cm=false", "plain")).await;
+    assert_eq!(st, StatusCode::CREATED, "cm=false is an ordinary upload");
+}

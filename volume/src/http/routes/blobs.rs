@@ -30,6 +30,23 @@ pub struct WriteParams {
     /// have the same checksum (ETag).
     #[serde(rename = "lastModified")]
     last_modified: Option<u64>,
+    /// SeaweedFS's chunk-manifest flag: refused when true (see `refuse_chunk_manifest`).
+    cm: Option<String>,
+}
+
+/// Refuses SeaweedFS's `?cm=true`. SeaweedFS marks such an upload as a chunk manifest (JSON
+/// naming other fids) and serves a read of it by concatenating those chunks; Kelp does not,
+/// and storing the manifest as an opaque blob would hand a later reader the JSON instead of
+/// the file. So the upload is refused, loudly. The value is read as Go's `ParseBool` reads
+/// it; anything else (`false`, a typo) is ignored, as SeaweedFS ignores it.
+fn refuse_chunk_manifest(cm: Option<&str>) -> Result<(), ApiError> {
+    match cm {
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Err(ApiError::bad_request(
+            "chunk_manifest_unsupported",
+            "cm=true (a SeaweedFS chunk manifest) is not supported: Kelp would store the manifest as an opaque blob and never serve the chunks it lists; upload the file whole",
+        )),
+        _ => Ok(()),
+    }
 }
 
 async fn read_body(
@@ -81,6 +98,7 @@ pub async fn put_blob(
     Query(q): Query<WriteParams>,
     req: Request,
 ) -> Result<(StatusCode, Json<UploadResponse>), ApiError> {
+    refuse_chunk_manifest(q.cm.as_deref())?;
     // An unknown volume is refused before the body is read.
     s.volume
         .store()
