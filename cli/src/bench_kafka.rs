@@ -157,15 +157,13 @@ pub async fn run(a: KafkaArgs) -> anyhow::Result<()> {
     while let Some((t, r)) = pending.next().await {
         account(&mut hist, &mut acked, &mut failed, t, r);
     }
-    let secs = start.elapsed().as_secs_f64().max(1e-9);
-    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
-    println!(
-        "produce {acked:>8} ok {failed:>5} err in {secs:>7.2}s: {:>10.0} records/s {:>8.2} MB/s  ack latency p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms",
-        acked as f64 / secs,
-        (acked * a.size) as f64 / secs / 1e6,
-        ms(0.5),
-        ms(0.99),
-        hist.max() as f64 / 1000.0
+    print_acks(
+        "produce",
+        "records",
+        (acked, failed),
+        start.elapsed(),
+        a.size,
+        &hist,
     );
     anyhow::ensure!(failed == 0, "{failed} records were not acknowledged");
     if !a.no_consume {
@@ -173,6 +171,28 @@ pub async fn run(a: KafkaArgs) -> anyhow::Result<()> {
         consume(&a, &topic, acked + 1).await?;
     }
     Ok(())
+}
+
+/// Prints one line of acknowledged sends: counts, rate, MB/s and the ack latency percentiles
+/// (also `kelp bench nats`'s, so the peers' lines read alike).
+pub(crate) fn print_acks(
+    label: &str,
+    unit: &str,
+    (acked, failed): (usize, usize),
+    elapsed: Duration,
+    size: usize,
+    hist: &Histogram<u64>,
+) {
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "{label:<7} {acked:>8} ok {failed:>5} err in {secs:>7.2}s: {:>10.0} {unit}/s {:>8.2} MB/s  ack latency p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms",
+        acked as f64 / secs,
+        (acked * size) as f64 / secs / 1e6,
+        ms(0.5),
+        ms(0.99),
+        hist.max() as f64 / 1000.0
+    );
 }
 
 fn account(

@@ -98,15 +98,13 @@ pub async fn run(a: NatsArgs) -> anyhow::Result<()> {
     while let Some(done) = pending.next().await {
         account(&mut hist, done);
     }
-    let secs = start.elapsed().as_secs_f64().max(1e-9);
-    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
-    println!(
-        "nats   {acked:>8} ok {failed:>5} err in {secs:>7.2}s: {:>10.0} msg/s {:>8.2} MB/s  ack latency p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms",
-        acked as f64 / secs,
-        (acked * a.size) as f64 / secs / 1e6,
-        ms(0.5),
-        ms(0.99),
-        hist.max() as f64 / 1000.0
+    crate::bench_kafka::print_acks(
+        "nats",
+        "msg",
+        (acked, failed),
+        start.elapsed(),
+        a.size,
+        &hist,
     );
     anyhow::ensure!(failed == 0, "{failed} messages were not acknowledged");
     Ok(())
