@@ -45,6 +45,11 @@ pub struct ServerArgs {
     /// Fsync before acknowledging (false only for throwaway data).
     #[arg(long, env = "KELP_FSYNC", default_value_t = true, action = ArgAction::Set)]
     fsync: bool,
+    /// The volume server's address for clients (the `publicUrl` of assigns and lookups,
+    /// SeaweedFS's `-publicUrl`), when they reach it otherwise than at `--ip:--volume-port`
+    /// (a published container port, a proxy). The services keep using the internal one.
+    #[arg(long, env = "KELP_VOLUME_CLIENT_URL")]
+    volume_client_url: Option<String>,
 }
 
 /// Runs the all-in-one server until SIGTERM/SIGINT.
@@ -98,15 +103,19 @@ async fn run(a: ServerArgs) -> anyhow::Result<()> {
     let fsync = a.fsync.to_string();
     let d = |i: usize| dirs[i].to_string_lossy().into_owned();
     let master_cfg = master::Config::try_parse_from(["kelp-master", "--dir", &d(0)])?;
-    let volume_cfg = volume::Config::try_parse_from([
-        "kelp-volume",
-        "--dir",
-        &d(1),
-        "--master",
-        &master_addr,
-        "--fsync",
-        &fsync,
-    ])?;
+    let mut volume_args = vec![
+        "kelp-volume".to_owned(),
+        "--dir".to_owned(),
+        d(1),
+        "--master".to_owned(),
+        master_addr.clone(),
+        "--fsync".to_owned(),
+        fsync.clone(),
+    ];
+    if let Some(u) = &a.volume_client_url {
+        volume_args.extend(["--client-url".to_owned(), u.clone()]);
+    }
+    let volume_cfg = volume::Config::try_parse_from(volume_args)?;
     let filer_cfg =
         filer::Config::try_parse_from(["kelp-filer", "--dir", &d(2), "--master", &master_addr])?;
     let kafka_port = a.kafka_port.to_string();

@@ -37,9 +37,15 @@ pub struct Config {
     /// The master, `host:port`.
     #[arg(long, env = "KELP_MASTER", default_value = "127.0.0.1:9333")]
     pub master: String,
-    /// Address other services use to reach this server (default: the bound `ip:port`).
+    /// Address other services use to reach this server (default: the bound `ip:port`): the
+    /// `url` the master answers in assigns and lookups.
     #[arg(long, env = "KELP_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Address clients outside the cluster use to reach this server: the `publicUrl` the
+    /// master answers (SeaweedFS's `-publicUrl`), e.g. `localhost:8080` when the server is a
+    /// container whose internal name the host cannot resolve (default: `--public-url`).
+    #[arg(long, env = "KELP_CLIENT_URL")]
+    pub client_url: Option<String>,
     /// Most volumes this server holds.
     #[arg(long, env = "KELP_MAX_VOLUMES", default_value_t = 8)]
     pub max_volumes: u32,
@@ -73,6 +79,7 @@ impl Config {
             listen: ListenFlags::for_test(dir),
             master,
             public_url: None,
+            client_url: None,
             max_volumes: 8,
             fsync: true,
             max_blob_mb: 16,
@@ -95,6 +102,24 @@ mod tests {
         let cfg =
             Config::try_parse_from(["kelp-volume", "--ip", "volume-1", "--port", "0"]).unwrap();
         assert_eq!(cfg.listen.bind_addr(), "volume-1:0");
+    }
+
+    #[test]
+    fn test_config_client_url_is_separate_from_the_internal_url() {
+        let cfg = Config::try_parse_from([
+            "kelp-volume",
+            "--public-url",
+            "volume1:8080",
+            "--client-url",
+            "localhost:8080",
+        ])
+        .unwrap();
+        assert_eq!(cfg.public_url.as_deref(), Some("volume1:8080"));
+        assert_eq!(cfg.client_url.as_deref(), Some("localhost:8080"));
+        assert_eq!(
+            Config::try_parse_from(["kelp-volume"]).unwrap().client_url,
+            None
+        );
     }
 
     #[test]

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::api::master::Heartbeat;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -29,12 +28,7 @@ pub async fn run(server: Arc<VolumeServer>, shutdown: CancellationToken) {
 /// Sends one heartbeat; returns whether the master answered. A failure is logged once, when
 /// the master stops answering, and the recovery once, when it answers again.
 async fn beat(server: &VolumeServer, was_healthy: bool) -> bool {
-    let beat = Heartbeat {
-        url: server.url().to_owned(),
-        public_url: server.url().to_owned(),
-        max_volumes: server.config().max_volumes,
-        volumes: server.store().infos(),
-    };
+    let beat = server.heartbeat();
     match server.master().heartbeat(&beat).await {
         Ok(resp) => {
             server.store().set_size_limit(resp.volume_size_limit);

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use bytes::Bytes;
-use common::api::master::{AllocateQuery, Replication};
+use common::api::master::{AllocateQuery, Heartbeat, Replication};
 use common::api::volume::{Compacted, UploadResponse, VacuumResponse, VolumeServerStatus};
 use common::client::master::{MasterClient, urlencode};
 use common::client::volume::VolumeClient;
@@ -176,6 +176,21 @@ impl VolumeServer {
     /// This server's address as the master knows it.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// What the next heartbeat reports: this server's internal `url`, its `publicUrl`
+    /// (`--client-url`, else the internal one) and its volumes.
+    pub fn heartbeat(&self) -> Heartbeat {
+        Heartbeat {
+            url: self.url.clone(),
+            public_url: self
+                .cfg
+                .client_url
+                .clone()
+                .unwrap_or_else(|| self.url.clone()),
+            max_volumes: self.cfg.max_volumes,
+            volumes: self.store.infos(),
+        }
     }
 
     /// The master client.

@@ -583,3 +583,27 @@ async fn test_router_refuses_a_seaweedfs_chunk_manifest_upload() {
     let (st, _, _) = send(&app, req("POST", "/3,01637037d6?cm=false", "plain")).await;
     assert_eq!(st, StatusCode::CREATED, "cm=false is an ordinary upload");
 }
+
+#[tokio::test]
+async fn test_heartbeat_reports_the_client_url_as_public_url() {
+    // Issue 17: url (internal, what services use) and publicUrl (clients) as SeaweedFS has them.
+    let dir = tempfile::tempdir().unwrap();
+    let s = state(dir.path());
+    let beat = s.volume.heartbeat();
+    assert_eq!(
+        (beat.url.as_str(), beat.public_url.as_str()),
+        ("127.0.0.1:2", "127.0.0.1:2")
+    );
+    let mut cfg = Config::for_test(dir.path().join("other"), "127.0.0.1:1".into());
+    cfg.client_url = Some("localhost:18080".into());
+    let server = VolumeServer::new(
+        s.volume.store().clone(),
+        Arc::new(cfg),
+        "volume1:8080".into(),
+        s.volume.metrics().clone(),
+    );
+    let beat = server.heartbeat();
+    assert_eq!(beat.url, "volume1:8080");
+    assert_eq!(beat.public_url, "localhost:18080");
+    assert_eq!(beat.volumes.len(), 1);
+}
