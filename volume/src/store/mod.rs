@@ -263,6 +263,8 @@ impl Store {
             }
             match v.compact() {
                 Ok((before, after)) => done.push((v.id, before, after)),
+                // Deleted (`delete_volume`) since the list was taken: nothing to compact.
+                Err(VolumeError::VolumeNotFound { .. }) => {}
                 Err(e) => {
                     tracing::error!(volume = v.id, error = %e, "compaction failed");
                 }
