@@ -432,6 +432,7 @@ impl Master {
                         size: crate::VOLUME_EMPTY_SIZE,
                         file_count: 0,
                         delete_count: 0,
+                        deleted_bytes: 0,
                         read_only: false,
                         max_file_key: 0,
                     },

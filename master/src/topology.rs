@@ -329,7 +329,7 @@ impl Topology {
                     size: v.size,
                     file_count: v.file_count,
                     delete_count: v.delete_count,
-                    deleted_byte_count: 0,
+                    deleted_byte_count: v.deleted_bytes,
                     read_only: v.read_only,
                     replica_placement: v.replication.into(),
                     ttl: SeaweedTtl::default(),
@@ -408,6 +408,7 @@ mod tests {
             size,
             file_count: 0,
             delete_count: 0,
+            deleted_bytes: 0,
             read_only: false,
             max_file_key: 0,
         }

@@ -157,6 +157,10 @@ pub struct VolumeInfo {
     pub file_count: u64,
     /// Deleted needles.
     pub delete_count: u64,
+    /// Bytes of the `.dat` no live needle holds (overwritten and deleted needles, tombstones):
+    /// what a vacuum would give back (0 from servers that do not report it).
+    #[serde(default)]
+    pub deleted_bytes: u64,
     /// Whether it refuses writes.
     pub read_only: bool,
     /// Largest needle key stored, so a master that lost its state never reissues keys.
@@ -398,7 +402,8 @@ pub struct SeaweedVolume {
     pub file_count: u64,
     /// Deleted needles.
     pub delete_count: u64,
-    /// Bytes held by deleted needles (Kelp's heartbeats do not report it yet: 0).
+    /// Bytes held by deleted and overwritten needles, as the volume server's last heartbeat
+    /// reported them.
     pub deleted_byte_count: u64,
     /// Whether it refuses writes.
     pub read_only: bool,

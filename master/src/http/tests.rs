@@ -570,6 +570,7 @@ async fn test_status_routes_answer_seaweedfs_shapes() {
     let app = router(state(dir.path()));
     let mut v2 = vol(2, "", "001", 100);
     v2["file_count"] = json!(3);
+    v2["deleted_bytes"] = json!(40);
     beat(
         &app,
         "a:1",
@@ -612,6 +613,8 @@ async fn test_status_routes_answer_seaweedfs_shapes() {
     assert_eq!(a[0]["ReplicaPlacement"], json!({}));
     assert_eq!(a[1]["ReplicaPlacement"], json!({"node": 1}));
     assert_eq!(a[1]["FileCount"], 3);
+    assert_eq!(a[1]["DeletedByteCount"], 40, "as the heartbeat reported it");
+    assert_eq!(a[0]["DeletedByteCount"], 0, "a heartbeat without it is 0");
     assert_eq!(a[2]["Collection"], "pics");
     assert_eq!(a[0]["Ttl"], json!({"Count": 0, "Unit": 0}));
     assert_eq!(

@@ -33,6 +33,30 @@ async fn test_store_write_read_survives_reopen() {
 }
 
 #[tokio::test]
+async fn test_volume_info_reports_the_bytes_a_vacuum_would_give_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, _) = Volume::create(dir.path(), 1, "", Replication::default(), metrics()).unwrap();
+    for k in 1..=4 {
+        put(&v, &blob(k, 1000)).await;
+    }
+    assert_eq!(v.info().deleted_bytes, 0, "every byte is live");
+    v.delete(2, 0xabcd, true).await.unwrap();
+    // Overwriting key 3 leaves its first record behind too.
+    put(&v, &blob(3, 500)).await;
+    let info = v.info();
+    assert_eq!(info.deleted_bytes, v.garbage());
+    assert!(
+        info.deleted_bytes >= 2000,
+        "two 1000-byte records (and a tombstone) are garbage: {}",
+        info.deleted_bytes
+    );
+    // Reopening (the index rebuilt from disk) reports the same.
+    drop(v);
+    let (v, _) = open(dir.path());
+    assert_eq!(v.info().deleted_bytes, info.deleted_bytes);
+}
+
+#[tokio::test]
 async fn test_store_load_quarantines_unreadable_volume() {
     let dir = tempfile::tempdir().unwrap();
     {

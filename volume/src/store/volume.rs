@@ -328,6 +328,7 @@ impl Volume {
             size: self.size(),
             file_count: self.shared.file_count.load(Ordering::Relaxed),
             delete_count: self.shared.delete_count.load(Ordering::Relaxed),
+            deleted_bytes: self.garbage(),
             read_only: self.read_only.load(Ordering::Acquire) || self.poisoned().is_some(),
             max_file_key: self.shared.max_key.load(Ordering::Relaxed),
         }
