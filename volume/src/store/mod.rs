@@ -96,7 +96,7 @@ impl Store {
                     tracing::info!(
                         volume = vid,
                         collection = %collection,
-                        needles = v.info().file_count,
+                        needles = v.file_count(),
                         size = v.size(),
                         recovered = report.needles_recovered,
                         bytes_cut = report.bytes_cut,
@@ -237,7 +237,7 @@ impl Store {
         let mut checked = 0;
         let mut bad = Vec::new();
         for v in vols {
-            checked += v.info().file_count;
+            checked += v.file_count();
             bad.extend(v.scrub().into_iter().map(|k| (v.id, k)));
         }
         (checked, bad)
