@@ -109,6 +109,9 @@ pub struct Config {
     /// Largest Kafka request accepted (larger ones close the connection).
     #[arg(long, env = "KELP_KAFKA_MAX_REQUEST_MB", default_value_t = 100)]
     pub kafka_max_request_mb: u64,
+    /// Fid tokens, cluster token, API keys and TLS (see `common::security`).
+    #[command(flatten)]
+    pub security: common::security::SecurityFlags,
 }
 
 impl Default for Config {
@@ -144,6 +147,7 @@ impl Default for Config {
             kafka_auto_create: true,
             kafka_auto_create_partitions: 1,
             kafka_max_request_mb: 100,
+            security: common::security::SecurityFlags::default(),
         }
     }
 }

@@ -52,6 +52,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use common::client::HttpClient;
+use common::security::Security;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -72,15 +73,20 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     cfg.validate()?;
-    let http = HttpClient::new(STORE_CALL_TIMEOUT);
+    let security = Arc::new(cfg.security.load().context("load security files")?);
+    security.log_posture("broker");
+    let http = security
+        .apply(HttpClient::new(STORE_CALL_TIMEOUT))
+        .context("build the broker's http client")?;
     let store = store::http::HttpStore::new(
         http,
+        security.clone(),
         &cfg.master,
         &cfg.filer,
         &cfg.collection,
         &cfg.replication,
     );
-    run_with_store(cfg, Arc::new(store), listener, shutdown).await
+    serve(cfg, Arc::new(store), security, listener, shutdown).await
 }
 
 /// Binds the Kafka listener (`--kafka-port`, on `--ip`) and serves it in a task, recording
@@ -126,10 +132,24 @@ async fn start_kafka(
     )))
 }
 
-/// [`run`] with a given store (tests use [`store::mem::MemStore`]).
+/// [`run`] with a given store (tests use [`store::mem::MemStore`]); the routes check the
+/// credentials of `cfg.security`.
 pub async fn run_with_store(
     cfg: Config,
     store: Arc<dyn store::Store>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let security = Arc::new(cfg.security.load().context("load security files")?);
+    security.log_posture("broker");
+    serve(cfg, store, security, listener, shutdown).await
+}
+
+/// Serves the broker over `store`, its routes checking `security`.
+async fn serve(
+    cfg: Config,
+    store: Arc<dyn store::Store>,
+    security: Arc<Security>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -169,9 +189,10 @@ pub async fn run_with_store(
             Err(e) => anyhow::anyhow!("the Kafka listener task failed: {e}"),
         }
     };
-    let router = http::router(broker.clone());
+    let serve_opts = security.serve_options(DRAIN)?;
+    let router = http::router(broker.clone(), security);
     let served = tokio::select! {
-        r = common::http::serve(listener, router, shutdown.clone(), DRAIN) => r.map_err(anyhow::Error::from),
+        r = common::http::serve_with(listener, router, shutdown.clone(), serve_opts) => r.map_err(anyhow::Error::from),
         () = broker.fatal.cancelled() => Err(anyhow::anyhow!("a flusher died")),
         e = kafka_failed => Err(e),
     };

@@ -440,6 +440,7 @@ async fn bare_assign(State(s): State<Bare>) -> axum::Json<AssignResponse> {
         url: s.addr.clone(),
         public_url: s.addr.clone(),
         count: 1,
+        auth: None,
     })
 }
 
@@ -450,6 +451,8 @@ async fn bare_lookup(State(s): State<Bare>) -> axum::Json<LookupResponse> {
             url: s.addr.clone(),
             public_url: s.addr,
         }],
+        jwt: None,
+        auth: None,
     })
 }
 

@@ -14,9 +14,11 @@
 //! - [`shutdown`] — SIGTERM/SIGINT handling.
 //! - [`telemetry`] — tracing, OTLP export and W3C context propagation.
 //! - [`metrics`] — the Prometheus registry helpers.
+//! - [`security`] — fid tokens (JWT), the cluster token, client API keys and their checks.
 //! - [`retry`] — the one jittered exponential backoff.
 //! - [`sync`] — the one lock-poison and panic policy: fatal.
 //! - [`time`] — wall-clock helpers.
+//! - [`tls`] — rustls (ring) server and client configurations, development certificates.
 
 #![deny(missing_docs)]
 
@@ -28,8 +30,10 @@ pub mod http;
 pub mod ids;
 pub mod metrics;
 pub mod retry;
+pub mod security;
 pub mod service;
 pub mod shutdown;
 pub mod sync;
 pub mod telemetry;
 pub mod time;
+pub mod tls;

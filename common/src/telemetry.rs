@@ -54,6 +54,9 @@ pub fn otlp_enabled() -> bool {
 /// Installs the global subscriber for `service` (e.g. `"master"`).
 pub fn init(service: &str) -> anyhow::Result<TelemetryGuard> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    // The OTLP exporter builds its own reqwest client, which needs a process-wide rustls
+    // provider (Kelp builds reqwest without aws-lc): ring, as everywhere else.
+    crate::tls::install_default_provider();
     let default_filter = format!(
         "kelp_{service}=info,kelp_common=info,kelp_master=info,kelp_volume=info,kelp_filer=info,kelp_broker=info,kelp_cli=info,warn"
     );

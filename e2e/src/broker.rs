@@ -37,10 +37,15 @@ pub struct Read {
 impl Broker {
     /// A client of the broker at `base`.
     pub fn new(base: String) -> Self {
-        let http = reqwest::Client::builder()
+        let http = crate::http_client_builder()
             .timeout(Duration::from_secs(60))
             .build()
             .expect("client builds");
+        Self { base, http }
+    }
+
+    /// A client of the broker at `base` sending through `http` (credentials, TLS).
+    pub fn with_client(base: String, http: reqwest::Client) -> Self {
         Self { base, http }
     }
 

@@ -8,6 +8,7 @@ use common::client::HttpClient;
 use common::client::volume::BlobClient;
 
 use crate::ServiceHandle;
+use crate::secure::Secrets;
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -24,6 +25,9 @@ pub struct ClusterOptions {
     pub registry: bool,
     /// Extra environment for every service (e.g. OTLP settings).
     pub env: Vec<(String, String)>,
+    /// Run with every protection on: fid tokens, cluster token, API keys and TLS, from
+    /// credentials generated under the cluster's temp dir (see [`Cluster::secrets`]).
+    pub secure: bool,
 }
 
 impl Default for ClusterOptions {
@@ -35,6 +39,7 @@ impl Default for ClusterOptions {
             broker_args: Vec::new(),
             registry: false,
             env: Vec::new(),
+            secure: false,
         }
     }
 }
@@ -73,6 +78,8 @@ pub struct Cluster {
     pub broker: Option<ServiceHandle>,
     /// The schema registry, if started.
     pub registry: Option<ServiceHandle>,
+    /// The credentials, when started with [`ClusterOptions::secure`].
+    pub secrets: Option<Secrets>,
     // Declared last: dropped after every process is reaped.
     tmp: tempfile::TempDir,
 }
@@ -81,11 +88,21 @@ impl Cluster {
     /// Starts the services and waits until each is ready.
     pub async fn start(opts: ClusterOptions) -> anyhow::Result<Self> {
         let tmp = tempfile::Builder::new().prefix("kelp-e2e-").tempdir()?;
+        let secrets = if opts.secure {
+            Some(Secrets::generate(&tmp.path().join("secrets"))?)
+        } else {
+            None
+        };
+        let mut env = opts.env.clone();
+        env.extend(secrets.iter().flat_map(Secrets::env));
         let with_env = |mut s: ServiceHandle| {
-            for (k, v) in &opts.env {
+            for (k, v) in &env {
                 s = s.env(k, v);
             }
-            s
+            match &secrets {
+                Some(sec) => s.tls(&sec.tls.ca),
+                None => s,
+            }
         };
         let mut master = with_env(ServiceHandle::new(
             tmp.path(),
@@ -117,6 +134,7 @@ impl Cluster {
             filer: None,
             broker: None,
             registry: None,
+            secrets: secrets.clone(),
             tmp,
         };
         cluster.wait_volumes_registered(opts.volumes).await?;
@@ -172,17 +190,56 @@ impl Cluster {
         self.tmp.path()
     }
 
-    /// A blob client of this cluster's master.
+    /// A blob client of this cluster's master (with the write API key and TLS when secure).
     pub fn blob_client(&self) -> BlobClient {
-        BlobClient::new(
-            HttpClient::new(Duration::from_secs(30)),
-            &self.master.addr().to_string(),
-        )
+        BlobClient::new(self.http_client(), &self.master.addr().to_string())
+    }
+
+    /// Kelp's traced client as the CLI builds it: for a secure cluster, TLS trusting its CA
+    /// and the write API key.
+    pub fn http_client(&self) -> HttpClient {
+        match &self.secrets {
+            Some(s) => s
+                .kelp_client(Duration::from_secs(30))
+                .expect("the generated CA loads"),
+            None => HttpClient::new(Duration::from_secs(30)),
+        }
+    }
+
+    /// A raw client for the harness's own checks: for a secure cluster it trusts the CA and
+    /// sends the cluster token.
+    pub fn admin_client(&self) -> reqwest::Client {
+        match &self.secrets {
+            Some(s) => {
+                let mut headers = reqwest::header::HeaderMap::new();
+                headers.insert(
+                    common::security::CLUSTER_TOKEN_HEADER,
+                    s.cluster_token
+                        .parse()
+                        .expect("a hex token is a header value"),
+                );
+                crate::http_client_builder()
+                    .use_preconfigured_tls(
+                        common::tls::client_config(&s.tls.ca, None).expect("the CA loads"),
+                    )
+                    .default_headers(headers)
+                    .build()
+                    .expect("a client with a CA builds")
+            }
+            None => crate::http_client(),
+        }
+    }
+
+    /// The credentials of a secure cluster.
+    pub fn secrets(&self) -> &Secrets {
+        self.secrets
+            .as_ref()
+            .expect("cluster started with secure: true")
     }
 
     /// Waits until the master sees `n` live volume servers.
     pub async fn wait_volumes_registered(&self, n: usize) -> anyhow::Result<()> {
-        let client = reqwest::Client::new();
+        let client = self.admin_client();
         let url = format!("{}/cluster/status", self.master.url());
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {

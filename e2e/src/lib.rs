@@ -11,6 +11,7 @@
 //! - [`server`] — the all-in-one `kelp server` as a process.
 //! - [`volume`] — random blobs and metrics for volume server tests.
 //! - [`otlp`] — an OTLP/HTTP receiver that decodes the spans the services export.
+//! - [`secure`] — generated credentials and TLS files, and clients that present them.
 //! - [`seaweed`] — the real SeaweedFS as processes, for the side-by-side tests.
 //! - [`bin_dir`] — where the binaries are (`E2E_BIN_DIR`, else the workspace's `target/debug`).
 
@@ -23,9 +24,29 @@ mod cluster;
 pub mod kafka;
 pub mod otlp;
 pub mod seaweed;
+pub mod secure;
 pub mod server;
 mod service;
 pub mod volume;
 
 pub use cluster::{Cluster, ClusterOptions};
 pub use service::{ServiceHandle, bin_dir};
+
+/// A raw reqwest client, as a user's program builds one. Kelp builds reqwest without a default
+/// TLS provider (ring, not aws-lc), so this installs ring as the process default first.
+pub fn http_client() -> reqwest::Client {
+    http_client_builder()
+        .build()
+        .expect("a reqwest client with the ring provider builds")
+}
+
+/// A raw reqwest client builder, with ring installed as the process-wide TLS provider.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    common::tls::install_default_provider();
+    reqwest::Client::builder()
+}
+
+/// `reqwest::get` through [`http_client`].
+pub async fn get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+    http_client().get(url).send().await
+}

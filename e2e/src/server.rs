@@ -66,7 +66,7 @@ impl KelpServer {
                 && let Some(a) = v["http"].as_str()
             {
                 let url = format!("http://{a}");
-                if reqwest::get(format!("{url}/readyz"))
+                if crate::get(format!("{url}/readyz"))
                     .await
                     .is_ok_and(|r| r.status().is_success())
                 {

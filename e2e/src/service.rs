@@ -35,6 +35,8 @@ pub struct ServiceHandle {
     /// Substrings that make an ERROR log line expected (a test that injects a fault says which
     /// errors it causes); any other ERROR line fails the test when the handle is dropped.
     expected_errors: Vec<String>,
+    /// The CA to trust when the service serves TLS.
+    tls_ca: Option<PathBuf>,
 }
 
 impl ServiceHandle {
@@ -52,7 +54,15 @@ impl ServiceHandle {
             addr: None,
             starts: 0,
             expected_errors: Vec::new(),
+            tls_ca: None,
         }
+    }
+
+    /// Declares that the service serves TLS with a certificate from the CA in `ca`: its
+    /// [`ServiceHandle::url`] is `https://` and readiness is checked over TLS.
+    pub fn tls(mut self, ca: &Path) -> Self {
+        self.tls_ca = Some(ca.to_owned());
+        self
     }
 
     /// Declares ERROR log lines containing `pattern` as caused by the test (a fault it injects);
@@ -88,9 +98,14 @@ impl ServiceHandle {
         self.addr.expect("service started")
     }
 
-    /// `http://host:port`.
+    /// `http://host:port`, or `https://` for a TLS service (see [`ServiceHandle::tls`]).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr())
+        let scheme = if self.tls_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr())
     }
 
     /// Whether the process is running.
@@ -165,9 +180,11 @@ impl ServiceHandle {
 
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()?;
+        let mut builder = crate::http_client_builder().timeout(Duration::from_secs(2));
+        if let Some(ca) = &self.tls_ca {
+            builder = builder.use_preconfigured_tls(common::tls::client_config(ca, None)?);
+        }
+        let client = builder.build()?;
         let url = format!("{}/readyz", self.url());
         let deadline = Instant::now() + timeout;
         loop {

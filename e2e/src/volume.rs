@@ -31,7 +31,7 @@ pub async fn upload_random(client: &BlobClient, n: usize, len: usize) -> Vec<(Fi
 
 /// The value of metric `name` (the first line starting with it) at `url`'s `/metrics`.
 pub async fn metric(url: &str, name: &str) -> u64 {
-    let text = reqwest::get(format!("{url}/metrics"))
+    let text = crate::get(format!("{url}/metrics"))
         .await
         .expect("GET /metrics")
         .text()

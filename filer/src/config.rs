@@ -43,6 +43,9 @@ pub struct Config {
     /// only; metadata is always synced.
     #[arg(long, env = "KELP_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
     pub fsync: bool,
+    /// Fid tokens, cluster token, API keys and TLS (see `common::security`).
+    #[command(flatten)]
+    pub security: common::security::SecurityFlags,
 }
 
 impl Config {
@@ -57,6 +60,7 @@ impl Config {
             collection: String::new(),
             replication: "000".to_owned(),
             fsync: true,
+            security: common::security::SecurityFlags::default(),
         }
     }
 

@@ -54,6 +54,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     cfg.validate()?;
+    let security = Arc::new(cfg.security.load().context("load security files")?);
+    security.log_posture("filer");
+    let serve_opts = security.serve_options(DRAIN)?;
     if !cfg.fsync {
         tracing::warn!(
             "--fsync=false: volume servers will not fsync chunks; use for throwaway data only"
@@ -70,7 +73,7 @@ pub async fn run(
     .await
     .context("join the store opener")??;
     tracing::info!(path = %store.path().display(), "metadata store open");
-    let state = AppState::new(&cfg, Arc::new(store));
+    let state = AppState::new(&cfg, Arc::new(store), security)?;
     let filer = state.filer.clone();
 
     let collector_stop = CancellationToken::new();
@@ -78,7 +81,7 @@ pub async fn run(
 
     let addr = listener.local_addr().context("read the bound address")?;
     tracing::info!(%addr, master = %cfg.master, chunk_size_mb = cfg.chunk_size_mb, "filer listening");
-    let serve = common::http::serve(listener, router(state), shutdown.clone(), DRAIN);
+    let serve = common::http::serve_with(listener, router(state), shutdown.clone(), serve_opts);
     tokio::pin!(serve);
     let served = tokio::select! {
         res = &mut serve => res.context("serve http"),

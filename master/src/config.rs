@@ -34,6 +34,13 @@ pub struct Config {
     /// Volumes whose garbage ratio exceeds this are compacted by a vacuum (0..=1).
     #[arg(long, env = "KELP_GARBAGE_THRESHOLD", default_value_t = 0.3)]
     pub garbage_threshold: f64,
+    /// Most named collections the master lets assigns and grows create on demand; an assign
+    /// naming a new one beyond it is refused (409 `too_many_collections`).
+    #[arg(long, env = "KELP_MAX_COLLECTIONS", default_value_t = 1000)]
+    pub max_collections: usize,
+    /// Fid tokens, cluster token, API keys and TLS (see `common::security`).
+    #[command(flatten)]
+    pub security: common::security::SecurityFlags,
 }
 
 impl Config {
@@ -46,6 +53,8 @@ impl Config {
             default_replication: "000".into(),
             vacuum_interval_secs: 0,
             garbage_threshold: 0.3,
+            max_collections: 1000,
+            security: common::security::SecurityFlags::default(),
         }
     }
 }
@@ -62,6 +71,7 @@ mod tests {
         assert_eq!(cfg.listen.dir, PathBuf::from("data/master"));
         assert_eq!(cfg.vacuum_interval_secs, 900);
         assert_eq!(cfg.garbage_threshold, 0.3);
+        assert_eq!(cfg.max_collections, 1000);
         let cfg = Config::try_parse_from([
             "kelp-master",
             "--vacuum-interval-secs",

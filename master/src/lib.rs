@@ -46,6 +46,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("read the bound address")?;
+    let sec = Arc::new(cfg.security.load().context("load security files")?);
+    sec.log_posture("master");
+    let serve_opts = sec.serve_options(Duration::from_secs(10))?;
     let sequencer = state::Sequencer::load(&cfg.listen.dir)?;
     let replication = cfg
         .default_replication
@@ -54,16 +57,20 @@ pub async fn run(
         .context("parse --default-replication")?;
     let mut registry = Registry::default();
     let metrics = metrics::Metrics::new(&mut registry);
+    let pulse = Duration::from_millis(cfg.pulse_ms.max(10));
     let master = service::Master::new(
         sequencer,
-        Duration::from_millis(cfg.pulse_ms.max(10)),
+        pulse,
         common::config::mib(cfg.volume_size_limit_mb),
         replication,
-        VolumeClient::new(HttpClient::new(Duration::from_secs(30))),
+        VolumeClient::new(sec.apply(HttpClient::new(Duration::from_secs(30)))?)
+            .with_security(sec.clone()),
         // Compaction of a large volume takes long; one attempt (the next round retries).
-        vacuum::VacuumClient::new(HttpClient::new(VACUUM_TIMEOUT).with_attempts(1)),
+        vacuum::VacuumClient::new(sec.apply(HttpClient::new(VACUUM_TIMEOUT).with_attempts(1))?),
         metrics,
-    );
+    )
+    .with_limits(service::Limits::for_pulse(pulse, cfg.max_collections))
+    .with_security(sec);
     let master = Arc::new(master);
     let threshold = vacuum::check_threshold(cfg.garbage_threshold)
         .map_err(anyhow::Error::msg)
@@ -84,14 +91,9 @@ pub async fn run(
         addr: addr.to_string(),
     };
     tracing::info!(%addr, dir = %cfg.listen.dir.display(), "master listening");
-    common::http::serve(
-        listener,
-        http::router(state),
-        shutdown,
-        Duration::from_secs(10),
-    )
-    .await
-    .context("serve http")?;
+    common::http::serve_with(listener, http::router(state), shutdown, serve_opts)
+        .await
+        .context("serve http")?;
     schedule_stop.cancel();
     if let Some(s) = schedule {
         let _ = s.await;

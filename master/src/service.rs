@@ -11,7 +11,7 @@
 //! of answering every later request with a panic; the topology is soft state rebuilt from the
 //! next heartbeats after a restart.
 
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -23,12 +23,15 @@ use common::api::master::{
 use common::client::ClientError;
 use common::client::volume::{VolumeClient, WriteOptions};
 use common::ids::{FileId, VolumeId};
+use common::security::Security;
 use common::sync::LockExt;
 use tokio::sync::Mutex;
 
 use crate::metrics::Metrics;
 use crate::state::Sequencer;
-use crate::topology::{DATA_CENTER, DISK_TYPE, RACK, Topology, Writable};
+use crate::topology::{
+    DATA_CENTER, DEFAULT_MAX_NODES, DISK_TYPE, MIN_FORGET_AFTER, RACK, Topology, Writable,
+};
 use crate::vacuum::VacuumClient;
 
 /// Where a volume must be, from SeaweedFS's placement parameters. Kelp has one data center,
@@ -99,6 +102,31 @@ pub const MAX_GROW: u64 = 100;
 pub const VERSION: &str = concat!("kelp ", env!("CARGO_PKG_VERSION"));
 /// Longest volume server address a heartbeat may carry.
 pub const MAX_URL_LEN: usize = 256;
+/// Default `--max-collections`.
+pub const DEFAULT_MAX_COLLECTIONS: usize = 1000;
+
+/// Bounds on what heartbeats and assigns may make the master remember.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A volume server silent this long is forgotten with its volume locations.
+    pub forget_after: Duration,
+    /// Most distinct volume servers remembered; a heartbeat from another is refused.
+    pub max_nodes: usize,
+    /// Most named collections an assign or grow may create.
+    pub max_collections: usize,
+}
+
+impl Limits {
+    /// The defaults for a pulse: forgotten after `max(20 × pulse, 60 s)`, 10 000 servers,
+    /// `max_collections` collections.
+    pub fn for_pulse(pulse: Duration, max_collections: usize) -> Self {
+        Self {
+            forget_after: pulse.saturating_mul(20).max(MIN_FORGET_AFTER),
+            max_nodes: DEFAULT_MAX_NODES,
+            max_collections,
+        }
+    }
+}
 
 /// What can go wrong in a master operation.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +180,19 @@ pub enum Error {
     /// The heartbeat is malformed.
     #[error("heartbeat url must be 1..={MAX_URL_LEN} bytes")]
     BadHeartbeat,
+    /// A heartbeat from a new volume server while the master tracks as many as it may.
+    #[error(transparent)]
+    TooManyNodes(#[from] crate::topology::TooManyNodes),
+    /// An assign or grow would create a collection beyond `--max-collections`.
+    #[error(
+        "collection {collection:?} is new and the cluster already has its maximum of {max} collections (--max-collections)"
+    )]
+    TooManyCollections {
+        /// The collection asked for.
+        collection: String,
+        /// `--max-collections`.
+        max: usize,
+    },
     /// No live server holds the volume.
     #[error("volume {0} not found on any live server")]
     VolumeNotFound(VolumeId),
@@ -211,13 +252,16 @@ pub struct Master {
     default_replication: Replication,
     size_limit: u64,
     metrics: Metrics,
+    security: Arc<Security>,
+    max_collections: usize,
     pub(crate) vacuum_client: VacuumClient,
     pub(crate) vacuum_lock: Mutex<()>,
 }
 
 impl Master {
-    /// Creates the master. A server silent for three `pulse`s is dead; volumes reaching
-    /// `size_limit` bytes are no longer assigned to.
+    /// Creates the master. A server silent for three `pulse`s is dead (and forgotten after
+    /// [`Limits::for_pulse`]); volumes reaching `size_limit` bytes are no longer assigned to.
+    /// Security is off until [`Master::with_security`].
     pub fn new(
         sequencer: Sequencer,
         pulse: Duration,
@@ -227,17 +271,46 @@ impl Master {
         vacuum_client: VacuumClient,
         metrics: Metrics,
     ) -> Self {
+        let limits = Limits::for_pulse(pulse, DEFAULT_MAX_COLLECTIONS);
         Self {
-            topology: RwLock::new(Topology::new(pulse * 3, size_limit)),
+            topology: RwLock::new(
+                Topology::new(pulse * 3, size_limit)
+                    .with_bounds(limits.forget_after, limits.max_nodes),
+            ),
             sequencer: Mutex::new(sequencer),
             grow_lock: Mutex::new(()),
             volumes,
             default_replication,
             size_limit,
             metrics,
+            security: Arc::new(Security::default()),
+            max_collections: limits.max_collections,
             vacuum_client,
             vacuum_lock: Mutex::new(()),
         }
+    }
+
+    /// Sets the bounds on remembered servers and created collections.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        let topo = std::mem::replace(
+            self.topology.get_mut().unwrap_or_else(|p| p.into_inner()),
+            Topology::new(Duration::ZERO, 0),
+        );
+        self.topology = RwLock::new(topo.with_bounds(limits.forget_after, limits.max_nodes));
+        self.max_collections = limits.max_collections;
+        self
+    }
+
+    /// Mints fid tokens with `security`'s keys (assigns, `/submit`, lookups) and lets the
+    /// routes check its credentials ([`Master::security`]).
+    pub fn with_security(mut self, security: Arc<Security>) -> Self {
+        self.security = security;
+        self
+    }
+
+    /// The credentials the master runs with.
+    pub fn security(&self) -> &Arc<Security> {
+        &self.security
     }
 
     fn topo(&self) -> RwLockReadGuard<'_, Topology> {
@@ -321,6 +394,7 @@ impl Master {
             url: writable.location.url,
             public_url: writable.location.public_url,
             count: req.count,
+            auth: self.security.write_token(&fid),
         })
     }
 
@@ -390,7 +464,19 @@ impl Master {
         placement: &Placement,
     ) -> Result<Writable, Error> {
         let copies = replication.copies();
-        let nodes = self.topo().pick_nodes_for_growth(copies, placement.node());
+        let nodes = {
+            let topo = self.topo();
+            if !collection.is_empty()
+                && !topo.has_collection(collection)
+                && topo.collection_count() >= self.max_collections
+            {
+                return Err(Error::TooManyCollections {
+                    collection: collection.to_owned(),
+                    max: self.max_collections,
+                });
+            }
+            topo.pick_nodes_for_growth(copies, placement.node())
+        };
         if nodes.len() < copies {
             return Err(Error::NoWritableVolume {
                 collection: collection.to_owned(),
@@ -463,13 +549,22 @@ impl Master {
             .map(|v| v.max_file_key)
             .max()
             .unwrap_or(0);
+        // A refused server changes nothing, the id counters included.
+        if let Err(e) = self.topo_mut().admit(&beat.url) {
+            tracing::warn!(server = %beat.url, max = e.max, "heartbeat from a new volume server refused: too many servers");
+            return Err(e.into());
+        }
         {
             let mut seq = self.sequencer.lock().await;
             seq.observe(max_vid, max_key).map_err(Error::State)?;
         }
         let mut topo = self.topo_mut();
-        if topo.heartbeat(beat) {
-            tracing::info!(server = %beat.url, volumes = beat.volumes.len(), "volume server joined");
+        match topo.heartbeat(beat) {
+            Ok(true) => {
+                tracing::info!(server = %beat.url, volumes = beat.volumes.len(), "volume server joined");
+            }
+            Ok(false) => {}
+            Err(e) => return Err(e.into()),
         }
         self.metrics.alive_nodes.set(topo.alive_count() as i64);
         Ok(())
@@ -520,6 +615,7 @@ impl Master {
         })?;
         let opts = WriteOptions {
             name: (!name.is_empty()).then(|| name.to_owned()),
+            auth: a.auth.clone(),
             ..WriteOptions::default()
         };
         let written = self

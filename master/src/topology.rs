@@ -1,5 +1,11 @@
 //! Soft state rebuilt from heartbeats: volume servers, their volumes, and which volumes are
 //! writable for a given collection and replication.
+//!
+//! The map is bounded: a server not heard from for `forget_after` is forgotten with its volume
+//! locations (pruned on heartbeats, at most every tenth of that bound, and hidden from the views
+//! meanwhile), and a heartbeat from an unknown server is refused while `max_nodes` are
+//! remembered. So heartbeats from made-up servers (on a cluster without a cluster token) cannot
+//! grow the master's memory forever.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -70,11 +76,27 @@ pub fn volume_id_ranges(sorted: &[VolumeId]) -> String {
     out
 }
 
+/// Default number of distinct volume servers the topology remembers.
+pub const DEFAULT_MAX_NODES: usize = 10_000;
+/// Shortest time a silent server is remembered (its volumes are still listed as dead ones).
+pub const MIN_FORGET_AFTER: Duration = Duration::from_secs(60);
+
+/// A heartbeat from a new server while the topology holds as many as it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the master already tracks its maximum of {max} volume servers")]
+pub struct TooManyNodes {
+    /// The bound.
+    pub max: usize,
+}
+
 /// The cluster as heartbeats describe it.
 #[derive(Debug)]
 pub struct Topology {
     nodes: HashMap<String, Node>,
     dead_after: Duration,
+    forget_after: Duration,
+    max_nodes: usize,
+    last_prune: Instant,
     /// Volumes at or above this size are not assigned to.
     pub size_limit: u64,
 }
@@ -89,21 +111,76 @@ pub struct Writable {
 }
 
 impl Topology {
-    /// An empty topology; a node missing heartbeats for `dead_after` is dead.
+    /// An empty topology; a node missing heartbeats for `dead_after` is dead, and forgotten
+    /// after [`MIN_FORGET_AFTER`] (or `dead_after`, if longer); at most [`DEFAULT_MAX_NODES`]
+    /// nodes (see [`Topology::with_bounds`]).
     pub fn new(dead_after: Duration, size_limit: u64) -> Self {
         Self {
             nodes: HashMap::new(),
             dead_after,
+            forget_after: dead_after.max(MIN_FORGET_AFTER),
+            max_nodes: DEFAULT_MAX_NODES,
+            last_prune: Instant::now(),
             size_limit,
         }
+    }
+
+    /// Forgets a node silent for `forget_after` and remembers at most `max_nodes` nodes.
+    pub fn with_bounds(mut self, forget_after: Duration, max_nodes: usize) -> Self {
+        self.forget_after = forget_after;
+        self.max_nodes = max_nodes;
+        self
     }
 
     fn alive(&self, n: &Node) -> bool {
         n.last_seen.elapsed() < self.dead_after
     }
 
-    /// Records a heartbeat; returns true if the node was new or had been dead.
-    pub fn heartbeat(&mut self, beat: &Heartbeat) -> bool {
+    /// Whether `n` is still remembered (not yet silent for `forget_after`); a forgotten node
+    /// not pruned yet is hidden from every view.
+    fn remembered(&self, n: &Node) -> bool {
+        n.last_seen.elapsed() < self.forget_after
+    }
+
+    /// Forgets the nodes silent for `forget_after`, with their volume locations: at most every
+    /// tenth of that bound unless `force`. Returns how many were forgotten.
+    pub fn prune(&mut self, force: bool) -> usize {
+        if !force && self.last_prune.elapsed() < self.forget_after / 10 {
+            return 0;
+        }
+        self.last_prune = Instant::now();
+        let forget_after = self.forget_after;
+        let before = self.nodes.len();
+        self.nodes.retain(|url, n| {
+            let keep = n.last_seen.elapsed() < forget_after;
+            if !keep {
+                tracing::info!(server = %url, volumes = n.volumes.len(), silent_ms = n.last_seen.elapsed().as_millis() as u64, "volume server forgotten");
+            }
+            keep
+        });
+        before - self.nodes.len()
+    }
+
+    /// Whether a heartbeat from `url` would be recorded: a known node always is, a new one
+    /// while fewer than `max_nodes` are remembered (after forgetting the silent ones).
+    pub fn admit(&mut self, url: &str) -> Result<(), TooManyNodes> {
+        self.prune(false);
+        if !self.nodes.contains_key(url) && self.nodes.len() >= self.max_nodes {
+            self.prune(true);
+            if self.nodes.len() >= self.max_nodes {
+                return Err(TooManyNodes {
+                    max: self.max_nodes,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a heartbeat; returns true if the node was new or had been dead. A heartbeat
+    /// from an unknown node while [`Topology::with_bounds`]'s `max_nodes` are remembered (even
+    /// after forgetting the silent ones) is refused.
+    pub fn heartbeat(&mut self, beat: &Heartbeat) -> Result<bool, TooManyNodes> {
+        self.admit(&beat.url)?;
         let was_alive = self.nodes.get(&beat.url).is_some_and(|n| self.alive(n));
         let node = Node {
             url: beat.url.clone(),
@@ -113,7 +190,28 @@ impl Topology {
             volumes: beat.volumes.iter().map(|v| (v.id, v.clone())).collect(),
         };
         self.nodes.insert(beat.url.clone(), node);
-        !was_alive
+        Ok(!was_alive)
+    }
+
+    /// Whether a remembered node holds a volume of `collection`.
+    pub fn has_collection(&self, collection: &str) -> bool {
+        self.nodes
+            .values()
+            .filter(|n| self.remembered(n))
+            .any(|n| n.volumes.values().any(|v| v.collection == collection))
+    }
+
+    /// Number of distinct named collections (`""` is not counted) on remembered nodes.
+    pub fn collection_count(&self) -> usize {
+        let names: std::collections::HashSet<&str> = self
+            .nodes
+            .values()
+            .filter(|n| self.remembered(n))
+            .flat_map(|n| n.volumes.values())
+            .map(|v| v.collection.as_str())
+            .filter(|c| !c.is_empty())
+            .collect();
+        names.len()
     }
 
     /// Records a volume just allocated on `url` (before its next heartbeat reports it).
@@ -368,16 +466,17 @@ impl Topology {
         self.nodes.values().filter(|n| self.alive(n)).count()
     }
 
-    /// Number of known servers.
+    /// Number of known (remembered) servers.
     pub fn known_count(&self) -> usize {
-        self.nodes.len()
+        self.nodes.values().filter(|n| self.remembered(n)).count()
     }
 
-    /// Status of every server.
+    /// Status of every remembered server.
     pub fn status(&self) -> Vec<NodeStatus> {
         let mut nodes: Vec<NodeStatus> = self
             .nodes
             .values()
+            .filter(|n| self.remembered(n))
             .map(|n| {
                 let mut volumes: Vec<VolumeInfo> = n.volumes.values().cloned().collect();
                 volumes.sort_by_key(|v| v.id);
@@ -427,13 +526,13 @@ mod tests {
     fn test_topology_replicated_volume_needs_every_copy_alive() {
         let mut t = Topology::new(Duration::from_secs(60), 1000);
         let r: Replication = "001".parse().unwrap();
-        t.heartbeat(&beat("a", vec![vol(1, "001", 8)]));
+        t.heartbeat(&beat("a", vec![vol(1, "001", 8)])).unwrap();
         assert_eq!(
             t.pick_writable("", r, None),
             None,
             "one copy of a 001 volume is not writable"
         );
-        t.heartbeat(&beat("b", vec![vol(1, "001", 8)]));
+        t.heartbeat(&beat("b", vec![vol(1, "001", 8)])).unwrap();
         assert_eq!(t.pick_writable("", r, None).unwrap().volume_id, 1);
         assert_eq!(t.lookup(1).len(), 2);
     }
@@ -441,14 +540,14 @@ mod tests {
     #[test]
     fn test_topology_full_volume_is_not_writable() {
         let mut t = Topology::new(Duration::from_secs(60), 1000);
-        t.heartbeat(&beat("a", vec![vol(1, "000", 1000)]));
+        t.heartbeat(&beat("a", vec![vol(1, "000", 1000)])).unwrap();
         assert_eq!(t.pick_writable("", Replication::default(), None), None);
     }
 
     #[test]
     fn test_topology_dead_node_is_skipped() {
         let mut t = Topology::new(Duration::from_millis(0), 1000);
-        t.heartbeat(&beat("a", vec![vol(1, "000", 8)]));
+        t.heartbeat(&beat("a", vec![vol(1, "000", 8)])).unwrap();
         assert_eq!(t.pick_writable("", Replication::default(), None), None);
         assert!(t.lookup(1).is_empty());
         assert!(t.pick_nodes_for_growth(1, None).is_empty());
@@ -457,15 +556,44 @@ mod tests {
     #[test]
     fn test_topology_growth_prefers_emptiest_nodes_with_slots() {
         let mut t = Topology::new(Duration::from_secs(60), 1000);
-        t.heartbeat(&beat("a", vec![vol(1, "000", 8), vol(2, "000", 8)]));
-        t.heartbeat(&beat("b", vec![vol(3, "000", 8)]));
-        t.heartbeat(&beat("c", vec![]));
+        t.heartbeat(&beat("a", vec![vol(1, "000", 8), vol(2, "000", 8)]))
+            .unwrap();
+        t.heartbeat(&beat("b", vec![vol(3, "000", 8)])).unwrap();
+        t.heartbeat(&beat("c", vec![])).unwrap();
         let picked: Vec<String> = t
             .pick_nodes_for_growth(3, None)
             .into_iter()
             .map(|n| n.url)
             .collect();
         assert_eq!(picked, vec!["c", "b"], "a is full (2 of 2)");
+    }
+
+    #[test]
+    fn test_topology_forgets_silent_nodes_and_caps_new_ones() {
+        let mut t = Topology::new(Duration::from_millis(10), 1000)
+            .with_bounds(Duration::from_millis(50), 2);
+        t.heartbeat(&beat("a", vec![vol(1, "000", 8)])).unwrap();
+        t.heartbeat(&beat("b", vec![])).unwrap();
+        assert_eq!(
+            t.heartbeat(&beat("c", vec![])),
+            Err(TooManyNodes { max: 2 })
+        );
+        // A known node still reports while the map is full.
+        assert_eq!(t.heartbeat(&beat("b", vec![])), Ok(false));
+        // Both fall silent for longer than the bound (backdated, not slept).
+        for n in t.nodes.values_mut() {
+            n.last_seen = n.last_seen.checked_sub(Duration::from_millis(60)).unwrap();
+        }
+        t.last_prune = t.last_prune.checked_sub(Duration::from_millis(60)).unwrap();
+        assert_eq!(
+            t.known_count(),
+            0,
+            "silent nodes are hidden before they are pruned"
+        );
+        // The silent nodes are forgotten to make room for a new one.
+        assert_eq!(t.heartbeat(&beat("c", vec![])), Ok(true));
+        assert_eq!(t.nodes.len(), 1);
+        assert!(t.lookup(1).is_empty() && !t.has_collection(""));
     }
 }
 

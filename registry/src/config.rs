@@ -48,6 +48,9 @@ pub struct Config {
     /// Timeout of each call to the broker; a registration waits for its durable publish.
     #[arg(long, env = "KELP_BROKER_TIMEOUT_MS", default_value_t = 40_000)]
     pub broker_timeout_ms: u64,
+    /// Fid tokens, cluster token, API keys and TLS (see `common::security`).
+    #[command(flatten)]
+    pub security: common::security::SecurityFlags,
 }
 
 impl Default for Config {
@@ -64,6 +67,7 @@ impl Default for Config {
             lease_ttl_ms: 10_000,
             max_body_bytes: 1 << 20,
             broker_timeout_ms: 40_000,
+            security: common::security::SecurityFlags::default(),
         }
     }
 }

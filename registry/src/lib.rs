@@ -40,6 +40,7 @@ use anyhow::Context;
 use common::client::HttpClient;
 use common::client::broker::BrokerClient;
 use common::client::filer::FilerClient;
+use common::security::Security;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -57,20 +58,38 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     cfg.validate()?;
+    let security = Arc::new(cfg.security.load().context("load security files")?);
+    security.log_posture("registry");
     // Fetches long-poll for at most a second; publishes wait for their durable flush.
-    let http = HttpClient::new(cfg.broker_timeout());
+    let http = security
+        .apply(HttpClient::new(cfg.broker_timeout()))
+        .context("build the broker client")?;
     let client = BrokerClient::new(http, &cfg.broker);
     let log = store::broker::BrokerLog::new(client, &cfg.topic_namespace, &cfg.topic);
-    run_with_log(cfg, Arc::new(log), listener, shutdown).await
+    serve(cfg, Arc::new(log), security, listener, shutdown).await
 }
 
 /// How long a stopping registry waits to hand its writer lease over.
 const LEASE_RELEASE: Duration = Duration::from_secs(5);
 
-/// [`run`] over a given log (tests use [`store::mem::MemLog`]).
+/// [`run`] over a given log (tests use [`store::mem::MemLog`]); the routes check, and the
+/// filer and forwarding clients carry, the credentials of `cfg.security`.
 pub async fn run_with_log(
     cfg: Config,
     log: Arc<dyn store::SchemaLog>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let security = Arc::new(cfg.security.load().context("load security files")?);
+    security.log_posture("registry");
+    serve(cfg, log, security, listener, shutdown).await
+}
+
+/// Serves the registry over `log` with `security`.
+async fn serve(
+    cfg: Config,
+    log: Arc<dyn store::SchemaLog>,
+    security: Arc<Security>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -90,7 +109,10 @@ pub async fn run_with_log(
         None => (Arc::new(leader::Leadership::single(&me)), None),
         Some(filer) => {
             let l = Arc::new(leader::Leadership::contender(&me));
-            let client = FilerClient::new(HttpClient::new(cfg.lease_ttl() / 2), filer);
+            let http = security
+                .apply(HttpClient::new(cfg.lease_ttl() / 2))
+                .context("build the filer client")?;
+            let client = FilerClient::new(http, filer);
             let path = leader::lease_path(&cfg.topic_namespace, &cfg.topic);
             tracing::info!(%path, %me, "contending for the writer lease");
             let task = tokio::spawn(leader::run_lease(
@@ -103,14 +125,16 @@ pub async fn run_with_log(
             (l, Some(task))
         }
     };
-    let state = AppState::with_leadership(cfg, log, leadership);
+    let serve_opts = security.serve_options(DRAIN)?;
+    let state = AppState::with_leadership(cfg, log, leadership, security)?;
     let registry = state.registry.clone();
     let stop = shutdown.clone();
     let loader = tokio::spawn(async move {
         registry.load(stop.clone()).await;
         registry.follow(stop).await;
     });
-    let served = common::http::serve(listener, router(state), shutdown.clone(), DRAIN).await;
+    let served =
+        common::http::serve_with(listener, router(state), shutdown.clone(), serve_opts).await;
     shutdown.cancel();
     loader.abort();
     lease_stop.cancel();

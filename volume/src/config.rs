@@ -62,6 +62,9 @@ pub struct Config {
     /// Milliseconds between heartbeats to the master.
     #[arg(long, env = "KELP_HEARTBEAT_INTERVAL_MS", default_value_t = 5000)]
     pub heartbeat_interval_ms: u64,
+    /// Fid tokens, cluster token, API keys and TLS (see `common::security`).
+    #[command(flatten)]
+    pub security: common::security::SecurityFlags,
 }
 
 impl Config {
@@ -85,6 +88,7 @@ impl Config {
             max_blob_mb: 16,
             heartbeat_interval_ms: 500,
             scrub_on_start: true,
+            security: common::security::SecurityFlags::default(),
         }
     }
 }

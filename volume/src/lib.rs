@@ -46,6 +46,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     cfg.validate().context("check the configuration")?;
     let addr = listener.local_addr().context("read the bound address")?;
+    let sec = Arc::new(cfg.security.load().context("load security files")?);
+    sec.log_posture("volume");
+    let serve_opts = sec.serve_options(Duration::from_secs(10))?;
+    // One client for the heartbeats, replica forwards and master lookups: it sends the
+    // cluster token with every call.
+    let http = sec.apply(common::client::HttpClient::new(Duration::from_secs(60)))?;
     let url = cfg.public_url.clone().unwrap_or_else(|| addr.to_string());
     if !cfg.fsync {
         tracing::warn!(
@@ -61,12 +67,16 @@ pub async fn run(
         .context("join volume loading")?
         .context("load volumes")?;
     let store = Arc::new(store);
-    let volume = Arc::new(service::VolumeServer::new(
-        store.clone(),
-        Arc::new(cfg),
-        url.clone(),
-        metrics,
-    ));
+    let volume = Arc::new(
+        service::VolumeServer::with_client(
+            store.clone(),
+            Arc::new(cfg),
+            url.clone(),
+            metrics,
+            http,
+        )
+        .with_security(sec),
+    );
     let state = http::AppState {
         volume: volume.clone(),
         registry: Arc::new(registry),
@@ -94,7 +104,7 @@ pub async fn run(
         });
     }
     let router = http::router(state);
-    common::http::serve(listener, router, shutdown.clone(), Duration::from_secs(10))
+    common::http::serve_with(listener, router, shutdown.clone(), serve_opts)
         .await
         .context("serve http")?;
     shutdown.cancel();

@@ -21,6 +21,7 @@ use common::client::master::{MasterClient, urlencode};
 use common::client::volume::VolumeClient;
 use common::client::{Call, ClientError, HttpClient, base_url};
 use common::ids::FileId;
+use common::security::Security;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
@@ -125,6 +126,7 @@ pub struct VolumeServer {
     cfg: Arc<Config>,
     metrics: Metrics,
     beat: Notify,
+    security: Arc<Security>,
 }
 
 impl std::fmt::Debug for VolumeServer {
@@ -143,7 +145,8 @@ impl VolumeServer {
         Self::with_client(store, cfg, url, metrics, http)
     }
 
-    /// [`VolumeServer::new`] with a given HTTP client (tests use one that does not retry).
+    /// [`VolumeServer::new`] with a given HTTP client (tests use one that does not retry; a
+    /// service passes one made by `Security::apply`, so its calls carry the cluster token).
     pub fn with_client(
         store: Arc<Store>,
         cfg: Arc<Config>,
@@ -160,7 +163,21 @@ impl VolumeServer {
             cfg,
             metrics,
             beat: Notify::new(),
+            security: Arc::new(Security::default()),
         }
+    }
+
+    /// Checks requests against `security`'s credentials ([`VolumeServer::security`]) and
+    /// mints the fid tokens replica writes and deletes need with its keys.
+    pub fn with_security(mut self, security: Arc<Security>) -> Self {
+        self.volumes = self.volumes.with_security(security.clone());
+        self.security = security;
+        self
+    }
+
+    /// The credentials this server runs with.
+    pub fn security(&self) -> &Arc<Security> {
+        &self.security
     }
 
     /// The volumes.
@@ -291,7 +308,8 @@ impl VolumeServer {
             let forwards = replicas.iter().map(|url| {
                 let (data, copy) = (data.clone(), &copy);
                 async move {
-                    replicate_write(&self.http, url, &fid, data, copy)
+                    let token = self.security.write_token(&fid);
+                    replicate_write(&self.http, url, &fid, data, copy, token.as_deref())
                         .await
                         .map_err(|e| {
                             Error::ReplicaUnavailable(format!(
@@ -478,13 +496,16 @@ struct ReplicaCopy<'a> {
 }
 
 /// Forwards a write to a replica with the needle's metadata (name, MIME type as
-/// `Content-Type`, last-modified), so both copies hold the same bytes and the same ETag.
+/// `Content-Type`, last-modified), so both copies hold the same bytes and the same ETag, and
+/// with `token`, the fid token the replica demands when the cluster signs them (the cluster
+/// token goes with every call of `http`).
 async fn replicate_write(
     http: &HttpClient,
     server: &str,
     fid: &FileId,
     data: Bytes,
     copy: &ReplicaCopy<'_>,
+    token: Option<&str>,
 ) -> Result<UploadResponse, ClientError> {
     let mut params = vec!["type=replicate".to_owned()];
     if !copy.fsync {
@@ -508,5 +529,9 @@ async fn replicate_write(
         .and_then(|m| HeaderValue::from_str(m).ok())
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     call.headers.insert(header::CONTENT_TYPE, mime);
+    if let Some(mut auth) = token.and_then(|t| HeaderValue::from_str(&format!("BEARER {t}")).ok()) {
+        auth.set_sensitive(true);
+        call.headers.insert(header::AUTHORIZATION, auth);
+    }
     http.json(call).await
 }

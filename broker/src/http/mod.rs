@@ -2,6 +2,15 @@
 //! `/groups/{group}/offsets`, `/admin/flush`, `/healthz`, `/readyz`, `/metrics` and
 //! `/openapi.json`, their OpenAPI document (`openapi.json` beside this file), and the shared
 //! layers and fallbacks. [`error`] maps the domain's errors to statuses and codes.
+//!
+//! Who may call what (`Access`, one route layer per group in [`router`]): topics, publishes,
+//! fetches and consumer-group offsets are client routes (the CLI's `pub`/`sub`, applications)
+//! and, with `--api-keys-file`, need a key: `GET` a read key, anything else (create, publish,
+//! commit an offset) a write key; 401 without a valid one, 403 for a read key writing.
+//! `/admin/flush` is an operator route (the CLI's bench, the e2e suites) and, with
+//! `--cluster-token-file`, needs the cluster token. The cluster token passes every client
+//! check; health, readiness, metrics and the OpenAPI document stay open. The Kafka listener is
+//! not guarded here (it has no SASL yet).
 
 pub mod error;
 pub mod routes;
@@ -10,8 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{MethodRouter, get, post};
 use common::http::{ServeConfig, healthz, openapi, with_layers};
+use common::security::{Security, require_client, require_cluster};
 
 use crate::service::Broker;
 
@@ -31,46 +42,70 @@ pub fn body_limit(broker: &Broker) -> usize {
 /// The OpenAPI document of [`router`], kept beside it (checked by `test_openapi_matches_router`).
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-/// Every route the broker serves, by path. [`router`] registers exactly these, and the
-/// OpenAPI test checks them against [`OPENAPI`].
-fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Anyone: probes, scrapers, the API document.
+    Open,
+    /// Clients: an API key of the method's scope (or the cluster token), when keys are set.
+    Client,
+    /// Kelp services and operators: the cluster token, when one is set.
+    Cluster,
+}
+
+/// Every route the broker serves, by path, with who may call it. [`router`] registers exactly
+/// these, and the OpenAPI test checks them against [`OPENAPI`].
+fn routes() -> Vec<(&'static str, Access, MethodRouter<AppState>)> {
     vec![
-        ("/topics", get(routes::topics::list)),
+        ("/topics", Access::Client, get(routes::topics::list)),
         (
             "/topics/{ns}/{topic}",
+            Access::Client,
             post(routes::topics::create).get(routes::topics::get),
         ),
         (
             "/topics/{ns}/{topic}/publish",
+            Access::Client,
             post(routes::publish::publish),
         ),
         (
             "/topics/{ns}/{topic}/partitions/{partition}/records",
+            Access::Client,
             get(routes::records::fetch),
         ),
         (
             "/groups/{group}/offsets",
+            Access::Client,
             get(routes::groups::get).put(routes::groups::commit),
         ),
-        ("/admin/flush", post(routes::admin::flush)),
-        ("/healthz", get(healthz)),
-        ("/readyz", get(routes::admin::readyz)),
-        ("/metrics", get(routes::admin::metrics)),
-        (openapi::PATH, openapi::route(OPENAPI)),
+        ("/admin/flush", Access::Cluster, post(routes::admin::flush)),
+        ("/healthz", Access::Open, get(healthz)),
+        ("/readyz", Access::Open, get(routes::admin::readyz)),
+        ("/metrics", Access::Open, get(routes::admin::metrics)),
+        (openapi::PATH, Access::Open, openapi::route(OPENAPI)),
     ]
 }
 
-/// Every route of the broker, wrapped in the shared layers.
-pub fn router(state: AppState) -> Router {
+/// Every route of the broker, guarded with `security` (`Access`) and wrapped in the shared
+/// layers.
+pub fn router(state: AppState, security: Arc<Security>) -> Router {
     let timeout =
         (state.cfg.durable_timeout() + Duration::from_secs(30)).max(Duration::from_secs(120));
     let cfg = ServeConfig {
         body_limit: body_limit(&state),
         request_timeout: timeout,
     };
-    let api = routes()
-        .into_iter()
-        .fold(Router::new(), |r, (path, handlers)| r.route(path, handlers))
+    let (open, client, cluster) = routes().into_iter().fold(
+        (Router::new(), Router::new(), Router::new()),
+        |(open, client, cluster), (path, access, handlers)| match access {
+            Access::Open => (open.route(path, handlers), client, cluster),
+            Access::Client => (open, client.route(path, handlers), cluster),
+            Access::Cluster => (open, client, cluster.route(path, handlers)),
+        },
+    );
+    let api = open
+        .merge(client.route_layer(from_fn_with_state(security.clone(), require_client)))
+        .merge(cluster.route_layer(from_fn_with_state(security, require_cluster)))
         .with_state(state);
     with_layers(api, cfg)
 }
@@ -98,8 +133,8 @@ mod tests {
             .create_topic(TopicKey::new("ns", "t"), 1)
             .await
             .unwrap();
-        let app = router(broker);
-        let paths: Vec<&str> = routes().into_iter().map(|(p, _)| p).collect();
+        let app = router(broker, Arc::default());
+        let paths: Vec<&str> = routes().into_iter().map(|(p, _, _)| p).collect();
         let samples = [
             ("ns", "ns"),
             ("topic", "t"),

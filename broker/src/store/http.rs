@@ -1,6 +1,8 @@
 //! [`HttpStore`]: segments on volume servers (assigned by the master, written with fsync) and
 //! their metadata in the filer's `/__meta/` API.
 
+use std::sync::Arc;
+
 use axum::http::StatusCode;
 use bytes::Bytes;
 use common::api::filer::{Chunk, Entry, Expect, ListQuery, ParentExpect};
@@ -9,6 +11,7 @@ use common::client::filer::{Created, FilerClient};
 use common::client::volume::{BlobClient, WriteOptions};
 use common::client::{ClientError, HttpClient};
 use common::ids::FileId;
+use common::security::Security;
 use common::time::now_ms;
 use futures::FutureExt;
 
@@ -32,16 +35,23 @@ pub struct HttpStore {
 
 impl HttpStore {
     /// A store talking to the master at `master` and the filer at `filer` (`host:port`);
-    /// segments go to `collection` with `replication`.
+    /// segments go to `collection` with `replication`. `http` should carry the cluster token
+    /// (`Security::apply`); segment writes, reads and deletes (retention) carry the fid tokens
+    /// minted with `security`'s keys, when they are set.
     pub fn new(
         http: HttpClient,
+        security: Arc<Security>,
         master: &str,
         filer: &str,
         collection: &str,
         replication: &str,
     ) -> Self {
+        let blobs = BlobClient::new(http.clone(), master);
         Self {
-            blobs: BlobClient::new(http.clone(), master),
+            blobs: BlobClient {
+                master: blobs.master,
+                volumes: blobs.volumes.with_security(security),
+            },
             filer: FilerClient::new(http, filer),
             assign_query: AssignQuery {
                 count: None,

@@ -6,6 +6,7 @@ mod helpers;
 mod kafka;
 mod retention;
 mod router;
+mod security;
 mod server;
 mod service;
 mod traces;

@@ -15,7 +15,7 @@ use crate::helpers::{broker, cfg};
 
 async fn app() -> Router {
     let (b, _store) = broker(2, cfg()).await;
-    router(Arc::clone(&b))
+    router(Arc::clone(&b), Arc::default())
 }
 
 async fn call(
@@ -404,7 +404,7 @@ async fn test_router_record_too_large_is_413() {
         ..cfg()
     };
     let (b, _store) = broker(1, c).await;
-    let app = router(b);
+    let app = router(b, Arc::default());
     let body = format!(r#"{{"records":[{{"value":"{}"}}]}}"#, "x".repeat(100));
     let e = expect_error(
         &app,
@@ -436,7 +436,7 @@ async fn test_router_partition_limit_is_409() {
     };
     // The helper's broker already holds topic ns/t with 2 partitions.
     let (b, _store) = broker(2, c).await;
-    let app = router(b);
+    let app = router(b, Arc::default());
     let (st, body) = call(
         &app,
         "POST",

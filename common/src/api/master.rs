@@ -105,6 +105,10 @@ pub struct AssignResponse {
     pub public_url: String,
     /// Number of keys reserved.
     pub count: u64,
+    /// When the cluster signs fid tokens: the token to send with the write, as
+    /// `Authorization: BEARER <auth>` (SeaweedFS's field name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
 }
 
 /// Query of `GET /dir/lookup`.
@@ -139,6 +143,14 @@ pub struct LookupResponse {
     pub volume_or_file_id: String,
     /// Servers holding it (live ones first).
     pub locations: Vec<Location>,
+    /// For a `fileId` lookup when the cluster signs read tokens: the token a read of that fid
+    /// needs (SeaweedFS's field name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<String>,
+    /// For a `fileId` lookup by a caller allowed to write (write API key or cluster token)
+    /// when the cluster signs fid tokens: the token a delete of that fid needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
 }
 
 /// What a volume server reports about one of its volumes.

@@ -10,7 +10,7 @@ use super::{Call, ClientError, HttpClient, base_url};
 use crate::api::master::{
     AssignQuery, AssignResponse, DirStatus, Heartbeat, HeartbeatResponse, Location, LookupResponse,
 };
-use crate::ids::VolumeId;
+use crate::ids::{FileId, VolumeId};
 
 /// How long a lookup answer is trusted before asking the master again.
 const LOOKUP_TTL: Duration = Duration::from_secs(5);
@@ -79,6 +79,17 @@ impl MasterClient {
         );
         let resp: LookupResponse = self.http.json(call).await?;
         Ok(resp.locations)
+    }
+
+    /// Looks up one file id (never cached): its servers and, when the cluster signs fid
+    /// tokens, the tokens a read (`jwt`) and a delete (`auth`) of it need.
+    pub async fn lookup_file(&self, fid: &FileId) -> Result<LookupResponse, ClientError> {
+        let call = Call::new(
+            Method::GET,
+            format!("{}/dir/lookup?fileId={fid}", self.base),
+            "GET /dir/lookup",
+        );
+        self.http.json(call).await
     }
 
     /// Forgets the cached locations of a volume (after a server failed to serve it).

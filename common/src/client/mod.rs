@@ -13,7 +13,7 @@ pub mod volume;
 
 use std::time::Duration;
 
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -151,21 +151,45 @@ impl<'a> Call<'a> {
 pub struct HttpClient {
     inner: reqwest::Client,
     attempts: u32,
+    timeout: Duration,
+    /// Whether the client speaks TLS: `http://` URLs are then sent as `https://`.
+    tls: bool,
+    /// Headers added to every request (e.g. the cluster token).
+    default_headers: HeaderMap,
 }
 
 impl HttpClient {
     /// A client with the given per-request timeout and 4 attempts for idempotent calls.
-    // The one place a reqwest client is built (clippy.toml forbids it elsewhere).
-    #[allow(clippy::disallowed_methods)]
     pub fn new(timeout: Duration) -> Self {
-        let inner = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(3))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .tcp_nodelay(true)
-            .build()
-            .expect("a client without TLS always builds");
-        Self { inner, attempts: 4 }
+        Self {
+            inner: build_reqwest(timeout, None),
+            attempts: 4,
+            timeout,
+            tls: false,
+            default_headers: HeaderMap::new(),
+        }
+    }
+
+    /// The same client speaking TLS with `cfg` (see [`crate::tls::client_config`]): same
+    /// timeouts and attempts, and every `http://` URL is sent as `https://`, so it never speaks
+    /// plain HTTP.
+    pub fn with_tls(mut self, cfg: rustls::ClientConfig) -> Self {
+        self.inner = build_reqwest(self.timeout, Some(cfg));
+        self.tls = true;
+        self
+    }
+
+    /// Adds a header to every request this client sends; the value is marked sensitive (kept
+    /// out of debug output).
+    pub fn with_default_header(mut self, name: HeaderName, mut value: HeaderValue) -> Self {
+        value.set_sensitive(true);
+        self.default_headers.insert(name, value);
+        self
+    }
+
+    /// Whether this client speaks TLS ([`HttpClient::with_tls`]).
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     /// Sets the number of attempts for idempotent calls.
@@ -221,11 +245,13 @@ impl HttpClient {
     }
 
     async fn send_once(&self, call: &Call<'_>) -> Result<reqwest::Response, ClientError> {
-        let mut headers = call.headers.clone();
+        let mut headers = self.default_headers.clone();
+        headers.extend(call.headers.clone());
         crate::telemetry::inject_current(&mut headers);
+        let url = self.effective_url(&call.url);
         let mut req = self
             .inner
-            .request(call.method.clone(), &call.url)
+            .request(call.method.clone(), url.as_ref())
             .headers(headers);
         if let Some(body) = &call.body {
             req = req.body(body.clone());
@@ -238,6 +264,14 @@ impl HttpClient {
             return Ok(resp);
         }
         Err(api_error(&call.url, resp).await)
+    }
+
+    /// The URL actually sent: `http://` becomes `https://` on a TLS client.
+    fn effective_url<'u>(&self, url: &'u str) -> std::borrow::Cow<'u, str> {
+        match url.strip_prefix("http://") {
+            Some(rest) if self.tls => std::borrow::Cow::Owned(format!("https://{rest}")),
+            _ => std::borrow::Cow::Borrowed(url),
+        }
     }
 
     /// Sends a call and decodes its JSON answer.
@@ -265,6 +299,30 @@ impl HttpClient {
             .await
             .map_err(|source| ClientError::Transport { url, source })
     }
+}
+
+/// Builds the reqwest client: the one place one is built (clippy.toml forbids it elsewhere).
+///
+/// TLS always goes through a rustls configuration with the ring provider: `cfg`, or for a
+/// plain client one that trusts no CA (so an `https://` URL fails verification rather than
+/// reqwest looking for a process-wide provider).
+#[allow(clippy::disallowed_methods)]
+fn build_reqwest(timeout: Duration, cfg: Option<rustls::ClientConfig>) -> reqwest::Client {
+    let cfg = cfg.unwrap_or_else(|| {
+        rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default tls versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()
+    });
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(3))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .tcp_nodelay(true)
+        .tls_backend_preconfigured(cfg)
+        .build()
+        .expect("a client with a preconfigured rustls config always builds")
 }
 
 /// Turns an error response into [`ClientError::Api`], keeping the server's code and text.

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use bytes::Bytes;
 
 use super::master::{MasterClient, urlencode};
@@ -11,6 +11,7 @@ use super::{Call, ClientError, HttpClient, base_url};
 use crate::api::master::{AllocateQuery, AssignQuery};
 use crate::api::volume::{DeleteResponse, UploadResponse, VacuumResponse};
 use crate::ids::{FileId, VolumeId};
+use crate::security::Security;
 
 /// Options of one needle write.
 #[derive(Debug, Clone, Default)]
@@ -21,18 +22,54 @@ pub struct WriteOptions {
     pub replicate: bool,
     /// File name to store with the needle.
     pub name: Option<String>,
+    /// The fid token from the assign; without one, a client holding the signing key mints
+    /// its own (see [`VolumeClient::with_security`]).
+    pub auth: Option<String>,
 }
 
 /// Client of volume servers (the server is named per call).
 #[derive(Debug, Clone)]
 pub struct VolumeClient {
     http: HttpClient,
+    security: Option<Arc<Security>>,
 }
 
 impl VolumeClient {
     /// A client sending through `http`.
     pub fn new(http: HttpClient) -> Self {
-        Self { http }
+        Self {
+            http,
+            security: None,
+        }
+    }
+
+    /// A client that mints the fid tokens its writes, deletes and reads need with the keys
+    /// of `security` (services holding the cluster's signing key: filer, broker, volume
+    /// replication).
+    pub fn with_security(mut self, security: Arc<Security>) -> Self {
+        self.security = Some(security);
+        self
+    }
+
+    /// Sets `Authorization: BEARER <token>` on a call: the given token, else one minted.
+    fn authorize<'c>(
+        &self,
+        call: Call<'c>,
+        given: Option<&str>,
+        mint: impl FnOnce(&Security) -> Option<String>,
+    ) -> Call<'c> {
+        let token = given
+            .map(str::to_owned)
+            .or_else(|| self.security.as_deref().and_then(mint));
+        match token.and_then(|t| HeaderValue::from_str(&format!("BEARER {t}")).ok()) {
+            Some(mut v) => {
+                v.set_sensitive(true);
+                let mut call = call;
+                call.headers.insert(header::AUTHORIZATION, v);
+                call
+            }
+            None => call,
+        }
     }
 
     /// Writes a needle. Idempotent: rewriting the same fid with the same bytes is harmless.
@@ -65,6 +102,7 @@ impl VolumeClient {
         )
         .body(data)
         .idempotent(true);
+        let call = self.authorize(call, opts.auth.as_deref(), |s| s.write_token(fid));
         self.http.json(call).await
     }
 
@@ -76,12 +114,23 @@ impl VolumeClient {
     /// Reads a needle's data and the ETag the server answered with (the needle's CRC), in
     /// one attempt.
     pub async fn read_tagged(&self, server: &str, fid: &FileId) -> Result<Downloaded, ClientError> {
+        self.read_with(server, fid, None).await
+    }
+
+    /// [`VolumeClient::read_tagged`] with the read token from a `fileId` lookup.
+    pub async fn read_with(
+        &self,
+        server: &str,
+        fid: &FileId,
+        token: Option<&str>,
+    ) -> Result<Downloaded, ClientError> {
         let call = Call::new(
             Method::GET,
             format!("{}/{fid}", base_url(server)),
             "GET /{fid}",
         )
         .idempotent(false);
+        let call = self.authorize(call, token, |s| s.read_token(fid));
         let url = call.url.clone();
         let resp = self.http.send(call).await?;
         let etag = resp
@@ -103,12 +152,24 @@ impl VolumeClient {
         fid: &FileId,
         replicate: bool,
     ) -> Result<DeleteResponse, ClientError> {
+        self.delete_with(server, fid, replicate, None).await
+    }
+
+    /// [`VolumeClient::delete`] with the token from a `fileId` lookup.
+    pub async fn delete_with(
+        &self,
+        server: &str,
+        fid: &FileId,
+        replicate: bool,
+        token: Option<&str>,
+    ) -> Result<DeleteResponse, ClientError> {
         let qs = if replicate { "?type=replicate" } else { "" };
         let call = Call::new(
             Method::DELETE,
             format!("{}/{fid}{qs}", base_url(server)),
             "DELETE /{fid}",
         );
+        let call = self.authorize(call, token, |s| s.write_token(fid));
         self.http.json(call).await
     }
 
@@ -225,7 +286,16 @@ impl BlobClient {
                     url: self.master.base().to_owned(),
                     message: e.to_string(),
                 })?;
-        let resp = self.volumes.write(&a.url, &fid, data, opts).await?;
+        let resp = match (&a.auth, &opts.auth) {
+            (Some(token), None) => {
+                let opts = WriteOptions {
+                    auth: Some(token.clone()),
+                    ..opts.clone()
+                };
+                self.volumes.write(&a.url, &fid, data, &opts).await?
+            }
+            _ => self.volumes.write(&a.url, &fid, data, opts).await?,
+        };
         Ok(Written {
             fid,
             url: a.url,
@@ -243,6 +313,7 @@ impl BlobClient {
     /// [`BlobClient::download`], keeping the ETag the answering server sent.
     pub async fn download_tagged(&self, fid: &FileId) -> Result<Downloaded, ClientError> {
         let mut last = None;
+        let mut token: Option<String> = None;
         for round in 0..3u32 {
             if round > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(100 << round)).await;
@@ -257,8 +328,27 @@ impl BlobClient {
                 Err(e) => return Err(e),
             };
             for loc in &locations {
-                match self.volumes.read_tagged(&loc.url, fid).await {
+                match self
+                    .volumes
+                    .read_with(&loc.url, fid, token.as_deref())
+                    .await
+                {
                     Ok(d) => return Ok(d),
+                    // The cluster signs read tokens: ask the master for one, try again.
+                    Err(e) if needs_token(&e) && token.is_none() => {
+                        token = self.master.lookup_file(fid).await?.jwt;
+                        if token.is_none() {
+                            return Err(e);
+                        }
+                        match self
+                            .volumes
+                            .read_with(&loc.url, fid, token.as_deref())
+                            .await
+                        {
+                            Ok(d) => return Ok(d),
+                            Err(e) => last = Some(e),
+                        }
+                    }
                     // A missing or corrupt needle on one replica may be fine on another.
                     Err(e) => last = Some(e),
                 }
@@ -272,10 +362,14 @@ impl BlobClient {
 
     /// Deletes a blob through a server holding its volume (which deletes the replicas too).
     pub async fn delete(&self, fid: &FileId) -> Result<DeleteResponse, ClientError> {
-        let locations = self.master.lookup(fid.volume_id).await?;
+        let looked_up = self.master.lookup_file(fid).await?;
         let mut last = None;
-        for loc in &locations {
-            match self.volumes.delete(&loc.url, fid, false).await {
+        for loc in &looked_up.locations {
+            match self
+                .volumes
+                .delete_with(&loc.url, fid, false, looked_up.auth.as_deref())
+                .await
+            {
                 Ok(r) => return Ok(r),
                 Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => return Err(e),
                 Err(e) => last = Some(e),
@@ -283,6 +377,11 @@ impl BlobClient {
         }
         Err(last.unwrap_or_else(|| no_server(self.master.base(), fid)))
     }
+}
+
+/// Whether a volume server refused for want of a fid token.
+fn needs_token(e: &ClientError) -> bool {
+    e.status() == Some(StatusCode::UNAUTHORIZED) && e.code() == Some("token_required")
 }
 
 fn no_server(master: &str, fid: &FileId) -> ClientError {

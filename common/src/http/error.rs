@@ -36,6 +36,24 @@ pub enum ApiError {
         /// Human text naming the missing object.
         message: String,
     },
+    /// 401 + `WWW-Authenticate: Bearer`: no credential, or one that is not valid (unknown,
+    /// expired, badly signed).
+    #[error("{message}")]
+    Unauthorized {
+        /// Stable code.
+        code: &'static str,
+        /// Human text naming what was missing or wrong (never the credential itself).
+        message: String,
+    },
+    /// 403: a valid credential that does not allow this request (a read key writing, a
+    /// token for another file id).
+    #[error("{message}")]
+    Forbidden {
+        /// Stable code.
+        code: &'static str,
+        /// Human text naming what the credential lacks.
+        message: String,
+    },
     /// 405: the route exists but not with this method.
     #[error("{message}")]
     MethodNotAllowed {
@@ -125,6 +143,22 @@ impl ApiError {
         }
     }
 
+    /// A 401 with the given code.
+    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Unauthorized {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A 403 with the given code.
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Forbidden {
+            code,
+            message: message.into(),
+        }
+    }
+
     /// A 409 with the given code.
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self::Conflict {
@@ -156,6 +190,8 @@ impl ApiError {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
@@ -173,6 +209,8 @@ impl ApiError {
         match self {
             Self::BadRequest { code, .. }
             | Self::NotFound { code, .. }
+            | Self::Unauthorized { code, .. }
+            | Self::Forbidden { code, .. }
             | Self::Conflict { code, .. }
             | Self::PreconditionFailed { code, .. }
             | Self::RangeNotSatisfiable { code, .. }
@@ -227,6 +265,11 @@ impl IntoResponse for ApiError {
             detail,
         };
         let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let Some(secs) = retry_after {
             response
                 .headers_mut()

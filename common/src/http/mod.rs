@@ -13,6 +13,6 @@ mod server;
 pub use error::{ApiError, ErrorBody};
 pub use extract::{Json, Path, Query};
 pub use server::{
-    ServeConfig, fallback_not_found, healthz, method_not_allowed, serve, with_layers, write_addrs,
-    write_addrs_file,
+    ServeConfig, ServeOptions, fallback_not_found, healthz, method_not_allowed, serve, serve_with,
+    with_layers, write_addrs, write_addrs_file,
 };

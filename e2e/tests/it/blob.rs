@@ -158,7 +158,7 @@ async fn given_replication_001_when_one_volume_server_dies_for_good_should_read_
     // Both servers hold every volume, needle for needle.
     let mut statuses = Vec::new();
     for v in &c.volumes {
-        let s: serde_json::Value = reqwest::get(format!("{}/status", v.url()))
+        let s: serde_json::Value = e2e::get(format!("{}/status", v.url()))
             .await
             .unwrap()
             .json()

@@ -256,7 +256,7 @@ async fn given_volume_down_during_flush_should_delay_durability_and_lose_nothing
         || {
             let url = readyz.clone();
             async move {
-                let r = reqwest::get(url).await.ok()?;
+                let r = e2e::get(url).await.ok()?;
                 (r.status() == 503).then_some(())
             }
         },
@@ -284,7 +284,7 @@ async fn given_consumer_group_offsets_when_services_restart_should_keep_them() {
         .unwrap();
     let b = broker_of(&mut c);
     b.create_topic("grp/t", 2).await;
-    let http = reqwest::Client::new();
+    let http = e2e::http_client();
     for (p, off) in [(0u32, 41u64), (1, 7)] {
         let r = http
             .put(format!("{}/groups/g1/offsets", c.broker().url()))
@@ -389,7 +389,7 @@ async fn given_retention_bytes_when_segments_pile_up_should_delete_the_oldest_an
     let filer = c.filer().url();
     let seg_entries = || async {
         let url = format!("{filer}/__meta/list?dir=/topics/ret/size/p0000");
-        let v: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        let v: serde_json::Value = e2e::get(url).await.unwrap().json().await.unwrap();
         v["entries"]
             .as_array()
             .unwrap()
@@ -418,7 +418,7 @@ async fn given_retention_bytes_when_segments_pile_up_should_delete_the_oldest_an
         },
     )
     .await;
-    let below = reqwest::get(format!(
+    let below = e2e::get(format!(
         "{}/topics/ret/size/partitions/0/records?offset=0",
         c.broker().url()
     ))

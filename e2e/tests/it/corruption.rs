@@ -25,7 +25,7 @@ async fn metric(c: &Cluster, name: &str) -> u64 {
 }
 
 async fn status_of(c: &Cluster, fid: &FileId) -> (u16, String) {
-    let r = reqwest::get(format!("{}/{fid}", c.volumes[0].url()))
+    let r = e2e::get(format!("{}/{fid}", c.volumes[0].url()))
         .await
         .unwrap();
     (r.status().as_u16(), r.text().await.unwrap_or_default())

@@ -60,7 +60,7 @@ async fn given_a_stale_idx_and_a_corrupt_record_when_restarted_should_serve_ever
     for (fid, data) in blobs.iter().filter(|(f, _)| f != bad_fid) {
         assert_eq!(&client.download(fid).await.unwrap(), data, "{fid}");
     }
-    let r = reqwest::get(format!("{url}/{bad_fid}")).await.unwrap();
+    let r = e2e::get(format!("{url}/{bad_fid}")).await.unwrap();
     assert!(r.status().is_client_error() || r.status().is_server_error());
     let log = c.volumes[0].tail_log(100);
     assert!(
@@ -90,7 +90,7 @@ async fn given_replication_001_when_the_replica_is_down_during_a_delete_should_c
     .await
     .unwrap();
     let (fid, primary, replica) = replicated_fid(&c).await;
-    let http = reqwest::Client::new();
+    let http = e2e::http_client();
     let r = http
         .post(format!("http://{primary}/{fid}"))
         .body("doomed")
@@ -161,7 +161,7 @@ async fn given_replication_001_should_serve_the_same_etag_and_content_type_from_
     .await
     .unwrap();
     let (fid, primary, replica) = replicated_fid(&c).await;
-    let http = reqwest::Client::new();
+    let http = e2e::http_client();
     let r = http
         .post(format!("http://{primary}/{fid}?name=a.json"))
         .header("content-type", "application/json")

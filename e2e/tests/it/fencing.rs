@@ -103,7 +103,7 @@ async fn given_two_brokers_on_one_filer_when_the_second_starts_should_fence_the_
     )
     .await;
     assert!(fenced >= 2, "the first broker was never fenced");
-    let ready = reqwest::get(format!("{}/readyz", c.broker().url()))
+    let ready = e2e::get(format!("{}/readyz", c.broker().url()))
         .await
         .unwrap();
     assert_eq!(ready.status(), 503);
@@ -137,7 +137,7 @@ async fn given_a_late_group_commit_should_not_rewind_the_group_unless_reset() {
         .expect("start the cluster");
     let url = c.broker().url();
     Broker::new(url.clone()).create_topic(TOPIC, 1).await;
-    let http = reqwest::Client::new();
+    let http = e2e::http_client();
     let commit = |offset: u64, reset: bool| {
         let http = http.clone();
         let url = url.clone();

@@ -453,7 +453,7 @@ async fn given_a_deleted_topic_when_recreated_should_hold_only_new_records() {
     assert_eq!(r["acked"], 20, "{r}");
     let r = run_clients(&["delete", "--bootstrap", &b, "--topic", "doomed"]);
     assert_eq!(r["deleted"], "doomed");
-    let gone = reqwest::get(format!("{}/topics/kafka/doomed", c.broker().url()))
+    let gone = e2e::get(format!("{}/topics/kafka/doomed", c.broker().url()))
         .await
         .unwrap();
     assert_eq!(gone.status(), 404, "deleted over Kafka, gone over HTTP too");

@@ -19,6 +19,7 @@ mod registry;
 mod scenarios;
 mod seaweed_filer;
 mod seaweed_master;
+mod security;
 mod server;
 mod tracing;
 mod vacuum;

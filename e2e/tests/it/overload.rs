@@ -46,7 +46,7 @@ async fn given_64_durable_publishers_and_failing_flushes_should_bound_broker_mem
     let baseline = rss(pid);
     let value = "v".repeat(1536 * 1024);
     let body = serde_json::json!({"records": [{"value": value}]}).to_string();
-    let http = reqwest::Client::new();
+    let http = e2e::http_client();
     let until = Instant::now() + Duration::from_secs(6);
     let mut publishers = Vec::new();
     for _ in 0..64 {

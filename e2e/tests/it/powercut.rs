@@ -366,7 +366,7 @@ async fn given_an_eio_on_a_volume_dat_during_recovery_should_report_the_volume_r
     let volume = disk.url("volume").await;
     assert!(fault.hits() > 0, "recovery never read the .dat");
     assert!(metric(&volume, "kelp_volume_recovery_io_errors_total").await >= 1);
-    let status: serde_json::Value = reqwest::get(format!("{volume}/status"))
+    let status: serde_json::Value = e2e::get(format!("{volume}/status"))
         .await
         .unwrap()
         .json()

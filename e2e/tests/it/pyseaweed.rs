@@ -418,7 +418,7 @@ async fn given_weed_and_kelp_when_pyseaweed_runs_every_call_should_return_the_sa
     let weed_cluster = e2e::seaweed::MasterAndVolume::start(tmp.path());
     let (mport, vport) = (weed_cluster.master_port, weed_cluster.volume_port);
     let kelp = Cluster::start(ClusterOptions::default()).await.unwrap();
-    let client = reqwest::Client::builder()
+    let client = e2e::http_client_builder()
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();

@@ -31,7 +31,7 @@ struct Registry {
 impl Registry {
     fn new(url: String) -> Self {
         Self {
-            http: reqwest::Client::builder()
+            http: e2e::http_client_builder()
                 .timeout(Duration::from_secs(60))
                 .build()
                 .unwrap(),
@@ -222,7 +222,7 @@ async fn given_ten_registered_schemas_when_every_service_is_sigkilled_and_restar
     assert_eq!(b["id"].as_u64(), Some(ids.iter().max().unwrap() + 1));
     // The records are on the broker topic, in Confluent's key layout.
     let broker = cluster.broker().url();
-    let recs: Value = reqwest::get(format!(
+    let recs: Value = e2e::get(format!(
         "{broker}/topics/registry/_schemas/partitions/0/records?offset=0&limit=100"
     ))
     .await
@@ -343,7 +343,7 @@ async fn given_bad_input_when_sent_to_the_registry_should_answer_confluent_error
     }
     // Wrong content type, malformed JSON, a huge body (the default limit is 1 MiB).
     let url = format!("{}/subjects/s/versions", cluster.registry().url());
-    let http = reqwest::Client::new();
+    let http = e2e::http_client();
     let raw = |ct: &'static str, body: Vec<u8>| {
         http.post(&url).header("content-type", ct).body(body).send()
     };
@@ -434,7 +434,7 @@ fn contender(cluster: &mut Cluster, name: &str) -> e2e::ServiceHandle {
 async fn wait_role(url: &str, role: &str) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(r) = reqwest::get(format!("{url}/readyz")).await
+        if let Ok(r) = e2e::get(format!("{url}/readyz")).await
             && let Ok(v) = r.json::<Value>().await
             && v["role"] == role
             && let Some(w) = v["writer"].as_str()

@@ -187,7 +187,7 @@ async fn given_no_replication_when_a_volume_server_never_comes_back_should_name_
     gone.kill();
     c.broker().restart().await.unwrap();
     let b = Broker::new(c.broker().url());
-    let r = reqwest::get(format!(
+    let r = e2e::get(format!(
         "{}/topics/norep/t/partitions/0/records?offset=0",
         c.broker().url()
     ))
@@ -214,7 +214,7 @@ async fn given_no_replication_when_a_volume_server_never_comes_back_should_name_
     checker.ack("norep/t", &recs, &o);
     let (_, durable, end) = b.offsets("norep/t", 0).await;
     assert_eq!((durable, end), (10, 10));
-    let r = reqwest::get(format!(
+    let r = e2e::get(format!(
         "{}/topics/norep/t/partitions/0/records?offset=5",
         c.broker().url()
     ))

@@ -459,7 +459,7 @@ async fn known_differences(http: &reqwest::Client, weed: &str, kelp: &str) {
 
 #[tokio::test]
 async fn given_seaweedfs_and_kelp_filers_when_one_client_script_runs_should_answer_alike() {
-    let http = reqwest::Client::builder()
+    let http = e2e::http_client_builder()
         .timeout(Duration::from_secs(30))
         .build()
         .expect("build a client");

@@ -36,7 +36,7 @@ async fn given_weed_and_kelp_masters_when_sent_the_same_requests_should_answer_a
     let weed_cluster = e2e::seaweed::MasterAndVolume::start(tmp.path());
     let mport = weed_cluster.master_port;
     let kelp = Cluster::start(ClusterOptions::default()).await.unwrap();
-    let client = reqwest::Client::builder()
+    let client = e2e::http_client_builder()
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();

@@ -50,7 +50,7 @@ async fn delete_most(client: &BlobClient, blobs: &HashMap<FileId, Bytes>) -> Vec
 }
 
 async fn vacuum(url: &str) -> reqwest::Result<VacuumResponse> {
-    reqwest::Client::new()
+    e2e::http_client()
         .post(format!("{url}/admin/vacuum?garbageThreshold=0.3"))
         .send()
         .await?
@@ -70,7 +70,7 @@ fn dat_bytes(c: &Cluster) -> u64 {
 
 async fn verify(c: &Cluster, blobs: &HashMap<FileId, Bytes>, deleted: &[FileId]) {
     let url = c.volumes[0].url();
-    let http = reqwest::Client::new();
+    let http = e2e::http_client();
     let live: Vec<(&FileId, &Bytes)> = blobs.iter().filter(|(f, _)| !deleted.contains(f)).collect();
     futures::stream::iter(live)
         .map(|(fid, data)| {

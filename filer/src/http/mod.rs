@@ -8,6 +8,14 @@
 //! - the metadata API under `/__meta/`: `GET|PUT|DELETE /__meta/entry`, `GET /__meta/list`;
 //! - `GET /openapi.json`: the OpenAPI document of these routes (`openapi.json` beside this file);
 //!   a file cannot be read at that path.
+//!
+//! Who may call what (`Access`, applied as one route layer per group in [`router`]): the
+//! file API is for clients and, with `--api-keys-file`, needs a key (`GET`/`HEAD` a read key,
+//! anything else a write key; 401 without a valid one, 403 for a read key writing); `/__meta/`
+//! is for Kelp services (broker, registry, and the CLI's `fs ls` and `topic locate`) and, with
+//! `--cluster-token-file`, needs the cluster token (401). The cluster token also passes every
+//! client check. Health, readiness, metrics and the OpenAPI document stay open for probes and
+//! scrapers.
 
 mod error;
 mod routes;
@@ -18,9 +26,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{MethodRouter, get};
 use common::http::{ServeConfig, healthz, openapi, with_layers};
 use common::metrics::SharedRegistry;
+use common::security::{Security, require_client, require_cluster};
 use prometheus_client::registry::Registry;
 
 use crate::config::Config;
@@ -40,47 +50,68 @@ pub struct AppState {
     pub filer: Arc<Filer>,
     /// The metrics registry rendered by `/metrics`.
     pub registry: SharedRegistry,
+    /// The credentials the routes check and the filer's own calls carry.
+    pub security: Arc<Security>,
 }
 
 impl AppState {
-    /// Builds the state over `store` (metrics registered in a fresh registry).
-    pub fn new(cfg: &Config, store: Arc<dyn MetaStore>) -> Self {
+    /// Builds the state over `store` (metrics registered in a fresh registry), checking
+    /// requests and signing its own calls with `security` (`Security::default()`: all off).
+    pub fn new(
+        cfg: &Config,
+        store: Arc<dyn MetaStore>,
+        security: Arc<Security>,
+    ) -> anyhow::Result<Self> {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
-        let filer = Filer::new(cfg, store, metrics);
-        Self {
+        let filer = Filer::new(cfg, store, metrics, security.clone())?;
+        Ok(Self {
             filer,
             registry: Arc::new(registry),
-        }
+            security,
+        })
     }
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Anyone: probes, scrapers, the API document.
+    Open,
+    /// Clients: an API key of the method's scope (or the cluster token), when keys are set.
+    Client,
+    /// Kelp services: the cluster token, when one is set.
+    Cluster,
 }
 
 /// The OpenAPI document of [`router`], kept beside it (checked by `test_openapi_matches_router`).
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-/// Every route the filer serves, by path; file uploads may be `upload_limit` bytes. [`router`]
-/// registers exactly these, and the OpenAPI test checks them against [`OPENAPI`].
-fn routes(upload_limit: usize) -> Vec<(&'static str, MethodRouter<AppState>)> {
+/// Every route the filer serves, by path, with who may call it; file uploads may be
+/// `upload_limit` bytes. [`router`] registers exactly these, and the OpenAPI test checks them
+/// against [`OPENAPI`].
+fn routes(upload_limit: usize) -> Vec<(&'static str, Access, MethodRouter<AppState>)> {
     let files = get(routes::files::get)
         .post(routes::files::post)
         .put(routes::files::post)
         .delete(routes::files::delete)
         .layer(DefaultBodyLimit::max(upload_limit));
     vec![
-        ("/healthz", get(healthz)),
-        ("/readyz", get(routes::ops::readyz)),
-        ("/metrics", get(routes::ops::metrics)),
+        ("/healthz", Access::Open, get(healthz)),
+        ("/readyz", Access::Open, get(routes::ops::readyz)),
+        ("/metrics", Access::Open, get(routes::ops::metrics)),
         // Shadows the file path `/openapi.json` (as `/__meta/` shadows its names).
-        (openapi::PATH, openapi::route(OPENAPI)),
+        (openapi::PATH, Access::Open, openapi::route(OPENAPI)),
         (
             "/__meta/entry",
+            Access::Cluster,
             get(routes::meta::get_entry)
                 .put(routes::meta::put_entry)
                 .delete(routes::meta::delete_entry),
         ),
-        ("/__meta/list", get(routes::meta::list)),
-        ("/", files.clone()),
-        ("/{*path}", files),
+        ("/__meta/list", Access::Cluster, get(routes::meta::list)),
+        ("/", Access::Client, files.clone()),
+        ("/{*path}", Access::Client, files),
     ]
 }
 
@@ -90,9 +121,18 @@ pub fn router(state: AppState) -> Router {
     // the multipart framing around it.
     let upload_limit =
         usize::try_from(state.filer.max_upload().saturating_add(1 << 20)).unwrap_or(usize::MAX);
-    let router = routes(upload_limit)
-        .into_iter()
-        .fold(Router::new(), |r, (path, handlers)| r.route(path, handlers))
+    let (open, client, cluster) = routes(upload_limit).into_iter().fold(
+        (Router::new(), Router::new(), Router::new()),
+        |(open, client, cluster), (path, access, handlers)| match access {
+            Access::Open => (open.route(path, handlers), client, cluster),
+            Access::Client => (open, client.route(path, handlers), cluster),
+            Access::Cluster => (open, client, cluster.route(path, handlers)),
+        },
+    );
+    let sec = state.security.clone();
+    let router = open
+        .merge(client.route_layer(from_fn_with_state(sec.clone(), require_client)))
+        .merge(cluster.route_layer(from_fn_with_state(sec, require_cluster)))
         .with_state(state);
     with_layers(
         router,
@@ -113,8 +153,9 @@ mod tests {
         // The master is unreachable: only metadata operations and empty uploads work, which is
         // all the probes need.
         let cfg = Config::for_test("data/unused", "127.0.0.1:1");
-        let app = router(AppState::new(&cfg, Arc::new(MemoryStore::new())));
-        let paths: Vec<&str> = routes(0).into_iter().map(|(p, _)| p).collect();
+        let state = AppState::new(&cfg, Arc::new(MemoryStore::new()), Arc::default()).unwrap();
+        let app = router(state);
+        let paths: Vec<&str> = routes(0).into_iter().map(|(p, _, _)| p).collect();
         let samples = [("path", "probe/file")];
         if let Err(errors) = openapi::check_router(OPENAPI, &app, &paths, &samples).await {
             panic!("filer/src/http/openapi.json and the router disagree:\n{errors:#?}");

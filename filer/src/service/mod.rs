@@ -30,9 +30,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use anyhow::Context;
 use common::api::master::AssignQuery;
 use common::client::HttpClient;
 use common::client::volume::{BlobClient, WriteOptions};
+use common::security::Security;
 use tokio::sync::Notify;
 use tokio::task::JoinError;
 use tokio_util::task::TaskTracker;
@@ -110,10 +112,23 @@ pub(crate) fn check_mutable(p: &str) -> Result<(), Error> {
 }
 
 impl Filer {
-    /// Builds the filer on `store`, talking to the master named in `cfg`.
-    pub fn new(cfg: &Config, store: Arc<dyn MetaStore>, metrics: Metrics) -> Arc<Self> {
-        let http = HttpClient::new(std::time::Duration::from_secs(60));
+    /// Builds the filer on `store`, talking to the master named in `cfg`. Its calls carry
+    /// the cluster token of `security`, and its chunk writes, reads and deletes the fid
+    /// tokens it mints with `security`'s keys (when they are set).
+    pub fn new(
+        cfg: &Config,
+        store: Arc<dyn MetaStore>,
+        metrics: Metrics,
+        security: Arc<Security>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let http = security
+            .apply(HttpClient::new(std::time::Duration::from_secs(60)))
+            .context("build the filer's http client")?;
         let blobs = BlobClient::new(http, &cfg.master);
+        let blobs = BlobClient {
+            master: blobs.master,
+            volumes: blobs.volumes.with_security(security),
+        };
         let upload = UploadSettings {
             chunk_size: usize::try_from(cfg.chunk_size()).unwrap_or(usize::MAX),
             max_upload: cfg.max_upload(),
@@ -129,7 +144,7 @@ impl Filer {
                 ..WriteOptions::default()
             },
         };
-        Arc::new(Self {
+        Ok(Arc::new(Self {
             store,
             locks: PathLocks::new(),
             chunk_locks: PathLocks::new(),
@@ -138,7 +153,7 @@ impl Filer {
             metrics,
             gc_wake: Notify::new(),
             tasks: TaskTracker::new(),
-        })
+        }))
     }
 
     /// Largest upload accepted, in bytes.

@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
 use common::api::filer::Entry;
+use common::ids::FileId;
+use common::security::{ApiKeys, FidKey, Secret, Security};
 use http_body_util::BodyExt;
 use kelp_filer::store::{MemoryStore, MetaStore};
 use kelp_filer::{AppState, Config};
@@ -32,17 +34,52 @@ struct Fake {
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     deletes: AtomicUsize,
+    /// When set, needle calls need fid tokens signed with its keys (as a volume server with
+    /// `--jwt-signing-key-file` and `--jwt-read-key-file`), and every call is checked for
+    /// its cluster token.
+    security: Option<Arc<Security>>,
+    /// Calls that came without the cluster token of `security`.
+    without_cluster_token: AtomicUsize,
+    /// Needle calls refused for their fid token.
+    refused: AtomicUsize,
 }
 
 type FakeState = Arc<Fake>;
 
-async fn assign(State(f): State<FakeState>) -> Json<serde_json::Value> {
+impl Fake {
+    fn note_cluster_token(&self, headers: &HeaderMap) {
+        if let Some(sec) = &self.security
+            && sec.check_cluster(headers).is_err()
+        {
+            self.without_cluster_token.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The volume server's fid token check of a needle call.
+    fn check_token(&self, method: &Method, fid: &str, headers: &HeaderMap) -> Option<Response> {
+        let sec = self.security.as_ref()?;
+        let fid: FileId = fid.parse().expect("the fake assigns valid fids");
+        let checked = if *method == Method::GET {
+            sec.check_read_token(headers, &fid)
+        } else {
+            sec.check_write_token(headers, &fid)
+        };
+        checked.err().map(|e| {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            e.into_response()
+        })
+    }
+}
+
+async fn assign(State(f): State<FakeState>, headers: HeaderMap) -> Json<serde_json::Value> {
+    f.note_cluster_token(&headers);
     let key = f.next_key.fetch_add(1, Ordering::SeqCst) + 1;
     let addr = f.addr.lock().unwrap().clone();
     Json(json!({"fid": format!("1,{key:02x}0000abcd"), "url": addr, "publicUrl": addr, "count": 1}))
 }
 
-async fn lookup(State(f): State<FakeState>) -> Json<serde_json::Value> {
+async fn lookup(State(f): State<FakeState>, headers: HeaderMap) -> Json<serde_json::Value> {
+    f.note_cluster_token(&headers);
     let addr = f.addr.lock().unwrap().clone();
     Json(json!({"volumeOrFileId": "1", "locations": [{"url": addr, "publicUrl": addr}]}))
 }
@@ -51,8 +88,13 @@ async fn needle(
     State(f): State<FakeState>,
     method: Method,
     Path(fid): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    f.note_cluster_token(&headers);
+    if let Some(refused) = f.check_token(&method, &fid, &headers) {
+        return refused;
+    }
     match method {
         Method::POST | Method::PUT => {
             let n = f.writes.fetch_add(1, Ordering::SeqCst) + 1;
@@ -121,7 +163,19 @@ impl Drop for Cluster {
 }
 
 async fn cluster(collect: bool) -> Cluster {
-    let fake = FakeState::default();
+    cluster_with(collect, None, None).await
+}
+
+/// A filer holding `security` over a fake holding `volume_security`.
+async fn cluster_with(
+    collect: bool,
+    security: Option<Arc<Security>>,
+    volume_security: Option<Arc<Security>>,
+) -> Cluster {
+    let fake = Arc::new(Fake {
+        security: volume_security,
+        ..Fake::default()
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     *fake.addr.lock().unwrap() = addr.clone();
@@ -141,7 +195,7 @@ async fn cluster(collect: bool) -> Cluster {
     let store = Arc::new(MemoryStore::new());
     let mut cfg = Config::for_test("data/unused", &addr);
     cfg.chunk_size_mb = 1;
-    let state = AppState::new(&cfg, store.clone());
+    let state = AppState::new(&cfg, store.clone(), security.unwrap_or_default()).unwrap();
     if collect {
         tokio::spawn(state.filer.clone().collect_chunks(stop.clone()));
     }
@@ -312,6 +366,84 @@ async fn test_chunked_overwrite_and_delete_collect_old_chunks() {
         store.pending_deletions(10).unwrap().is_empty()
     })
     .await;
+}
+
+/// Credentials as a secured cluster holds them: fid token keys for writes and reads, the
+/// cluster token, and one write API key.
+pub(crate) const WRITE_KEY: &str = "write-key-0123456789";
+
+fn secured() -> Arc<Security> {
+    Arc::new(Security {
+        write_key: Some(FidKey::new(b"signing-key-0123456789").unwrap()),
+        read_key: Some(FidKey::new(b"read-signing-key-0123456789").unwrap()),
+        cluster_token: Some(Secret::new("cluster-token-0123456789")),
+        api_keys: Some(ApiKeys::parse(&format!("write {WRITE_KEY}")).unwrap()),
+        ..Security::default()
+    })
+}
+
+#[tokio::test]
+async fn test_chunked_secured_filer_mints_fid_tokens_for_writes_reads_and_deletes() {
+    let c = cluster_with(true, Some(secured()), Some(secured())).await;
+    let data = content(2 * MIB + 5);
+    let put = |body: Vec<u8>| {
+        Request::put("/sec/file.bin")
+            .header("authorization", format!("Bearer {WRITE_KEY}"))
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let r = c.filer.send(put(data.clone())).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(c.fake.needles.lock().unwrap().len(), 3);
+    let get = || {
+        Request::get("/sec/file.bin")
+            .header("authorization", format!("Bearer {WRITE_KEY}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let r = c.filer.send(get()).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert!(r.body == data, "content differs");
+
+    // Overwriting queues the old chunks; the collector deletes them with its own tokens.
+    let r = c.filer.send(put(content(10))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let fake = c.fake.clone();
+    testkit::eventually("old chunks deleted", || {
+        fake.needles.lock().unwrap().len() == 1
+    })
+    .await;
+    assert!(c.fake.deletes.load(Ordering::SeqCst) >= 3);
+    assert_eq!(
+        c.fake.refused.load(Ordering::SeqCst),
+        0,
+        "a fid token was refused"
+    );
+    assert_eq!(
+        c.fake.without_cluster_token.load(Ordering::SeqCst),
+        0,
+        "an internal call went without the cluster token"
+    );
+    // The client still needs its key.
+    let r = c
+        .filer
+        .call(Method::GET, "/sec/file.bin", Body::empty())
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn test_chunked_filer_without_the_signing_key_is_refused_by_secured_volumes() {
+    // The volumes demand tokens this filer cannot mint: the upload fails and nothing is
+    // committed (and the secured test above is not passing by accident).
+    let c = cluster_with(false, None, Some(secured())).await;
+    let r = c
+        .filer
+        .call(Method::PUT, "/sec/file.bin", Body::from(content(10)))
+        .await;
+    assert!(!r.status.is_success(), "{:?}", r.status);
+    assert!(c.fake.refused.load(Ordering::SeqCst) >= 1);
+    assert!(c.filer.store.get("/sec/file.bin").unwrap().is_none());
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 mod chunked;
 mod router;
 mod run;
+mod security;
 mod spans;
 
 use std::sync::Arc;
@@ -29,7 +30,7 @@ pub struct TestFiler {
 pub fn filer() -> TestFiler {
     let store = Arc::new(MemoryStore::new());
     let cfg = Config::for_test("data/unused", "127.0.0.1:1");
-    let state = AppState::new(&cfg, store.clone());
+    let state = AppState::new(&cfg, store.clone(), Arc::default()).unwrap();
     TestFiler {
         router: kelp_filer::router(state),
         store,

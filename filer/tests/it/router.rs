@@ -809,7 +809,8 @@ async fn test_router_upload_over_the_limit_is_413() {
     let store = std::sync::Arc::new(kelp_filer::store::MemoryStore::new());
     let mut cfg = kelp_filer::Config::for_test("data/unused", "127.0.0.1:1");
     cfg.max_upload_mb = 1;
-    let router = kelp_filer::router(kelp_filer::AppState::new(&cfg, store.clone()));
+    let state = kelp_filer::AppState::new(&cfg, store.clone(), std::sync::Arc::default()).unwrap();
+    let router = kelp_filer::router(state);
     let f = TestFiler { router, store };
     let r = f
         .call(Method::PUT, "/big", Body::from(vec![0u8; (1 << 20) + 1]))

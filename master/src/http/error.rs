@@ -14,6 +14,9 @@ impl From<Error> for ApiError {
             Error::BadCollection(_) => ApiError::bad_request("bad_collection", message),
             Error::BadReplication(_) => ApiError::bad_request("bad_replication", message),
             Error::BadHeartbeat => ApiError::bad_request("bad_heartbeat", message),
+            // Transient: a tracked server falls silent and is forgotten, freeing a place.
+            Error::TooManyNodes(_) => ApiError::unavailable("too_many_nodes", message, 5),
+            Error::TooManyCollections { .. } => ApiError::conflict("too_many_collections", message),
             Error::VolumeNotFound(_) => ApiError::not_found("volume_not_found", message),
             Error::NoWritableVolume { .. } => {
                 ApiError::unavailable("no_writable_volume", message, 1)

@@ -10,18 +10,27 @@
 //!
 //! Handlers extract, validate, call [`Master`] and map its [`Error`](crate::service::Error)
 //! through `error.rs`; none touches the topology itself.
-
+//!
+//! # Access
+//! Each route has one `Access`, applied as a route layer in [`router`] (so a 405 stays a
+//! 405): `/heartbeat` is for volume servers and needs the cluster token; the routes that
+//! change something (assign, submit, grow, vacuum, collection delete) need a `write` API key,
+//! whatever their method; lookups and status views a `read` key (the cluster token counts as
+//! either); `/healthz`, `/readyz` (the orchestrator's probe), `/metrics` and `/openapi.json`
+//! are open. Each check is a no-op while its credential is not configured.
 mod error;
 pub mod routes;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, header};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use common::http::{ServeConfig, openapi};
+use common::security::{Scope, Security, require_cluster};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
@@ -71,44 +80,104 @@ pub(crate) fn answer<T: Serialize>(value: &T, pretty: bool) -> Response {
 /// The OpenAPI document of [`router`], kept beside it (checked by `test_openapi_matches_router`).
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-/// Every route the master serves, by path. [`router`] registers exactly these, and the OpenAPI
-/// test checks them against [`OPENAPI`].
-fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+/// Who may call a route (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Anyone.
+    Open,
+    /// A client with a `read` (or `write`) API key, or a Kelp service.
+    Read,
+    /// A client with a `write` API key, or a Kelp service, whatever the method.
+    Write,
+    /// Kelp services only: the cluster token.
+    Cluster,
+}
+
+impl Access {
+    /// `handlers` behind this access check (a route layer: only requests that reach a
+    /// handler are checked, so an unserved method is still a 405).
+    fn guard(
+        self,
+        handlers: MethodRouter<AppState>,
+        sec: &Arc<Security>,
+    ) -> MethodRouter<AppState> {
+        let sec = sec.clone();
+        match self {
+            Self::Open => handlers,
+            Self::Read => handlers.route_layer(from_fn_with_state(sec, require_read)),
+            Self::Write => handlers.route_layer(from_fn_with_state(sec, require_write)),
+            Self::Cluster => handlers.route_layer(from_fn_with_state(sec, require_cluster)),
+        }
+    }
+}
+
+/// Middleware: an API key with the `read` scope (or the cluster token), when keys are set.
+async fn require_read(State(sec): State<Arc<Security>>, req: Request, next: Next) -> Response {
+    match sec.check_client(req.headers(), Scope::Read) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Middleware: an API key with the `write` scope (or the cluster token), when keys are set,
+/// whatever the method (SeaweedFS's `GET /dir/assign` reserves keys too).
+async fn require_write(State(sec): State<Arc<Security>>, req: Request, next: Next) -> Response {
+    match sec.check_client(req.headers(), Scope::Write) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Every route the master serves, by path, with who may call it. [`router`] registers exactly
+/// these, and the OpenAPI test checks them against [`OPENAPI`].
+fn routes() -> Vec<(&'static str, Access, MethodRouter<AppState>)> {
+    use Access::{Cluster, Open, Read, Write};
     vec![
         (
             "/dir/assign",
+            Write,
             get(routes::dir::assign).post(routes::dir::assign),
         ),
-        ("/dir/lookup", get(routes::dir::lookup)),
-        ("/dir/status", get(routes::dir::status)),
-        ("/vol/grow", get(routes::vol::grow).post(routes::vol::grow)),
-        ("/vol/status", get(routes::vol::status)),
+        ("/dir/lookup", Read, get(routes::dir::lookup)),
+        ("/dir/status", Read, get(routes::dir::status)),
+        (
+            "/vol/grow",
+            Write,
+            get(routes::vol::grow).post(routes::vol::grow),
+        ),
+        ("/vol/status", Read, get(routes::vol::status)),
         (
             "/vol/vacuum",
+            Write,
             get(routes::vol::vacuum).post(routes::vol::vacuum),
         ),
         (
             "/col/delete",
+            Write,
             get(routes::col::delete).post(routes::col::delete),
         ),
         (
             "/submit",
+            Write,
             post(routes::submit::submit).layer(DefaultBodyLimit::max(SUBMIT_BODY_LIMIT)),
         ),
-        ("/cluster/status", get(routes::cluster::status)),
-        ("/heartbeat", post(routes::cluster::heartbeat)),
-        ("/healthz", get(common::http::healthz)),
-        ("/readyz", get(routes::ops::readyz)),
-        ("/metrics", get(routes::ops::metrics)),
-        (openapi::PATH, openapi::route(OPENAPI)),
+        ("/cluster/status", Read, get(routes::cluster::status)),
+        ("/heartbeat", Cluster, post(routes::cluster::heartbeat)),
+        ("/healthz", Open, get(common::http::healthz)),
+        ("/readyz", Open, get(routes::ops::readyz)),
+        ("/metrics", Open, get(routes::ops::metrics)),
+        (openapi::PATH, Open, openapi::route(OPENAPI)),
     ]
 }
 
-/// Builds the router with the shared layers.
+/// Builds the router with the shared layers and each route's access check.
 pub fn router(state: AppState) -> Router {
+    let sec = state.master.security().clone();
     let routes = routes()
         .into_iter()
-        .fold(Router::new(), |r, (path, handlers)| r.route(path, handlers))
+        .fold(Router::new(), |r, (path, access, handlers)| {
+            r.route(path, access.guard(handlers, &sec))
+        })
         .with_state(state);
     common::http::with_layers(routes, ServeConfig::default())
 }

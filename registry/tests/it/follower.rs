@@ -30,13 +30,17 @@ async fn test_follower_forwards_writes_and_reads_its_own_writes() {
         Config::default(),
         log.clone(),
         Arc::new(Leadership::following("http://follower", &writer_url)),
-    );
+        Arc::default(),
+    )
+    .unwrap();
     state.registry.load(CancellationToken::new()).await;
     let follower = Reg {
         app: router(state),
         log: log.clone(),
     };
     // The writer becomes ready once it has replayed the (empty) log.
+    // reqwest is built without a default TLS provider: install Kelp's (ring).
+    common::tls::install_default_provider();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !reqwest::get(format!("{writer_url}/readyz"))
         .await
@@ -102,7 +106,9 @@ async fn test_instance_without_the_lease_refuses_writes_with_50004() {
         Config::default(),
         log.clone(),
         Arc::new(Leadership::contender("http://me")),
-    );
+        Arc::default(),
+    )
+    .unwrap();
     state.registry.load(CancellationToken::new()).await;
     let r = Reg {
         app: router(state),

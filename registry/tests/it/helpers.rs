@@ -35,7 +35,7 @@ impl Reg {
             max_body_bytes: 64 << 10,
             ..Config::default()
         };
-        let state = AppState::new(cfg, log.clone());
+        let state = AppState::new(cfg, log.clone(), Arc::default()).unwrap();
         state.registry.load(CancellationToken::new()).await;
         Self {
             app: router(state),

@@ -4,4 +4,5 @@
 mod follower;
 mod helpers;
 mod router;
+mod security;
 mod server;

@@ -21,7 +21,9 @@ async fn test_run_serves_until_shutdown() {
         listener,
         shutdown.clone(),
     ));
-    // The test is an outside client of the registry, not a service calling another one.
+    // The test is an outside client of the registry, not a service calling another one;
+    // reqwest is built without a default TLS provider, so install Kelp's (ring) first.
+    common::tls::install_default_provider();
     #[allow(clippy::disallowed_methods)]
     let client = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

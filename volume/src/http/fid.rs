@@ -13,6 +13,9 @@
 //!
 //! Every rejection is a JSON 400 `bad_fid`, including axum's own (a percent-escape that is not
 //! UTF-8), which would otherwise be plain text.
+//!
+//! A fid token for a batch names the fid as assigned, without the suffix (SeaweedFS's
+//! volume server strips `_N` before comparing the token's fid), so [`Fid`] keeps that base too.
 
 use std::collections::HashMap;
 
@@ -21,8 +24,17 @@ use axum::http::request::Parts;
 use common::http::ApiError;
 use common::ids::FileId;
 
-/// The file id of a blob route, parsed (see the module docs).
-pub struct Fid(pub FileId);
+/// The file id of a blob route, parsed (see the module docs), and, when the URL carries a
+/// batch suffix `_N`, the file id before it (the one a batch's fid token names).
+pub struct Fid(pub FileId, pub Option<FileId>);
+
+impl Fid {
+    /// The file ids a fid token may name to allow this request: the file id itself, or the
+    /// batch's base.
+    pub fn token_fids(&self) -> impl Iterator<Item = &FileId> {
+        std::iter::once(&self.0).chain(self.1.as_ref())
+    }
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for Fid {
     type Rejection = ApiError;
@@ -32,12 +44,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Fid {
             .await
             .map_err(|e| ApiError::bad_request("bad_fid", e.body_text()))?;
         let parsed = match (params.get("fid"), params.get("vid"), params.get("key")) {
-            (Some(fid), _, _) => parse_comma_form(fid),
-            (None, Some(vid), Some(key)) => parse_slash_form(vid, key),
+            (Some(fid), _, _) => parse_comma_form(fid).map(|f| (f, batch_base_comma(fid))),
+            (None, Some(vid), Some(key)) => {
+                parse_slash_form(vid, key).map(|f| (f, batch_base_slash(vid, key)))
+            }
             _ => Err("the route names no file id".to_owned()),
         };
         parsed
-            .map(Self)
+            .map(|(fid, base)| Self(fid, base.filter(|b| *b != fid)))
             .map_err(|message| ApiError::bad_request("bad_fid", message))
     }
 }
@@ -54,6 +68,22 @@ pub fn parse_comma_form(segment: &str) -> Result<FileId, String> {
 pub fn parse_slash_form(vid: &str, key: &str) -> Result<FileId, String> {
     let shown = format!("{vid}/{key}");
     parse_parts(&shown, vid, strip_ext(key))
+}
+
+/// The file id before a batch suffix of `{vid},{key}{cookie}_N[.ext]`, if there is one.
+fn batch_base_comma(segment: &str) -> Option<FileId> {
+    let (vid, rest) = segment.split_once(',')?;
+    batch_base(vid, strip_ext(rest))
+}
+
+/// The file id before a batch suffix of `/{vid}/{key}{cookie}_N[.ext]`, if there is one.
+fn batch_base_slash(vid: &str, key: &str) -> Option<FileId> {
+    batch_base(vid, strip_ext(key))
+}
+
+fn batch_base(vid: &str, key_cookie: &str) -> Option<FileId> {
+    let i = key_cookie.rfind('_').filter(|i| *i > 0)?;
+    format!("{vid},{}", &key_cookie[..i]).parse().ok()
 }
 
 /// Drops an extension (`.jpg`) after the key and cookie, as SeaweedFS does.
@@ -127,5 +157,14 @@ mod tests {
         }
         assert!(parse_slash_form("x", "01637037d6").is_err());
         assert!(parse_slash_form("3", "3,01637037d6").is_err());
+    }
+
+    #[test]
+    fn test_fid_batch_base_is_the_assigned_fid() {
+        let base = FileId::new(3, 0x01, 0x637037d6);
+        assert_eq!(batch_base_comma("3,01637037d6_2.png"), Some(base));
+        assert_eq!(batch_base_slash("3", "01637037d6_2"), Some(base));
+        assert_eq!(batch_base_comma("3,01637037d6"), None);
+        assert_eq!(batch_base_slash("3", "01637037d6.jpg"), None);
     }
 }

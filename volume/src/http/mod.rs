@@ -5,6 +5,11 @@
 //! `/{vid}/{key}/{name}` (see [`fid`]: `.ext` suffixes, batch `_N` suffixes), `POST /admin/volume` (allocate), `DELETE /admin/volume` (delete a whole volume), `GET /status`, `/healthz`, `/readyz`, `/metrics`, and
 //! `/openapi.json`, their OpenAPI document (`openapi.json` beside this file). Handlers live in
 //! [`routes`]; `error` maps the service's errors to statuses.
+//!
+//! Access: the `/admin/*` routes are for the master and need the cluster token (a route layer,
+//! so an unserved method is still a 405); the blob handlers check fid tokens themselves (see
+//! [`routes::blobs`]); the rest is open. Each check is a no-op while its credential is not
+//! configured.
 
 pub mod content;
 mod error;
@@ -14,8 +19,10 @@ pub mod routes;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{MethodRouter, get, post};
 use common::http::{ServeConfig, openapi};
+use common::security::require_cluster;
 use prometheus_client::registry::Registry;
 
 use crate::service::VolumeServer;
@@ -32,23 +39,34 @@ pub struct AppState {
 /// The OpenAPI document of [`router`], kept beside it (checked by `test_openapi_matches_router`).
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-/// Every route the volume server serves, by path. [`router`] registers exactly these, and the
-/// OpenAPI test checks them against [`OPENAPI`].
-fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+/// Who may call a route (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Anyone (blob routes check fid tokens in their handlers).
+    Open,
+    /// Kelp services only: the cluster token.
+    Cluster,
+}
+
+/// Every route the volume server serves, by path, with who may call it. [`router`] registers
+/// exactly these, and the OpenAPI test checks them against [`OPENAPI`].
+fn routes() -> Vec<(&'static str, Access, MethodRouter<AppState>)> {
+    use Access::{Cluster, Open};
     vec![
-        ("/healthz", get(common::http::healthz)),
-        ("/readyz", get(routes::ops::readyz)),
-        ("/metrics", get(routes::ops::metrics)),
-        ("/status", get(routes::ops::status)),
+        ("/healthz", Open, get(common::http::healthz)),
+        ("/readyz", Open, get(routes::ops::readyz)),
+        ("/metrics", Open, get(routes::ops::metrics)),
+        ("/status", Open, get(routes::ops::status)),
         (
             "/admin/volume",
+            Cluster,
             post(routes::admin::allocate).delete(routes::admin::delete),
         ),
-        ("/admin/vacuum", post(routes::admin::vacuum)),
-        (openapi::PATH, openapi::route(OPENAPI)),
-        ("/{fid}", blob()),
-        ("/{vid}/{key}", blob()),
-        ("/{vid}/{key}/{name}", blob()),
+        ("/admin/vacuum", Cluster, post(routes::admin::vacuum)),
+        (openapi::PATH, Open, openapi::route(OPENAPI)),
+        ("/{fid}", Open, blob()),
+        ("/{vid}/{key}", Open, blob()),
+        ("/{vid}/{key}/{name}", Open, blob()),
     ]
 }
 
@@ -63,9 +81,18 @@ fn blob() -> MethodRouter<AppState> {
 /// Builds the router with the shared layers.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.volume.max_blob().saturating_add(1 << 20);
+    let sec = state.volume.security().clone();
     let routes = routes()
         .into_iter()
-        .fold(Router::new(), |r, (path, handlers)| r.route(path, handlers))
+        .fold(Router::new(), |r, (path, access, handlers)| {
+            let handlers = match access {
+                Access::Open => handlers,
+                Access::Cluster => {
+                    handlers.route_layer(from_fn_with_state(sec.clone(), require_cluster))
+                }
+            };
+            r.route(path, handlers)
+        })
         .with_state(state);
     common::http::with_layers(
         routes,

@@ -313,7 +313,7 @@ async fn test_router_allocate_status_and_metrics() {
 async fn test_openapi_matches_router() {
     let dir = tempfile::tempdir().unwrap();
     let app = router(state(dir.path()));
-    let paths: Vec<&str> = routes().into_iter().map(|(p, _)| p).collect();
+    let paths: Vec<&str> = routes().into_iter().map(|(p, _, _)| p).collect();
     // Volume 3 exists (see `state`); the probes write and delete an empty blob on it.
     let samples = [
         ("fid", "3,01637037d6"),

@@ -1,12 +1,14 @@
 //! `/dir/*` routes: assign, lookup and the topology status, accepting SeaweedFS's parameters.
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::Response;
 use common::api::master::{
     AssignParams, DirStatus, LookupParams, LookupResponse, Replication, VolumeParams,
 };
 use common::http::{ApiError, Query};
 use common::ids::{FileId, VolumeId};
+use common::security::Scope;
 
 use crate::http::{AppState, answer, pretty};
 use crate::service::{AssignRequest, MAX_GROW, Master, Placement, VERSION};
@@ -61,11 +63,16 @@ pub async fn assign(
     Ok(answer(&s.master.assign(&req).await?, pretty))
 }
 
-/// `GET /dir/lookup?volumeId=|fileId=`: the live servers holding a volume.
+/// `GET /dir/lookup?volumeId=|fileId=`: the live servers holding a volume. For a `fileId`
+/// (without `volumeId`), when the cluster signs fid tokens: `jwt`, the token a read of it
+/// needs (with a read key), and `auth`, the token a delete needs, for a caller allowed to
+/// write (a `write` API key or the cluster token, or anyone without API keys).
 pub async fn lookup(
     State(s): State<AppState>,
+    headers: HeaderMap,
     Query(q): Query<LookupParams>,
 ) -> Result<Response, ApiError> {
+    let mut file_id = None;
     let vid: VolumeId = match (&q.volume_id, &q.file_id) {
         // Accept `3` and, like SeaweedFS, a full fid passed as volumeId.
         (Some(v), _) => v
@@ -82,6 +89,7 @@ pub async fn lookup(
             let fid: FileId = f.parse().map_err(|e: common::ids::FileIdError| {
                 ApiError::bad_request("bad_fid", e.to_string())
             })?;
+            file_id = Some(fid);
             fid.volume_id
         }
         (None, None) => {
@@ -93,9 +101,15 @@ pub async fn lookup(
     };
     let locations = s.master.lookup(vid, q.collection.as_deref())?;
     // As SeaweedFS: the volume id, also when a file id was given.
+    let sec = s.master.security();
     let body = LookupResponse {
         volume_or_file_id: vid.to_string(),
         locations,
+        jwt: file_id.as_ref().and_then(|f| sec.read_token(f)),
+        auth: file_id
+            .as_ref()
+            .filter(|_| sec.check_client(&headers, Scope::Write).is_ok())
+            .and_then(|f| sec.write_token(f)),
     };
     Ok(answer(&body, pretty(q.pretty.as_deref())))
 }

@@ -1,5 +1,10 @@
 //! Blob handlers: write, read (Range, ETag), delete. The domain work (replication fan-out
 //! included) is in [`crate::service`]; these extract, validate and map.
+//!
+//! Each checks its credentials first, before the body is read or the store touched (see
+//! `common::security`): a write or delete needs a fid token for its fid (or its batch's base,
+//! as SeaweedFS accepts) when the cluster signs them, a read one when it signs read tokens, and
+//! a replica's copy (`?type=replicate`) the cluster token as well.
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Request, State};
@@ -10,6 +15,7 @@ use common::api::volume::{DeleteResponse, UploadResponse};
 use common::http::multipart::{file_field, multipart_error};
 use common::http::range::{RangeRequest, parse_range};
 use common::http::{ApiError, Json, Query};
+use common::ids::FileId;
 use serde::Deserialize;
 
 use crate::http::fid::Fid;
@@ -47,6 +53,36 @@ fn refuse_chunk_manifest(cm: Option<&str>) -> Result<(), ApiError> {
         )),
         _ => Ok(()),
     }
+}
+
+/// Checks a write's or delete's credentials: the cluster token for a replica's copy, and the
+/// fid token.
+fn authorize_write(
+    s: &AppState,
+    headers: &HeaderMap,
+    fid: &Fid,
+    replicate: bool,
+) -> Result<(), ApiError> {
+    let sec = s.volume.security();
+    if replicate {
+        sec.check_cluster(headers)?;
+    }
+    check_token(fid, |f| sec.check_write_token(headers, f))
+}
+
+/// Passes when `check` accepts the token for one of the fids it may name (see
+/// [`Fid::token_fids`]); else the refusal for the fid itself.
+fn check_token(fid: &Fid, check: impl Fn(&FileId) -> Result<(), ApiError>) -> Result<(), ApiError> {
+    let mut refusal = None;
+    for f in fid.token_fids() {
+        match check(f) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                refusal.get_or_insert(e);
+            }
+        }
+    }
+    Err(refusal.expect("token_fids names the fid itself"))
 }
 
 async fn read_body(
@@ -94,10 +130,13 @@ fn too_large(limit: usize) -> ApiError {
 /// `POST|PUT /{fid}`: stores a blob, durably (and on every replica) before answering 201.
 pub async fn put_blob(
     State(s): State<AppState>,
-    Fid(fid): Fid,
+    path_fid: Fid,
     Query(q): Query<WriteParams>,
     req: Request,
 ) -> Result<(StatusCode, Json<UploadResponse>), ApiError> {
+    let replicate = q.kind.as_deref() == Some("replicate");
+    authorize_write(&s, req.headers(), &path_fid, replicate)?;
+    let fid = path_fid.0;
     refuse_chunk_manifest(q.cm.as_deref())?;
     // An unknown volume is refused before the body is read.
     s.volume
@@ -112,7 +151,7 @@ pub async fn put_blob(
     };
     let opts = WriteOptions {
         fsync: q.fsync,
-        replicate: q.kind.as_deref() == Some("replicate"),
+        replicate,
         last_modified: q.last_modified,
     };
     let written = s.volume.write(fid, upload, opts).await?;
@@ -124,11 +163,14 @@ pub async fn put_blob(
 /// `Last-Modified` (with `If-Modified-Since`) as SeaweedFS answers them (see [`content`]).
 pub async fn get_blob(
     State(s): State<AppState>,
-    Fid(fid): Fid,
+    path_fid: Fid,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let sec = s.volume.security();
+    check_token(&path_fid, |f| sec.check_read_token(&headers, f))?;
+    let fid = path_fid.0;
     let read = s.volume.read(fid).await?;
     let etag = format!("\"{:08x}\"", read.checksum);
     let n = read.needle;
@@ -220,10 +262,13 @@ pub async fn get_blob(
 /// needle, 404 if none did, 503 if a replica could not be reached (retry it).
 pub async fn delete_blob(
     State(s): State<AppState>,
-    Fid(fid): Fid,
+    path_fid: Fid,
+    headers: HeaderMap,
     Query(q): Query<WriteParams>,
 ) -> Result<(StatusCode, Json<DeleteResponse>), ApiError> {
     let replicate = q.kind.as_deref() == Some("replicate");
+    authorize_write(&s, &headers, &path_fid, replicate)?;
+    let fid = path_fid.0;
     let size = s.volume.delete(fid, q.fsync, replicate).await?;
     Ok((StatusCode::ACCEPTED, Json(DeleteResponse { size })))
 }
