@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - `server`: `kelp server`, every service in one process.
+//! - `cert`: `kelp cert`, development TLS files and credentials; the client commands' auth flags.
 //! - `blob`: `kelp upload` and `kelp download`.
 //! - `fs`: `kelp fs ls|put|get|rm|mv`.
 //! - `topic`: `kelp topic create|list|describe|locate`, `kelp pub`, `kelp sub`.
@@ -15,6 +16,7 @@ mod bench_kafka;
 mod bench_nats;
 mod bench_pub;
 mod blob;
+mod cert;
 mod fs;
 mod server;
 mod topic;
@@ -32,6 +34,9 @@ use common::client::HttpClient;
     about = "Kelp: a durable blob store and message queue"
 )]
 struct Cli {
+    /// Credentials and CA for the client commands (given before the command).
+    #[command(flatten)]
+    auth: cert::ClientAuth,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,6 +45,8 @@ struct Cli {
 enum Command {
     /// Run every service in one process (data under ./data by default).
     Server(server::ServerArgs),
+    /// Write a development CA, a certificate and credentials for a secured cluster.
+    Cert(cert::CertArgs),
     /// Upload a file (or `-` for stdin) as a blob and print its file id.
     Upload(blob::UploadArgs),
     /// Download a blob by file id.
@@ -61,10 +68,11 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Server(args) => server::main(args),
+        Command::Cert(args) => cert::run(args),
         other => {
             let telemetry = common::telemetry::init("cli")?;
             let runtime = tokio::runtime::Runtime::new()?;
-            let result = runtime.block_on(run_client(other));
+            let result = runtime.block_on(run_client(other, &cli.auth));
             drop(runtime);
             telemetry.shutdown();
             result
@@ -72,10 +80,10 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn run_client(cmd: Command) -> anyhow::Result<()> {
-    let http = HttpClient::new(Duration::from_secs(60));
+async fn run_client(cmd: Command, auth: &cert::ClientAuth) -> anyhow::Result<()> {
+    let http = auth.apply(HttpClient::new(Duration::from_secs(60)))?;
     match cmd {
-        Command::Server(_) => unreachable!("handled in main"),
+        Command::Server(_) | Command::Cert(_) => unreachable!("handled in main"),
         Command::Upload(a) => blob::upload(http, a).await,
         Command::Download(a) => blob::download(http, a).await,
         Command::Fs(a) => fs::run(http, a).await,

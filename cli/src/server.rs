@@ -50,6 +50,10 @@ pub struct ServerArgs {
     /// (a published container port, a proxy). The services keep using the internal one.
     #[arg(long, env = "KELP_VOLUME_CLIENT_URL")]
     volume_client_url: Option<String>,
+    /// Credentials and TLS, shared by every service of the process (`kelp cert` makes a
+    /// development set).
+    #[command(flatten)]
+    security: common::security::SecurityFlags,
 }
 
 /// Runs the all-in-one server until SIGTERM/SIGINT.
@@ -102,7 +106,7 @@ async fn run(a: ServerArgs) -> anyhow::Result<()> {
     }
     let fsync = a.fsync.to_string();
     let d = |i: usize| dirs[i].to_string_lossy().into_owned();
-    let master_cfg = master::Config::try_parse_from(["kelp-master", "--dir", &d(0)])?;
+    let mut master_cfg = master::Config::try_parse_from(["kelp-master", "--dir", &d(0)])?;
     let mut volume_args = vec![
         "kelp-volume".to_owned(),
         "--dir".to_owned(),
@@ -115,11 +119,11 @@ async fn run(a: ServerArgs) -> anyhow::Result<()> {
     if let Some(u) = &a.volume_client_url {
         volume_args.extend(["--client-url".to_owned(), u.clone()]);
     }
-    let volume_cfg = volume::Config::try_parse_from(volume_args)?;
-    let filer_cfg =
+    let mut volume_cfg = volume::Config::try_parse_from(volume_args)?;
+    let mut filer_cfg =
         filer::Config::try_parse_from(["kelp-filer", "--dir", &d(2), "--master", &master_addr])?;
     let kafka_port = a.kafka_port.to_string();
-    let broker_cfg = broker::Config::try_parse_from([
+    let mut broker_cfg = broker::Config::try_parse_from([
         "kelp-broker",
         "--dir",
         &d(3),
@@ -131,13 +135,19 @@ async fn run(a: ServerArgs) -> anyhow::Result<()> {
         &kafka_port,
     ])?;
 
-    let registry_cfg = registry::Config::try_parse_from([
+    let mut registry_cfg = registry::Config::try_parse_from([
         "kelp-registry",
         "--dir",
         &d(4),
         "--broker",
         &broker_addr,
     ])?;
+    // Every service runs with the same credentials and certificate.
+    master_cfg.security = a.security.clone();
+    volume_cfg.security = a.security.clone();
+    filer_cfg.security = a.security.clone();
+    broker_cfg.security = a.security.clone();
+    registry_cfg.security = a.security.clone();
 
     let signal = common::shutdown::signal_token()?;
     let registry_stop = CancellationToken::new();
