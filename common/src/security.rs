@@ -71,6 +71,14 @@ pub struct SecurityFlags {
     /// when presented. With it, internal calls use `https://`.
     #[arg(long, env = "KELP_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    /// Requests a listener handles at once; beyond it a request is answered 503 `overloaded`
+    /// with `Retry-After: 1` at once (load shedding), so a flood cannot grow memory.
+    #[arg(long, env = "KELP_MAX_IN_FLIGHT", default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_in_flight: u64,
+    /// A connection must finish its TLS handshake, and each request its header, within this
+    /// many milliseconds, or it is closed (slowloris).
+    #[arg(long, env = "KELP_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub header_read_timeout_ms: u64,
 }
 
 impl Default for SecurityFlags {
@@ -84,6 +92,8 @@ impl Default for SecurityFlags {
             tls_cert: None,
             tls_key: None,
             tls_ca: None,
+            max_in_flight: 2048,
+            header_read_timeout_ms: 10_000,
         }
     }
 }
@@ -103,6 +113,10 @@ pub struct Security {
     pub api_keys: Option<ApiKeys>,
     /// TLS files, when TLS is on.
     pub tls: Option<TlsFiles>,
+    /// Requests handled at once before load shedding (`--max-in-flight`).
+    pub max_in_flight: usize,
+    /// The header-read and TLS-handshake timeout (`--header-read-timeout-ms`).
+    pub header_read_timeout: Duration,
 }
 
 impl std::fmt::Debug for Security {
@@ -114,6 +128,8 @@ impl std::fmt::Debug for Security {
             .field("cluster_token", &self.cluster_token.is_some())
             .field("api_keys", &self.api_keys.as_ref().map(ApiKeys::len))
             .field("tls", &self.tls)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("header_read_timeout", &self.header_read_timeout)
             .finish()
     }
 }
@@ -166,6 +182,8 @@ impl SecurityFlags {
             cluster_token,
             api_keys,
             tls,
+            max_in_flight: usize::try_from(self.max_in_flight).unwrap_or(usize::MAX),
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
         })
     }
 }
@@ -190,16 +208,27 @@ impl Security {
 
     /// How this service serves HTTP: TLS with `--tls-cert`/`--tls-key` (no client certificate
     /// asked for: service-to-service routes authenticate with the cluster token, and users'
-    /// clients need none), with the default header timeout and load shedding.
+    /// clients need none), with `--header-read-timeout-ms` and `--max-in-flight` (the defaults
+    /// of [`ServeOptions`] for a `Security::default()`).
     pub fn serve_options(&self, drain: Duration) -> anyhow::Result<ServeOptions> {
         let tls = match self.server_identity() {
             Some((cert, key)) => Some(crate::tls::server_config(cert, key, None)?),
             None => None,
         };
+        let defaults = ServeOptions::default();
         Ok(ServeOptions {
             drain,
             tls,
-            ..ServeOptions::default()
+            max_in_flight: if self.max_in_flight == 0 {
+                defaults.max_in_flight
+            } else {
+                self.max_in_flight
+            },
+            header_read_timeout: if self.header_read_timeout.is_zero() {
+                defaults.header_read_timeout
+            } else {
+                self.header_read_timeout
+            },
         })
     }
 

@@ -88,6 +88,17 @@ impl ServiceHandle {
         self.child.as_ref().map(std::process::Child::id)
     }
 
+    /// Its resident memory in bytes (`VmRSS`), 0 when it is not running.
+    pub fn rss(&self) -> u64 {
+        let Some(pid) = self.pid() else { return 0 };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+
     /// Its data directory.
     pub fn dir(&self) -> &Path {
         &self.dir

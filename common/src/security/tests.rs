@@ -31,6 +31,7 @@ fn security() -> Security {
                 .unwrap(),
         ),
         tls: None,
+        ..Security::default()
     }
 }
 
@@ -275,4 +276,37 @@ fn test_generated_secrets_load_and_work_together() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn test_serve_bounds_come_from_the_flags_and_default_when_unset() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sec: SecurityFlags,
+    }
+    let drain = Duration::from_secs(3);
+    let cli = Cli::try_parse_from([
+        "t",
+        "--max-in-flight",
+        "8",
+        "--header-read-timeout-ms",
+        "500",
+    ])
+    .unwrap();
+    let opts = cli.sec.load().unwrap().serve_options(drain).unwrap();
+    assert_eq!(
+        (opts.max_in_flight, opts.header_read_timeout, opts.drain),
+        (8, Duration::from_millis(500), drain)
+    );
+    assert!(Cli::try_parse_from(["t", "--max-in-flight", "0"]).is_err());
+    assert!(Cli::try_parse_from(["t", "--header-read-timeout-ms", "5"]).is_err());
+    // `Security::default()` (tests, in-process servers) serves with the defaults.
+    let opts = Security::default().serve_options(drain).unwrap();
+    let defaults = crate::http::ServeOptions::default();
+    assert_eq!(
+        (opts.max_in_flight, opts.header_read_timeout),
+        (defaults.max_in_flight, defaults.header_read_timeout)
+    );
 }

@@ -8,6 +8,7 @@ mod blob;
 mod broker;
 mod chaos;
 mod corruption;
+mod dos;
 mod durability;
 mod fencing;
 mod filer;

@@ -8,16 +8,6 @@ use std::time::{Duration, Instant};
 
 use e2e::{Cluster, ClusterOptions};
 
-/// Resident memory of `pid` in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 const MIB: u64 = 1 << 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,8 +32,7 @@ async fn given_64_durable_publishers_and_failing_flushes_should_bound_broker_mem
     for v in &mut c.volumes {
         v.kill();
     }
-    let pid = c.broker().pid().expect("broker running");
-    let baseline = rss(pid);
+    let baseline = c.broker().rss();
     let value = "v".repeat(1536 * 1024);
     let body = serde_json::json!({"records": [{"value": value}]}).to_string();
     let http = e2e::http_client();
@@ -67,7 +56,7 @@ async fn given_64_durable_publishers_and_failing_flushes_should_bound_broker_mem
     }
     let mut peak = baseline;
     while Instant::now() < until {
-        peak = peak.max(rss(pid));
+        peak = peak.max(c.broker().rss());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut statuses = Vec::new();
