@@ -46,7 +46,10 @@ OUT="$K8S_DIR/base/secrets"
 NAMESPACES=()
 VOLUMES=8
 FORCE=0
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit "${1:-2}"; }
+usage() {
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
+    exit "${1:-2}"
+}
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --out) OUT="${2:?--out needs a directory}"; shift 2 ;;
@@ -58,7 +61,10 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 [[ ${#NAMESPACES[@]} -gt 0 ]] || NAMESPACES=(default kelp-dev)
-[[ $VOLUMES =~ ^[0-9]+$ && $VOLUMES -ge 1 ]] || { echo "make-secrets: --volumes must be a positive number" >&2; exit 2; }
+if [[ ! $VOLUMES =~ ^[0-9]+$ || $VOLUMES -lt 1 ]]; then
+    echo "make-secrets: --volumes must be a positive number" >&2
+    exit 2
+fi
 
 # The names the certificate must hold, one a line, in a stable order.
 hosts() {
@@ -115,8 +121,8 @@ else
     fi
 fi
 if [[ ! -x $KELP ]]; then
-    echo "make-secrets: the kelp binary ($KELP) is missing: run \`cargo build --workspace --bins\`" \
-         "first, or point KELP_BIN at it" >&2
+    echo "make-secrets: the kelp binary ($KELP) is missing: run" \
+         "\`cargo build --workspace --bins\` first, or point KELP_BIN at it" >&2
     exit 1
 fi
 
@@ -132,5 +138,5 @@ printf '%s\n' "$WANT_HOSTS" >"$OUT/hosts"
 for f in "${FILES[@]}"; do
     [[ -s $OUT/$f ]] || { echo "make-secrets: $KELP cert did not write $OUT/$f" >&2; exit 1; }
 done
-echo "make-secrets: wrote ${FILES[*]} to $OUT" \
-     "(certificate for $(wc -l <<<"$WANT_HOSTS") names; namespaces ${NAMESPACES[*]}, $VOLUMES volume servers)"
+echo "make-secrets: wrote ${FILES[*]} to $OUT (certificate for $(wc -l <<<"$WANT_HOSTS")" \
+     "names; namespaces ${NAMESPACES[*]}, $VOLUMES volume servers)"
