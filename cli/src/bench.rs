@@ -346,6 +346,13 @@ async fn upload(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
+    // The fid token the assign handed out, when the cluster signs them (SeaweedFS's shape).
+    if let Some(auth) = a.auth.as_deref() {
+        call.headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("BEARER {auth}")).context("the assign's token")?,
+        );
+    }
     let resp: UploadResponse = http.json(call).await?;
     Ok((fid, resp.size))
 }

@@ -257,13 +257,13 @@ impl HttpClient {
             req = req.body(body.clone());
         }
         let resp = req.send().await.map_err(|source| ClientError::Transport {
-            url: call.url.clone(),
+            url: url.clone().into_owned(),
             source,
         })?;
         if resp.status().is_success() || resp.status().is_redirection() {
             return Ok(resp);
         }
-        Err(api_error(&call.url, resp).await)
+        Err(api_error(&url, resp).await)
     }
 
     /// The URL actually sent: `http://` becomes `https://` on a TLS client.
