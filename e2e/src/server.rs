@@ -25,6 +25,29 @@ impl KelpServer {
     /// Starts `kelp server` with its data in `data` (a mount, say) and its log in
     /// `dir/server.log`.
     pub fn start_with_data(dir: &Path, data: &Path) -> Self {
+        Self::start_with_args(dir, data, &[])
+    }
+
+    /// Starts `kelp server` under `dir` with every protection on, from the files `kelp cert`
+    /// wrote to `certs`: TLS on every listener and hop, fid tokens, the cluster token and API
+    /// keys.
+    pub fn start_secure(dir: &Path, certs: &Path) -> Self {
+        let f = |name: &str| certs.join(name).into_os_string();
+        let args = [
+            ("--tls-cert", f("cert.pem")),
+            ("--tls-key", f("key.pem")),
+            ("--tls-ca", f("ca.pem")),
+            ("--jwt-signing-key-file", f("jwt-signing.key")),
+            ("--cluster-token-file", f("cluster.token")),
+            ("--api-keys-file", f("api-keys")),
+        ]
+        .map(|(flag, value)| [flag.into(), value]);
+        Self::start_with_args(dir, &dir.join("data"), args.as_flattened())
+    }
+
+    /// Starts `kelp server` with its data in `data`, its log in `dir/server.log`, and `extra`
+    /// flags.
+    pub fn start_with_args(dir: &Path, data: &Path, extra: &[std::ffi::OsString]) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -42,7 +65,8 @@ impl KelpServer {
         ] {
             cmd.args([flag, "0"]);
         }
-        cmd.arg("--dir")
+        cmd.args(extra)
+            .arg("--dir")
             .arg(data)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))
@@ -56,8 +80,25 @@ impl KelpServer {
         Self::ready_url_with_data(dir, &dir.join("data"), service).await
     }
 
+    /// The `https://` URL of `service` of a server started with [`KelpServer::start_secure`],
+    /// once it answers `/readyz` over TLS verified with the CA in `certs`.
+    pub async fn ready_url_secure(dir: &Path, certs: &Path, service: &str) -> String {
+        let client = crate::secure::client_trusting(&certs.join("ca.pem")).expect("a TLS client");
+        Self::ready_url_via(dir, &dir.join("data"), service, "https", &client).await
+    }
+
     /// [`KelpServer::ready_url`] of a server started with [`KelpServer::start_with_data`].
     pub async fn ready_url_with_data(dir: &Path, data: &Path, service: &str) -> String {
+        Self::ready_url_via(dir, data, service, "http", &crate::http_client()).await
+    }
+
+    async fn ready_url_via(
+        dir: &Path,
+        data: &Path,
+        service: &str,
+        scheme: &str,
+        client: &reqwest::Client,
+    ) -> String {
         let file = data.join(service).join("addrs.json");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -65,8 +106,10 @@ impl KelpServer {
                 && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&b)
                 && let Some(a) = v["http"].as_str()
             {
-                let url = format!("http://{a}");
-                if crate::get(format!("{url}/readyz"))
+                let url = format!("{scheme}://{a}");
+                if client
+                    .get(format!("{url}/readyz"))
+                    .send()
                     .await
                     .is_ok_and(|r| r.status().is_success())
                 {
