@@ -4,17 +4,23 @@
 Every acknowledged publish is appended to an "acked" file (JSON lines: topic, partition,
 offset, value), so that `verify` can later check that nothing acknowledged was lost.
 
-  broker_client.py create  URL NS TOPIC PARTITIONS
-  broker_client.py publish URL NS TOPIC --acked F --count N --prefix P [--partitions K]
-  broker_client.py loop    URL NS TOPIC --acked F --stats F --stop F --prefix P [--partitions K]
-  broker_client.py verify  URL NS TOPIC --acked F [--expect-durable N]
+  broker_client.py [AUTH] create  URL NS TOPIC PARTITIONS
+  broker_client.py [AUTH] publish URL NS TOPIC --acked F --count N --prefix P [--partitions K]
+  broker_client.py [AUTH] loop    URL NS TOPIC --acked F --stats F --stop F --prefix P [--partitions K]
+  broker_client.py [AUTH] verify  URL NS TOPIC --acked F [--expect-durable N]
   broker_client.py acks-between NS TOPIC --acked F START END
   broker_client.py stats   F
+
+URL is the broker's host:port. AUTH, for a secured broker (deploy/compose.yaml's default):
+  --ca FILE            speak https, trusting only the CA in FILE (env KELP_TLS_CA); else http
+  --api-key-file FILE  send `Authorization: Bearer <key>` with the key in FILE
+                       (env KELP_API_KEY_FILE); publishing and creating need a write key
 """
 
 import argparse
 import json
 import os
+import ssl
 import sys
 import time
 import urllib.error
@@ -28,16 +34,38 @@ def value_for(prefix, i):
     return f"{prefix}-{i:05d} \u2603 \"q\" \\ \t caf\u00e9 \U0001F30A end"
 
 
+# How requests reach the broker, set by configure() from the AUTH options.
+SCHEME = "http"
+TLS_CONTEXT = None
+AUTH_HEADERS = {}
+
+
+def configure(a):
+    """https trusting only `--ca` (hostname checked: the certificate is valid for 127.0.0.1),
+    and the API key of `--api-key-file` on every request."""
+    global SCHEME, TLS_CONTEXT
+    if a.ca:
+        SCHEME = "https"
+        TLS_CONTEXT = ssl.create_default_context(cafile=a.ca)
+    if a.api_key_file:
+        with open(a.api_key_file) as f:
+            key = f.read().strip()
+        if not key:
+            sys.exit(f"{a.api_key_file} holds no API key")
+        AUTH_HEADERS["Authorization"] = f"Bearer {key}"
+
+
 def request(method, url, body=None, timeout=TIMEOUT_S):
-    """Returns (status, headers, parsed-or-raw body). Raises on connection errors/timeouts."""
+    """Returns (status, headers, parsed-or-raw body). Raises on connection errors/timeouts
+    (and TLS errors: ssl.SSLError is an OSError)."""
     data = None
-    headers = {}
+    headers = dict(AUTH_HEADERS)
     if body is not None:
         data = json.dumps(body).encode()
         headers["Content-Type"] = "application/json"
     req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=TLS_CONTEXT) as resp:
             raw = resp.read()
             status, hdrs = resp.status, resp.headers
     except urllib.error.HTTPError as e:
@@ -51,7 +79,7 @@ def request(method, url, body=None, timeout=TIMEOUT_S):
 
 
 def topic_url(base, ns, topic):
-    return f"http://{base}/topics/{ns}/{topic}"
+    return f"{SCHEME}://{base}/topics/{ns}/{topic}"
 
 
 def cmd_create(a):
@@ -234,6 +262,10 @@ def cmd_stats(a):
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--ca", default=os.environ.get("KELP_TLS_CA") or None,
+                    help="CA (PEM) to trust; with it requests use https (env KELP_TLS_CA)")
+    ap.add_argument("--api-key-file", default=os.environ.get("KELP_API_KEY_FILE") or None,
+                    help="file holding the API key to send (env KELP_API_KEY_FILE)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("create")
     c.add_argument("url"); c.add_argument("ns"); c.add_argument("topic")
@@ -265,6 +297,7 @@ def main():
     s.add_argument("file")
     s.set_defaults(fn=cmd_stats)
     a = ap.parse_args()
+    configure(a)
     a.fn(a)
 
 

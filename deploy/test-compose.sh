@@ -3,8 +3,23 @@
 #
 #   1. builds the binaries if missing, the offline base image if missing, and the runtime image
 #      from the host binaries (deploy/build-image.sh);
-#   2. brings deploy/compose.yaml up (without Jaeger) under a unique project name, with every data
-#      dir bind-mounted from a temporary directory, and waits until every service is healthy;
+#   2. generates the credentials with `kelp cert` (CA, certificate, fid-token key, cluster token,
+#      API keys) into a temporary directory, hands them to the services' user as the data dirs
+#      are, and brings deploy/compose.yaml up (without Jaeger) with its defaults: TLS, fid
+#      tokens, the cluster token and API keys on. Unique project name, every data dir
+#      bind-mounted from a temporary directory; waits until every service is healthy (the health
+#      check itself speaks https). Every call from the host from here on uses https trusting
+#      only the generated CA, and an API key;
+#   2b. security is on in the real stack: plain http:// to every service fails, also between
+#      containers; a client without a key (or with a bad one) gets 401 from the master, filer,
+#      broker and registry, a read key gets 403 on writes; /heartbeat, the filer's /__meta/*,
+#      the broker's /admin/flush and replica writes refuse an API key without the cluster
+#      token; a volume write without a fid token, with a forged one or with one for another
+#      fid is refused, while assign -> write to the publicUrl (127.0.0.1, https) -> open read ->
+#      lookup -> delete works; the kelp CLI uploads and downloads with the CA and a key, and
+#      fails without either; a host client that does not trust the CA refuses the
+#      certificate; every container runs as non-root and holds only the secrets it needs
+#      (never the CA's private key);
 #   3. seed scenario: create a topic, publish 7 records with durable acks, `restart` the whole
 #      stack, read offsets 0..6 back byte-identical with durable_offset 7; no container wrote
 #      anything outside its bind mount (`docker diff` is empty);
@@ -17,7 +32,8 @@
 #   6. `down` + `up` (containers recreated, data only on the host): everything reads back;
 #   7. final check: `find data -name '*.dat' -o -name '*.idx'` lists the volume files on the host;
 #      the schema registered with the schema registry right after the first `up` (step 2) is
-#      still served, by id and by subject/version, by the recreated registry.
+#      still served, by id and by subject/version, by the recreated registry (read with the
+#      read API key, as a Confluent client sends it: HTTP Basic auth).
 #
 # Always tears down (`down -v`, temp dirs, the test image). Exits 0 with "SKIPPED: no Docker
 # engine" only when no Docker engine answers.
@@ -29,7 +45,6 @@ set -euo pipefail
 
 DEPLOY_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$DEPLOY_DIR/.." && pwd)"
-CLIENT=(python3 "$DEPLOY_DIR/broker_client.py")
 PARTITION_SECONDS="${KELP_PARTITION_SECONDS:-10}"
 T0=$SECONDS
 
@@ -69,14 +84,26 @@ NET="${PROJECT}_default"
 IMAGE="kelp-test:$PROJECT"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/kelp-compose-test.XXXXXX")"
 ACKED="$WORK/acked.jsonl"
+# `kelp cert` writes here; compose mounts from here (KELP_SECRETS_DIR, exported below).
+SECRETS="$WORK/secrets"
+CA="$SECRETS/ca.pem"
+# Every host-side call to the broker: https trusting only the generated CA, with the write key.
+CLIENT=(python3 "$DEPLOY_DIR/broker_client.py" --ca "$CA" --api-key-file "$SECRETS/write.api-key")
 SERVICES=(master volume1 volume2 filer broker registry)
 LOOP_PID=""
 STACK_UP=0
 
 export DATA_DIR="$WORK/data"
+export KELP_SECRETS_DIR="$SECRETS"
 export KELP_IMAGE="$IMAGE"
 # Ephemeral host ports on 127.0.0.1 only (found with `port`), so parallel runs never collide.
-export KELP_BIND=127.0.0.1 KELP_MASTER_PORT= KELP_VOLUME1_PORT= KELP_VOLUME2_PORT= \
+# But for the volume servers: assigns and lookups answer publicUrl 127.0.0.1:KELP_VOLUMEn_PORT,
+# where host clients (the kelp CLI) then write, so those are free ports chosen here.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+KELP_VOLUME1_PORT="$(free_port)"
+KELP_VOLUME2_PORT="$(free_port)"
+while [[ "$KELP_VOLUME2_PORT" == "$KELP_VOLUME1_PORT" ]]; do KELP_VOLUME2_PORT="$(free_port)"; done
+export KELP_BIND=127.0.0.1 KELP_MASTER_PORT= KELP_VOLUME1_PORT KELP_VOLUME2_PORT \
     KELP_FILER_PORT= KELP_BROKER_PORT= KELP_REGISTRY_PORT= KELP_KAFKA_PORT=
 # No Jaeger here (its image cannot be pulled): turn OTLP export off.
 export OTEL_EXPORTER_OTLP_ENDPOINT=
@@ -110,7 +137,7 @@ cleanup() {
     fi
     if [[ "${KELP_KEEP:-0}" == 1 ]]; then
         echo "KELP_KEEP=1: left project $PROJECT and $WORK; remove with:" >&2
-        echo "  DATA_DIR=$DATA_DIR KELP_IMAGE=$IMAGE ${COMPOSE[*]} -p $PROJECT -f $DEPLOY_DIR/compose.yaml down -v; rm -rf $WORK; docker rmi $IMAGE" >&2
+        echo "  DATA_DIR=$DATA_DIR KELP_SECRETS_DIR=$KELP_SECRETS_DIR KELP_IMAGE=$IMAGE ${COMPOSE[*]} -p $PROJECT -f $DEPLOY_DIR/compose.yaml down -v; rm -rf $WORK; docker rmi $IMAGE" >&2
         exit $rc
     fi
     if [[ "$STACK_UP" == 1 ]]; then
@@ -172,11 +199,19 @@ verify() {
 }
 
 # No container may write outside its bind mount: that is how the original incident lost data.
+# `docker diff` also lists the mount points Docker itself created for the compose secrets
+# (`A /run/secrets`, `A /run/secrets/tls-cert`, ... and `C /run`): a path that is a mount
+# destination, or a directory above one, is left out; anything written beside them is not.
 check_no_writes_outside_mounts() {
-    local s c d bad=0
+    local s c d mounts bad=0
     for s in "${SERVICES[@]}"; do
         c="$(cid "$s")"
-        d="$(docker diff "$c")"
+        mounts="$(docker inspect -f '{{range .Mounts}}{{println .Destination}}{{end}}' "$c")"
+        d="$(docker diff "$c" | awk -v mounts="$mounts" '
+            BEGIN { n = split(mounts, m, "\n") }
+            { p = $2; keep = 1
+              for (i = 1; i <= n; i++) if (m[i] != "" && (m[i] == p || index(m[i], p "/") == 1)) keep = 0
+              if (keep) print }')"
         if [[ -n "$d" ]]; then
             echo "  $s wrote outside its bind mount:" >&2
             echo "$d" | head -n 20 | sed 's/^/    /' >&2
@@ -184,7 +219,7 @@ check_no_writes_outside_mounts() {
         fi
     done
     [[ $bad == 0 ]] || fail "a container wrote outside its data mount (docker diff not empty)"
-    log "docker diff is empty for ${SERVICES[*]}: nothing written outside the bind mounts"
+    log "docker diff is empty for ${SERVICES[*]} (but for the secrets' mount points): nothing written outside the bind mounts"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -205,16 +240,52 @@ if [[ ${#missing[@]} -gt 0 ]]; then
 fi
 "$DEPLOY_DIR/build-image.sh" "$IMAGE"
 
-step "compose up (project $PROJECT, data in $DATA_DIR)"
+step "credentials: kelp cert (TLS, fid-token key, cluster token, API keys)"
+# The certificate must be valid for every compose service name: master, volume2, filer, broker
+# and registry are built in, volume1 is not. 127.0.0.1 is built in too (health checks and the
+# published ports).
+"$BIN_DIR/kelp" cert --out "$SECRETS" --host volume1 >"$WORK/cert.log" 2>&1 \
+    || { cat "$WORK/cert.log" >&2; fail "kelp cert"; }
+WRITE_KEY="$(cat "$SECRETS/write.api-key")"
+READ_KEY="$(cat "$SECRETS/read.api-key")"
+# Header files for curl (`-H @file`): the keys never appear on a command line (`ps`).
+saved_umask="$(umask)"
+umask 077
+printf 'Authorization: Bearer %s\n' "$WRITE_KEY" >"$WORK/write.hdr"
+printf 'Authorization: Bearer %s\n' "$READ_KEY" >"$WORK/read.hdr"
+printf 'Authorization: Bearer %s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$WORK/bad.hdr"
+# As a Confluent client sends its key (basic.auth.user.info=<user>:<key>).
+printf 'Authorization: Basic %s\n' "$(printf 'compose-test:%s' "$WRITE_KEY" | base64 -w0)" >"$WORK/basic-write.hdr"
+printf 'Authorization: Basic %s\n' "$(printf 'compose-test:%s' "$READ_KEY" | base64 -w0)" >"$WORK/basic-read.hdr"
+printf 'x-kelp-cluster-token: %s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$WORK/bad-cluster.hdr"
+umask "$saved_umask"
+log "wrote $(cd "$SECRETS" && echo *) to $SECRETS"
+
+step "compose up (project $PROJECT, data in $DATA_DIR, secrets in $SECRETS)"
 mkdir -p "${SERVICES[@]/#/$DATA_DIR/}"
+# The files compose mounts into the services (its top-level `secrets:`).
+MOUNTED_SECRETS=(cert.pem key.pem ca.pem cluster.token jwt-signing.key api-keys)
 if [[ "$(id -u)" == 0 ]]; then
-    # Root on the host: hand the bind-mounted dirs to the image's non-root user.
+    # Root on the host: hand the bind-mounted dirs, and the credential files the services read
+    # (compose secrets are bind mounts of the host files, keeping their owner and mode), to the
+    # image's non-root user, as deploy/compose.yaml's header says. The CA key and the clients'
+    # key files stay the invoker's.
     export KELP_UID=10001 KELP_GID=10001
     chown -R 10001:10001 "$DATA_DIR"
+    chown 10001:10001 "${MOUNTED_SECRETS[@]/#/$SECRETS/}"
 else
-    # Run the containers as the invoking (non-root) user, who owns the dirs.
+    # Run the containers as the invoking (non-root) user, who owns the dirs and the secrets.
     export KELP_UID="$(id -u)" KELP_GID="$(id -g)"
 fi
+# Every key stays private to its owner: the services' user for what they read, the invoker for
+# the rest; none is world-readable.
+for f in key.pem cluster.token jwt-signing.key api-keys ca-key.pem jwt-read.key write.api-key read.api-key; do
+    want="600 $(id -u)"
+    [[ " ${MOUNTED_SECRETS[*]} " == *" $f "* ]] && want="600 $KELP_UID"
+    mode="$(stat -c '%a %u' "$SECRETS/$f")"
+    [[ "$mode" == "$want" ]] || fail "$SECRETS/$f has mode/owner '$mode', expected '$want'"
+done
+log "key files are mode 0600: the mounted ones owned by uid $KELP_UID, the CA key and client keys by uid $(id -u)"
 log "compose: ${COMPOSE[*]} ($("${COMPOSE[@]}" version --short 2>/dev/null || "${COMPOSE[@]}" version | head -n1)); services run as uid $KELP_UID"
 STACK_UP=1
 dc up -d >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log" >&2; fail "compose up"; }
@@ -229,12 +300,231 @@ registry_addr() {
     [[ "$a" == 127.0.0.1:* ]] || fail "registry port not published on 127.0.0.1 (got '$a')"
     echo "$a"
 }
+# Registered as a Confluent client does it against a secured registry: Basic auth, the write
+# API key as the password.
 reg_id="$(python3 -c 'import json, sys; print(json.dumps({"schema": sys.argv[1]}))' "$REGISTRY_SCHEMA" \
-    | curl -fsS -X POST -H 'Content-Type: application/vnd.schemaregistry.v1+json' --data-binary @- \
-        "http://$(registry_addr)/subjects/compose-check-value/versions" \
+    | curl -fsS --cacert "$CA" -H @"$WORK/basic-write.hdr" -X POST \
+        -H 'Content-Type: application/vnd.schemaregistry.v1+json' --data-binary @- \
+        "https://$(registry_addr)/subjects/compose-check-value/versions" \
     | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')" \
     || fail "registering a schema with the schema registry"
 log "schema registry at $(registry_addr): registered compose-check-value version 1 as id $reg_id"
+
+# ---------------------------------------------------------------------------------------------
+step "security: TLS, API keys, fid tokens and the cluster token are on in the compose stack"
+# addr SERVICE PORT: where the host reaches a service's published port.
+addr() {
+    local a
+    a="$(dc port "$1" "$2" | tail -n1)"
+    [[ "$a" == 127.0.0.1:* ]] || fail "$1 port $2 not published on 127.0.0.1 (got '$a')"
+    echo "$a"
+}
+declare -A PORT_OF=([master]=9333 [volume1]=8080 [volume2]=8080 [filer]=8888 [broker]=17777 [registry]=8081)
+declare -A URL_OF=()
+for s in "${SERVICES[@]}"; do URL_OF[$s]="https://$(addr "$s" "${PORT_OF[$s]}")"; done
+MASTER_URL="${URL_OF[master]}" FILER_URL="${URL_OF[filer]}" BROKER_URL="${URL_OF[broker]}" REGISTRY_URL="${URL_OF[registry]}"
+
+# call METHOD URL [curl args...]: the HTTP status (000: no HTTP answer), body in $WORK/body,
+# curl's error in $WORK/curl.err. Trusts only the generated CA. HTTP/1.1: over HTTP/2, a
+# request with a body that the server refuses before reading it (a 401) ends with the answer
+# and RST_STREAM, which curl 7.88 at times reports as "(92) Stream error in the HTTP/2 framing
+# layer" instead of the status (a client-side race).
+call() {
+    local m=$1 u=$2; shift 2
+    rm -f "$WORK/body"
+    curl -sS -m 10 --http1.1 --cacert "$CA" -o "$WORK/body" -w '%{http_code}' -X "$m" "$@" "$u" 2>"$WORK/curl.err" || true
+}
+# expect WHAT STATUS CODE METHOD URL [curl args...]: the answer must have STATUS (a regex) and,
+# unless CODE is -, the JSON error code CODE (Kelp's `code`, or the registry's Confluent
+# `error_code`).
+expect() {
+    local what=$1 want=$2 code=$3 got c=""; shift 3
+    got="$(call "$@")"
+    if [[ "$code" != - ]]; then
+        c="$(python3 -c 'import json,sys; b=json.load(open(sys.argv[1])); print(b.get("code", b.get("error_code", "")))' "$WORK/body" 2>/dev/null || true)"
+    fi
+    if ! [[ "$got" =~ ^($want)$ ]] || { [[ "$code" != - ]] && [[ "$c" != "$code" ]]; }; then
+        [[ "$code" == - ]] && code=""
+        fail "$what: got HTTP $got${c:+ $c}, expected $want${code:+ $code}; body: $(head -c 300 "$WORK/body" 2>/dev/null) $(cat "$WORK/curl.err")"
+    fi
+    log "  ok: $what -> $got${c:+ $c}"
+}
+
+log "every service runs as a non-root user"
+for s in "${SERVICES[@]}"; do
+    c="$(cid "$s")"
+    u="$(docker exec "$c" id -u)"
+    [[ "$u" != 0 && "$u" == "$KELP_UID" ]] || fail "$s runs as uid $u (expected $KELP_UID, never 0)"
+done
+log "  ok: ${SERVICES[*]} run as uid $KELP_UID"
+
+log "each container holds only the secrets it needs, never the CA's private key"
+declare -A WANT_SECRETS=(
+    [master]="api-keys cluster-token jwt-signing-key tls-ca tls-cert tls-key"
+    [volume1]="cluster-token jwt-signing-key tls-ca tls-cert tls-key"
+    [volume2]="cluster-token jwt-signing-key tls-ca tls-cert tls-key"
+    [filer]="api-keys cluster-token jwt-signing-key tls-ca tls-cert tls-key"
+    [broker]="api-keys cluster-token jwt-signing-key tls-ca tls-cert tls-key"
+    [registry]="api-keys cluster-token tls-ca tls-cert tls-key"
+)
+for s in "${SERVICES[@]}"; do
+    got="$(docker exec "$(cid "$s")" ls /run/secrets | sort | tr '\n' ' ' | sed 's/ $//')"
+    [[ "$got" == "${WANT_SECRETS[$s]}" ]] || fail "$s has secrets '$got', expected '${WANT_SECRETS[$s]}'"
+done
+log "  ok: as compose.yaml lists them; no container has the CA key, the read-token key or the clients' key files"
+
+log "TLS only: plain http:// to every published port gets no HTTP answer"
+for s in "${SERVICES[@]}"; do
+    plain="http://${URL_OF[$s]#https://}/healthz"
+    got="$(curl -sS -m 10 -o /dev/null -w '%{http_code}' "$plain" 2>"$WORK/curl.err" || true)"
+    [[ "$got" == 000 ]] || fail "plain $plain answered HTTP $got"
+    log "  ok: $s: plain $plain -> $(tr -d '\n' <"$WORK/curl.err" | cut -c1-100)"
+    expect "$s https /healthz (open), certificate verified for 127.0.0.1" 200 - GET "${URL_OF[$s]}/healthz"
+done
+got="$(curl -sS -m 10 -o /dev/null -w '%{http_code}' "$BROKER_URL/healthz" 2>"$WORK/curl.err" || echo "exit $?")"
+grep -qi 'certificate' "$WORK/curl.err" || fail "a client not trusting the generated CA accepted the broker's certificate ($got)"
+log "  ok: a client trusting only the system CAs refuses the certificate: $(head -n1 "$WORK/curl.err" | cut -c1-100)"
+
+log "TLS between the containers too: the filer's container, as an intruder inside the network"
+FILER_C="$(cid filer)"
+for target in master:9333 volume1:8080 volume2:8080 broker:17777 registry:8081; do
+    if docker exec "$FILER_C" curl -sS -m 5 -o /dev/null "http://$target/healthz" 2>"$WORK/curl.err"; then
+        fail "plain http://$target answered inside the network"
+    fi
+    docker exec "$FILER_C" curl -fsS -m 5 -o /dev/null --cacert /run/secrets/tls-ca "https://$target/healthz" \
+        || fail "https://$target/healthz inside the network (is the certificate valid for ${target%%:*}?)"
+done
+log "  ok: plain http:// to every service fails inside the network; https verifies for every service name"
+
+log "master: API keys on client routes, the cluster token on /heartbeat"
+expect "master /dir/assign without a key" 401 api_key_required GET "$MASTER_URL/dir/assign"
+expect "master /dir/assign with an unknown key" 401 bad_api_key GET "$MASTER_URL/dir/assign" -H @"$WORK/bad.hdr"
+expect "master /dir/assign with the read key" 403 read_only_api_key GET "$MASTER_URL/dir/assign" -H @"$WORK/read.hdr"
+expect "master /cluster/status with the read key" 200 - GET "$MASTER_URL/cluster/status" -H @"$WORK/read.hdr"
+HB='{"ip":"10.9.9.9","port":8080,"public_url":"10.9.9.9:8080","max_volume_count":8,"volumes":[]}'
+expect "master /heartbeat (a fake volume server) without the cluster token" 401 cluster_token_required \
+    POST "$MASTER_URL/heartbeat" -H 'Content-Type: application/json' -d "$HB"
+expect "master /heartbeat with the write API key but no cluster token" 401 cluster_token_required \
+    POST "$MASTER_URL/heartbeat" -H @"$WORK/write.hdr" -H 'Content-Type: application/json' -d "$HB"
+expect "master /heartbeat with a wrong cluster token" 401 bad_cluster_token \
+    POST "$MASTER_URL/heartbeat" -H @"$WORK/bad-cluster.hdr" -H 'Content-Type: application/json' -d "$HB"
+
+log "volume servers: fid tokens on writes and deletes, reads open"
+expect "master /dir/assign with the write key" 200 - GET "$MASTER_URL/dir/assign" -H @"$WORK/write.hdr"
+A1="$(cat "$WORK/body")"
+expect "a second assign" 200 - GET "$MASTER_URL/dir/assign" -H @"$WORK/write.hdr"
+A2="$(cat "$WORK/body")"
+field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
+FID="$(field "$A1" fid)" AUTH="$(field "$A1" auth)" VOL="$(field "$A1" url)"
+AUTH2="$(field "$A2" auth)"
+# Host clients write to the publicUrl: the volume server's published port on 127.0.0.1, for
+# which the certificate is valid.
+VOL_URL="https://$(field "$A1" publicUrl)"
+[[ "$VOL_URL" == "${URL_OF[${VOL%%:*}]:-none}" ]] \
+    || fail "assign answered url '$VOL' with publicUrl '$VOL_URL', not the published port of a compose volume server"
+log "  assigned $FID on $VOL, publicUrl $VOL_URL, with a fid token"
+# A token signed with another key, for the right fid (HS256, as the master signs).
+FORGED="$(python3 - "$FID" <<'PY'
+import base64, hashlib, hmac, json, os, sys, time
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+body = b64(json.dumps({"fid": sys.argv[1], "exp": int(time.time()) + 60}).encode())
+sig = b64(hmac.new(os.urandom(32), f"{head}.{body}".encode(), hashlib.sha256).digest())
+print(f"{head}.{body}.{sig}")
+PY
+)"
+head -c 4096 /dev/urandom >"$WORK/blob"
+expect "volume write without a fid token" 401 token_required POST "$VOL_URL/$FID" -F "file=@$WORK/blob"
+expect "volume write with the write API key instead of a fid token" 401 bad_token \
+    POST "$VOL_URL/$FID" -H @"$WORK/write.hdr" -F "file=@$WORK/blob"
+expect "volume write with a forged fid token" 401 bad_token \
+    POST "$VOL_URL/$FID" -H "Authorization: BEARER $FORGED" -F "file=@$WORK/blob"
+expect "volume write with the token of another fid" 403 token_for_another_fid \
+    POST "$VOL_URL/$FID" -H "Authorization: BEARER $AUTH2" -F "file=@$WORK/blob"
+expect "volume replica write (?type=replicate) with a valid fid token but no cluster token" 401 cluster_token_required \
+    POST "$VOL_URL/$FID?type=replicate" -H "Authorization: BEARER $AUTH" -F "file=@$WORK/blob"
+expect "volume write with its fid token" 201 - POST "$VOL_URL/$FID" -H "Authorization: BEARER $AUTH" -F "file=@$WORK/blob"
+expect "volume read without any credential (reads are open)" 200 - GET "$VOL_URL/$FID"
+cmp -s "$WORK/body" "$WORK/blob" || fail "the blob read back differs from the one written"
+expect "volume delete without a fid token" 401 token_required DELETE "$VOL_URL/$FID"
+expect "master /dir/lookup?fileId without a key" 401 api_key_required GET "$MASTER_URL/dir/lookup?fileId=$FID"
+expect "master /dir/lookup?fileId with the read key" 200 - GET "$MASTER_URL/dir/lookup?fileId=$FID" -H @"$WORK/read.hdr"
+python3 -c 'import json,sys; sys.exit(1 if json.load(open(sys.argv[1])).get("auth") else 0)' "$WORK/body" \
+    || fail "a lookup with the read key handed out a delete token"
+log "  ok: a lookup with the read key carries no delete token"
+expect "master /dir/lookup?fileId with the write key" 200 - GET "$MASTER_URL/dir/lookup?fileId=$FID" -H @"$WORK/write.hdr"
+DAUTH="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["auth"])' "$WORK/body")" \
+    || fail "a lookup with the write key carries no delete token"
+expect "volume delete with the lookup's fid token" 202 - DELETE "$VOL_URL/$FID" -H "Authorization: BEARER $DAUTH"
+expect "volume read of the deleted blob" 404 - GET "$VOL_URL/$FID"
+
+log "the kelp CLI with the CA and the write key (in the filer's container: it writes to the assign's url, volumeN:8080)"
+# The key goes in through the environment (`-e KELP_API_KEY` copies it from ours), not argv.
+# `env -u`: the container's own KELP_CLUSTER_TOKEN_FILE and KELP_TLS_CA would otherwise be read
+# by the CLI too (the cluster token passes every client check): it gets only what is passed.
+kelp_in_net() {
+    KELP_API_KEY="${CLI_KEY:-}" docker exec -i -e KELP_API_KEY "$FILER_C" \
+        env -u KELP_CLUSTER_TOKEN_FILE -u KELP_TLS_CA -u KELP_MASTER kelp "$@"
+}
+cli_fid="$(CLI_KEY="$WRITE_KEY" kelp_in_net --tls-ca /run/secrets/tls-ca upload --master master:9333 - \
+    <"$WORK/blob" 2>"$WORK/cli.err")" || { cat "$WORK/cli.err" >&2; fail "kelp upload with the CA and the write key"; }
+cli_fid="$(grep -Eo '[0-9]+,[0-9a-f]+' <<<"$cli_fid" | head -n1)"
+[[ -n "$cli_fid" ]] || fail "kelp upload printed no file id"
+CLI_KEY="$READ_KEY" kelp_in_net --tls-ca /run/secrets/tls-ca download --master master:9333 "$cli_fid" \
+    >"$WORK/blob.cli" 2>"$WORK/cli.err" || { cat "$WORK/cli.err" >&2; fail "kelp download $cli_fid with the read key"; }
+cmp -s "$WORK/blob.cli" "$WORK/blob" || fail "kelp download $cli_fid differs from what kelp upload wrote"
+log "  ok: kelp upload -> $cli_fid, kelp download with the read key: same bytes"
+if kelp_in_net --tls-ca /run/secrets/tls-ca upload --master master:9333 - <"$WORK/blob" >/dev/null 2>"$WORK/cli.err"; then
+    fail "kelp upload without an API key succeeded"
+fi
+log "  ok: kelp upload without an API key fails: $(grep -m1 -o 'api_key_required' "$WORK/cli.err" || head -n1 "$WORK/cli.err" | cut -c1-120)"
+if CLI_KEY="$WRITE_KEY" kelp_in_net upload --master master:9333 - <"$WORK/blob" >/dev/null 2>"$WORK/cli.err"; then
+    fail "kelp upload over plain http succeeded"
+fi
+log "  ok: kelp upload without --tls-ca (plain http) fails: $(grep -m1 -Eo 'error sending request[^)]{0,80}' "$WORK/cli.err" | head -n1)"
+
+log "filer: API keys on the file API, the cluster token on /__meta/*"
+expect "filer GET / without a key" 401 api_key_required GET "$FILER_URL/"
+expect "filer GET / with an unknown key" 401 bad_api_key GET "$FILER_URL/" -H @"$WORK/bad.hdr"
+expect "filer upload with the read key" 403 read_only_api_key POST "$FILER_URL/security/check.bin" \
+    -H @"$WORK/read.hdr" -F "file=@$WORK/blob"
+expect "filer upload with the write key" '20[01]' - POST "$FILER_URL/security/check.bin" \
+    -H @"$WORK/write.hdr" -F "file=@$WORK/blob"
+expect "filer download with the read key" 200 - GET "$FILER_URL/security/check.bin" -H @"$WORK/read.hdr"
+cmp -s "$WORK/body" "$WORK/blob" || fail "the file read back from the filer differs from the one written"
+expect "filer /__meta/list with the write API key but no cluster token" 401 cluster_token_required \
+    GET "$FILER_URL/__meta/list?path=/" -H @"$WORK/write.hdr"
+
+log "broker: API keys on the HTTP API, the cluster token on /admin/flush"
+expect "broker GET /topics without a key" 401 api_key_required GET "$BROKER_URL/topics"
+expect "broker GET /topics with an unknown key" 401 bad_api_key GET "$BROKER_URL/topics" -H @"$WORK/bad.hdr"
+expect "broker GET /topics with the read key" 200 - GET "$BROKER_URL/topics" -H @"$WORK/read.hdr"
+expect "broker create topic without a key" 401 api_key_required POST "$BROKER_URL/topics/security/t" \
+    -H 'Content-Type: application/json' -d '{"partitions":1}'
+expect "broker create topic with the read key" 403 read_only_api_key POST "$BROKER_URL/topics/security/t" \
+    -H @"$WORK/read.hdr" -H 'Content-Type: application/json' -d '{"partitions":1}'
+expect "broker publish without a key" 401 api_key_required POST "$BROKER_URL/topics/security/t/publish" \
+    -H 'Content-Type: application/json' -d '{"records":[{"value":"x","partition":0}]}'
+expect "broker /admin/flush with the write API key but no cluster token" 401 cluster_token_required \
+    POST "$BROKER_URL/admin/flush" -H @"$WORK/write.hdr"
+
+log "schema registry: API keys, as Bearer or Basic auth"
+expect "registry GET /subjects without a key" 401 40101 GET "$REGISTRY_URL/subjects"
+expect "registry GET /subjects with an unknown key" 401 40101 GET "$REGISTRY_URL/subjects" -H @"$WORK/bad.hdr"
+expect "registry GET /subjects with the read key (Basic auth)" 200 - GET "$REGISTRY_URL/subjects" -H @"$WORK/basic-read.hdr"
+expect "registry GET /subjects with the read key (Bearer)" 200 - GET "$REGISTRY_URL/subjects" -H @"$WORK/read.hdr"
+expect "registry register with the read key" 403 40301 POST "$REGISTRY_URL/subjects/intruder-value/versions" \
+    -H @"$WORK/basic-read.hdr" -H 'Content-Type: application/vnd.schemaregistry.v1+json' -d '{"schema":"\"string\""}'
+
+log "the services say so at start-up"
+for s in master filer broker; do
+    # (To a file first: `grep -q` would stop reading early, and pipefail would count the SIGPIPE.)
+    dc logs --no-color "$s" >"$WORK/svc.log" 2>&1 || true
+    grep -q 'tokens, cluster token, API keys and TLS on' "$WORK/svc.log" \
+        || fail "$s did not log that tokens, cluster token, API keys and TLS are on"
+done
+log "  ok: master, filer and broker log 'security: tokens, cluster token, API keys and TLS on'"
+log "(the Kafka listener on :9092 has no authentication yet: not checked)"
 
 # ---------------------------------------------------------------------------------------------
 step "seed scenario: 7 durable records, restart the whole stack, read them back"
@@ -365,7 +655,7 @@ files="$(cd "$WORK" && find data -name '*.dat' -o -name '*.idx' | sort)"
 echo "$files"
 grep -Eq '^data/volume[12]/.*\.dat$' <<<"$files" || fail "no .dat file under data/volume1 or data/volume2"
 for path in "schemas/ids/$reg_id" "subjects/compose-check-value/versions/1"; do
-    curl -fsS "http://$(registry_addr)/$path" | python3 -c '
+    curl -fsS --cacert "$CA" -H @"$WORK/basic-read.hdr" "https://$(registry_addr)/$path" | python3 -c '
 import json, sys
 got = json.load(sys.stdin)
 want = json.loads(sys.argv[1])
