@@ -524,7 +524,24 @@ for s in master filer broker; do
         || fail "$s did not log that tokens, cluster token, API keys and TLS are on"
 done
 log "  ok: master, filer and broker log 'security: tokens, cluster token, API keys and TLS on'"
-log "(the Kafka listener on :9092 has no authentication yet: not checked)"
+if command -v kcat >/dev/null 2>&1; then
+    log "the Kafka listener demands TLS and SASL/PLAIN with a write key (kcat -L)"
+    kafka="$(dc port broker 9092 | tail -n1)"
+    sasl=(-X security.protocol=SASL_SSL -X sasl.mechanisms=PLAIN -X sasl.username=app -X "ssl.ca.location=$CA")
+    kcat -L -b "$kafka" -m 10 "${sasl[@]}" -X "sasl.password=$WRITE_KEY" >"$WORK/kcat.out" 2>&1 \
+        || { cat "$WORK/kcat.out" >&2; fail "kcat over SASL_SSL with the write key got no metadata"; }
+    for way in "plain TCP:-X security.protocol=PLAINTEXT" \
+        "TLS without SASL:-X security.protocol=SSL -X ssl.ca.location=$CA" \
+        "the read key:${sasl[*]} -X sasl.password=$(cat "$SECRETS/read.api-key")"; do
+        # shellcheck disable=SC2086 # the flags are word-split on purpose
+        if kcat -L -b "$kafka" -m 3 ${way#*:} >/dev/null 2>&1; then
+            fail "kcat -L with ${way%%:*} got metadata"
+        fi
+    done
+    log "  ok: SASL_SSL with the write key lists the cluster; plain TCP, TLS without SASL and the read key do not"
+else
+    log "(kcat not installed: the Kafka listener's TLS and SASL were not checked here)"
+fi
 
 # ---------------------------------------------------------------------------------------------
 step "seed scenario: 7 durable records, restart the whole stack, read them back"

@@ -94,6 +94,7 @@ pub async fn run(
 async fn start_kafka(
     broker: &Arc<Broker>,
     http: &TcpListener,
+    security: &Security,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
     let cfg = &broker.cfg;
@@ -120,8 +121,16 @@ async fn start_kafka(
         auto_create_topics: cfg.kafka_auto_create,
         auto_create_partitions: cfg.kafka_auto_create_partitions,
         max_request_bytes: common::config::mib(cfg.kafka_max_request_mb) as usize,
+        // The broker's certificate, as on its HTTP listener.
+        tls: security.serve_options(DRAIN)?.tls,
+        sasl: kafka_sasl(security),
         ..kafka::KafkaConfig::default()
     };
+    if kcfg.sasl.is_none() && security.cluster_token.is_some() {
+        tracing::warn!(
+            "the Kafka listener authenticates no one (no --api-keys-file): any client that reaches it may produce and consume"
+        );
+    }
     tracing::info!(addr = %local, advertised = %format!("{}:{}", kcfg.advertised_host, kcfg.advertised_port), namespace = %cfg.kafka_namespace, "kafka listener started");
     let backend = Arc::new(kafka_backend::KafkaBackend::new(
         broker.clone(),
@@ -130,6 +139,20 @@ async fn start_kafka(
     Ok(tokio::spawn(kafka::serve(
         listener, backend, kcfg, shutdown,
     )))
+}
+
+/// The Kafka listener's SASL/PLAIN check when API keys are configured: the password is a Kelp
+/// API key with the write scope (Kafka clients produce, commit offsets and join groups), or the
+/// cluster token; the username is informational.
+fn kafka_sasl(security: &Security) -> Option<kafka::sasl::Authenticator> {
+    let keys = security.api_keys.clone()?;
+    let token = security.cluster_token.clone();
+    Some(kafka::sasl::Authenticator::new(move |_user, password| {
+        keys.scope_of(password) == Some(common::security::Scope::Write)
+            || token
+                .as_ref()
+                .is_some_and(|t| t.matches(password.as_bytes()))
+    }))
 }
 
 /// [`run`] with a given store (tests use [`store::mem::MemStore`]); the routes check the
@@ -175,7 +198,7 @@ async fn serve(
         abort.cancel();
     });
 
-    let kafka = start_kafka(&broker, &listener, shutdown.clone()).await?;
+    let kafka = start_kafka(&broker, &listener, &security, shutdown.clone()).await?;
     // The Kafka listener ends only on shutdown; anything else is fatal.
     let stop = shutdown.clone();
     let kafka_failed = async move {

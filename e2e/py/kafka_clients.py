@@ -51,6 +51,32 @@ def make_record(prefix, i):
     return key, value, headers, timestamp
 
 
+def confluent_security(a):
+    """librdkafka settings for a listener with TLS and SASL/PLAIN (--ca, --sasl-password)."""
+    if not a.sasl_password:
+        return {}
+    return {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanisms": "PLAIN",
+        "sasl.username": "kelp",
+        "sasl.password": a.sasl_password,
+        "ssl.ca.location": a.ca,
+    }
+
+
+def kafka_python_security(a):
+    """kafka-python settings for a listener with TLS and SASL/PLAIN (--ca, --sasl-password)."""
+    if not a.sasl_password:
+        return {}
+    return {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "PLAIN",
+        "sasl_plain_username": "kelp",
+        "sasl_plain_password": a.sasl_password,
+        "ssl_cafile": a.ca,
+    }
+
+
 def produce_confluent(a, out):
     from confluent_kafka import Producer
 
@@ -63,6 +89,7 @@ def produce_confluent(a, out):
             "linger.ms": 5,
             "message.timeout.ms": a.timeout_ms,
             "retry.backoff.ms": 200,
+            **confluent_security(a),
         }
     )
     acked, failed = [], []
@@ -104,6 +131,7 @@ def produce_kafka_python(a, out):
         linger_ms=5,
         retries=20,
         request_timeout_ms=a.timeout_ms,
+        **kafka_python_security(a),
     )
     futures = []
     for i in range(a.count):
@@ -252,6 +280,7 @@ def consume_confluent(a, out):
             "enable.auto.commit": False,
             "session.timeout.ms": 6000,
             "heartbeat.interval.ms": 500,
+            **confluent_security(a),
         }
     )
     c.subscribe([a.topic])
@@ -283,6 +312,7 @@ def consume_kafka_python(a, out):
         enable_auto_commit=False,
         session_timeout_ms=6000,
         heartbeat_interval_ms=500,
+        **kafka_python_security(a),
     )
     seen = 0
     last_new = time.time()
@@ -456,6 +486,10 @@ def main():
     ap.add_argument("--workdir")
     ap.add_argument("--idle-ms", type=int, default=15000)
     ap.add_argument("--timeout-ms", type=int, default=60000)
+    # TLS + SASL/PLAIN (produce and consume with confluent and kafka-python): the CA file and
+    # the password (a Kelp API key).
+    ap.add_argument("--ca")
+    ap.add_argument("--sasl-password")
     a = ap.parse_args()
     if a.cmd == "group":
         result = group(a)

@@ -105,6 +105,17 @@ pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
 
 /// Runs kcat with `args`, feeding `stdin`; returns stdout, asserting success.
 pub fn kcat(args: &[&str], stdin: &[u8]) -> String {
+    let out = kcat_output(args, stdin);
+    assert!(
+        out.status.success(),
+        "kcat {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs kcat with `args`, feeding `stdin`; returns its output, whatever its exit status.
+pub fn kcat_output(args: &[&str], stdin: &[u8]) -> Output {
     use std::io::Write;
     let mut child = Command::new("kcat")
         .env_remove("LD_LIBRARY_PATH")
@@ -120,11 +131,5 @@ pub fn kcat(args: &[&str], stdin: &[u8]) -> String {
         .expect("kcat stdin")
         .write_all(stdin)
         .expect("write kcat stdin");
-    let out = child.wait_with_output().expect("wait for kcat");
-    assert!(
-        out.status.success(),
-        "kcat {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    child.wait_with_output().expect("wait for kcat")
 }

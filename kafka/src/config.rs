@@ -1,7 +1,12 @@
-//! [`KafkaConfig`]: how the Kafka listener presents itself and its limits.
+//! [`KafkaConfig`]: how the Kafka listener presents itself, its limits, and its security
+//! (TLS, SASL/PLAIN).
+
+use std::sync::Arc;
+
+use crate::sasl::Authenticator;
 
 /// Settings of the Kafka listener.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct KafkaConfig {
     /// Host clients are told to connect to (Metadata, FindCoordinator, DescribeCluster).
     /// An IPv4 address by default: some clients resolve `localhost` to `::1` first.
@@ -27,6 +32,11 @@ pub struct KafkaConfig {
     /// How long the first rebalance of an empty group waits for more members
     /// (Kafka's `group.initial.rebalance.delay.ms`).
     pub group_initial_rebalance_delay_ms: u64,
+    /// Serve only TLS with this configuration (`SSL`/`SASL_SSL` clients).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Demand SASL/PLAIN authentication before any request but ApiVersions (`SASL_*`
+    /// clients), checked by this authenticator.
+    pub sasl: Option<Authenticator>,
 }
 
 impl Default for KafkaConfig {
@@ -43,6 +53,8 @@ impl Default for KafkaConfig {
             group_session_min_ms: 1_000,
             group_session_max_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 0,
+            tls: None,
+            sasl: None,
         }
     }
 }

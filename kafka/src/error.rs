@@ -38,6 +38,12 @@ pub mod code {
     pub const ILLEGAL_GENERATION: i16 = 22;
     /// The API or version is not supported.
     pub const UNSUPPORTED_VERSION: i16 = 35;
+    /// The client asked for a SASL mechanism this listener does not offer.
+    pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
+    /// A SASL request out of order (authenticate before handshake).
+    pub const ILLEGAL_SASL_STATE: i16 = 34;
+    /// The SASL credentials are not valid.
+    pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
     /// The topic exists.
     pub const TOPIC_ALREADY_EXISTS: i16 = 36;
     /// Bad partition count.

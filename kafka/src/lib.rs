@@ -28,6 +28,7 @@ pub mod group;
 pub mod handlers;
 pub mod idempotence;
 pub mod mem;
+pub mod sasl;
 pub mod server;
 
 pub use backend::{Backend, BackendError, Durability};

@@ -14,9 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::ApiKey;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -69,6 +67,7 @@ pub async fn serve(
     tracing::info!(addr = %local, advertised_host = %ctx.cfg.advertised_host,
         advertised_port = ctx.port, "kafka listener started");
     let tracker = TaskTracker::new();
+    let acceptor = ctx.cfg.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     {
         let groups = ctx.groups.clone();
         let token = shutdown.clone();
@@ -84,7 +83,21 @@ pub async fn serve(
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let span = tracing::info_span!("kafka.connection", %peer);
-                    tracker.spawn(connection(ctx.clone(), stream, peer, shutdown.clone()).instrument(span));
+                    match &acceptor {
+                        None => {
+                            tracker.spawn(connection(ctx.clone(), stream, peer, shutdown.clone()).instrument(span));
+                        }
+                        Some(acceptor) => {
+                            let (ctx, acceptor, shutdown) = (ctx.clone(), acceptor.clone(), shutdown.clone());
+                            tracker.spawn(async move {
+                                match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
+                                    Ok(Ok(tls)) => connection(ctx, tls, peer, shutdown).await,
+                                    Ok(Err(e)) => tracing::debug!(error = %e, "tls handshake failed"),
+                                    Err(_) => tracing::debug!("tls handshake timed out"),
+                                }
+                            }.instrument(span));
+                        }
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -112,15 +125,19 @@ fn serialized(key: Option<ApiKey>) -> bool {
 
 type Pending = JoinHandle<Result<Reply, HandleError>>;
 
-/// Runs one connection until the peer closes it, it misbehaves, or shutdown.
-pub async fn connection(
-    ctx: Arc<Ctx>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    shutdown: CancellationToken,
-) {
+/// How long a client has to finish its TLS handshake.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// Runs one connection (plain TCP or TLS) until the peer closes it, it misbehaves, or
+/// shutdown. With SASL on, nothing but ApiVersions is served before it authenticates (see
+/// [`crate::sasl`]).
+pub async fn connection<S>(ctx: Arc<Ctx>, stream: S, peer: SocketAddr, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     tracing::debug!(%peer, "connection opened");
-    let (mut rd, wr) = stream.into_split();
+    let (mut rd, wr) = tokio::io::split(stream);
+    let mut sasl = crate::sasl::State::default();
     let closing = shutdown.child_token();
     let (tx, rx) = mpsc::channel::<Pending>(ctx.cfg.max_in_flight_per_connection.max(1));
     let writer = tokio::spawn(write_loop(wr, rx, closing.clone()).in_current_span());
@@ -150,6 +167,22 @@ pub async fn connection(
             }
         };
         req.client_host = format!("/{}", peer.ip());
+        if let Some(auth) = &ctx.cfg.sasl {
+            use crate::sasl::Gate;
+            let (reply, close) = match crate::sasl::gate(&mut sasl, auth, &req) {
+                Ok(Gate::Pass) => (None, false),
+                Ok(Gate::Reply(r)) => (Some(Ok(r)), false),
+                Ok(Gate::ReplyAndClose(r)) => (Some(Ok(r)), true),
+                Ok(Gate::Close) => break,
+                Err(e) => (Some(Err(e)), true),
+            };
+            if let Some(reply) = reply {
+                if tx.send(tokio::spawn(async move { reply })).await.is_err() || close {
+                    break;
+                }
+                continue;
+            }
+        }
         let (prev, done) = if serialized(req.key()) {
             let (done_tx, done_rx) = oneshot::channel::<()>();
             (chain.replace(done_rx), Some(done_tx))
@@ -185,8 +218,8 @@ pub async fn connection(
 
 /// Writes replies in request order; closes the connection (via `closing`) on a write
 /// error, a malformed request or a failed handler.
-async fn write_loop(
-    mut wr: OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut wr: W,
     mut rx: mpsc::Receiver<Pending>,
     closing: CancellationToken,
 ) {

@@ -9,8 +9,8 @@
 //! commit an offset) a write key; 401 without a valid one, 403 for a read key writing.
 //! `/admin/flush` is an operator route (the CLI's bench, the e2e suites) and, with
 //! `--cluster-token-file`, needs the cluster token. The cluster token passes every client
-//! check; health, readiness, metrics and the OpenAPI document stay open. The Kafka listener is
-//! not guarded here (it has no SASL yet).
+//! check; health, readiness, metrics and the OpenAPI document stay open. The Kafka listener
+//! has its own guard (TLS and SASL/PLAIN with a write key: `kafka::sasl`).
 
 pub mod error;
 pub mod routes;

@@ -345,3 +345,161 @@ async fn given_a_secure_cluster_when_every_service_is_sigkilled_should_serve_eve
     );
     assert_eq!(checker.verify(&broker).await, 100);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_secure_cluster_when_kafka_clients_connect_should_demand_tls_and_a_write_key() {
+    use e2e::kafka::{free_port, kafka_addr, kcat, kcat_output};
+    let port = free_port().to_string();
+    let mut c = Cluster::start(ClusterOptions {
+        broker_args: vec!["--kafka-port".into(), port],
+        ..secure_options()
+    })
+    .await
+    .unwrap();
+    let s = c.secrets().clone();
+    let b = kafka_addr(c.broker());
+    let ca = format!("ssl.ca.location={}", s.tls.ca.display());
+    let with = |protocol: &str, password: &str| -> Vec<String> {
+        let mut v = vec![
+            "-b".to_owned(),
+            b.clone(),
+            "-X".into(),
+            format!("security.protocol={protocol}"),
+        ];
+        if protocol.starts_with("SASL") {
+            for kv in [
+                "sasl.mechanisms=PLAIN".to_owned(),
+                "sasl.username=app".to_owned(),
+                format!("sasl.password={password}"),
+            ] {
+                v.extend(["-X".to_owned(), kv]);
+            }
+        }
+        if protocol.ends_with("SSL") {
+            v.extend(["-X".to_owned(), ca.clone()]);
+        }
+        v
+    };
+    let args = |base: &[&str], auth: &[String]| -> Vec<String> {
+        base.iter()
+            .map(|a| (*a).to_owned())
+            .chain(auth.iter().cloned())
+            .collect()
+    };
+
+    // TLS + SASL/PLAIN with the write key: produce (acks=all, idempotent) and consume.
+    let input: String = (0..20).map(|i| format!("k{i}:secure-{i}\n")).collect();
+    let good = with("SASL_SSL", &s.write_key);
+    let produce = args(
+        &[
+            "-P",
+            "-t",
+            "sec-kafka",
+            "-K:",
+            "-X",
+            "acks=all",
+            "-X",
+            "enable.idempotence=true",
+        ],
+        &good,
+    );
+    kcat(
+        &produce.iter().map(String::as_str).collect::<Vec<_>>(),
+        input.as_bytes(),
+    );
+    let consume = args(
+        &[
+            "-C",
+            "-t",
+            "sec-kafka",
+            "-o",
+            "beginning",
+            "-e",
+            "-f",
+            "%k:%s\n",
+        ],
+        &good,
+    );
+    let out = kcat(&consume.iter().map(String::as_str).collect::<Vec<_>>(), b"");
+    assert_eq!(out, input, "kcat over SASL_SSL reads back what it produced");
+
+    // confluent-kafka and kafka-python produce (acks=all, idempotent) and consume in a group
+    // over SASL_SSL with the write key.
+    e2e::kafka::ensure_python_clients();
+    let work = tempfile::tempdir().unwrap();
+    let ca_path = s.tls.ca.to_str().unwrap().to_owned();
+    for client in ["confluent", "kafka-python"] {
+        let topic = format!("sec-{client}");
+        let produced = work.path().join(format!("{client}-produced.jsonl"));
+        let consumed = work.path().join(format!("{client}-consumed.jsonl"));
+        let common = |cmd: &'static str, out: &std::path::Path| -> Vec<String> {
+            [
+                cmd,
+                "--client",
+                client,
+                "--bootstrap",
+                &b,
+                "--topic",
+                &topic,
+                "--count",
+                "30",
+                "--ca",
+                &ca_path,
+                "--sasl-password",
+                &s.write_key,
+                "--group",
+                "sec",
+                "--idle-ms",
+                "5000",
+                "--out",
+                out.to_str().unwrap(),
+            ]
+            .iter()
+            .map(|a| (*a).to_owned())
+            .collect()
+        };
+        let r = e2e::kafka::run_clients(
+            &common("produce", &produced)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(r["acked"], 30, "{client} produce: {r}");
+        let r = e2e::kafka::run_clients(
+            &common("consume", &consumed)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(r["consumed"], 30, "{client} consume: {r}");
+        let values = |path: &std::path::Path| -> Vec<serde_json::Value> {
+            e2e::kafka::read_jsonl(path)
+                .into_iter()
+                .map(|r| r["value"].clone())
+                .collect()
+        };
+        assert_eq!(
+            values(&consumed),
+            values(&produced),
+            "{client}: consumed what it produced"
+        );
+    }
+
+    // Every other way in gets no metadata: a read key, a wrong key, SASL without TLS, TLS
+    // without SASL, plain TCP.
+    for (what, auth) in [
+        ("a read key", with("SASL_SSL", &s.read_key)),
+        ("a wrong key", with("SASL_SSL", "not-a-kelp-key-0123456789")),
+        ("SASL without TLS", with("SASL_PLAINTEXT", &s.write_key)),
+        ("TLS without SASL", with("SSL", "")),
+        ("plain TCP", with("PLAINTEXT", "")),
+    ] {
+        let list = args(&["-L", "-t", "sec-kafka", "-m", "3"], &auth);
+        let out = kcat_output(&list.iter().map(String::as_str).collect::<Vec<_>>(), b"");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !out.status.success() && !stdout.contains("sec-kafka"),
+            "{what}: kcat -L succeeded: {stdout}"
+        );
+    }
+}

@@ -192,7 +192,9 @@ pub async fn handle(
             span!("kafka.describe_groups").in_scope(|| groups::describe(ctx, &req))
         }
         ApiKey::ListGroups => span!("kafka.list_groups").in_scope(|| groups::list(ctx, &req)),
-        ApiKey::ApiVersions => span!("kafka.api_versions").in_scope(|| api_versions(&req)),
+        ApiKey::ApiVersions => {
+            span!("kafka.api_versions").in_scope(|| api_versions(&req, ctx.cfg.sasl.is_some()))
+        }
         ApiKey::CreateTopics => {
             admin::create_topics(ctx, &req)
                 .instrument(span!("kafka.create_topics"))
@@ -220,24 +222,32 @@ pub async fn handle(
 
 /// The advertised versions as an ApiVersions response body.
 fn version_list() -> Vec<api_versions_response::ApiVersion> {
-    SUPPORTED
-        .iter()
-        .map(|&(k, min, max)| {
-            let mut v = api_versions_response::ApiVersion::default();
-            v.api_key = k as i16;
-            v.min_version = min;
-            v.max_version = max;
-            v
-        })
-        .collect()
+    versions(SUPPORTED.iter())
 }
 
-/// ApiVersions: the advertised ranges.
-fn api_versions(req: &Request) -> Result<Reply, HandleError> {
+fn versions<'a>(
+    list: impl Iterator<Item = &'a (ApiKey, i16, i16)>,
+) -> Vec<api_versions_response::ApiVersion> {
+    list.map(|&(k, min, max)| {
+        let mut v = api_versions_response::ApiVersion::default();
+        v.api_key = k as i16;
+        v.min_version = min;
+        v.max_version = max;
+        v
+    })
+    .collect()
+}
+
+/// ApiVersions: the advertised ranges (with the SASL apis when the listener demands SASL).
+fn api_versions(req: &Request, sasl: bool) -> Result<Reply, HandleError> {
     // The body (client software name and version) is informational; a client whose body
     // does not decode still gets the list.
     let mut resp = ApiVersionsResponse::default();
-    resp.api_keys = version_list();
+    resp.api_keys = if sasl {
+        versions(SUPPORTED.iter().chain(crate::sasl::VERSIONS))
+    } else {
+        version_list()
+    };
     respond(req, &resp)
 }
 
