@@ -248,18 +248,25 @@ impl Security {
         }
     }
 
-    /// Logs, once at start-up, which protections are on, and warns for each that is off.
+    /// Logs, once at start-up, which protections are on, and warns for each that is off among
+    /// those `service` uses (the volume server checks no API keys; the registry writes no
+    /// blobs, so it needs no fid-token key).
     pub fn log_posture(&self, service: &str) {
+        let uses_fid_tokens = service != "registry";
+        let uses_api_keys = service != "volume";
         let off: Vec<&str> = [
             (
-                self.write_key.is_none(),
+                uses_fid_tokens && self.write_key.is_none(),
                 "fid tokens (--jwt-signing-key-file)",
             ),
             (
                 self.cluster_token.is_none(),
                 "cluster token (--cluster-token-file)",
             ),
-            (self.api_keys.is_none(), "client API keys (--api-keys-file)"),
+            (
+                uses_api_keys && self.api_keys.is_none(),
+                "client API keys (--api-keys-file)",
+            ),
             (
                 self.tls.as_ref().is_none_or(|t| t.cert.is_none()),
                 "TLS (--tls-cert/--tls-key)",
