@@ -73,8 +73,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     cfg.validate()?;
-    let security = Arc::new(cfg.security.load().context("load security files")?);
-    security.log_posture("broker");
+    let security = cfg.security.load_for("broker")?;
     let http = security
         .apply(HttpClient::new(STORE_CALL_TIMEOUT))
         .context("build the broker's http client")?;
@@ -163,8 +162,7 @@ pub async fn run_with_store(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let security = Arc::new(cfg.security.load().context("load security files")?);
-    security.log_posture("broker");
+    let security = cfg.security.load_for("broker")?;
     serve(cfg, store, security, listener, shutdown).await
 }
 

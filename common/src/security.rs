@@ -146,6 +146,14 @@ pub struct TlsFiles {
 }
 
 impl SecurityFlags {
+    /// What a starting service does with its flags: [`SecurityFlags::load`], then
+    /// [`Security::log_posture`] for `service`.
+    pub fn load_for(&self, service: &str) -> anyhow::Result<Arc<Security>> {
+        let security = self.load().context("load security files")?;
+        security.log_posture(service);
+        Ok(Arc::new(security))
+    }
+
     /// Reads every named file. A file that cannot be read, an empty key or token, or a bad API
     /// key line is an error naming the file: a service never starts with less security than
     /// it was asked for.

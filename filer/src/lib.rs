@@ -54,8 +54,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     cfg.validate()?;
-    let security = Arc::new(cfg.security.load().context("load security files")?);
-    security.log_posture("filer");
+    let security = cfg.security.load_for("filer")?;
     let serve_opts = security.serve_options(DRAIN)?;
     if !cfg.fsync {
         tracing::warn!(

@@ -46,8 +46,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("read the bound address")?;
-    let sec = Arc::new(cfg.security.load().context("load security files")?);
-    sec.log_posture("master");
+    let sec = cfg.security.load_for("master")?;
     let serve_opts = sec.serve_options(Duration::from_secs(10))?;
     let sequencer = state::Sequencer::load(&cfg.listen.dir)?;
     let replication = cfg

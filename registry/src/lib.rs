@@ -58,8 +58,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     cfg.validate()?;
-    let security = Arc::new(cfg.security.load().context("load security files")?);
-    security.log_posture("registry");
+    let security = cfg.security.load_for("registry")?;
     // Fetches long-poll for at most a second; publishes wait for their durable flush.
     let http = security
         .apply(HttpClient::new(cfg.broker_timeout()))
@@ -80,8 +79,7 @@ pub async fn run_with_log(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let security = Arc::new(cfg.security.load().context("load security files")?);
-    security.log_posture("registry");
+    let security = cfg.security.load_for("registry")?;
     serve(cfg, log, security, listener, shutdown).await
 }
 

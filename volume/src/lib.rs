@@ -46,8 +46,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     cfg.validate().context("check the configuration")?;
     let addr = listener.local_addr().context("read the bound address")?;
-    let sec = Arc::new(cfg.security.load().context("load security files")?);
-    sec.log_posture("volume");
+    let sec = cfg.security.load_for("volume")?;
     let serve_opts = sec.serve_options(Duration::from_secs(10))?;
     // One client for the heartbeats, replica forwards and master lookups: it sends the
     // cluster token with every call.

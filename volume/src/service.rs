@@ -33,6 +33,9 @@ use crate::store::{Store, VolumeError};
 
 /// Reads above this size run on the blocking pool.
 const INLINE_READ_MAX: u32 = 256 << 10;
+/// Needles larger than this serve a `Range` by streaming through the checksum, keeping only
+/// the range in memory ([`VolumeServer::read_range`]).
+pub const RANGE_READ_MIN: u32 = 4 << 20;
 
 /// Why a volume operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -347,6 +350,26 @@ impl VolumeServer {
             vol.read(fid.key, fid.cookie)
         }
         .map_err(Error::blob(fid))
+    }
+
+    /// Reads part of a big blob with memory bounded by the part (see
+    /// [`Volume::read_range`](crate::store::Volume::read_range)): for a needle larger than
+    /// [`RANGE_READ_MIN`] whose length `pick` turns into an inclusive byte range. `None` when
+    /// the needle is small, or `pick` declines, or the record is not what the index says: read
+    /// it whole then.
+    pub async fn read_range(
+        &self,
+        fid: FileId,
+        pick: impl FnOnce(u64) -> Option<(u64, u64)> + Send + 'static,
+    ) -> Result<Option<crate::store::RangeRead>, Error> {
+        let vol = self.store.get(fid.volume_id).map_err(Error::blob(fid))?;
+        if vol.needle_size(fid.key).unwrap_or(0) <= RANGE_READ_MIN {
+            return Ok(None);
+        }
+        tokio::task::spawn_blocking(move || vol.read_range(fid.key, fid.cookie, pick))
+            .await
+            .map_err(|e| Error::Internal(e.into()))?
+            .map_err(Error::blob(fid))
     }
 
     /// Deletes a blob (cookie checked) here and on every replica; returns its size.

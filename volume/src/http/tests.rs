@@ -18,13 +18,17 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 
 fn state(dir: &std::path::Path) -> AppState {
+    state_with_max_blob(dir, 1)
+}
+
+fn state_with_max_blob(dir: &std::path::Path, max_blob_mb: u64) -> AppState {
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
     let store = Store::load(dir, metrics.clone()).unwrap();
     store.allocate(3, "", Replication::default()).unwrap();
     let http = HttpClient::new(Duration::from_secs(1)).with_attempts(1);
     let mut cfg = Config::for_test(dir.to_path_buf(), "127.0.0.1:1".into());
-    cfg.max_blob_mb = 1;
+    cfg.max_blob_mb = max_blob_mb;
     AppState {
         volume: Arc::new(VolumeServer::with_client(
             Arc::new(store),
@@ -606,4 +610,61 @@ async fn test_heartbeat_reports_the_client_url_as_public_url() {
     assert_eq!(beat.url, "volume1:8080");
     assert_eq!(beat.public_url, "localhost:18080");
     assert_eq!(beat.volumes.len(), 1);
+}
+
+#[tokio::test]
+async fn test_router_range_of_a_big_blob_is_streamed_and_answers_like_a_whole_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(state_with_max_blob(dir.path(), 16));
+    let len = crate::service::RANGE_READ_MIN as usize + (3 << 20) + 5;
+    let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 1000) as u8).collect();
+    let up = Request::post("/3,01637037d6?name=big.bin")
+        .header("content-type", "application/x-big")
+        .body(Body::from(data.clone()))
+        .unwrap();
+    assert_eq!(send(&app, up).await.0, StatusCode::CREATED);
+    let (_, whole_h, _) = send(&app, req("HEAD", "/3,01637037d6", Body::empty())).await;
+    let mut served = 0;
+    for range in [
+        "bytes=0-9",
+        "bytes=4194300-4194310",
+        "bytes=-5",
+        "bytes=7340000-",
+    ] {
+        let r = Request::get("/3,01637037d6")
+            .header("range", range)
+            .body(Body::empty())
+            .unwrap();
+        let (st, h, body) = send(&app, r).await;
+        assert_eq!(st, StatusCode::PARTIAL_CONTENT, "{range}");
+        let cr = h["content-range"].to_str().unwrap();
+        let (span, total) = cr.strip_prefix("bytes ").unwrap().split_once('/').unwrap();
+        assert_eq!(total, len.to_string(), "{range}");
+        let (s, e) = span.split_once('-').unwrap();
+        let (s, e): (usize, usize) = (s.parse().unwrap(), e.parse().unwrap());
+        assert_eq!(&body[..], &data[s..=e], "{range}");
+        assert_eq!(h["content-length"], (e - s + 1).to_string());
+        for name in ["etag", "content-type", "accept-ranges"] {
+            assert_eq!(h[name], whole_h[name], "{range}: {name}");
+        }
+        served += e - s + 1;
+    }
+    // Only the ranges were served past the HEAD's whole read (the streaming path, not a whole
+    // read sliced).
+    let (_, _, body) = send(&app, req("GET", "/metrics", Body::empty())).await;
+    let text = String::from_utf8_lossy(&body);
+    let read_bytes: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("kelp_volume_read_bytes_total "))
+        .expect("the read_bytes counter")
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(read_bytes, len + served);
+    // Beyond the end: the whole-read path's 416.
+    let r = Request::get("/3,01637037d6")
+        .header("range", format!("bytes={len}-"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, r).await.0, StatusCode::RANGE_NOT_SATISFIABLE);
 }

@@ -32,7 +32,7 @@ use common::ids::VolumeId;
 
 use crate::metrics::Metrics;
 pub use error::VolumeError;
-pub use read::ReadNeedle;
+pub use read::{RangeRead, ReadNeedle};
 pub use recover::RecoveryReport;
 pub use volume::Volume;
 

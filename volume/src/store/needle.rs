@@ -266,6 +266,25 @@ fn decode_body(header: &Header, body: &[u8]) -> Result<Needle, NeedleError> {
     let mut r = Reader { buf: body, pos: 0 };
     let data_len = r.u32()? as usize;
     let data = Bytes::copy_from_slice(r.take(data_len)?);
+    let mut n = decode_meta_from(header, &mut r)?;
+    n.data = data;
+    Ok(n)
+}
+
+/// Decodes the metadata that follows a needle's data (`flags` and what they announce, to the
+/// end of the body) into a [`Needle`] with empty `data`: what a ranged read that streamed the
+/// data through the checksum keeps. The caller has verified the record's checksum.
+pub fn decode_meta(header: &Header, after_data: &[u8]) -> Result<Needle, NeedleError> {
+    decode_meta_from(
+        header,
+        &mut Reader {
+            buf: after_data,
+            pos: 0,
+        },
+    )
+}
+
+fn decode_meta_from(header: &Header, r: &mut Reader<'_>) -> Result<Needle, NeedleError> {
     let flags = r.take(1)?[0];
     let mut name = None;
     let mut mime = None;
@@ -282,13 +301,13 @@ fn decode_body(header: &Header, body: &[u8]) -> Result<Needle, NeedleError> {
     } else {
         None
     };
-    if r.pos != body.len() {
+    if r.pos != r.buf.len() {
         return Err(NeedleError::Malformed("trailing bytes in body"));
     }
     Ok(Needle {
         cookie: header.cookie,
         key: header.key,
-        data,
+        data: Bytes::new(),
         name,
         mime,
         last_modified,

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use crate::http::fid::Fid;
 use crate::http::{AppState, content};
 use crate::service::{Error, Upload, WriteOptions};
+use crate::store::needle::Needle;
 
 /// Query parameters of writes and deletes.
 #[derive(Debug, Default, Deserialize)]
@@ -161,6 +162,10 @@ pub async fn put_blob(
 /// `GET|HEAD /{fid}`: serves a blob after verifying its checksum; supports `Range` and
 /// `If-None-Match`. `Content-Type`, `Content-Disposition` (`?dl=true`: `attachment`) and
 /// `Last-Modified` (with `If-Modified-Since`) as SeaweedFS answers them (see [`content`]).
+///
+/// A satisfiable `Range` of a big blob is read by streaming the needle through its checksum,
+/// keeping only the range in memory (see `VolumeServer::read_range`): a one-byte range of a
+/// 256 MiB blob does not hold 256 MiB.
 pub async fn get_blob(
     State(s): State<AppState>,
     path_fid: Fid,
@@ -171,55 +176,43 @@ pub async fn get_blob(
     let sec = s.volume.security();
     check_token(&path_fid, |f| sec.check_read_token(&headers, f))?;
     let fid = path_fid.0;
-    let read = s.volume.read(fid).await?;
-    let etag = format!("\"{:08x}\"", read.checksum);
-    let n = read.needle;
-    let mut resp_headers = HeaderMap::new();
-    resp_headers.insert(
-        header::ETAG,
-        HeaderValue::from_str(&etag).expect("hex is a valid header"),
-    );
-    resp_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    // As SeaweedFS: the stored type, else the name's extension's, else sniffed (see content).
-    let mime = content::content_type(n.mime.as_deref(), n.name.as_deref(), &n.data);
-    resp_headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(&mime)
-            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
-    );
-    if let Some(name) = n.name.as_deref().filter(|n| !n.is_empty())
-        && let Ok(v) = HeaderValue::from_str(&content::content_disposition(
-            name,
-            content::wants_download(uri.query()),
-        ))
-    {
-        resp_headers.insert(header::CONTENT_DISPOSITION, v);
-    }
-    let last_modified = n.last_modified.filter(|t| *t != 0);
-    if let Some(date) = last_modified.and_then(content::http_date) {
-        resp_headers.insert(
-            header::LAST_MODIFIED,
-            HeaderValue::from_str(&date).expect("an HTTP date is a valid header"),
-        );
-    }
-    let if_none_match = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok());
-    if if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*")) {
-        return Ok((StatusCode::NOT_MODIFIED, resp_headers).into_response());
-    }
-    // If-Modified-Since counts only without If-None-Match (RFC 9110 13.1.3).
-    let not_modified_since = headers
-        .get(header::IF_MODIFIED_SINCE)
+    let range = headers
+        .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
-        .and_then(content::parse_http_date)
-        .zip(last_modified)
-        .is_some_and(|(since, lm)| since >= lm as i64);
-    if if_none_match.is_none() && not_modified_since {
+        .map(str::to_owned);
+    if let Some(r) = range.clone() {
+        let pick = move |total| match parse_range(Some(&r), total) {
+            RangeRequest::Bytes { start, end } => Some((start, end)),
+            _ => None,
+        };
+        if let Some(part) = s.volume.read_range(fid, pick).await? {
+            let (mut resp_headers, not_modified) =
+                blob_headers(&part.needle, part.checksum, &part.head, &uri, &headers);
+            if not_modified {
+                return Ok((StatusCode::NOT_MODIFIED, resp_headers).into_response());
+            }
+            let end = part.start + part.needle.data.len() as u64 - 1;
+            resp_headers.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes {}-{end}/{}", part.start, part.total))
+                    .expect("ascii"),
+            );
+            return Ok(finish(
+                StatusCode::PARTIAL_CONTENT,
+                resp_headers,
+                part.needle.data,
+                &method,
+            ));
+        }
+    }
+    let read = s.volume.read(fid).await?;
+    let n = read.needle;
+    let (mut resp_headers, not_modified) = blob_headers(&n, read.checksum, &n.data, &uri, &headers);
+    if not_modified {
         return Ok((StatusCode::NOT_MODIFIED, resp_headers).into_response());
     }
     let total = n.data.len() as u64;
-    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let range = range.as_deref();
     let (status, body) = match parse_range(range, total) {
         RangeRequest::Full => (StatusCode::OK, n.data),
         RangeRequest::Unsatisfiable => {
@@ -250,11 +243,75 @@ pub async fn get_blob(
             )
         }
     };
-    resp_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    if method == Method::HEAD {
-        return Ok((status, resp_headers).into_response());
+    Ok(finish(status, resp_headers, body, &method))
+}
+
+/// The headers of a blob answer (ETag, ranges, type from `sniff`, disposition, last-modified)
+/// and whether the request's conditions make it a 304.
+fn blob_headers(
+    n: &Needle,
+    checksum: u32,
+    sniff: &[u8],
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> (HeaderMap, bool) {
+    let etag = format!("\"{checksum:08x}\"");
+    let mut resp_headers = HeaderMap::new();
+    resp_headers.insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag).expect("hex is a valid header"),
+    );
+    resp_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    // As SeaweedFS: the stored type, else the name's extension's, else sniffed (see content).
+    let mime = content::content_type(n.mime.as_deref(), n.name.as_deref(), sniff);
+    resp_headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&mime)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    if let Some(name) = n.name.as_deref().filter(|n| !n.is_empty())
+        && let Ok(v) = HeaderValue::from_str(&content::content_disposition(
+            name,
+            content::wants_download(uri.query()),
+        ))
+    {
+        resp_headers.insert(header::CONTENT_DISPOSITION, v);
     }
-    Ok((status, resp_headers, Body::from(body)).into_response())
+    let last_modified = n.last_modified.filter(|t| *t != 0);
+    if let Some(date) = last_modified.and_then(content::http_date) {
+        resp_headers.insert(
+            header::LAST_MODIFIED,
+            HeaderValue::from_str(&date).expect("an HTTP date is a valid header"),
+        );
+    }
+    let if_none_match = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
+    if if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*")) {
+        return (resp_headers, true);
+    }
+    // If-Modified-Since counts only without If-None-Match (RFC 9110 13.1.3).
+    let not_modified_since = headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(content::parse_http_date)
+        .zip(last_modified)
+        .is_some_and(|(since, lm)| since >= lm as i64);
+    (resp_headers, if_none_match.is_none() && not_modified_since)
+}
+
+/// The answer with `body` (its length in `Content-Length`; no body for `HEAD`).
+fn finish(
+    status: StatusCode,
+    mut resp_headers: HeaderMap,
+    body: Bytes,
+    method: &Method,
+) -> Response {
+    resp_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    if *method == Method::HEAD {
+        return (status, resp_headers).into_response();
+    }
+    (status, resp_headers, Body::from(body)).into_response()
 }
 
 /// `DELETE /{fid}`: appends a tombstone (cookie checked) here and on every replica (see
