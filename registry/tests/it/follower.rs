@@ -39,16 +39,7 @@ async fn test_follower_forwards_writes_and_reads_its_own_writes() {
         log: log.clone(),
     };
     // The writer becomes ready once it has replayed the (empty) log.
-    // reqwest is built without a default TLS provider: install Kelp's (ring).
-    common::tls::install_default_provider();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !reqwest::get(format!("{writer_url}/readyz"))
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(tokio::time::Instant::now() < deadline, "writer never ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::helpers::wait_ready(&writer_url).await;
 
     let id = follower
         .register_ok("s", &avro_record("R", &["a"], &[]), None)

@@ -128,3 +128,17 @@ pub fn assert_error(status: StatusCode, body: &Value, want_status: u16, code: u6
     assert_eq!(body["error_code"].as_u64(), Some(code), "{body}");
     assert!(body["message"].is_string(), "{body}");
 }
+
+/// Waits (10 s at most) until the registry at `url` answers `/readyz` over a real socket.
+pub async fn wait_ready(url: &str) {
+    // reqwest is built without a default TLS provider: install Kelp's (ring).
+    common::tls::install_default_provider();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !reqwest::get(format!("{url}/readyz"))
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(tokio::time::Instant::now() < deadline, "{url} never ready");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

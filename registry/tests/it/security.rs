@@ -257,12 +257,9 @@ async fn test_security_off_leaves_every_route_open() {
 #[tokio::test]
 async fn test_security_follower_forwards_a_clients_write_with_the_cluster_token() {
     // A secured writer on a socket, loading its credentials from its flags.
-    let tmp = std::env::temp_dir().join(format!(
-        "kelp-registry-security-{}-{}",
-        std::process::id(),
-        common::time::now_ms()
-    ));
-    std::fs::create_dir_all(&tmp).unwrap();
+    // Removed when dropped, also when the test panics.
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path();
     let token_file = tmp.join("cluster-token");
     std::fs::write(&token_file, CLUSTER_TOKEN).unwrap();
     let keys_file = tmp.join("api-keys");
@@ -285,16 +282,7 @@ async fn test_security_follower_forwards_a_clients_write_with_the_cluster_token(
         listener,
         stop.clone(),
     ));
-    // reqwest is built without a default TLS provider: install Kelp's (ring).
-    common::tls::install_default_provider();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !reqwest::get(format!("{writer_url}/readyz"))
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(tokio::time::Instant::now() < deadline, "writer never ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::helpers::wait_ready(&writer_url).await;
     // The writer refuses a client without a key, in Confluent's shape.
     let resp = reqwest::get(format!("{writer_url}/subjects"))
         .await
@@ -342,5 +330,4 @@ async fn test_security_follower_forwards_a_clients_write_with_the_cluster_token(
         .unwrap()
         .unwrap()
         .unwrap();
-    std::fs::remove_dir_all(&tmp).unwrap();
 }
