@@ -483,6 +483,18 @@ if CLI_KEY="$WRITE_KEY" kelp_in_net upload --master master:9333 - <"$WORK/blob" 
 fi
 log "  ok: kelp upload without --tls-ca (plain http) fails: $(grep -m1 -Eo 'error sending request[^)]{0,80}' "$WORK/cli.err" | head -n1)"
 
+log "the kelp CLI on the host: it writes to and reads from the volume servers' publicUrl (their published ports)"
+host_fid="$(KELP_API_KEY="$WRITE_KEY" env -u KELP_CLUSTER_TOKEN_FILE "$BIN_DIR/kelp" --tls-ca "$CA" upload --use-public-url \
+    --master "${MASTER_URL#https://}" - <"$WORK/blob" 2>"$WORK/cli.err")" \
+    || { cat "$WORK/cli.err" >&2; fail "kelp upload from the host"; }
+host_fid="$(grep -Eo '[0-9]+,[0-9a-f]+' <<<"$host_fid" | head -n1)"
+[[ -n "$host_fid" ]] || fail "kelp upload from the host printed no file id"
+KELP_API_KEY="$READ_KEY" env -u KELP_CLUSTER_TOKEN_FILE "$BIN_DIR/kelp" --tls-ca "$CA" download --use-public-url \
+    --master "${MASTER_URL#https://}" "$host_fid" >"$WORK/blob.host" 2>"$WORK/cli.err" \
+    || { cat "$WORK/cli.err" >&2; fail "kelp download $host_fid from the host"; }
+cmp -s "$WORK/blob.host" "$WORK/blob" || fail "kelp download $host_fid from the host differs from what was uploaded"
+log "  ok: kelp upload -> $host_fid and kelp download from the host, through the published volume ports"
+
 log "filer: API keys on the file API, the cluster token on /__meta/*"
 expect "filer GET / without a key" 401 api_key_required GET "$FILER_URL/"
 expect "filer GET / with an unknown key" 401 bad_api_key GET "$FILER_URL/" -H @"$WORK/bad.hdr"
@@ -532,13 +544,20 @@ if command -v kcat >/dev/null 2>&1; then
         || { cat "$WORK/kcat.out" >&2; fail "kcat over SASL_SSL with the write key got no metadata"; }
     for way in "plain TCP:-X security.protocol=PLAINTEXT" \
         "TLS without SASL:-X security.protocol=SSL -X ssl.ca.location=$CA" \
-        "the read key:${sasl[*]} -X sasl.password=$(cat "$SECRETS/read.api-key")"; do
+        "a wrong key:${sasl[*]} -X sasl.password=not-a-kelp-key-0123456789"; do
         # shellcheck disable=SC2086 # the flags are word-split on purpose
         if kcat -L -b "$kafka" -m 3 ${way#*:} >/dev/null 2>&1; then
             fail "kcat -L with ${way%%:*} got metadata"
         fi
     done
-    log "  ok: SASL_SSL with the write key lists the cluster; plain TCP, TLS without SASL and the read key do not"
+    log "  ok: SASL_SSL with the write key lists the cluster; plain TCP, TLS without SASL and a wrong key do not"
+    kcat -L -b "$kafka" -m 10 "${sasl[@]}" -X "sasl.password=$READ_KEY" >"$WORK/kcat.out" 2>&1 \
+        || { cat "$WORK/kcat.out" >&2; fail "kcat over SASL_SSL with the read key got no metadata"; }
+    if echo refused | kcat -P -b "$kafka" -t compose-read-only "${sasl[@]}" -X "sasl.password=$READ_KEY" \
+        -X acks=all >"$WORK/kcat.out" 2>&1 && ! grep -qi authoriz "$WORK/kcat.out"; then
+        fail "kcat -P with the read key was not refused: $(head -c 300 "$WORK/kcat.out")"
+    fi
+    log "  ok: the read key lists the cluster but may not produce: $(grep -m1 -io '[a-z_ ]*authoriz[a-z_ ]*' "$WORK/kcat.out")"
 else
     log "(kcat not installed: the Kafka listener's TLS and SASL were not checked here)"
 fi

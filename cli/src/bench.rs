@@ -473,6 +473,7 @@ async fn bare_put(
             name: String::new(),
             size: body.len() as u64,
             etag: "00000000".into(),
+            mime: String::new(),
         }),
     )
 }

@@ -25,6 +25,10 @@ pub struct UploadArgs {
     /// Replication, e.g. 001.
     #[arg(long)]
     replication: Option<String>,
+    /// Write to the volume server's `publicUrl` rather than its internal `url` (from outside
+    /// the cluster's network, e.g. the host of a compose deployment).
+    #[arg(long, env = "KELP_USE_PUBLIC_URL")]
+    use_public_url: bool,
 }
 
 /// Arguments of `kelp download`.
@@ -38,6 +42,9 @@ pub struct DownloadArgs {
     /// The master.
     #[arg(long, env = "KELP_MASTER", default_value = "127.0.0.1:9333")]
     master: String,
+    /// Read from the volume servers' `publicUrl` rather than their internal `url`.
+    #[arg(long, env = "KELP_USE_PUBLIC_URL")]
+    use_public_url: bool,
 }
 
 /// Uploads a file and prints its fid.
@@ -58,7 +65,7 @@ pub async fn upload(http: HttpClient, a: UploadArgs) -> anyhow::Result<()> {
             a.file.file_name().map(|n| n.to_string_lossy().into_owned()),
         )
     };
-    let client = BlobClient::new(http, &a.master);
+    let client = BlobClient::new(http, &a.master).use_public_urls(a.use_public_url);
     let q = AssignQuery {
         collection: Some(a.collection).filter(|c| !c.is_empty()),
         replication: a.replication,
@@ -82,7 +89,7 @@ pub async fn upload(http: HttpClient, a: UploadArgs) -> anyhow::Result<()> {
 /// Downloads a blob to stdout or a file.
 pub async fn download(http: HttpClient, a: DownloadArgs) -> anyhow::Result<()> {
     let fid: FileId = a.fid.parse()?;
-    let client = BlobClient::new(http, &a.master);
+    let client = BlobClient::new(http, &a.master).use_public_urls(a.use_public_url);
     let data = client
         .download(&fid)
         .await

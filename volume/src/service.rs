@@ -335,6 +335,7 @@ impl VolumeServer {
             name: needle.name.unwrap_or_default(),
             size: data.len() as u64,
             etag: format!("{checksum:08x}"),
+            mime: mime.unwrap_or_default(),
         })
     }
 

@@ -49,8 +49,8 @@ impl HttpStore {
         let blobs = BlobClient::new(http.clone(), master);
         Self {
             blobs: BlobClient {
-                master: blobs.master,
                 volumes: blobs.volumes.with_security(security),
+                ..blobs
             },
             filer: FilerClient::new(http, filer),
             assign_query: AssignQuery {

@@ -14,6 +14,10 @@ pub struct UploadResponse {
     /// The needle's checksum in hex, also served as the `ETag`.
     #[serde(rename = "eTag")]
     pub etag: String,
+    /// The content type stored with the blob (the upload's `Content-Type`, or its multipart
+    /// part's), left out when none was stored, as SeaweedFS's `mime`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mime: String,
 }
 
 /// Answer of `DELETE /<fid>`.

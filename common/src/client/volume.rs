@@ -247,6 +247,9 @@ pub struct BlobClient {
     pub master: Arc<MasterClient>,
     /// The volume servers.
     pub volumes: VolumeClient,
+    /// Whether volume servers are reached at their `publicUrl` (clients outside the
+    /// cluster's network) instead of their internal `url` (services).
+    pub public: bool,
 }
 
 /// Where a blob was written.
@@ -254,7 +257,7 @@ pub struct BlobClient {
 pub struct Written {
     /// Its file id.
     pub fid: FileId,
-    /// The server that acknowledged it.
+    /// The server that acknowledged it, at the address this client used.
     pub url: String,
     /// Bytes stored.
     pub size: u64,
@@ -263,11 +266,32 @@ pub struct Written {
 }
 
 impl BlobClient {
-    /// A blob client of the master at `master_addr`.
+    /// A blob client of the master at `master_addr`; it reaches volume servers at the
+    /// internal `url` of assigns and lookups unless told otherwise
+    /// ([`BlobClient::use_public_urls`]).
     pub fn new(http: HttpClient, master_addr: &str) -> Self {
         Self {
             master: Arc::new(MasterClient::new(http.clone(), master_addr)),
             volumes: VolumeClient::new(http),
+            public: false,
+        }
+    }
+
+    /// Reaches volume servers at the `publicUrl` of assigns and lookups instead of their
+    /// internal `url` (a volume server's `--client-url`, e.g. the host port compose
+    /// publishes): for clients outside the cluster's network, as SeaweedFS's
+    /// `weed upload -usePublicUrl`.
+    pub fn use_public_urls(mut self, public: bool) -> Self {
+        self.public = public;
+        self
+    }
+
+    /// The address to reach a server at, given its internal and public addresses.
+    fn pick<'a>(&self, url: &'a str, public_url: &'a str) -> &'a str {
+        if self.public && !public_url.is_empty() {
+            public_url
+        } else {
+            url
         }
     }
 
@@ -286,19 +310,20 @@ impl BlobClient {
                     url: self.master.base().to_owned(),
                     message: e.to_string(),
                 })?;
+        let server = self.pick(&a.url, &a.public_url).to_owned();
         let resp = match (&a.auth, &opts.auth) {
             (Some(token), None) => {
                 let opts = WriteOptions {
                     auth: Some(token.clone()),
                     ..opts.clone()
                 };
-                self.volumes.write(&a.url, &fid, data, &opts).await?
+                self.volumes.write(&server, &fid, data, &opts).await?
             }
-            _ => self.volumes.write(&a.url, &fid, data, opts).await?,
+            _ => self.volumes.write(&server, &fid, data, opts).await?,
         };
         Ok(Written {
             fid,
-            url: a.url,
+            url: server,
             size: resp.size,
             etag: resp.etag,
         })
@@ -328,11 +353,8 @@ impl BlobClient {
                 Err(e) => return Err(e),
             };
             for loc in &locations {
-                match self
-                    .volumes
-                    .read_with(&loc.url, fid, token.as_deref())
-                    .await
-                {
+                let server = self.pick(&loc.url, &loc.public_url);
+                match self.volumes.read_with(server, fid, token.as_deref()).await {
                     Ok(d) => return Ok(d),
                     // The cluster signs read tokens: ask the master for one, try again.
                     Err(e) if needs_token(&e) && token.is_none() => {
@@ -340,11 +362,7 @@ impl BlobClient {
                         if token.is_none() {
                             return Err(e);
                         }
-                        match self
-                            .volumes
-                            .read_with(&loc.url, fid, token.as_deref())
-                            .await
-                        {
+                        match self.volumes.read_with(server, fid, token.as_deref()).await {
                             Ok(d) => return Ok(d),
                             Err(e) => last = Some(e),
                         }
@@ -367,7 +385,12 @@ impl BlobClient {
         for loc in &looked_up.locations {
             match self
                 .volumes
-                .delete_with(&loc.url, fid, false, looked_up.auth.as_deref())
+                .delete_with(
+                    self.pick(&loc.url, &loc.public_url),
+                    fid,
+                    false,
+                    looked_up.auth.as_deref(),
+                )
                 .await
             {
                 Ok(r) => return Ok(r),
@@ -391,5 +414,120 @@ fn no_server(master: &str, fid: &FileId) -> ClientError {
         code: "volume_not_found".to_owned(),
         message: format!("no server holds volume {}", fid.volume_id),
         retry_after: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::Json;
+    use axum::Router;
+    use axum::routing::{any, get, post};
+
+    use super::*;
+    use crate::api::master::{AssignResponse, Location, LookupResponse};
+
+    const FID: &str = "3,01637037d6";
+
+    async fn serve(app: Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr.to_string()
+    }
+
+    /// A volume server answering one fid, and a master whose assigns and lookups name it as
+    /// `publicUrl` while their internal `url` is a closed port.
+    async fn cluster() -> String {
+        let volume = serve(
+            Router::new().route(
+                "/{fid}",
+                post(|| async {
+                    Json(UploadResponse {
+                        name: String::new(),
+                        size: 5,
+                        etag: "abc".to_owned(),
+                        mime: String::new(),
+                    })
+                })
+                .get(|| async { "hello" })
+                .delete(|| async { Json(DeleteResponse { size: 5 }) }),
+            ),
+        )
+        .await;
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let location = Location {
+            url: closed.clone(),
+            public_url: volume.clone(),
+        };
+        let (assign_loc, lookup_loc) = (location.clone(), location);
+        serve(
+            Router::new()
+                .route(
+                    "/dir/assign",
+                    any(move || {
+                        let l = assign_loc.clone();
+                        async move {
+                            Json(AssignResponse {
+                                fid: FID.to_owned(),
+                                url: l.url,
+                                public_url: l.public_url,
+                                count: 1,
+                                auth: None,
+                            })
+                        }
+                    }),
+                )
+                .route(
+                    "/dir/lookup",
+                    get(move || {
+                        let l = lookup_loc.clone();
+                        async move {
+                            Json(LookupResponse {
+                                volume_or_file_id: "3".to_owned(),
+                                locations: vec![l],
+                                jwt: None,
+                                auth: None,
+                            })
+                        }
+                    }),
+                ),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn test_use_public_urls_reaches_volume_servers_at_their_public_url() {
+        let master = cluster().await;
+        let http = HttpClient::new(Duration::from_secs(5));
+        let client = BlobClient::new(http.clone(), &master).use_public_urls(true);
+        let w = client
+            .upload(
+                &AssignQuery::default(),
+                Bytes::from_static(b"hello"),
+                &WriteOptions::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(w.fid.to_string(), FID);
+        let fid: FileId = FID.parse().unwrap();
+        assert_eq!(&client.download(&fid).await.unwrap()[..], b"hello");
+        assert_eq!(client.delete(&fid).await.unwrap().size, 5);
+
+        // A service's client uses the internal url, here a closed port: it fails.
+        let internal = BlobClient::new(http, &master);
+        let err = internal
+            .upload(
+                &AssignQuery::default(),
+                Bytes::from_static(b"hello"),
+                &WriteOptions::default(),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.status().is_none(), "a transport error, got {err}");
     }
 }

@@ -148,6 +148,33 @@ async fn given_weed_and_kelp_masters_when_sent_the_same_requests_should_answer_a
         assert_eq!(r.bytes().await.unwrap().as_ref(), b"hello", "{base}");
     }
 
+    // A direct upload to the assigned volume server: the same answer fields, `mime` included.
+    for base in [&weed, &ours] {
+        let (_, a) = get(&client, base, "dir/assign").await;
+        let url = format!(
+            "http://{}/{}",
+            a["publicUrl"].as_str().unwrap(),
+            a["fid"].as_str().unwrap()
+        );
+        let r = client
+            .post(&url)
+            .header("content-type", "text/plain")
+            .body("hello")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201, "{url}");
+        let v: Value = r.json().await.unwrap();
+        for k in ["size", "eTag", "mime"] {
+            assert!(v.get(k).is_some(), "{base}: no {k} in {v}");
+        }
+        assert_eq!(
+            (v["size"].as_u64(), v["mime"].as_str()),
+            (Some(5), Some("text/plain")),
+            "{base}: {v}"
+        );
+    }
+
     // Known differences, asserted so that a change on either side is noticed (and, in the
     // field check above, SeaweedFS's `TopologyId` in /dir/status, `MaxVolumeId` in
     // /cluster/status, and the echoed `volumeOrFileId` of a 404 lookup).

@@ -126,8 +126,8 @@ impl Filer {
             .context("build the filer's http client")?;
         let blobs = BlobClient::new(http, &cfg.master);
         let blobs = BlobClient {
-            master: blobs.master,
             volumes: blobs.volumes.with_security(security),
+            ..blobs
         };
         let upload = UploadSettings {
             chunk_size: usize::try_from(cfg.chunk_size()).unwrap_or(usize::MAX),
