@@ -141,16 +141,24 @@ async fn start_kafka(
 }
 
 /// The Kafka listener's SASL/PLAIN check when API keys are configured: the password is a Kelp
-/// API key with the write scope (Kafka clients produce, commit offsets and join groups), or the
-/// cluster token; the username is informational.
+/// API key — a write key (or the cluster token) may do everything, a read key consumes (reads,
+/// groups and offset commits; see `kafka::sasl`); the username is informational.
 fn kafka_sasl(security: &Security) -> Option<kafka::sasl::Authenticator> {
+    use common::security::Scope;
+    use kafka::sasl::Access;
     let keys = security.api_keys.clone()?;
     let token = security.cluster_token.clone();
     Some(kafka::sasl::Authenticator::new(move |_user, password| {
-        keys.scope_of(password) == Some(common::security::Scope::Write)
-            || token
-                .as_ref()
-                .is_some_and(|t| t.matches(password.as_bytes()))
+        if token
+            .as_ref()
+            .is_some_and(|t| t.matches(password.as_bytes()))
+        {
+            return Some(Access::ReadWrite);
+        }
+        match keys.scope_of(password)? {
+            Scope::Write => Some(Access::ReadWrite),
+            Scope::Read => Some(Access::ReadOnly),
+        }
     }))
 }
 

@@ -7,7 +7,13 @@ use kelp_broker::Config;
 fn main() -> anyhow::Result<()> {
     let cfg = Config::parse();
     let (ip, port, dir) = (cfg.ip.clone(), cfg.port, cfg.dir.clone());
-    common::service::main("broker", &ip, port, &dir, |dir, listener, shutdown| {
-        kelp_broker::run(Config { dir, ..cfg }, listener, shutdown)
-    })
+    let ca = cfg.security.tls_ca.clone();
+    common::service::main(
+        "broker",
+        &ip,
+        port,
+        &dir,
+        ca.as_deref(),
+        |dir, listener, shutdown| kelp_broker::run(Config { dir, ..cfg }, listener, shutdown),
+    )
 }

@@ -78,6 +78,11 @@ pub struct ClientAuth {
 }
 
 impl ClientAuth {
+    /// The CA to trust (`--tls-ca`), if any.
+    pub fn tls_ca(&self) -> Option<&std::path::Path> {
+        self.tls_ca.as_deref()
+    }
+
     /// `http` presenting these credentials.
     pub fn apply(&self, http: HttpClient) -> anyhow::Result<HttpClient> {
         let mut http = http;

@@ -70,7 +70,7 @@ fn main() -> anyhow::Result<()> {
         Command::Server(args) => server::main(args),
         Command::Cert(args) => cert::run(args),
         other => {
-            let telemetry = common::telemetry::init("cli")?;
+            let telemetry = common::telemetry::init("cli", cli.auth.tls_ca())?;
             let runtime = tokio::runtime::Runtime::new()?;
             let result = runtime.block_on(run_client(other, &cli.auth));
             drop(runtime);

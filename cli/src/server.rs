@@ -58,7 +58,7 @@ pub struct ServerArgs {
 
 /// Runs the all-in-one server until SIGTERM/SIGINT.
 pub fn main(args: ServerArgs) -> anyhow::Result<()> {
-    let telemetry = common::telemetry::init("server")?;
+    let telemetry = common::telemetry::init("server", args.security.tls_ca.as_deref())?;
     let runtime = tokio::runtime::Runtime::new().context("start the tokio runtime")?;
     let result = runtime.block_on(run(args));
     drop(runtime);

@@ -7,12 +7,21 @@
 //! the endpoint is unset no OpenTelemetry layer is installed at all, so nothing is exported and
 //! nothing slows down.
 //!
+//! The exporter trusts, for an `https://` endpoint, the CA named by the standard
+//! `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE` or `OTEL_EXPORTER_OTLP_CERTIFICATE` (a PEM file),
+//! else the service's `--tls-ca` (so a collector with a certificate from the cluster's CA is
+//! trusted like every other hop), else the system's roots (`webpki-roots`/reqwest's default).
+//!
 //! Call [`init`] before starting the tokio runtime and [`TelemetryGuard::shutdown`] after it
 //! stops: the exporter's blocking HTTP client must not be created or dropped on a runtime thread.
 
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_otlp::WithHttpConfig as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -51,8 +60,43 @@ pub fn otlp_enabled() -> bool {
     endpoint && !disabled
 }
 
-/// Installs the global subscriber for `service` (e.g. `"master"`).
-pub fn init(service: &str) -> anyhow::Result<TelemetryGuard> {
+/// The CA the OTLP exporter trusts: the standard OTel variables first, then `tls_ca`.
+fn otlp_ca(tls_ca: Option<&Path>) -> Option<PathBuf> {
+    [
+        "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+    ]
+    .iter()
+    .filter_map(std::env::var_os)
+    .find(|v| !v.is_empty())
+    .map(PathBuf::from)
+    .or_else(|| tls_ca.map(Path::to_path_buf))
+}
+
+/// The OTLP/HTTP span exporter, trusting `ca` when given (see the module doc).
+fn otlp_exporter(ca: Option<&Path>) -> anyhow::Result<opentelemetry_otlp::SpanExporter> {
+    let builder = opentelemetry_otlp::SpanExporter::builder().with_http();
+    let builder = match ca {
+        Some(ca) => {
+            let tls = crate::tls::client_config(ca, None)
+                .with_context(|| format!("load the OTLP exporter's CA {}", ca.display()))?;
+            let client = reqwest::blocking::Client::builder()
+                .use_preconfigured_tls(tls)
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .context("build the OTLP exporter's HTTP client")?;
+            builder.with_http_client(client)
+        }
+        None => builder,
+    };
+    builder
+        .build()
+        .map_err(|e| anyhow::anyhow!("build the OTLP span exporter: {e}"))
+}
+
+/// Installs the global subscriber for `service` (e.g. `"master"`); `tls_ca` is the process's
+/// `--tls-ca`, trusted by the OTLP exporter (see the module doc).
+pub fn init(service: &str, tls_ca: Option<&Path>) -> anyhow::Result<TelemetryGuard> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     // The OTLP exporter builds its own reqwest client, which needs a process-wide rustls
     // provider (Kelp builds reqwest without aws-lc): ring, as everywhere else.
@@ -75,10 +119,7 @@ pub fn init(service: &str) -> anyhow::Result<TelemetryGuard> {
     };
 
     let provider = if otlp_enabled() {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .build()
-            .map_err(|e| anyhow::anyhow!("build the OTLP span exporter: {e}"))?;
+        let exporter = otlp_exporter(otlp_ca(tls_ca).as_deref())?;
         let name = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| format!("kelp-{service}"));
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)

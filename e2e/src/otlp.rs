@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -10,10 +11,12 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
+use common::http::{ServeOptions, serve_with};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use prost::Message;
+use tokio_util::sync::CancellationToken;
 
 /// One span as received.
 #[derive(Debug, Clone)]
@@ -43,6 +46,7 @@ pub struct ReceivedSpan {
 /// The receiver; it stops when dropped.
 pub struct OtlpReceiver {
     addr: SocketAddr,
+    https: bool,
     spans: Arc<Mutex<Vec<ReceivedSpan>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -105,23 +109,45 @@ async fn receive(State(spans): State<Arc<Mutex<Vec<ReceivedSpan>>>>, body: Bytes
 }
 
 impl OtlpReceiver {
-    /// Starts a receiver on an ephemeral 127.0.0.1 port.
+    /// Starts a plain-HTTP receiver on an ephemeral 127.0.0.1 port.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_on(tokio::net::TcpListener::bind("127.0.0.1:0").await?, None).await
+    }
+
+    /// Starts a receiver on `listener` (bound earlier, so its address can be handed out
+    /// before the certificate exists), serving HTTPS with `tls = (cert, key)` when given.
+    pub async fn start_on(
+        listener: tokio::net::TcpListener,
+        tls: Option<(&Path, &Path)>,
+    ) -> anyhow::Result<Self> {
         let spans = Arc::new(Mutex::new(Vec::new()));
         let app = Router::new()
             .route("/v1/traces", post(receive))
             .with_state(spans.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let opts = ServeOptions {
+            tls: match tls {
+                Some((cert, key)) => Some(common::tls::server_config(cert, key, None)?),
+                None => None,
+            },
+            ..ServeOptions::default()
+        };
+        let https = opts.tls.is_some();
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = serve_with(listener, app, CancellationToken::new(), opts).await;
         });
-        Ok(Self { addr, spans, task })
+        Ok(Self {
+            addr,
+            https,
+            spans,
+            task,
+        })
     }
 
     /// The value for `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Every span received so far.

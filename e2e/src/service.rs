@@ -90,11 +90,31 @@ impl ServiceHandle {
 
     /// Its resident memory in bytes (`VmRSS`), 0 when it is not running.
     pub fn rss(&self) -> u64 {
+        self.status_bytes("VmRSS:")
+    }
+
+    /// The most resident memory it has had, in bytes (`VmHWM`), since it started or since
+    /// [`ServiceHandle::reset_peak_rss`]; 0 when it is not running.
+    pub fn peak_rss(&self) -> u64 {
+        self.status_bytes("VmHWM:")
+    }
+
+    /// Resets [`ServiceHandle::peak_rss`] to the current resident memory (writes 5 to
+    /// `/proc/<pid>/clear_refs`, Linux 4.0+; needs the same user or root).
+    pub fn reset_peak_rss(&self) -> std::io::Result<()> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| std::io::Error::other("not running"))?;
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+    }
+
+    /// A `kB` field of `/proc/<pid>/status`, in bytes.
+    fn status_bytes(&self, field: &str) -> u64 {
         let Some(pid) = self.pid() else { return 0 };
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .map_or(0, |kb| kb * 1024)
     }

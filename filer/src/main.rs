@@ -4,5 +4,11 @@ use clap::Parser;
 use kelp_filer::Config;
 
 fn main() -> anyhow::Result<()> {
-    common::service::main_with_config("filer", Config::parse(), |c| &mut c.listen, kelp_filer::run)
+    common::service::main_with_config(
+        "filer",
+        Config::parse(),
+        |c| &mut c.listen,
+        |c| &c.security,
+        kelp_filer::run,
+    )
 }

@@ -78,6 +78,9 @@ pub struct Request {
     pub client_id: Option<String>,
     /// The peer's address as Kafka tools show it (`/1.2.3.4`), empty when unknown.
     pub client_host: String,
+    /// The connection authenticated with a read-only credential (see [`crate::sasl`]):
+    /// writes are refused with the authorization error codes.
+    pub read_only: bool,
     /// The body.
     pub body: Bytes,
 }
@@ -127,6 +130,7 @@ pub fn parse_request(frame: Bytes) -> Result<Request, FrameError> {
         correlation_id,
         client_id: header.client_id.map(|s| s.as_str().to_owned()),
         client_host: String::new(),
+        read_only: false,
         body: buf,
     })
 }

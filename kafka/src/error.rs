@@ -60,6 +60,11 @@ pub mod code {
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
     /// Transactions are not supported here.
     pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+    /// The credential may not write to (or create, or delete) the topic.
+    pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+    /// The credential may not perform a cluster action (e.g. an idempotent producer's
+    /// InitProducerId).
+    pub const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
     /// Topic deletion is not possible.
     pub const TOPIC_DELETION_DISABLED: i16 = 73;
     /// A v4+ JoinGroup must be retried with the member id handed out.

@@ -8,6 +8,13 @@
 //! authentication closes it at once (as Kafka does). A client that stays on SaslHandshake v0
 //! (raw SASL tokens after the handshake, from before Kafka 1.0) is answered, but its raw
 //! token does not parse as a request and closes the connection.
+//!
+//! The check says what the credential may do ([`Access`]). A read-only session consumes as
+//! Kafka's READ ACLs on topics and groups allow: Metadata (without creating topics), Fetch,
+//! ListOffsets, the group protocol and offset commits. Its writes are answered with Kafka's
+//! authorization errors, as a broker with ACLs does: Produce with TOPIC_AUTHORIZATION_FAILED
+//! on every partition, CreateTopics and DeleteTopics with it on every topic, InitProducerId
+//! (an idempotent producer's first call) with CLUSTER_AUTHORIZATION_FAILED.
 
 use std::sync::Arc;
 
@@ -28,21 +35,30 @@ pub const VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
+/// What an authenticated connection may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Consume: read topics, join groups, commit offsets.
+    ReadOnly,
+    /// Everything.
+    ReadWrite,
+}
+
 /// A check of a PLAIN username and password.
-type Check = dyn Fn(&str, &str) -> bool + Send + Sync;
+type Check = dyn Fn(&str, &str) -> Option<Access> + Send + Sync;
 
 /// Checks a PLAIN username and password.
 #[derive(Clone)]
 pub struct Authenticator(Arc<Check>);
 
 impl Authenticator {
-    /// An authenticator that accepts the credentials `check` accepts.
-    pub fn new(check: impl Fn(&str, &str) -> bool + Send + Sync + 'static) -> Self {
+    /// An authenticator that grants what `check` grants (`None`: refused).
+    pub fn new(check: impl Fn(&str, &str) -> Option<Access> + Send + Sync + 'static) -> Self {
         Self(Arc::new(check))
     }
 
-    /// Whether `username`/`password` are accepted.
-    pub fn check(&self, username: &str, password: &str) -> bool {
+    /// What `username`/`password` may do, if they are accepted at all.
+    pub fn check(&self, username: &str, password: &str) -> Option<Access> {
         (self.0)(username, password)
     }
 }
@@ -61,8 +77,15 @@ pub enum State {
     Start,
     /// The handshake chose PLAIN: SaslAuthenticate comes next.
     Handshaken,
-    /// Authenticated: every request is served.
-    Done,
+    /// Authenticated: every request is served, writes only with [`Access::ReadWrite`].
+    Done(Access),
+}
+
+impl State {
+    /// Whether the connection authenticated with a read-only credential.
+    pub fn read_only(&self) -> bool {
+        *self == State::Done(Access::ReadOnly)
+    }
 }
 
 /// What the connection does with a request while SASL is on.
@@ -82,7 +105,7 @@ pub enum Gate {
 pub fn gate(state: &mut State, auth: &Authenticator, req: &Request) -> Result<Gate, HandleError> {
     let key = req.key();
     match (*state, key) {
-        (State::Done, _) | (_, Some(ApiKey::ApiVersions)) => Ok(Gate::Pass),
+        (State::Done(_), _) | (_, Some(ApiKey::ApiVersions)) => Ok(Gate::Pass),
         (State::Start, Some(ApiKey::SaslHandshake)) if req.api_version <= 1 => {
             let hs: SaslHandshakeRequest = decode(req, "SaslHandshake")?;
             let mut resp = SaslHandshakeResponse::default();
@@ -97,17 +120,20 @@ pub fn gate(state: &mut State, auth: &Authenticator, req: &Request) -> Result<Ga
         (State::Handshaken, Some(ApiKey::SaslAuthenticate)) if req.api_version <= 2 => {
             let a: SaslAuthenticateRequest = decode(req, "SaslAuthenticate")?;
             let mut resp = SaslAuthenticateResponse::default();
-            match plain(&a.auth_bytes) {
-                Some((user, password)) if auth.check(user, password) => {
-                    tracing::debug!(user, "sasl authenticated");
-                    *state = State::Done;
+            let granted = plain(&a.auth_bytes)
+                .and_then(|(user, password)| Some((user, auth.check(user, password)?)));
+            match granted {
+                Some((user, access)) => {
+                    tracing::debug!(user, ?access, "sasl authenticated");
+                    *state = State::Done(access);
                     Ok(Gate::Reply(respond(req, &resp)?))
                 }
-                parsed => {
+                None => {
+                    let parsed = plain(&a.auth_bytes);
                     tracing::info!(user = parsed.map(|(u, _)| u), "sasl authentication failed");
                     resp.error_code = code::SASL_AUTHENTICATION_FAILED;
                     resp.error_message = Some(StrBytes::from_static_str(
-                        "authentication failed: the password must be a Kelp API key with the write scope",
+                        "authentication failed: the password must be a Kelp API key (a read key only consumes)",
                     ));
                     Ok(Gate::ReplyAndClose(respond(req, &resp)?))
                 }

@@ -168,6 +168,7 @@ where
         };
         req.client_host = format!("/{}", peer.ip());
         if let Some(auth) = &ctx.cfg.sasl {
+            req.read_only = sasl.read_only();
             use crate::sasl::Gate;
             let (reply, close) = match crate::sasl::gate(&mut sasl, auth, &req) {
                 Ok(Gate::Pass) => (None, false),

@@ -8,6 +8,7 @@ fn main() -> anyhow::Result<()> {
         "master",
         Config::parse(),
         |c| &mut c.listen,
+        |c| &c.security,
         kelp_master::run,
     )
 }

@@ -8,6 +8,7 @@ fn main() -> anyhow::Result<()> {
         "volume",
         Config::parse(),
         |c| &mut c.listen,
+        |c| &c.security,
         kelp_volume::run,
     )
 }

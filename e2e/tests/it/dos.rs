@@ -1,7 +1,9 @@
 //! Denial-of-service bounds of the real volume server binary (issue 16): a slowloris client
 //! that trickles its header one byte a second is cut off within `--header-read-timeout-ms`,
 //! and a flood beyond `--max-in-flight` is answered with immediate 503 `overloaded` (with
-//! `Retry-After`), never a crash, while the server's resident memory stays bounded (measured).
+//! `Retry-After`), never a crash, while the server's resident memory stays bounded (measured);
+//! ranged reads of a 256 MiB blob cost the volume server the range, not the blob (peak RSS
+//! measured, beside a whole read that does hold the blob).
 
 use std::time::{Duration, Instant};
 
@@ -199,4 +201,94 @@ async fn given_a_flood_beyond_max_in_flight_should_answer_503_and_keep_memory_bo
     }
     let r = http.get(format!("{url}/{fid}")).send().await.unwrap();
     assert_eq!(r.status(), 404, "a torn upload stored nothing");
+}
+
+#[tokio::test]
+async fn given_a_256_mib_blob_when_ranges_are_read_should_hold_the_ranges_not_the_blob() {
+    use bytes::Bytes;
+    use common::api::master::AssignQuery;
+    use common::client::volume::WriteOptions;
+    const SIZE: usize = 256 << 20;
+    let c = Cluster::start(ClusterOptions {
+        env: vec![("KELP_MAX_BLOB_MB".into(), "300".into())],
+        ..ClusterOptions::default()
+    })
+    .await
+    .unwrap();
+    // Incompressible, position-dependent bytes (xorshift), so a wrong range cannot match.
+    let mut data = Vec::with_capacity(SIZE);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while data.len() < SIZE {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    let data = Bytes::from(data);
+    let w = c
+        .blob_client()
+        .upload(
+            &AssignQuery::default(),
+            data.clone(),
+            &WriteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let vol = &c.volumes[0];
+    let url = format!("{}/{}", vol.url(), w.fid);
+    let client = e2e::http_client();
+
+    vol.reset_peak_rss().unwrap();
+    let base = vol.rss();
+    let ranges = [
+        (0, MIB as usize),
+        (128 * MIB as usize + 12_345, MIB as usize),
+        (SIZE - MIB as usize, MIB as usize),
+        (77 * MIB as usize, 4 * MIB as usize),
+    ];
+    for (start, len) in ranges {
+        let end = start + len - 1;
+        let r = client
+            .get(&url)
+            .header("range", format!("bytes={start}-{end}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 206, "bytes={start}-{end}");
+        let body = r.bytes().await.unwrap();
+        assert!(
+            body == data.slice(start..=end),
+            "bytes={start}-{end} differ"
+        );
+    }
+    let ranged = vol.peak_rss().saturating_sub(base);
+
+    // The contrast: a whole read holds the blob, and the same measurement sees it.
+    vol.reset_peak_rss().unwrap();
+    let base_whole = vol.rss();
+    let body = client
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(body == data, "the whole read differs");
+    let whole = vol.peak_rss().saturating_sub(base_whole);
+    eprintln!(
+        "volume server peak RSS growth: ranged reads {} MiB, whole read {} MiB",
+        ranged / MIB,
+        whole / MIB
+    );
+    assert!(
+        ranged < 32 * MIB,
+        "ranged reads of a 256 MiB blob raised peak RSS by {} MiB",
+        ranged / MIB
+    );
+    assert!(
+        whole > 200 * MIB,
+        "a whole read raised peak RSS by only {} MiB: the measurement is blind",
+        whole / MIB
+    );
 }

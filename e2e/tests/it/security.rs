@@ -347,7 +347,8 @@ async fn given_a_secure_cluster_when_every_service_is_sigkilled_should_serve_eve
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn given_a_secure_cluster_when_kafka_clients_connect_should_demand_tls_and_a_write_key() {
+async fn given_a_secure_cluster_when_kafka_clients_connect_should_demand_tls_and_a_key_and_let_a_read_key_only_consume()
+ {
     use e2e::kafka::{free_port, kafka_addr, kcat, kcat_output};
     let port = free_port().to_string();
     let mut c = Cluster::start(ClusterOptions {
@@ -485,10 +486,77 @@ async fn given_a_secure_cluster_when_kafka_clients_connect_should_demand_tls_and
         );
     }
 
-    // Every other way in gets no metadata: a read key, a wrong key, SASL without TLS, TLS
-    // without SASL, plain TCP.
+    // The read key consumes: kcat reads the topic, confluent-kafka consumes in a group of its
+    // own (joining it and committing offsets), but it cannot produce, and nothing was added.
+    let read = with("SASL_SSL", &s.read_key);
+    let out = kcat(
+        &args(
+            &[
+                "-C",
+                "-t",
+                "sec-kafka",
+                "-o",
+                "beginning",
+                "-e",
+                "-f",
+                "%k:%s\n",
+            ],
+            &read,
+        )
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>(),
+        b"",
+    );
+    assert_eq!(out, input, "kcat with the read key reads the topic");
+    let consumed = work.path().join("reader-consumed.jsonl");
+    let r = e2e::kafka::run_clients(&[
+        "consume",
+        "--client",
+        "confluent",
+        "--bootstrap",
+        &b,
+        "--topic",
+        "sec-confluent",
+        "--count",
+        "30",
+        "--ca",
+        &ca_path,
+        "--sasl-password",
+        &s.read_key,
+        "--group",
+        "sec-reader",
+        "--idle-ms",
+        "5000",
+        "--out",
+        consumed.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        r["consumed"], 30,
+        "confluent-kafka consumes with the read key: {r}"
+    );
+    let refused = kcat_output(
+        &args(&["-P", "-t", "sec-kafka", "-X", "acks=all"], &read)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        b"not-allowed\n",
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.to_lowercase().contains("authoriz"),
+        "kcat -P with the read key: exit {:?}, {stderr}",
+        refused.status
+    );
+    assert_eq!(
+        kcat(&consume.iter().map(String::as_str).collect::<Vec<_>>(), b""),
+        input,
+        "the read key's produce stored nothing"
+    );
+
+    // Every other way in gets no metadata: a wrong key, SASL without TLS, TLS without SASL,
+    // plain TCP.
     for (what, auth) in [
-        ("a read key", with("SASL_SSL", &s.read_key)),
         ("a wrong key", with("SASL_SSL", "not-a-kelp-key-0123456789")),
         ("SASL without TLS", with("SASL_PLAINTEXT", &s.write_key)),
         ("TLS without SASL", with("SSL", "")),

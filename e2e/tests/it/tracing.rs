@@ -369,3 +369,47 @@ async fn given_otlp_endpoint_when_a_kafka_produce_is_flushed_should_link_the_flu
         Some("kafka/traced")
     );
 }
+
+#[tokio::test]
+async fn given_a_secure_cluster_when_its_collector_has_a_certificate_from_the_cluster_ca_should_export_over_https()
+ {
+    // The collector's address is handed out before the cluster (and its CA) exists; it
+    // serves HTTPS with the cluster's own certificate once the cluster is up. The services
+    // have no OTEL_EXPORTER_OTLP_CERTIFICATE: they trust the collector through --tls-ca
+    // (KELP_TLS_CA) alone, and without that no span could arrive.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("https://{}", listener.local_addr().unwrap());
+    let c = Cluster::start(ClusterOptions {
+        secure: true,
+        env: vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+            ("OTEL_TRACES_SAMPLER".into(), "always_on".into()),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let tls = &c.secrets().tls;
+    let rx = OtlpReceiver::start_on(listener, Some((&tls.cert, &tls.key)))
+        .await
+        .unwrap();
+    assert!(rx.endpoint().starts_with("https://"));
+    c.blob_client()
+        .upload(
+            &AssignQuery::default(),
+            Bytes::from_static(b"traced over https"),
+            &WriteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let spans = wait_spans(&rx, "spans of a blob write, exported over https", |spans| {
+        spans
+            .iter()
+            .any(|s| s.service == "kelp-volume" && s.name == "volume.fsync")
+            && spans.iter().any(|s| s.service == "kelp-master")
+    })
+    .await;
+    assert!(spans.iter().all(|s| s.service.starts_with("kelp-")));
+    drop(c);
+}

@@ -113,8 +113,9 @@ pub async fn metadata(ctx: &Ctx, req: &Request) -> Result<Reply, HandleError> {
             }
         }
     } else {
-        let create =
-            ctx.cfg.auto_create_topics && (req.api_version < 4 || r.allow_auto_topic_creation);
+        let create = ctx.cfg.auto_create_topics
+            && !req.read_only
+            && (req.api_version < 4 || r.allow_auto_topic_creation);
         for t in r.topics.unwrap_or_default() {
             let Some(name) = t.name else { continue };
             let name = name.0.as_str().to_owned();
@@ -179,6 +180,7 @@ pub async fn create_topics(ctx: &Ctx, req: &Request) -> Result<Reply, HandleErro
         out.num_partitions = -1;
         out.replication_factor = -1;
         let result = match partitions {
+            _ if req.read_only => Err(code::TOPIC_AUTHORIZATION_FAILED),
             Err(c) => Err(c),
             Ok(_) if t.replication_factor == 0 || t.replication_factor < -1 => {
                 Err(code::INVALID_REPLICATION_FACTOR)
@@ -232,6 +234,7 @@ pub async fn delete_topics(ctx: &Ctx, req: &Request) -> Result<Reply, HandleErro
         let mut out = DeletableTopicResult::default();
         out.name = name.clone();
         out.error_code = match name {
+            _ if req.read_only => code::TOPIC_AUTHORIZATION_FAILED,
             None => code::UNKNOWN_TOPIC_OR_PARTITION,
             Some(n) => match ctx.backend.delete_topic(n.0.as_str()).await {
                 Ok(()) => {

@@ -389,6 +389,7 @@ mod tests {
                 correlation_id: 1,
                 client_id: None,
                 client_host: String::new(),
+                read_only: false,
                 body: Bytes::from(body),
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -44,9 +44,13 @@ pub async fn handle(
     let mut topics = Vec::new();
     for topic in &produce.topic_data {
         let name = topic.name.0.as_str().to_owned();
-        let exists = super::admin::ensure_topic(ctx, &name, ctx.cfg.auto_create_topics)
-            .await
-            .map(|_| ());
+        let exists = if req.read_only {
+            Err(code::TOPIC_AUTHORIZATION_FAILED)
+        } else {
+            super::admin::ensure_topic(ctx, &name, ctx.cfg.auto_create_topics)
+                .await
+                .map(|_| ())
+        };
         let parts = topic.partition_data.iter().map(|p| {
             let name = name.clone();
             async move {
@@ -310,6 +314,10 @@ pub async fn init_producer_id(ctx: &Ctx, req: &Request) -> Result<Reply, HandleE
     resp.producer_epoch = -1;
     if r.transactional_id.as_ref().is_some_and(|t| !t.0.is_empty()) {
         resp.error_code = code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+        return respond(req, &resp);
+    }
+    if req.read_only {
+        resp.error_code = code::CLUSTER_AUTHORIZATION_FAILED;
         return respond(req, &resp);
     }
     match ctx.backend.allocate_producer_id().await {

@@ -578,3 +578,107 @@ async fn test_admin_apis() {
     assert_eq!(codes, vec![0, 3]);
     let _ = StrBytes::default();
 }
+
+/// A connection authenticated over SASL/PLAIN with `password` (write: "w", read: "r").
+async fn sasl_client(s: &Server, password: &str) -> Client {
+    let mut c = s.client().await;
+    let mut hs = SaslHandshakeRequest::default();
+    hs.mechanism = sb("PLAIN");
+    let r: SaslHandshakeResponse = c.call(ApiKey::SaslHandshake, 1, &hs).await;
+    assert_eq!(r.error_code, 0);
+    let mut a = SaslAuthenticateRequest::default();
+    a.auth_bytes = Bytes::from(format!("\0app\0{password}"));
+    let r: SaslAuthenticateResponse = c.call(ApiKey::SaslAuthenticate, 2, &a).await;
+    assert_eq!(r.error_code, 0, "{password}: {:?}", r.error_message);
+    c
+}
+
+#[tokio::test]
+async fn test_a_read_only_sasl_session_consumes_but_every_write_is_refused() {
+    use kafka::sasl::{Access, Authenticator};
+    let cfg = KafkaConfig {
+        sasl: Some(Authenticator::new(|_, p| match p {
+            "w" => Some(Access::ReadWrite),
+            "r" => Some(Access::ReadOnly),
+            _ => None,
+        })),
+        ..KafkaConfig::default()
+    };
+    let s = Server::start(cfg).await;
+    let mut writer = sasl_client(&s, "w").await;
+    assert_eq!(create(&mut writer, "ro", 1).await, 0);
+    let r: ProduceResponse = writer
+        .call(
+            ApiKey::Produce,
+            9,
+            &produce_req("ro", 0, -1, batch_bytes(2, -1, -1)),
+        )
+        .await;
+    assert_eq!(produce_result(&r), (0, 0));
+
+    let mut reader = sasl_client(&s, "r").await;
+    // Reads: metadata, fetch, list offsets, a group's offset commit and fetch.
+    let mut t = metadata_request::MetadataRequestTopic::default();
+    t.name = Some(name("ro"));
+    let mut m = MetadataRequest::default();
+    m.topics = Some(vec![t]);
+    let r: MetadataResponse = reader.call(ApiKey::Metadata, 12, &m).await;
+    assert_eq!(r.topics[0].error_code, 0);
+    let r: FetchResponse = reader.call(ApiKey::Fetch, 12, &fetch_req("ro", 0, 0)).await;
+    let p = &r.responses[0].partitions[0];
+    assert_eq!((p.error_code, p.high_watermark), (0, 2));
+    let mut op = offset_commit_request::OffsetCommitRequestPartition::default();
+    op.partition_index = 0;
+    op.committed_offset = 2;
+    let mut ot = offset_commit_request::OffsetCommitRequestTopic::default();
+    ot.name = name("ro");
+    ot.partitions = vec![op];
+    let mut oc = OffsetCommitRequest::default();
+    oc.group_id = GroupId(sb("readers"));
+    oc.generation_id_or_member_epoch = -1;
+    oc.topics = vec![ot];
+    let r: OffsetCommitResponse = reader.call(ApiKey::OffsetCommit, 7, &oc).await;
+    assert_eq!(
+        r.topics[0].partitions[0].error_code, 0,
+        "a reader commits offsets"
+    );
+
+    // Writes: produce, topic creation (explicit and by metadata), deletion, producer ids.
+    let r: ProduceResponse = reader
+        .call(
+            ApiKey::Produce,
+            9,
+            &produce_req("ro", 0, -1, batch_bytes(1, -1, -1)),
+        )
+        .await;
+    assert_eq!(produce_result(&r).0, 29, "TOPIC_AUTHORIZATION_FAILED");
+    assert_eq!(create(&mut reader, "ro-new", 1).await, 29);
+    let mut t = metadata_request::MetadataRequestTopic::default();
+    t.name = Some(name("ro-auto"));
+    let mut m = MetadataRequest::default();
+    m.topics = Some(vec![t]);
+    m.allow_auto_topic_creation = true;
+    let r: MetadataResponse = reader.call(ApiKey::Metadata, 12, &m).await;
+    assert_eq!(r.topics[0].error_code, 3, "no auto-creation for a reader");
+    let mut d = DeleteTopicsRequest::default();
+    d.topic_names = vec![name("ro")];
+    let r: DeleteTopicsResponse = reader.call(ApiKey::DeleteTopics, 4, &d).await;
+    assert_eq!(r.responses[0].error_code, 29);
+    let r: InitProducerIdResponse = reader
+        .call(ApiKey::InitProducerId, 4, &InitProducerIdRequest::default())
+        .await;
+    assert_eq!(r.error_code, 31, "CLUSTER_AUTHORIZATION_FAILED");
+
+    // Nothing changed: still two records, the topic still there, nothing created.
+    let r: FetchResponse = writer.call(ApiKey::Fetch, 12, &fetch_req("ro", 0, 0)).await;
+    assert_eq!(r.responses[0].partitions[0].high_watermark, 2);
+    let mut all = MetadataRequest::default();
+    all.topics = None;
+    let r: MetadataResponse = writer.call(ApiKey::Metadata, 12, &all).await;
+    let names: Vec<&str> = r
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.0.as_str()))
+        .collect();
+    assert_eq!(names, ["ro"]);
+}
