@@ -220,6 +220,20 @@ pub fn encode_tombstone(cookie: u32, key: u64, append_at_ns: u64) -> Vec<u8> {
 
 /// Decodes and verifies one record from the start of `buf` (which may hold more bytes).
 pub fn decode(buf: &[u8]) -> Result<Record, NeedleError> {
+    decode_with(buf, |data| Bytes::copy_from_slice(&buf[data]))
+}
+
+/// [`decode`] of a record read into `buf`: the needle's data shares `buf`'s memory instead of
+/// being copied out of it (a whole read of a big needle holds it once, not twice).
+pub fn decode_shared(buf: &Bytes) -> Result<Record, NeedleError> {
+    decode_with(buf, |data| buf.slice(data))
+}
+
+/// [`decode`], the data taken from `buf` by `data` given its range.
+fn decode_with(
+    buf: &[u8],
+    data: impl FnOnce(std::ops::Range<usize>) -> Bytes,
+) -> Result<Record, NeedleError> {
     let have = buf.len() as u64;
     let head: &[u8; HEADER_LEN] = buf
         .get(..HEADER_LEN)
@@ -252,7 +266,9 @@ pub fn decode(buf: &[u8]) -> Result<Record, NeedleError> {
     let needle = if header.size == 0 {
         None
     } else {
-        Some(decode_body(&header, &buf[HEADER_LEN..body_end])?)
+        Some(decode_body(&header, &buf[HEADER_LEN..body_end], |r| {
+            data(HEADER_LEN + r.start..HEADER_LEN + r.end)
+        })?)
     };
     Ok(Record {
         header,
@@ -262,10 +278,17 @@ pub fn decode(buf: &[u8]) -> Result<Record, NeedleError> {
     })
 }
 
-fn decode_body(header: &Header, body: &[u8]) -> Result<Needle, NeedleError> {
+/// Decodes a record's body; `data` turns the range of the blob within `body` into its bytes.
+fn decode_body(
+    header: &Header,
+    body: &[u8],
+    data: impl FnOnce(std::ops::Range<usize>) -> Bytes,
+) -> Result<Needle, NeedleError> {
     let mut r = Reader { buf: body, pos: 0 };
     let data_len = r.u32()? as usize;
-    let data = Bytes::copy_from_slice(r.take(data_len)?);
+    let start = r.pos;
+    r.take(data_len)?;
+    let data = data(start..start + data_len);
     let mut n = decode_meta_from(header, &mut r)?;
     n.data = data;
     Ok(n)
@@ -459,7 +482,10 @@ mod tests {
         ) {
             let n = Needle { cookie, key, data: Bytes::from(data), name, mime, last_modified: lm };
             let (rec, _) = n.encode(1).unwrap();
-            let back = decode(&rec).unwrap().needle.unwrap();
+            let back = decode(&rec).unwrap();
+            let shared = decode_shared(&Bytes::from(rec.to_vec())).unwrap();
+            prop_assert_eq!(&shared, &back, "decode_shared decodes as decode does");
+            let back = back.needle.unwrap();
             prop_assert_eq!(back.data, n.data);
             prop_assert_eq!(back.key, key);
             prop_assert_eq!(back.cookie, cookie);

@@ -86,7 +86,8 @@ impl Volume {
         let len = needle::record_len(loc.size);
         let mut buf = vec![0u8; len as usize];
         self.read_at(&reader, &mut buf, loc.offset, key)?;
-        let rec = needle::decode(&buf).map_err(|e| self.corrupt(key, loc, e))?;
+        let buf = bytes::Bytes::from(buf);
+        let rec = needle::decode_shared(&buf).map_err(|e| self.corrupt(key, loc, e))?;
         let Some(n) = rec.needle.filter(|_| rec.header.key == key) else {
             self.shared.metrics.crc_failures.inc();
             return Err(VolumeError::Corrupt {
