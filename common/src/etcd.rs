@@ -24,7 +24,7 @@
 //! or a 5xx; a write does not: it may have been applied, so the error goes back to the caller
 //! ([`EtcdError::Transport`]), whose compare-guarded transaction can be re-planned safely.
 //!
-//! Calls go through [`HttpClient`](crate::client::HttpClient), so they are traced like every
+//! Calls go through [`HttpClient`], so they are traced like every
 //! other outbound call; TLS (an `https://` endpoint) uses the client configuration that client
 //! was built with.
 
