@@ -48,6 +48,40 @@ pub use http::{AppState, router};
 /// How long in-flight requests and mutations may take to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(10);
 
+/// How long start-up waits for etcd to answer (it may be starting beside the filer).
+const ETCD_START_WAIT: Duration = Duration::from_secs(30);
+
+/// Opens the etcd store, retrying while etcd cannot be reached for up to
+/// [`ETCD_START_WAIT`]; any other failure (a foreign format marker) is fatal at once.
+fn open_etcd(
+    client: &Arc<common::etcd::EtcdClient>,
+    prefix: &str,
+    limits: store::EtcdLimits,
+) -> anyhow::Result<store::EtcdStore> {
+    let started = std::time::Instant::now();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match store::EtcdStore::open(client.clone(), prefix, limits) {
+            Ok(store) => return Ok(store),
+            Err(store::StoreError::Etcd(e))
+                if e.is_transient() && started.elapsed() < ETCD_START_WAIT =>
+            {
+                tracing::warn!(attempt, error = %e, "etcd not reachable yet, retrying");
+                let wait = common::retry::backoff(
+                    attempt,
+                    Duration::from_millis(100),
+                    Duration::from_secs(2),
+                );
+                // On the blocking pool (see the caller), never on a runtime worker.
+                #[allow(clippy::disallowed_methods)]
+                std::thread::sleep(wait);
+            }
+            Err(e) => return Err(e).context("open the etcd metadata store"),
+        }
+    }
+}
+
 /// Opens the store `--store` names: RocksDB under `<dir>/meta`, or etcd (with an HTTPS
 /// endpoint trusting `--tls-ca`). Either open blocks, so it runs on the blocking pool.
 async fn open_store(
@@ -87,11 +121,11 @@ async fn open_store(
                 ..store::EtcdLimits::default()
             };
             let endpoints = cfg.etcd_endpoints.join(",");
+            let client = Arc::new(client);
             let store = tokio::task::spawn_blocking(move || {
                 common::fs::create_dir_all(&dir)
                     .with_context(|| format!("create data dir {}", dir.display()))?;
-                store::EtcdStore::open(client, &prefix, limits)
-                    .context("open the etcd metadata store")
+                open_etcd(&client, &prefix, limits)
             })
             .await
             .context("join the store opener")??;

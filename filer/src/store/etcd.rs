@@ -135,7 +135,11 @@ impl Drop for EtcdStore {
 impl EtcdStore {
     /// Opens the store under `prefix` on the cluster `client` talks to, writing the format
     /// marker if the prefix is new and checking it otherwise. Blocks (see the module doc).
-    pub fn open(client: EtcdClient, prefix: &str, limits: EtcdLimits) -> Result<Self, StoreError> {
+    pub fn open(
+        client: impl Into<Arc<EtcdClient>>,
+        prefix: &str,
+        limits: EtcdLimits,
+    ) -> Result<Self, StoreError> {
         if prefix.is_empty() {
             return Err(StoreError::Etcd(EtcdError::Config(
                 "the key prefix must not be empty".to_owned(),
@@ -147,7 +151,7 @@ impl EtcdStore {
             .enable_all()
             .build()?;
         let store = Self {
-            client: Arc::new(client),
+            client: client.into(),
             prefix: prefix.as_bytes().to_vec(),
             limits,
             rt: Some(rt),
@@ -342,12 +346,7 @@ impl<'a> View<'a> {
     }
 
     /// Up to `limit` pairs of the store keys in `[lo, hi)`.
-    fn read_range(
-        &self,
-        lo: &[u8],
-        hi: &[u8],
-        limit: usize,
-    ) -> Result<Vec<Pair>, StoreError> {
+    fn read_range(&self, lo: &[u8], hi: &[u8], limit: usize) -> Result<Vec<Pair>, StoreError> {
         let (lo, hi) = (self.store.key(lo), self.store.key(hi));
         let r = self.read(
             RangeRequest::range(lo.clone(), hi.clone())

@@ -329,3 +329,41 @@ async fn test_shared_a_chunk_never_gets_two_owners() {
         );
     }
 }
+
+/// A subtree over one etcd transaction: its rename is refused whole (409
+/// `too_large_for_store`, nothing moved), its recursive delete goes through in guarded pieces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_shared_big_subtree_rename_refused_whole_delete_in_pieces() {
+    let etcd = Etcd::start();
+    let (a, b) = two_filers(&etcd).await;
+    for i in 0..150 {
+        let path = format!("/big/d{}/f{i:03}", i % 3);
+        let (status, body) = put(&a, json!({"entry": {"full_path": path}})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let call = |f: &Filer, method: Method, uri: &str| {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap();
+        let router = f.router.clone();
+        async move {
+            let resp = router.oneshot(req).await.unwrap();
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&bytes).into_owned())
+        }
+    };
+    let (status, body) = call(&b, Method::POST, "/moved?mv.from=/big").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body.contains("too_large_for_store"), "{body}");
+    assert!(get(&a, "/moved").await.is_none());
+    assert!(get(&a, "/big/d0/f000").await.is_some());
+    let (status, body) = call(&b, Method::DELETE, "/big?recursive=true").await;
+    assert!(status.is_success(), "{status}: {body}");
+    assert!(get(&a, "/big").await.is_none());
+    for i in [0, 77, 149] {
+        assert!(get(&a, &format!("/big/d{}/f{i:03}", i % 3)).await.is_none());
+    }
+}
