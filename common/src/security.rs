@@ -214,6 +214,19 @@ impl Security {
         Ok(http)
     }
 
+    /// The TLS client configuration for a peer outside Kelp that serves HTTPS with a
+    /// certificate chaining to `--tls-ca` (etcd, for the filer's shared metadata store):
+    /// trusts that CA and presents `--tls-cert` when set. `None` without `--tls-ca`. Unlike
+    /// [`Security::apply`] it adds no cluster token: that secret is for Kelp's services only.
+    pub fn client_tls(&self) -> anyhow::Result<Option<rustls::ClientConfig>> {
+        match &self.tls {
+            Some(TlsFiles { ca: Some(ca), .. }) => {
+                Ok(Some(crate::tls::client_config(ca, self.server_identity())?))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// How this service serves HTTP: TLS with `--tls-cert`/`--tls-key` (no client certificate
     /// asked for: service-to-service routes authenticate with the cluster token, and users'
     /// clients need none), with `--header-read-timeout-ms` and `--max-in-flight` (the defaults

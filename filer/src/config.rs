@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use common::api::master::Replication;
 use common::config::ListenFlags;
 
@@ -43,9 +43,33 @@ pub struct Config {
     /// only; metadata is always synced.
     #[arg(long, env = "KELP_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
     pub fsync: bool,
+    /// Where the metadata lives: `rocksdb` (embedded, under `<dir>/meta`) or `etcd` (shared
+    /// by every filer pointed at the same endpoints and prefix).
+    #[arg(long, env = "KELP_STORE", value_enum, default_value_t = StoreKind::Rocksdb)]
+    pub store: StoreKind,
+    /// etcd endpoints for `--store etcd`: `host:port`, `http://host:port` or
+    /// `https://host:port` (trusting `--tls-ca`), comma-separated.
+    #[arg(long, env = "KELP_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// The key prefix of this namespace in etcd (one per Kelp cluster sharing an etcd).
+    #[arg(long, env = "KELP_ETCD_PREFIX", default_value = "/kelp/filer/")]
+    pub etcd_prefix: String,
+    /// etcd's `--max-txn-ops` (set both together): bounds the chunks of one file and the
+    /// entries of one rename (see `store::EtcdStore`).
+    #[arg(long, env = "KELP_ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    pub etcd_max_txn_ops: usize,
     /// Fid tokens, cluster token, API keys and TLS (see `common::security`).
     #[command(flatten)]
     pub security: common::security::SecurityFlags,
+}
+
+/// The metadata backend (`--store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// RocksDB under `<dir>/meta`: one filer per namespace.
+    Rocksdb,
+    /// etcd: several filers share the namespace.
+    Etcd,
 }
 
 impl Config {
@@ -60,6 +84,10 @@ impl Config {
             collection: String::new(),
             replication: "000".to_owned(),
             fsync: true,
+            store: StoreKind::Rocksdb,
+            etcd_endpoints: Vec::new(),
+            etcd_prefix: "/kelp/filer/".to_owned(),
+            etcd_max_txn_ops: 128,
             security: common::security::SecurityFlags::default(),
         }
     }
@@ -85,7 +113,47 @@ impl Config {
             .parse::<Replication>()
             .map_err(anyhow::Error::msg)
             .context("parse --replication")?;
+        if self.store == StoreKind::Etcd {
+            let endpoints: Vec<&String> = self
+                .etcd_endpoints
+                .iter()
+                .filter(|e| !e.trim().is_empty())
+                .collect();
+            if endpoints.is_empty() {
+                bail!("--store etcd needs --etcd-endpoints (KELP_ETCD_ENDPOINTS)");
+            }
+            let https = endpoints
+                .iter()
+                .filter(|e| e.starts_with("https://"))
+                .count();
+            if https != 0 && https != endpoints.len() {
+                bail!("--etcd-endpoints mixes https:// and plain endpoints");
+            }
+            if https != 0 && self.security.tls_ca.is_none() {
+                bail!("https:// etcd endpoints need --tls-ca (the CA their certificates chain to)");
+            }
+            if self.etcd_prefix.is_empty() {
+                bail!("--etcd-prefix must not be empty");
+            }
+            if self.etcd_max_txn_ops < 16 {
+                bail!(
+                    "--etcd-max-txn-ops must be at least 16, got {}",
+                    self.etcd_max_txn_ops
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// Chunks one file may have on the etcd store: its worst write (replacing a file of as
+    /// many chunks: the entry, an owner row per new chunk, and per old chunk the removal of
+    /// its row and its queued deletion, plus up to 8 new parents) must fit one transaction.
+    pub fn etcd_max_chunks(&self) -> u64 {
+        crate::store::EtcdLimits {
+            max_txn_ops: self.etcd_max_txn_ops,
+            ..Default::default()
+        }
+        .max_chunks() as u64
     }
 
     /// Chunk size in bytes.
@@ -93,9 +161,14 @@ impl Config {
         common::config::mib(self.chunk_size_mb)
     }
 
-    /// Upload limit in bytes.
+    /// Upload limit in bytes: `--max-upload-mb`, and on the etcd store at most
+    /// [`Config::etcd_max_chunks`] chunks.
     pub fn max_upload(&self) -> u64 {
-        common::config::mib(self.max_upload_mb)
+        let limit = common::config::mib(self.max_upload_mb);
+        match self.store {
+            StoreKind::Rocksdb => limit,
+            StoreKind::Etcd => limit.min(self.chunk_size().saturating_mul(self.etcd_max_chunks())),
+        }
     }
 }
 
@@ -142,6 +215,34 @@ mod tests {
         let mut bad = cfg;
         bad.chunk_size_mb = 0;
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn test_config_etcd_needs_endpoints_and_bounds_uploads() {
+        let cfg = Config::try_parse_from(["kelp-filer"]).unwrap();
+        assert_eq!(cfg.store, StoreKind::Rocksdb);
+        assert_eq!(cfg.etcd_prefix, "/kelp/filer/");
+        let bad = Config::try_parse_from(["kelp-filer", "--store", "etcd"]).unwrap();
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("--etcd-endpoints"), "{err}");
+        let cfg = Config::try_parse_from([
+            "kelp-filer",
+            "--store",
+            "etcd",
+            "--etcd-endpoints",
+            "127.0.0.1:2379,10.0.0.2:2379",
+        ])
+        .unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.etcd_endpoints.len(), 2);
+        // 128 ops: 39 chunks of 4 MiB per file.
+        assert_eq!(cfg.etcd_max_chunks(), 39);
+        assert_eq!(cfg.max_upload(), (39 * 4) << 20);
+        let mut https = cfg.clone();
+        https.etcd_endpoints = vec!["https://e:2379".to_owned()];
+        assert!(https.validate().is_err(), "https without --tls-ca");
+        https.etcd_endpoints.push("e2:2379".to_owned());
+        assert!(https.validate().is_err(), "mixed schemes");
     }
 
     #[test]

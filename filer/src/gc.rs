@@ -3,7 +3,7 @@
 //! Deletions are queued durably (`g<fid>` keys) in the same write as the metadata change that
 //! orphaned the chunks, so a crash never leaks them. The collector reads a bounded batch,
 //! deletes each chunk through a server holding its volume (a 404 from the volume server means
-//! it is already gone), and dequeues the done ones in one write. Failures are retried with
+//! it is already gone), and dequeues the done ones. Failures are retried with
 //! jittered exponential backoff (`common::retry::backoff`) capped at [`MAX_BACKOFF`]; they
 //! never block the namespace.
 //!
@@ -12,6 +12,14 @@
 //! queued chunk. As a last guard the collector still asks the index before deleting: a queued
 //! chunk that an entry references is dequeued without being deleted, logged at ERROR and
 //! counted (`filer_chunk_deletions_refused`).
+//!
+//! Several filers on one shared store (etcd) each run a collector over the same queue. Two of
+//! them deleting the same chunk is harmless: the second delete finds the needle gone (404,
+//! done) and its dequeue deletes a key that is already gone. A dequeue needs no guard: it only
+//! ever follows the needle's deletion (or the finding that an entry owns the chunk), and a
+//! queued chunk can never be taken by an entry (the store refuses it atomically, with a compare
+//! on the queue key under etcd), so no state a racing writer creates can be lost by it.
+//! Dequeues are written in batches of 64 to stay within etcd's transaction limit.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -103,7 +111,7 @@ impl Filer {
                 self.metrics.chunk_deletions_refused.inc();
                 b.ops.push(Op::Dequeue(p.0.fid));
             }
-            self.commit(b).await?;
+            self.commit_independent(b.ops).await?;
         }
         if due.is_empty() {
             return Ok(next_wait(retries, now, false));
@@ -145,7 +153,7 @@ impl Filer {
         }
         let progressed = !done.is_empty();
         let removed = done.len();
-        self.commit(done).instrument(span).await?;
+        self.commit_independent(done.ops).instrument(span).await?;
         self.metrics.chunk_deletions_done.inc_by(removed as u64);
         self.metrics
             .chunk_deletions_pending

@@ -1,5 +1,6 @@
-//! `kelp-filer`: a path namespace whose metadata lives in RocksDB under `--dir` and whose
-//! content is chunks on volume servers.
+//! `kelp-filer`: a path namespace whose metadata lives in RocksDB under `--dir` (or, with
+//! `--store etcd`, in etcd, shared by several filers) and whose content is chunks on volume
+//! servers.
 //!
 //! An upload is cut into `--chunk-size-mb` chunks, each assigned by the master and written
 //! (fsynced) to a volume in parallel; only when every chunk is durable is the entry committed
@@ -13,8 +14,9 @@
 //!   stating its invariant: `service::namespace` (read-check-write of entries, delete, rename),
 //!   `service::upload` (chunks, then one commit; the orphan guard), `service::read` (verified
 //!   streaming reads). A panic is fatal (see [`service`]).
-//! - [`store`]: the [`store::MetaStore`] trait, its RocksDB and in-memory implementations and
-//!   the key layout ([`store::codec`]).
+//! - [`store`]: the [`store::MetaStore`] trait, its RocksDB, etcd and in-memory
+//!   implementations, the guards that make a write conditional, and the key layout
+//!   ([`store::codec`]).
 //! - [`chunks`]: chunk splitting, range resolution, `Range` parsing, ETags (pure functions).
 //! - [`path`]: path validation and manipulation.
 //! - [`locks`]: hierarchical striped path locks making read-check-write atomic.
@@ -46,7 +48,102 @@ pub use http::{AppState, router};
 /// How long in-flight requests and mutations may take to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// Opens the metadata store under `<cfg.listen.dir>/meta`, serves the filer on `listener` until
+/// How long start-up waits for etcd to answer (it may be starting beside the filer).
+const ETCD_START_WAIT: Duration = Duration::from_secs(30);
+
+/// Opens the etcd store, retrying while etcd cannot be reached for up to
+/// [`ETCD_START_WAIT`]; any other failure (a foreign format marker) is fatal at once.
+fn open_etcd(
+    client: &Arc<common::etcd::EtcdClient>,
+    prefix: &str,
+    limits: store::EtcdLimits,
+) -> anyhow::Result<store::EtcdStore> {
+    let started = std::time::Instant::now();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match store::EtcdStore::open(client.clone(), prefix, limits) {
+            Ok(store) => return Ok(store),
+            Err(store::StoreError::Etcd(e))
+                if e.is_transient() && started.elapsed() < ETCD_START_WAIT =>
+            {
+                tracing::warn!(attempt, error = %e, "etcd not reachable yet, retrying");
+                let wait = common::retry::backoff(
+                    attempt,
+                    Duration::from_millis(100),
+                    Duration::from_secs(2),
+                );
+                // On the blocking pool (see the caller), never on a runtime worker.
+                #[allow(clippy::disallowed_methods)]
+                std::thread::sleep(wait);
+            }
+            Err(e) => return Err(e).context("open the etcd metadata store"),
+        }
+    }
+}
+
+/// Opens the store `--store` names: RocksDB under `<dir>/meta`, or etcd (with an HTTPS
+/// endpoint trusting `--tls-ca`). Either open blocks, so it runs on the blocking pool.
+async fn open_store(
+    cfg: &Config,
+    security: &common::security::Security,
+) -> anyhow::Result<Arc<dyn store::MetaStore>> {
+    let dir = cfg.listen.dir.clone();
+    match cfg.store {
+        config::StoreKind::Rocksdb => {
+            let meta = dir.join("meta");
+            let store =
+                tokio::task::spawn_blocking(move || -> anyhow::Result<store::RocksStore> {
+                    common::fs::create_dir_all(&dir)
+                        .with_context(|| format!("create data dir {}", dir.display()))?;
+                    store::RocksStore::open(&meta)
+                        .with_context(|| format!("open metadata store {}", meta.display()))
+                })
+                .await
+                .context("join the store opener")??;
+            tracing::info!(store = "rocksdb", path = %store.path().display(), "metadata store open");
+            Ok(Arc::new(store))
+        }
+        config::StoreKind::Etcd => {
+            let mut http =
+                common::client::HttpClient::new(Duration::from_secs(10)).with_attempts(1);
+            if cfg.etcd_endpoints.iter().any(|e| e.starts_with("https://")) {
+                let tls = security
+                    .client_tls()?
+                    .context("https:// etcd endpoints need --tls-ca")?;
+                http = http.with_tls(tls);
+            }
+            let client = common::etcd::EtcdClient::new(&cfg.etcd_endpoints, http)
+                .context("configure the etcd client")?;
+            let prefix = cfg.etcd_prefix.clone();
+            let limits = store::EtcdLimits {
+                max_txn_ops: cfg.etcd_max_txn_ops,
+                ..store::EtcdLimits::default()
+            };
+            let endpoints = cfg.etcd_endpoints.join(",");
+            let client = Arc::new(client);
+            let store = tokio::task::spawn_blocking(move || {
+                common::fs::create_dir_all(&dir)
+                    .with_context(|| format!("create data dir {}", dir.display()))?;
+                open_etcd(&client, &prefix, limits)
+            })
+            .await
+            .context("join the store opener")??;
+            tracing::info!(store = "etcd", endpoints = %endpoints, prefix = %cfg.etcd_prefix, max_upload = cfg.max_upload(), "metadata store open");
+            if cfg.max_upload() < common::config::mib(cfg.max_upload_mb) {
+                tracing::warn!(
+                    max_upload_mb = cfg.max_upload_mb,
+                    effective_bytes = cfg.max_upload(),
+                    max_chunks = cfg.etcd_max_chunks(),
+                    "uploads limited below --max-upload-mb: a file on the etcd store has at most max_chunks chunks of --chunk-size-mb"
+                );
+            }
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// Opens the metadata store `--store` names (RocksDB under `<cfg.listen.dir>/meta` by default), serves the filer on `listener` until
 /// `shutdown` is cancelled, then drains. The caller owns the data-directory lock.
 pub async fn run(
     cfg: Config,
@@ -61,18 +158,8 @@ pub async fn run(
             "--fsync=false: volume servers will not fsync chunks; use for throwaway data only"
         );
     }
-    let dir = cfg.listen.dir.clone();
-    let meta = dir.join("meta");
-    let store = tokio::task::spawn_blocking(move || -> anyhow::Result<store::RocksStore> {
-        common::fs::create_dir_all(&dir)
-            .with_context(|| format!("create data dir {}", dir.display()))?;
-        store::RocksStore::open(&meta)
-            .with_context(|| format!("open metadata store {}", meta.display()))
-    })
-    .await
-    .context("join the store opener")??;
-    tracing::info!(path = %store.path().display(), "metadata store open");
-    let state = AppState::new(&cfg, Arc::new(store), security)?;
+    let store = open_store(&cfg, &security).await?;
+    let state = AppState::new(&cfg, store, security)?;
     let filer = state.filer.clone();
 
     let collector_stop = CancellationToken::new();

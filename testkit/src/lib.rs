@@ -5,7 +5,12 @@
 //! They poll a condition under a generous deadline instead, with [`eventually`] for conditions a
 //! closure can read directly and [`eventually_async`] for conditions that need an `.await` (an
 //! HTTP request, a metric scrape).
+//!
+//! [`etcd::Etcd`] runs a real etcd on ephemeral ports for the tests of the filer's etcd store
+//! and of `common::etcd`.
 #![deny(missing_docs)]
+
+pub mod etcd;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -65,6 +65,11 @@ impl From<Error> for ApiError {
                     ApiError::internal(anyhow::anyhow!(message))
                 }
             }
+            // A shared store's lost race that re-reading did not resolve: nothing was written.
+            Error::Conflict(_) => ApiError::unavailable("write_conflict", message, 1),
+            // Not the client's fault and not transient: the store cannot do it atomically.
+            Error::StoreLimit(_) => ApiError::conflict("too_large_for_store", message),
+            Error::StoreUnavailable(_) => ApiError::unavailable("store_unavailable", message, 1),
             Error::Store(_) | Error::Internal(_) => ApiError::internal(anyhow::anyhow!(message)),
         }
     }

@@ -99,6 +99,17 @@ pub enum Error {
     /// `chunk_in_use`; see [`crate::store`]).
     #[error("{0}")]
     ChunkInUse(StoreError),
+    /// Concurrent writers (another filer on a shared store) kept changing what this
+    /// mutation read; nothing was written and it may be retried (503 `write_conflict`).
+    #[error("{0}")]
+    Conflict(StoreError),
+    /// The mutation does not fit in one atomic write of the store (etcd's transaction
+    /// limits), and splitting it would break its atomicity (409 `too_large_for_store`).
+    #[error("{0}")]
+    StoreLimit(StoreError),
+    /// The metadata store cannot be reached right now (503 `store_unavailable`).
+    #[error("metadata store unavailable: {0}")]
+    StoreUnavailable(StoreError),
     /// The metadata store failed (500).
     #[error("metadata store: {0}")]
     Store(StoreError),
@@ -111,6 +122,9 @@ impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::ChunkInUse { .. } | StoreError::ChunkQueued { .. } => Self::ChunkInUse(e),
+            StoreError::GuardFailed { .. } | StoreError::Contended { .. } => Self::Conflict(e),
+            StoreError::TooLarge(_) => Self::StoreLimit(e),
+            StoreError::Etcd(ref inner) if inner.is_transient() => Self::StoreUnavailable(e),
             other => Self::Store(other),
         }
     }

@@ -47,7 +47,10 @@ use crate::config::Config;
 use crate::locks::PathLocks;
 use crate::metrics::Metrics;
 use crate::path::{self, ROOT};
-use crate::store::{Batch, MetaStore};
+use crate::store::{Batch, MetaStore, Op};
+
+/// Ops per batch of [`Filer::commit_independent`].
+const INDEPENDENT_PIECE: usize = 64;
 
 /// Default mode bits of directories the filer creates.
 pub const DIR_MODE: u32 = 0o755;
@@ -204,6 +207,20 @@ impl Filer {
         .map_err(|e| join_failed(e, "metadata write"))??;
         if wake {
             self.gc_wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Writes independent ops (queued deletions, dequeues: none depends on another) in
+    /// batches of at most 64, so a long list fits a store's transaction limit (etcd's); each
+    /// batch is atomic and durable, the list as a whole is not.
+    pub(crate) async fn commit_independent(&self, ops: Vec<Op>) -> Result<(), Error> {
+        for piece in ops.chunks(INDEPENDENT_PIECE) {
+            self.commit(Batch {
+                ops: piece.to_vec(),
+                guards: Vec::new(),
+            })
+            .await?;
         }
         Ok(())
     }

@@ -297,7 +297,7 @@ impl Drop for OrphanGuard {
             Ok(handle) => {
                 handle.spawn(
                     async move {
-                        if let Err(e) = filer.commit(batch).await {
+                        if let Err(e) = filer.commit_independent(batch.ops).await {
                             tracing::error!(path = %path, "failed to queue orphaned chunks: {e:#}");
                         }
                     }

@@ -8,12 +8,39 @@ use proptest::prelude::*;
 
 use super::*;
 
-/// Runs `case` against a fresh in-memory store and a fresh RocksDB store.
+/// An etcd store on `etcd` under `prefix`.
+pub(crate) fn etcd_store(etcd: &testkit::etcd::Etcd, prefix: &str) -> EtcdStore {
+    let http = common::client::HttpClient::new(std::time::Duration::from_secs(10)).with_attempts(1);
+    let client = common::etcd::EtcdClient::new(&[etcd.endpoint().to_owned()], http).unwrap();
+    EtcdStore::open(client, prefix, EtcdLimits::default()).unwrap()
+}
+
+/// Runs `case` against a fresh in-memory store, a fresh RocksDB store and a fresh etcd store
+/// (a real etcd). The etcd case runs beside another namespace (another prefix) holding an
+/// entry at every path the suite uses, which must neither show through nor change.
 fn for_each_store(case: fn(&dyn MetaStore)) {
     case(&MemoryStore::new());
-    let dir = tempfile::tempdir().unwrap();
-    let rocks = RocksStore::open(&dir.path().join("meta")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let rocks = RocksStore::open(&tmp.path().join("meta")).unwrap();
     case(&rocks);
+    let etcd = testkit::etcd::Etcd::start();
+    let neighbour = etcd_store(&etcd, "/kelp/filer/neighbour/");
+    let planted = [
+        dir("/a"),
+        dir("/d"),
+        dir("/t"),
+        file("/x", &["9,0900000001"]),
+    ];
+    put_all(&neighbour, planted.to_vec());
+    // A prefix that is a byte-prefix of the neighbour's: isolation must not rely on luck.
+    case(&etcd_store(&etcd, "/kelp/filer/n"));
+    for e in &planted {
+        assert_eq!(neighbour.get(&e.full_path).unwrap().as_ref(), Some(e));
+    }
+    assert_eq!(
+        list(&neighbour, "/", None, false, 100, false).entries.len(),
+        4
+    );
 }
 
 fn file(path: &str, fids: &[&str]) -> Entry {
@@ -719,4 +746,101 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn test_store_guards_refuse_stale_state_and_write_nothing() {
+    for_each_store(|s| {
+        put_all(s, vec![dir("/g"), file("/g/f", &[X])]);
+        let f = s.get("/g/f").unwrap().unwrap();
+        // A stale version: refused, nothing of the batch written.
+        let mut b = Batch::new();
+        b.guard("/g/f", Some(f.version + 1));
+        b.put(file("/g/new", &[Y]));
+        match s.write(&b) {
+            Err(StoreError::GuardFailed { path, .. }) => assert_eq!(path, "/g/f"),
+            other => panic!("expected GuardFailed, got {other:?}"),
+        }
+        assert_eq!(s.get("/g/new").unwrap(), None);
+        assert!(owners(s, Y).is_empty());
+        // Expecting absence of an entry that exists, or presence of one that does not.
+        for (path, version) in [("/g/f", None), ("/g/none", Some(1))] {
+            let mut b = Batch::new();
+            b.guard(path, version);
+            b.put(file("/g/new", &[]));
+            assert!(
+                matches!(s.write(&b), Err(StoreError::GuardFailed { .. })),
+                "{path} {version:?}"
+            );
+            assert_eq!(s.get("/g/new").unwrap(), None);
+        }
+        // Children: exactly these names, or refused.
+        let mut b = Batch::new();
+        b.guard_children("/g", vec![]);
+        b.delete("/g");
+        assert!(matches!(s.write(&b), Err(StoreError::GuardFailed { .. })));
+        assert!(s.get("/g").unwrap().is_some());
+        let mut b = Batch::new();
+        b.guard_children("/g", vec!["f".to_owned(), "other".to_owned()]);
+        b.delete("/g");
+        assert!(matches!(s.write(&b), Err(StoreError::GuardFailed { .. })));
+        // Guards that hold: the batch is applied.
+        let mut b = Batch::new();
+        b.guard("/g/f", Some(f.version));
+        b.guard("/g/none", None);
+        b.guard("/", None);
+        b.guard_children("/g", vec!["f".to_owned()]);
+        let mut f2 = f.clone();
+        f2.version += 1;
+        b.put(f2.clone());
+        s.write(&b).unwrap();
+        assert_eq!(s.get("/g/f").unwrap(), Some(f2));
+        // A batch guarding one path at two versions can never hold.
+        let mut b = Batch::new();
+        b.guard("/g/f", Some(f.version + 1));
+        b.guard("/g/f", Some(f.version));
+        b.delete("/g/f");
+        assert!(matches!(s.write(&b), Err(StoreError::GuardFailed { .. })));
+        assert!(s.get("/g/f").unwrap().is_some());
+        // plan_delete guards the subtree it walked: a child added since is refused.
+        let g = s.get("/g").unwrap().unwrap();
+        let mut b = Batch::new();
+        plan_delete(s, &g, 1, &mut b).unwrap();
+        put_all(s, vec![file("/g/late", &[Z])]);
+        assert!(matches!(s.write(&b), Err(StoreError::GuardFailed { .. })));
+        assert!(s.get("/g/late").unwrap().is_some());
+        assert_eq!(owners(s, Z), ["/g/late"]);
+        assert!(pending_fids(s).is_empty());
+    });
+}
+
+#[test]
+fn test_etcd_store_refuses_batches_over_its_limits_whole() {
+    let etcd = testkit::etcd::Etcd::start();
+    let s = etcd_store(&etcd, "/kelp/filer/limits/");
+    let max = EtcdLimits::default().max_chunks();
+    // A file with one chunk too many: refused before anything is sent.
+    let fids: Vec<String> = (0..=max).map(|i| format!("1,{:08x}01", i + 1)).collect();
+    let fids: Vec<&str> = fids.iter().map(String::as_str).collect();
+    let mut b = Batch::new();
+    b.put(file("/big", &fids));
+    assert!(matches!(s.write(&b), Err(StoreError::TooLarge(_))));
+    assert_eq!(s.get("/big").unwrap(), None);
+    // At the limit it fits, and so does replacing it with as many new chunks.
+    put_all(&s, vec![file("/big", &fids[..max])]);
+    assert_eq!(owners(&s, fids[0]), ["/big"]);
+    let others: Vec<String> = (0..max).map(|i| format!("2,{:08x}01", i + 1)).collect();
+    let others: Vec<&str> = others.iter().map(String::as_str).collect();
+    let mut b = Batch::new();
+    b.put(file("/big", &others));
+    b.queue_chunks(&file("/big", &fids[..max]), 1);
+    s.write(&b).unwrap();
+    assert_eq!(pending_fids(&s).len(), max);
+    // 200 entries in one batch: over 128 writes, refused whole.
+    let mut b = Batch::new();
+    for i in 0..200 {
+        b.put(file(&format!("/many/f{i:03}"), &[]));
+    }
+    assert!(matches!(s.write(&b), Err(StoreError::TooLarge(_))));
+    assert!(list(&s, "/many", None, false, 10, false).entries.is_empty());
 }

@@ -10,7 +10,8 @@ use common::sync::LockExt;
 
 use super::codec;
 use super::{
-    Batch, IndexView, ListOpts, MetaStore, Op, Page, PendingDeletion, StoreError, plan_index,
+    Batch, IndexView, ListOpts, MetaStore, Op, Page, PendingDeletion, StoreError, check_guards,
+    plan_index,
 };
 
 /// The ordered map of keys to encoded values.
@@ -42,6 +43,17 @@ impl MemoryStore {
 struct MapView<'a>(&'a Map);
 
 impl IndexView for MapView<'_> {
+    fn children(&self, dir: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let (lo, hi) = (codec::dir_prefix(dir), codec::dir_upper(dir));
+        self.0
+            .range::<Vec<u8>, _>((Bound::Included(&lo), Bound::Excluded(&hi)))
+            .take(limit)
+            .map(|(k, v)| {
+                codec::decode_entry(k, v).map(|e| crate::path::name(&e.full_path).to_owned())
+            })
+            .collect()
+    }
+
     fn entry(&self, path: &str) -> Result<Option<Entry>, StoreError> {
         let key = codec::entry_key(path);
         self.0
@@ -113,7 +125,8 @@ impl MetaStore for MemoryStore {
 
     fn write(&self, batch: &Batch) -> Result<(), StoreError> {
         let mut map = self.map()?;
-        // Planned under the same lock as the apply, so the check and the write are atomic.
+        // Checked and planned under the same lock as the apply, so they are atomic with it.
+        check_guards(&MapView(&map), batch)?;
         let plan = plan_index(&MapView(&map), batch)?;
         for (i, op) in batch.ops.iter().enumerate() {
             if plan.skip.contains(&i) {

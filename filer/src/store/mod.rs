@@ -32,8 +32,18 @@
 //! without ever being shared). The index is nonetheless a multiset of owners per fid, so a
 //! database upgraded from format v1 in which two entries already shared a chunk stays safe:
 //! the chunk is queued only once its last owner is gone.
+//!
+//! # Guards
+//! A [`Batch`] carries [`Guard`]s: the state of the namespace the caller decided on ("`/a` is
+//! still at version 3", "`/d` has exactly these children"). A store applies the batch only if
+//! every guard still holds, atomically with the write, and otherwise refuses it with
+//! [`StoreError::GuardFailed`] and writes nothing. With one filer on a RocksDB the service's
+//! path locks already exclude every other writer of a guarded path, so the check is a cheap
+//! re-read; with several filers on one [`EtcdStore`] the guards become compares of the etcd
+//! transaction, and they are what makes a read-check-write atomic across filers.
 
 pub mod codec;
+mod etcd;
 mod memory;
 mod rocks;
 
@@ -45,14 +55,41 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use common::api::filer::Entry;
 use serde::{Deserialize, Serialize};
 
+pub use etcd::{EtcdLimits, EtcdStore};
 pub use memory::MemoryStore;
 pub use rocks::RocksStore;
 
 use crate::path;
 
-/// Why a store operation failed. All of these are server-side (500) errors.
+/// Why a store operation failed. Unless a variant says otherwise, a server-side (500) error.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// A guard of the batch no longer holds: another writer changed the state the batch was
+    /// planned on. Nothing was written; the caller re-reads and decides again.
+    #[error("{path} changed since it was read: expected {expected}, found {found}")]
+    GuardFailed {
+        /// The guarded path.
+        path: String,
+        /// What the guard expected.
+        expected: String,
+        /// What the store holds.
+        found: String,
+    },
+    /// Other writers kept changing what the batch depends on; nothing was written (503).
+    #[error(
+        "metadata write gave up after {attempts} attempts: concurrent writers kept changing the keys it read"
+    )]
+    Contended {
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The batch does not fit in one atomic write of the store (etcd's limits); nothing was
+    /// written, and it is never split.
+    #[error("metadata batch too large for one atomic etcd transaction: {0}")]
+    TooLarge(String),
+    /// etcd failed or could not be reached.
+    #[error("etcd: {0}")]
+    Etcd(#[from] common::etcd::EtcdError),
     /// RocksDB reported an error.
     #[error("rocksdb: {0}")]
     Rocks(#[from] rocksdb::Error),
@@ -121,11 +158,32 @@ pub enum Op {
     Dequeue(String),
 }
 
-/// Changes applied atomically and durably.
+/// A condition a [`Batch`] is applied under (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guard {
+    /// The entry at `path` is at `version` (`None`: there is no entry).
+    Entry {
+        /// The path.
+        path: String,
+        /// The version, or `None` for absent.
+        version: Option<u64>,
+    },
+    /// The directory `dir` has exactly the children `names` (no other child was added).
+    Children {
+        /// The directory.
+        dir: String,
+        /// Its children's names, sorted.
+        names: Vec<String>,
+    },
+}
+
+/// Changes applied atomically and durably, under guards.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Batch {
     /// The changes, applied in order.
     pub ops: Vec<Op>,
+    /// The conditions, all checked against the state before the batch.
+    pub guards: Vec<Guard>,
 }
 
 impl Batch {
@@ -142,6 +200,34 @@ impl Batch {
     /// Adds a delete.
     pub fn delete(&mut self, path: impl Into<String>) {
         self.ops.push(Op::Delete(path.into()));
+    }
+
+    /// Applies the batch only if the entry at `path` is still at `version` (`None`: absent).
+    /// A guard already in the batch is not repeated; two different guards of one path (the
+    /// path was read twice and changed in between) make the batch fail, as they should.
+    pub fn guard(&mut self, path: impl Into<String>, version: Option<u64>) {
+        let g = Guard::Entry {
+            path: path.into(),
+            version,
+        };
+        if !self.guards.contains(&g) {
+            self.guards.push(g);
+        }
+    }
+
+    /// Guards `entry` at the version it was read at, or its absence.
+    pub fn guard_entry(&mut self, path: &str, entry: Option<&Entry>) {
+        self.guard(path, entry.map(|e| e.version));
+    }
+
+    /// Applies the batch only if `dir`'s children are exactly `names`.
+    pub fn guard_children(&mut self, dir: impl Into<String>, mut names: Vec<String>) {
+        names.sort();
+        names.dedup();
+        self.guards.push(Guard::Children {
+            dir: dir.into(),
+            names,
+        });
     }
 
     /// Queues the deletion of each of `entry`'s chunks.
@@ -228,8 +314,10 @@ pub trait MetaStore: Send + Sync + 'static {
     fn check(&self) -> Result<(), StoreError>;
 }
 
-/// What [`plan_index`] needs to read: the state before the batch.
+/// What [`plan_index`] and [`check_guards`] need to read: the state before the batch.
 pub(crate) trait IndexView {
+    /// The names of `dir`'s children, in name order, at most `limit`.
+    fn children(&self, dir: &str, limit: usize) -> Result<Vec<String>, StoreError>;
     /// The entry at `path`.
     fn entry(&self, path: &str) -> Result<Option<Entry>, StoreError>;
     /// The owners of chunk `fid`.
@@ -248,6 +336,40 @@ pub(crate) struct IndexPlan {
     /// Indexes (into `batch.ops`) of `QueueDeletion`s of chunks still referenced after the
     /// batch; they are not written.
     pub skip: BTreeSet<usize>,
+}
+
+/// Checks every guard of `batch` against `view`.
+pub(crate) fn check_guards(view: &dyn IndexView, batch: &Batch) -> Result<(), StoreError> {
+    let show = |v: Option<u64>| v.map_or_else(|| "no entry".to_owned(), |v| format!("version {v}"));
+    for g in &batch.guards {
+        match g {
+            Guard::Entry { path, version } => {
+                let found = if path == path::ROOT {
+                    None
+                } else {
+                    view.entry(path)?.map(|e| e.version)
+                };
+                if found != *version {
+                    return Err(StoreError::GuardFailed {
+                        path: path.clone(),
+                        expected: show(*version),
+                        found: show(found),
+                    });
+                }
+            }
+            Guard::Children { dir, names } => {
+                let found = view.children(dir, names.len() + 1)?;
+                if found != *names {
+                    return Err(StoreError::GuardFailed {
+                        path: dir.clone(),
+                        expected: format!("children {names:?}"),
+                        found: format!("children {found:?}"),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Derives the index changes of `batch` against `view` (see the module doc), refusing a
@@ -387,7 +509,8 @@ pub fn has_children(store: &dyn MetaStore, dir: &str) -> Result<bool, StoreError
 }
 
 /// Adds to `batch` the removal of `entry` and (for a directory) everything below it, queueing
-/// every chunk for deletion. Returns the number of entries removed.
+/// every chunk for deletion, guarded as read ([`guard_subtree`]). Returns the number of
+/// entries removed.
 pub fn plan_delete(
     store: &dyn MetaStore,
     entry: &Entry,
@@ -398,15 +521,45 @@ pub fn plan_delete(
     if entry.is_dir {
         removed.extend(walk_subtree(store, &entry.full_path)?);
     }
-    for e in &removed {
-        batch.delete(e.full_path.clone());
-        batch.queue_chunks(e, now_ms);
-    }
+    plan_delete_entries(&removed, now_ms, batch);
     Ok(removed.len())
 }
 
-/// Adds to `batch` the move of `entry` (and, for a directory, its subtree) to `dst`. Moved
-/// entries keep their content and get their version bumped. Returns the moved root entry.
+/// Adds to `batch` the removal of `entries` as read (guarded by [`guard_subtree`]), queueing
+/// their chunks for deletion. A directory among them must have no children but those among
+/// them (children deleted earlier are gone by then).
+pub fn plan_delete_entries(entries: &[Entry], now_ms: u64, batch: &mut Batch) {
+    guard_subtree(entries, batch);
+    for e in entries {
+        batch.delete(e.full_path.clone());
+        batch.queue_chunks(e, now_ms);
+    }
+}
+
+/// Guards entries as they were read (a subtree, or a piece of one): every entry at its
+/// version, and every directory among them with exactly the children among them, so a child added meanwhile (by another filer)
+/// fails the write instead of being left without its parent.
+pub fn guard_subtree(entries: &[Entry], batch: &mut Batch) {
+    let mut children: BTreeMap<&str, Vec<String>> = entries
+        .iter()
+        .filter(|e| e.is_dir)
+        .map(|e| (e.full_path.as_str(), Vec::new()))
+        .collect();
+    for e in entries {
+        batch.guard(e.full_path.clone(), Some(e.version));
+        let (parent, name) = path::split(&e.full_path);
+        if let Some(names) = children.get_mut(parent) {
+            names.push(name.to_owned());
+        }
+    }
+    for (dir, names) in children {
+        batch.guard_children(dir, names);
+    }
+}
+
+/// Adds to `batch` the move of `entry` (and, for a directory, its subtree) to `dst`, guarded
+/// as read ([`guard_subtree`]). Moved entries keep their content and get their version
+/// bumped. Returns the moved root entry.
 pub fn plan_rename(
     store: &dyn MetaStore,
     entry: &Entry,
@@ -418,6 +571,7 @@ pub fn plan_rename(
     if entry.is_dir {
         moved.extend(walk_subtree(store, &src)?);
     }
+    guard_subtree(&moved, batch);
     let mut root = None;
     for e in moved {
         batch.delete(e.full_path.clone());

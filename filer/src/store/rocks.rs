@@ -9,7 +9,8 @@
 //! lock (that would serialize writers and defeat RocksDB's shared WAL syncs); the filer's
 //! path and chunk locks make them safe instead: writers of one path, and claimers of one
 //! chunk, are serialized by the service, and an entry only gives a chunk up in a write that
-//! also removes or moves it under its path lock.
+//! also removes or moves it under its path lock. The batch's guards are checked the same way,
+//! just before the write: a RocksDB belongs to one filer process (the data-directory lock).
 
 use std::path::{Path, PathBuf};
 
@@ -18,7 +19,8 @@ use rocksdb::{DB, Direction, IteratorMode, Options, ReadOptions, WriteBatch, Wri
 
 use super::codec;
 use super::{
-    Batch, IndexView, ListOpts, MetaStore, Op, Page, PendingDeletion, StoreError, plan_index,
+    Batch, IndexView, ListOpts, MetaStore, Op, Page, PendingDeletion, StoreError, check_guards,
+    plan_index,
 };
 
 /// The RocksDB-backed store.
@@ -110,6 +112,23 @@ fn upgrade_v1(db: &DB) -> Result<(), StoreError> {
 struct DbView<'a>(&'a DB);
 
 impl IndexView for DbView<'_> {
+    fn children(&self, dir: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let (lo, hi) = (codec::dir_prefix(dir), codec::dir_upper(dir));
+        let mut read = ReadOptions::default();
+        read.set_iterate_lower_bound(lo.clone());
+        read.set_iterate_upper_bound(hi);
+        let mut out = Vec::new();
+        for item in self
+            .0
+            .iterator_opt(IteratorMode::From(&lo, Direction::Forward), read)
+            .take(limit)
+        {
+            let (k, v) = item?;
+            out.push(crate::path::name(&codec::decode_entry(&k, &v)?.full_path).to_owned());
+        }
+        Ok(out)
+    }
+
     fn entry(&self, path: &str) -> Result<Option<Entry>, StoreError> {
         let key = codec::entry_key(path);
         self.0
@@ -195,6 +214,9 @@ impl MetaStore for RocksStore {
     }
 
     fn write(&self, batch: &Batch) -> Result<(), StoreError> {
+        // Not under a store-wide lock (see the module doc): the filer's path locks serialize
+        // every writer of a guarded path, so the state checked cannot change before the write.
+        check_guards(&DbView(&self.db), batch)?;
         let plan = plan_index(&DbView(&self.db), batch)?;
         let mut wb = WriteBatch::default();
         for (i, op) in batch.ops.iter().enumerate() {

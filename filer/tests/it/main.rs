@@ -1,10 +1,11 @@
 //! The filer's integration tests: the router through `oneshot` with the in-memory store,
-//! `run()` on `127.0.0.1:0` with RocksDB, and span parentage.
+//! `run()` on `127.0.0.1:0` with RocksDB, span parentage, and two filers sharing one etcd.
 
 mod chunked;
 mod router;
 mod run;
 mod security;
+mod shared;
 mod spans;
 
 use std::sync::Arc;

@@ -166,3 +166,67 @@ async fn test_run_concurrent_claims_of_one_chunk_have_one_winner() {
         .unwrap()
         .unwrap();
 }
+
+/// `run()` with `--store etcd`: two filers started on one etcd share the namespace, `/readyz`
+/// follows etcd (503 once it is gone), and the data outlives both filers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_run_on_etcd_shares_the_namespace_and_readyz_follows_etcd() {
+    let etcd = testkit::etcd::Etcd::start();
+    let http = HttpClient::new(Duration::from_secs(5)).with_attempts(1);
+    let mut filers = Vec::new();
+    for _ in 0..2 {
+        let tmp = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let mut cfg = Config::for_test(tmp.path(), "127.0.0.1:1");
+        cfg.store = kelp_filer::config::StoreKind::Etcd;
+        cfg.etcd_endpoints = vec![etcd.endpoint().to_owned()];
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(kelp_filer::run(cfg, listener, token.clone()));
+        filers.push((tmp, addr, token, handle));
+    }
+    let ready = |addr: String| {
+        let http = http.clone();
+        async move {
+            http.send(common::client::Call::new(
+                axum::http::Method::GET,
+                format!("http://{addr}/readyz"),
+                "GET /readyz",
+            ))
+            .await
+            .map(|r| r.status())
+            .unwrap_or_else(|e| e.status().unwrap_or(axum::http::StatusCode::BAD_GATEWAY))
+        }
+    };
+    for (_, addr, _, _) in &filers {
+        let addr = addr.clone();
+        testkit::eventually_async("filer ready on etcd", Duration::from_secs(20), || {
+            let ready = ready(addr.clone());
+            async move { ready.await.is_success().then_some(()) }
+        })
+        .await;
+    }
+    let a = FilerClient::new(http.clone(), &filers[0].1);
+    let b = FilerClient::new(http.clone(), &filers[1].1);
+    let entry = Entry {
+        full_path: "/shared/x".to_owned(),
+        ..Entry::default()
+    };
+    a.put_entry(&entry, Some(Expect::Absent)).await.unwrap();
+    let err = b.put_entry(&entry, Some(Expect::Absent)).await.unwrap_err();
+    assert_eq!(err.code(), Some("precondition_failed"));
+    let up = b.put_file("/shared/empty", Bytes::new()).await.unwrap();
+    assert_eq!(up.size, 0);
+    assert!(a.get_file("/shared/empty").await.unwrap().is_empty());
+    drop(etcd);
+    let status = ready(filers[0].1.clone()).await;
+    assert_eq!(status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+    for (_, _, token, handle) in filers {
+        token.cancel();
+        tokio::time::timeout(Duration::from_secs(30), handle)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}
