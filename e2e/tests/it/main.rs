@@ -12,6 +12,7 @@ mod dos;
 mod durability;
 mod fencing;
 mod filer;
+mod filer_etcd;
 mod kafka;
 mod overload;
 mod powercut;
