@@ -73,8 +73,14 @@ async fn given_two_filers_on_one_etcd_when_one_is_sigkilled_under_writes_should_
     // and a directory listed through either holds both.
     let one = Bytes::from_static(b"written through A");
     let two = Bytes::from_static(b"written through B");
-    client(&a).put_file("/shared/one.txt", one.clone()).await.unwrap();
-    client(&b).put_file("/shared/two.txt", two.clone()).await.unwrap();
+    client(&a)
+        .put_file("/shared/one.txt", one.clone())
+        .await
+        .unwrap();
+    client(&b)
+        .put_file("/shared/two.txt", two.clone())
+        .await
+        .unwrap();
     assert_eq!(client(&b).get_file("/shared/one.txt").await.unwrap(), one);
     assert_eq!(client(&a).get_file("/shared/two.txt").await.unwrap(), two);
 
@@ -94,7 +100,10 @@ async fn given_two_filers_on_one_etcd_when_one_is_sigkilled_under_writes_should_
         acked_b.len(),
         acked_b.iter().filter(|(_, _, at)| *at > killed).count()
     );
-    assert!(!acked_a.is_empty() && !acked_b.is_empty(), "both filers took writes");
+    assert!(
+        !acked_a.is_empty() && !acked_b.is_empty(),
+        "both filers took writes"
+    );
     let after_kill = acked_b.iter().filter(|(_, _, at)| *at > killed).count();
     assert!(after_kill > 0, "B took no write after A was killed");
 

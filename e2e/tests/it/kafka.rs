@@ -596,3 +596,50 @@ async fn given_aiokafka_when_producing_and_consuming_in_a_group_should_read_each
         assert_eq!(l["offset"].as_u64(), expected, "lookup {l} (all: {r})");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_the_rust_rdkafka_crate_when_kelp_bench_kafka_produces_with_acks_all_should_ack_and_read_back_every_record()
+ {
+    // `kelp bench kafka` is the Rust `rdkafka` crate (librdkafka built from source): an
+    // idempotent acks=all producer, then a consumer reading every partition back.
+    let mut c = cluster(&[]).await;
+    let out = std::process::Command::new(e2e::bin_dir().join("kelp"))
+        .env_remove("LD_LIBRARY_PATH")
+        .args([
+            "bench",
+            "kafka",
+            "--bootstrap",
+            &kafka_addr(c.broker()),
+            "--topic",
+            "rdkafka",
+            "--partitions",
+            "2",
+            "--records",
+            "3000",
+            "--size",
+            "256",
+            "--acks",
+            "all",
+        ])
+        .output()
+        .expect("run kelp bench kafka");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "kelp bench kafka failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(" 3000 ok     0 err"), "{stdout}");
+    // The warm-up record comes back too.
+    assert!(stdout.contains("consume     3001 records"), "{stdout}");
+    // acks=all means durable: over HTTP the durable offsets hold every record.
+    let http = e2e::broker::Broker::new(c.broker().url());
+    let mut durable = 0;
+    for p in 0..2 {
+        durable += http.offsets("kafka/rdkafka", p).await.1;
+    }
+    assert!(
+        durable >= 3001,
+        "durable offsets sum to {durable}: {stdout}"
+    );
+}
