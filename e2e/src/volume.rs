@@ -1,5 +1,5 @@
-//! Helpers for tests of volume servers: random blobs uploaded through the master, and a
-//! Prometheus counter read from a service's `/metrics`.
+//! Helpers for tests of volume servers: random blobs uploaded through the master, a vacuum
+//! asked of a volume server, and a Prometheus counter read from a service's `/metrics`.
 
 use bytes::Bytes;
 use common::api::master::AssignQuery;
@@ -43,4 +43,16 @@ pub async fn metric(url: &str, name: &str) -> u64 {
         .and_then(|v| v.parse::<f64>().ok())
         .map(|v| v as u64)
         .unwrap_or_else(|| panic!("metric {name} missing"))
+}
+
+/// Asks the volume server at `url` to compact every volume whose garbage ratio is over 30%
+/// (`POST /admin/vacuum?garbageThreshold=0.3`).
+pub async fn vacuum(url: &str) -> reqwest::Result<common::api::volume::VacuumResponse> {
+    crate::http_client()
+        .post(format!("{url}/admin/vacuum?garbageThreshold=0.3"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await
 }

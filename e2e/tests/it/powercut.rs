@@ -31,7 +31,7 @@ use common::client::volume::{BlobClient, WriteOptions};
 use common::ids::FileId;
 use e2e::broker::{Broker, Checker, Read};
 use e2e::server::KelpServer;
-use e2e::volume::{metric, random};
+use e2e::volume::{metric, random, vacuum};
 use powercut::{Handle, PowerCutFs, ReadFault};
 use rand::Rng;
 
@@ -448,17 +448,6 @@ async fn given_a_full_disk_when_a_volume_write_hits_it_should_answer_507_keep_se
     for (fid, data) in &acked {
         assert_eq!(&c.blobs.download(fid).await.unwrap(), data, "{fid}");
     }
-}
-
-/// Asks the volume server at `url` to compact every volume over 30% garbage.
-async fn vacuum(url: &str) -> reqwest::Result<common::api::volume::VacuumResponse> {
-    e2e::http_client()
-        .post(format!("{url}/admin/vacuum?garbageThreshold=0.3"))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await
 }
 
 /// Every live blob reads back byte-identical and no deleted one is back.

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::api::master::AssignQuery;
-use common::api::volume::VacuumResponse;
 use common::client::volume::{BlobClient, WriteOptions};
 use common::ids::FileId;
+use e2e::volume::vacuum;
 use e2e::{Cluster, ClusterOptions};
 use futures::StreamExt;
 use rand::Rng;
@@ -47,16 +47,6 @@ async fn delete_most(client: &BlobClient, blobs: &HashMap<FileId, Bytes>) -> Vec
         .collect::<Vec<_>>()
         .await;
     doomed
-}
-
-async fn vacuum(url: &str) -> reqwest::Result<VacuumResponse> {
-    e2e::http_client()
-        .post(format!("{url}/admin/vacuum?garbageThreshold=0.3"))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await
 }
 
 fn dat_bytes(c: &Cluster) -> u64 {

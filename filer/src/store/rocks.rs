@@ -111,16 +111,22 @@ fn upgrade_v1(db: &DB) -> Result<(), StoreError> {
 /// The database, read by [`plan_index`].
 struct DbView<'a>(&'a DB);
 
-impl IndexView for DbView<'_> {
-    fn children(&self, dir: &str, limit: usize) -> Result<Vec<String>, StoreError> {
-        let (lo, hi) = (codec::dir_prefix(dir), codec::dir_upper(dir));
+impl DbView<'_> {
+    /// The pairs of the keys in `[lo, hi)`, in key order.
+    fn between(&self, lo: Vec<u8>, hi: Vec<u8>) -> rocksdb::DBIterator<'_> {
         let mut read = ReadOptions::default();
         read.set_iterate_lower_bound(lo.clone());
         read.set_iterate_upper_bound(hi);
+        self.0
+            .iterator_opt(IteratorMode::From(&lo, Direction::Forward), read)
+    }
+}
+
+impl IndexView for DbView<'_> {
+    fn children(&self, dir: &str, limit: usize) -> Result<Vec<String>, StoreError> {
         let mut out = Vec::new();
         for item in self
-            .0
-            .iterator_opt(IteratorMode::From(&lo, Direction::Forward), read)
+            .between(codec::dir_prefix(dir), codec::dir_upper(dir))
             .take(limit)
         {
             let (k, v) = item?;
@@ -138,15 +144,8 @@ impl IndexView for DbView<'_> {
     }
 
     fn owners(&self, fid: &str) -> Result<Vec<String>, StoreError> {
-        let (lo, hi) = (codec::owners_prefix(fid), codec::owners_upper(fid));
-        let mut read = ReadOptions::default();
-        read.set_iterate_lower_bound(lo.clone());
-        read.set_iterate_upper_bound(hi);
         let mut out = Vec::new();
-        for item in self
-            .0
-            .iterator_opt(IteratorMode::From(&lo, Direction::Forward), read)
-        {
+        for item in self.between(codec::owners_prefix(fid), codec::owners_upper(fid)) {
             let (k, _) = item?;
             out.push(codec::owner_path(fid, &k)?);
         }
