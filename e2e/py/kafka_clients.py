@@ -330,7 +330,7 @@ def consume_kafka_python(a, out):
 
 
 def member(bootstrap, topic, group, path, assigned_flag):
-    from confluent_kafka import Consumer
+    from confluent_kafka import Consumer, KafkaException
 
     c = Consumer(
         {
@@ -358,13 +358,19 @@ def member(bootstrap, topic, group, path, assigned_flag):
             # harmless), never committed yet unlogged.
             out.write(json.dumps([m.partition(), m.offset()]) + "\n")
             out.flush()
-            c.commit(message=m, asynchronous=False)
+            try:
+                c.commit(message=m, asynchronous=False)
+            except KafkaException as e:
+                # A commit during a rebalance is refused (REBALANCE_IN_PROGRESS, as Kafka
+                # does): the member rejoins on its next poll and the record comes again.
+                print(f"commit refused, going on: {e}", file=sys.stderr)
             # Slow enough that the kill lands while records remain.
             time.sleep(0.005)
 
 
 def member_kafka_python(bootstrap, topic, group, path, assigned_flag):
     from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
+    from kafka.errors import CommitFailedError
 
     c = KafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -391,7 +397,19 @@ def member_kafka_python(bootstrap, topic, group, path, assigned_flag):
                     # Log, then commit (see `member`).
                     out.write(json.dumps([m.partition, m.offset]) + "\n")
                     out.flush()
-                    c.commit({TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(m.offset + 1, None, -1)})
+                    try:
+                        c.commit({TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(m.offset + 1, None, -1)})
+                    except CommitFailedError as e:
+                        # Refused during a rebalance (REBALANCE_IN_PROGRESS, as Kafka does).
+                        # The consumer's position is already past the whole polled batch:
+                        # seek back so this record and the rest of the batch come again if
+                        # the partition stays with this member (at least once), then rejoin.
+                        print(f"commit refused, going on: {e}", file=sys.stderr)
+                        try:
+                            c.seek(tp, m.offset)
+                        except Exception as e2:  # noqa: BLE001 - the partition moved away
+                            print(f"seek after a refused commit: {e2}", file=sys.stderr)
+                        break
                     time.sleep(0.005)
 
 
