@@ -8,6 +8,18 @@ use common::api::master::Replication;
 use crate::store::test_util::*;
 use crate::store::{SUPERBLOCK_LEN, Volume, VolumeError};
 
+/// Inverts the byte at `at` of the file at `path`, behind the server's back.
+fn flip_byte(path: &std::path::Path, at: u64) {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 0xff], at).unwrap();
+}
+
 #[tokio::test]
 async fn test_store_wrong_cookie_is_not_found() {
     let dir = tempfile::tempdir().unwrap();
@@ -28,15 +40,7 @@ async fn test_store_flipped_byte_is_never_served() {
     put(&v, &blob(1, 500)).await;
     put(&v, &blob(2, 500)).await;
     // Flip a data byte of needle 1 behind the server's back.
-    let dat = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(dir.path().join("1.dat"))
-        .unwrap();
-    let mut b = [0u8; 1];
-    dat.read_exact_at(&mut b, SUPERBLOCK_LEN + 40).unwrap();
-    dat.write_all_at(&[b[0] ^ 0xff], SUPERBLOCK_LEN + 40)
-        .unwrap();
+    flip_byte(&dir.path().join("1.dat"), SUPERBLOCK_LEN + 40);
     assert!(matches!(
         v.read(1, 0xabcd),
         Err(VolumeError::Corrupt { .. })
@@ -127,14 +131,7 @@ async fn test_store_read_range_keeps_only_the_range_and_verifies_the_whole_recor
 
     // A flipped byte far from the range: the range is not served.
     let at = offset_of(dir.path(), 1) + 16 + 4 + 2 * chunk;
-    let dat = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(dir.path().join("1.dat"))
-        .unwrap();
-    let mut b = [0u8; 1];
-    dat.read_exact_at(&mut b, at).unwrap();
-    dat.write_all_at(&[b[0] ^ 0xff], at).unwrap();
+    flip_byte(&dir.path().join("1.dat"), at);
     assert!(matches!(
         v.read_range(1, 0xabcd, |_| Some((0, 9))),
         Err(VolumeError::Corrupt { .. })
