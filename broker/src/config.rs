@@ -22,7 +22,8 @@ pub struct Config {
     /// Data directory (locked while the broker runs).
     #[arg(long, env = "KELP_DIR", default_value = "./data/broker")]
     pub dir: PathBuf,
-    /// Master address `host:port`.
+    /// The master, `host:port`, or several masters comma-separated (the client follows their
+    /// elected leader).
     #[arg(long, env = "KELP_MASTER", default_value = "127.0.0.1:9333")]
     pub master: String,
     /// Filer address `host:port`.

@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub struct UploadArgs {
     /// File to upload, or `-` for stdin.
     file: PathBuf,
-    /// The master.
+    /// The master, or several masters comma-separated (the client follows their leader).
     #[arg(long, env = "KELP_MASTER", default_value = "127.0.0.1:9333")]
     master: String,
     /// Collection.
@@ -39,7 +39,7 @@ pub struct DownloadArgs {
     /// Write here instead of stdout.
     #[arg(short, long)]
     output: Option<PathBuf>,
-    /// The master.
+    /// The master, or several masters comma-separated (the client follows their leader).
     #[arg(long, env = "KELP_MASTER", default_value = "127.0.0.1:9333")]
     master: String,
     /// Read from the volume servers' `publicUrl` rather than their internal `url`.

@@ -33,7 +33,7 @@ pub struct Endpoints {
         global = true
     )]
     filer: String,
-    /// The master (for `locate`).
+    /// The master, or several comma-separated (for `locate`).
     #[arg(
         long,
         env = "KELP_MASTER",

@@ -719,6 +719,25 @@ impl EtcdClient {
         })
     }
 
+    /// The client a Kelp service uses for its `--etcd-endpoints`: one attempt per call (this
+    /// client chooses what to repeat) with `timeout` each, speaking TLS trusting `--tls-ca`
+    /// when an endpoint is `https://`.
+    pub fn for_service(
+        endpoints: &[String],
+        security: &crate::security::Security,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let mut http = HttpClient::new(timeout).with_attempts(1);
+        if endpoints.iter().any(|e| e.starts_with("https://")) {
+            let tls = security
+                .client_tls()?
+                .context("https:// etcd endpoints need --tls-ca")?;
+            http = http.with_tls(tls);
+        }
+        Self::new(endpoints, http).context("configure the etcd client")
+    }
+
     /// The endpoints, as base URLs.
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints

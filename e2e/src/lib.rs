@@ -8,6 +8,7 @@
 //! - [`Cluster`] — a master, volume servers, a filer and a broker wired together.
 //! - [`broker`] — a raw-HTTP broker client and the checker of acknowledged publishes.
 //! - [`kafka`] — the broker's Kafka listener address and real Kafka clients as processes.
+//! - [`proxy`] — a TCP proxy a test cuts to partition one process from another.
 //! - [`server`] — the all-in-one `kelp server` as a process.
 //! - [`volume`] — random blobs and metrics for volume server tests.
 //! - [`otlp`] — an OTLP/HTTP receiver that decodes the spans the services export.
@@ -23,6 +24,7 @@ pub mod broker;
 mod cluster;
 pub mod kafka;
 pub mod otlp;
+pub mod proxy;
 pub mod seaweed;
 pub mod secure;
 pub mod server;

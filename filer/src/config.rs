@@ -21,7 +21,8 @@ pub struct Config {
     /// in RocksDB under `<dir>/meta`), shared by every service.
     #[command(flatten)]
     pub listen: ListenFlags,
-    /// The master, `host:port`.
+    /// The master, `host:port`, or several masters comma-separated (the client follows their
+    /// elected leader).
     #[arg(long, env = "KELP_MASTER", default_value = "127.0.0.1:9333")]
     pub master: String,
     /// File content is split into chunks of this many MiB.

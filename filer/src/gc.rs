@@ -200,7 +200,7 @@ impl Filer {
             }) if status == StatusCode::NOT_FOUND
                 && code != "volume_not_found"
                 && !url.contains("/dir/lookup")
-                && url != self.blobs.master.base() =>
+                && !self.blobs.master.is_master(&url) =>
             {
                 Ok(())
             }

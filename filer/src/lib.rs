@@ -105,16 +105,11 @@ async fn open_store(
             Ok(Arc::new(store))
         }
         config::StoreKind::Etcd => {
-            let mut http =
-                common::client::HttpClient::new(Duration::from_secs(10)).with_attempts(1);
-            if cfg.etcd_endpoints.iter().any(|e| e.starts_with("https://")) {
-                let tls = security
-                    .client_tls()?
-                    .context("https:// etcd endpoints need --tls-ca")?;
-                http = http.with_tls(tls);
-            }
-            let client = common::etcd::EtcdClient::new(&cfg.etcd_endpoints, http)
-                .context("configure the etcd client")?;
+            let client = common::etcd::EtcdClient::for_service(
+                &cfg.etcd_endpoints,
+                security,
+                Duration::from_secs(10),
+            )?;
             let prefix = cfg.etcd_prefix.clone();
             let limits = store::EtcdLimits {
                 max_txn_ops: cfg.etcd_max_txn_ops,

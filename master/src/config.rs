@@ -38,6 +38,23 @@ pub struct Config {
     /// naming a new one beyond it is refused (409 `too_many_collections`).
     #[arg(long, env = "KELP_MAX_COLLECTIONS", default_value_t = 1000)]
     pub max_collections: usize,
+    /// etcd endpoints (`host:port`, `http://…` or `https://…` trusting `--tls-ca`),
+    /// comma-separated: masters sharing them elect a leader, which alone hands out ids, and
+    /// keep the id state in etcd (see `crate::leader`). Empty: this is the only master.
+    #[arg(long, env = "KELP_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// The key prefix of this cluster's masters in etcd.
+    #[arg(long, env = "KELP_ETCD_PREFIX", default_value = "/kelp/master/")]
+    pub etcd_prefix: String,
+    /// Seconds the leader's lease lives without renewal: a dead leader is replaced within
+    /// about this long (a stopped one at once).
+    #[arg(long, env = "KELP_LEADER_TTL_SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub leader_ttl_secs: u64,
+    /// Address other masters' followers redirect clients to (default: the bound `ip:port`;
+    /// required with `--etcd-endpoints` when `--ip` is a wildcard such as `0.0.0.0`).
+    #[arg(long, env = "KELP_ADVERTISE")]
+    pub advertise: Option<String>,
     /// Fid tokens, cluster token, API keys and TLS (see `common::security`).
     #[command(flatten)]
     pub security: common::security::SecurityFlags,
@@ -54,6 +71,10 @@ impl Config {
             vacuum_interval_secs: 0,
             garbage_threshold: 0.3,
             max_collections: 1000,
+            etcd_endpoints: Vec::new(),
+            etcd_prefix: "/kelp/master/".to_owned(),
+            leader_ttl_secs: 5,
+            advertise: None,
             security: common::security::SecurityFlags::default(),
         }
     }

@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //! - [`config`] — flags.
-//! - [`state`] — the durable state file and the id sequencer.
+//! - [`state`] — the durable id state (a file, or etcd in HA) and the id sequencer.
+//! - [`leader`] — leader election among masters on etcd, and the role each master plays.
 //! - [`topology`] — soft state from heartbeats; which volumes are writable.
 //! - [`service`] — domain operations (assign, grow, lookup, heartbeat) and their errors.
 //! - [`metrics`] — Prometheus metrics.
@@ -15,6 +16,7 @@
 
 pub mod config;
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod service;
 pub mod state;
@@ -49,6 +51,28 @@ pub async fn run(
     let sec = cfg.security.load_for("master")?;
     let serve_opts = sec.serve_options(Duration::from_secs(10))?;
     let sequencer = state::Sequencer::load(&cfg.listen.dir)?;
+    let me = advertised(&cfg, addr)?;
+    let election = if cfg.etcd_endpoints.is_empty() {
+        None
+    } else {
+        let ttl = Duration::from_secs(cfg.leader_ttl_secs);
+        // A call that takes longer than a third of the TTL is as good as failed.
+        let client = common::etcd::EtcdClient::for_service(
+            &cfg.etcd_endpoints,
+            &sec,
+            (ttl / 3).max(Duration::from_secs(1)),
+        )?;
+        Some(leader::ElectionConfig {
+            client: Arc::new(client),
+            prefix: cfg.etcd_prefix.clone(),
+            ttl,
+            local_floor: sequencer.persisted(),
+        })
+    };
+    let leadership = Arc::new(match election {
+        None => leader::Leadership::alone(me.clone()),
+        Some(_) => leader::Leadership::electing(me.clone()),
+    });
     let replication = cfg
         .default_replication
         .parse()
@@ -69,8 +93,14 @@ pub async fn run(
         metrics,
     )
     .with_limits(service::Limits::for_pulse(pulse, cfg.max_collections))
-    .with_security(sec);
+    .with_security(sec)
+    .with_leadership(leadership);
     let master = Arc::new(master);
+    let election_stop = shutdown.child_token();
+    let election = election.map(|e| {
+        tracing::info!(endpoints = %cfg.etcd_endpoints.join(","), prefix = %e.prefix, ttl_secs = cfg.leader_ttl_secs, advertise = %me, "electing a leader on etcd");
+        tokio::spawn(leader::run(master.clone(), e, election_stop.clone()))
+    });
     let threshold = vacuum::check_threshold(cfg.garbage_threshold)
         .map_err(anyhow::Error::msg)
         .context("check --garbage-threshold")?;
@@ -87,7 +117,6 @@ pub async fn run(
         master: master.clone(),
         garbage_threshold: threshold,
         registry: Arc::new(registry),
-        addr: addr.to_string(),
     };
     tracing::info!(%addr, dir = %cfg.listen.dir.display(), "master listening");
     common::http::serve_with(listener, http::router(state), shutdown, serve_opts)
@@ -97,6 +126,26 @@ pub async fn run(
     if let Some(s) = schedule {
         let _ = s.await;
     }
+    // Hands the lease back, so a standby leads at once.
+    election_stop.cancel();
+    if let Some(e) = election {
+        let _ = e.await;
+    }
     tracing::info!("master stopped");
     Ok(())
+}
+
+/// The address followers redirect to: `--advertise`, else the bound address (refused with an
+/// election when that is a wildcard nobody can connect to).
+fn advertised(cfg: &Config, bound: std::net::SocketAddr) -> anyhow::Result<String> {
+    if let Some(a) = &cfg.advertise {
+        return Ok(a.clone());
+    }
+    if bound.ip().is_unspecified() && !cfg.etcd_endpoints.is_empty() {
+        anyhow::bail!(
+            "--ip {} is a wildcard: give --advertise host:port, the address other masters' followers redirect clients to",
+            bound.ip()
+        );
+    }
+    Ok(bound.to_string())
 }

@@ -27,8 +27,9 @@ use common::security::Security;
 use common::sync::LockExt;
 use tokio::sync::Mutex;
 
+use crate::leader::Leadership;
 use crate::metrics::Metrics;
-use crate::state::Sequencer;
+use crate::state::{Persisted, Sequencer};
 use crate::topology::{
     DATA_CENTER, DEFAULT_MAX_NODES, DISK_TYPE, MIN_FORGET_AFTER, RACK, Topology, Writable,
 };
@@ -238,15 +239,31 @@ pub enum Error {
         /// Each failure: the volume, the server and its answer.
         detail: String,
     },
-    /// The durable state file could not be updated.
-    #[error("update the master state file: {0:#}")]
+    /// The durable state (file, or etcd in HA) could not be updated.
+    #[error("update the master state: {0:#}")]
     State(anyhow::Error),
+    /// This master is a standby (or between terms): the leader hands out ids.
+    #[error("this master is not the leader{}", leader.as_deref().map(|l| format!(" (the leader is {l})")).unwrap_or_else(|| " and no leader is elected yet".to_owned()))]
+    NotLeader {
+        /// The leader's address, when one is known.
+        leader: Option<String>,
+    },
+}
+
+/// The id counters: the sequencer while this master leads, and the floor heartbeats showed.
+#[derive(Debug, Default)]
+struct Ids {
+    /// Present while this master may hand out ids (always, for a master without HA).
+    sequencer: Option<Sequencer>,
+    /// The largest volume id and a ceiling above every key volume servers reported: a
+    /// standby keeps it so that, elected, it starts above them.
+    floor: Persisted,
 }
 
 /// The master: topology, sequencer and the volume client used to grow volumes.
 pub struct Master {
     topology: RwLock<Topology>,
-    sequencer: Mutex<Sequencer>,
+    ids: Mutex<Ids>,
     grow_lock: Mutex<()>,
     volumes: VolumeClient,
     default_replication: Replication,
@@ -254,6 +271,7 @@ pub struct Master {
     metrics: Metrics,
     security: Arc<Security>,
     max_collections: usize,
+    leadership: Arc<Leadership>,
     pub(crate) vacuum_client: VacuumClient,
     pub(crate) vacuum_lock: Mutex<()>,
 }
@@ -277,7 +295,10 @@ impl Master {
                 Topology::new(pulse * 3, size_limit)
                     .with_bounds(limits.forget_after, limits.max_nodes),
             ),
-            sequencer: Mutex::new(sequencer),
+            ids: Mutex::new(Ids {
+                sequencer: Some(sequencer),
+                floor: Persisted::default(),
+            }),
             grow_lock: Mutex::new(()),
             volumes,
             default_replication,
@@ -285,6 +306,7 @@ impl Master {
             metrics,
             security: Arc::new(Security::default()),
             max_collections: limits.max_collections,
+            leadership: Arc::new(Leadership::alone("")),
             vacuum_client,
             vacuum_lock: Mutex::new(()),
         }
@@ -308,6 +330,28 @@ impl Master {
         self
     }
 
+    /// Takes part in an election (see [`crate::leader`]): ids are handed out only while
+    /// `leadership` says this master leads. A master starts with no sequencer then; the
+    /// election loop gives it one when it wins.
+    pub fn with_leadership(mut self, leadership: Arc<Leadership>) -> Self {
+        if !leadership.leads() {
+            self.ids.get_mut().sequencer = None;
+        }
+        self.leadership = leadership;
+        self
+    }
+
+    /// What this master knows of the election.
+    pub fn leadership(&self) -> &Arc<Leadership> {
+        &self.leadership
+    }
+
+    fn leader_hint(&self) -> Option<String> {
+        self.leadership
+            .leader()
+            .filter(|l| l != self.leadership.me())
+    }
+
     /// The credentials the master runs with.
     pub fn security(&self) -> &Arc<Security> {
         &self.security
@@ -326,10 +370,42 @@ impl Master {
         self.size_limit
     }
 
-    /// Largest volume id and next key.
+    /// Largest volume id and next key (on a standby: the largest it saw reported).
     pub async fn counters(&self) -> (VolumeId, u64) {
-        let s = self.sequencer.lock().await;
-        (s.max_volume_id(), s.next_key())
+        let ids = self.ids.lock().await;
+        match &ids.sequencer {
+            Some(s) => (s.max_volume_id(), s.next_key()),
+            None => (ids.floor.max_volume_id, ids.floor.key_ceiling),
+        }
+    }
+
+    /// Makes this master the one handing out ids, from `seq` (a leader's, just loaded).
+    pub async fn lead(&self, seq: Sequencer) {
+        self.ids.lock().await.sequencer = Some(seq);
+    }
+
+    /// Stops handing out ids (a leader that lost its term). Waits for an id being persisted.
+    pub async fn step_down(&self) {
+        self.ids.lock().await.sequencer = None;
+    }
+
+    /// The largest volume id and key volume servers reported to this master.
+    pub async fn reported_floor(&self) -> Persisted {
+        self.ids.lock().await.floor
+    }
+
+    /// Runs `f` on the sequencer, or refuses when this master does not lead.
+    async fn with_sequencer<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut Sequencer) -> anyhow::Result<T>,
+    ) -> Result<T, Error> {
+        let mut ids = self.ids.lock().await;
+        match ids.sequencer.as_mut() {
+            Some(seq) => f(seq).await.map_err(Error::State),
+            None => Err(Error::NotLeader {
+                leader: self.leader_hint(),
+            }),
+        }
     }
 
     /// Parses an assign's replication (the default when absent or empty).
@@ -381,12 +457,12 @@ impl Master {
             }
         };
         tracing::Span::current().record("volume_id", writable.volume_id);
-        let key = {
-            // The state file is written inline, under the lock, at most once per 10 000 keys:
-            // no key may be handed out before its ceiling is on disk.
-            let mut seq = self.sequencer.lock().await;
-            seq.next_keys(req.count).map_err(Error::State)?
-        };
+        // The state is written inline, under the lock, at most once per 10 000 keys: no key
+        // may be handed out before its ceiling is on disk (or in etcd).
+        let count = req.count;
+        let key = self
+            .with_sequencer(async |seq| seq.next_keys(count).await)
+            .await?;
         let fid = FileId::new(writable.volume_id, key, rand::random());
         self.metrics.assigns.inc();
         Ok(AssignResponse {
@@ -485,10 +561,9 @@ impl Master {
                 available: nodes.len(),
             });
         }
-        let vid = {
-            let mut seq = self.sequencer.lock().await;
-            seq.next_volume_id().map_err(Error::State)?
-        };
+        let vid = self
+            .with_sequencer(async |seq| seq.next_volume_id().await)
+            .await?;
         let q = AllocateQuery {
             volume_id: vid,
             collection: collection.to_owned(),
@@ -555,8 +630,11 @@ impl Master {
             return Err(e.into());
         }
         {
-            let mut seq = self.sequencer.lock().await;
-            seq.observe(max_vid, max_key).map_err(Error::State)?;
+            let mut ids = self.ids.lock().await;
+            ids.floor = ids.floor.max(crate::state::floor_of(max_vid, max_key));
+            if let Some(seq) = ids.sequencer.as_mut() {
+                seq.observe(max_vid, max_key).await.map_err(Error::State)?;
+            }
         }
         let mut topo = self.topo_mut();
         match topo.heartbeat(beat) {

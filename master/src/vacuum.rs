@@ -136,6 +136,10 @@ pub async fn schedule(
             () = stop.cancelled() => return,
             () = tokio::time::sleep(interval) => {}
         }
+        // One master vacuums: the leader (a standby's topology would do the same work twice).
+        if !master.leadership().leads() {
+            continue;
+        }
         let round = async {
             if let Err(e) = master.vacuum(threshold).await {
                 tracing::warn!("scheduled vacuum failed: {e}");

@@ -34,7 +34,8 @@ pub struct Config {
     /// `--ip`, `--port`, `--dir` (the data directory holding the `.dat` and `.idx` files).
     #[command(flatten)]
     pub listen: ListenFlags,
-    /// The master, `host:port`.
+    /// The master, `host:port`, or several masters comma-separated (heartbeats go to each;
+    /// other calls follow their elected leader).
     #[arg(long, env = "KELP_MASTER", default_value = "127.0.0.1:9333")]
     pub master: String,
     /// Address other services use to reach this server (default: the bound `ip:port`): the

@@ -551,10 +551,10 @@ pub struct VacuumResponse {
 /// Answer of `GET /cluster/status`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ClusterStatus {
-    /// Kelp runs one master, which is always the leader.
+    /// Whether the answering master leads (a master without an election always does).
     #[serde(rename = "IsLeader")]
     pub is_leader: bool,
-    /// The leader's address.
+    /// The leader's address ("" while no leader is elected).
     #[serde(rename = "Leader")]
     pub leader: String,
     /// Volume servers alive.

@@ -315,7 +315,11 @@ fn build_reqwest(timeout: Duration, cfg: Option<rustls::ClientConfig>) -> reqwes
             .with_root_certificates(rustls::RootCertStore::empty())
             .with_no_client_auth()
     });
+    // Redirects are answered to the caller, not followed: the one Kelp service that sends them
+    // (a standby master) is followed by `master::MasterClient`, which keeps the credentials
+    // reqwest would strip on a hop to another port, and remembers where the leader is.
     reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(3))
         .pool_idle_timeout(Duration::from_secs(30))

@@ -307,7 +307,7 @@ impl BlobClient {
             a.fid
                 .parse()
                 .map_err(|e: crate::ids::FileIdError| ClientError::Decode {
-                    url: self.master.base().to_owned(),
+                    url: self.master.base(),
                     message: e.to_string(),
                 })?;
         let server = self.pick(&a.url, &a.public_url).to_owned();
@@ -375,7 +375,7 @@ impl BlobClient {
                 break;
             }
         }
-        Err(last.unwrap_or_else(|| no_server(self.master.base(), fid)))
+        Err(last.unwrap_or_else(|| no_server(&self.master.base(), fid)))
     }
 
     /// Deletes a blob through a server holding its volume (which deletes the replicas too).
@@ -398,7 +398,7 @@ impl BlobClient {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| no_server(self.master.base(), fid)))
+        Err(last.unwrap_or_else(|| no_server(&self.master.base(), fid)))
     }
 }
 

@@ -14,6 +14,7 @@ mod fencing;
 mod filer;
 mod filer_etcd;
 mod kafka;
+mod master_ha;
 mod overload;
 mod powercut;
 mod pyseaweed;

@@ -18,6 +18,12 @@
 //! whatever their method; lookups and status views a `read` key (the cluster token counts as
 //! either); `/healthz`, `/readyz` (the orchestrator's probe), `/metrics` and `/openapi.json`
 //! are open. Each check is a no-op while its credential is not configured.
+//!
+//! # Followers
+//! A standby master (see [`crate::leader`]) serves `/heartbeat`, `/cluster/status` and the
+//! open routes itself, and answers every other route with a 307 to the same path and query on
+//! the leader (whose address is also in the JSON body), or a 503 `no_leader` while none is
+//! elected. A 307 keeps the method and body, so `curl -L` and SeaweedFS clients follow it.
 mod error;
 pub mod routes;
 
@@ -25,15 +31,16 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
-use common::http::{ServeConfig, openapi};
+use common::http::{ApiError, ServeConfig, openapi};
 use common::security::{Scope, Security, require_cluster};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
+use crate::leader::Role;
 use crate::service::Master;
 
 /// State shared by the handlers.
@@ -43,8 +50,6 @@ pub struct AppState {
     pub master: Arc<Master>,
     /// Metrics registry.
     pub registry: Arc<Registry>,
-    /// This master's address.
-    pub addr: String,
     /// `/vol/vacuum`'s threshold when the request names none (`--garbage-threshold`).
     pub garbage_threshold: f64,
 }
@@ -170,17 +175,76 @@ fn routes() -> Vec<(&'static str, Access, MethodRouter<AppState>)> {
     ]
 }
 
-/// Builds the router with the shared layers and each route's access check.
+/// The routes a follower serves itself (every other one goes to the leader).
+fn follower_serves(path: &str) -> bool {
+    matches!(
+        path,
+        "/heartbeat" | "/cluster/status" | "/healthz" | "/readyz" | "/metrics"
+    ) || path == openapi::PATH
+}
+
+/// Middleware: on a follower, a 307 to the leader (or 503 `no_leader`); on a leader or a
+/// master without election, the route.
+async fn to_leader(State(master): State<Arc<Master>>, req: Request, next: Next) -> Response {
+    match master.leadership().role() {
+        Role::Alone | Role::Leader => next.run(req).await,
+        Role::Follower { leader: None } => ApiError::unavailable(
+            "no_leader",
+            "this master is a standby and no leader is elected yet; retry",
+            1,
+        )
+        .into_response(),
+        Role::Follower {
+            leader: Some(leader),
+        } => {
+            let scheme = if master.security().serves_tls() {
+                "https"
+            } else {
+                "http"
+            };
+            let path = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            let location = format!("{scheme}://{leader}{path}");
+            let body = serde_json::json!({
+                "error": format!("this master is a standby; the leader is {leader}"),
+                "code": "not_leader",
+                "leader": leader,
+            });
+            match HeaderValue::from_str(&location) {
+                Ok(v) => (
+                    StatusCode::TEMPORARY_REDIRECT,
+                    [(header::LOCATION, v)],
+                    axum::Json(body),
+                )
+                    .into_response(),
+                Err(e) => ApiError::internal(e).into_response(),
+            }
+        }
+    }
+}
+
+/// Builds the router with the shared layers, each route's access check and, on the routes
+/// only the leader serves, the redirect of followers.
 pub fn router(state: AppState) -> Router {
     let sec = state.master.security().clone();
+    let master = state.master.clone();
     let routes = routes()
         .into_iter()
         .fold(Router::new(), |r, (path, access, handlers)| {
-            r.route(path, access.guard(handlers, &sec))
+            let handlers = access.guard(handlers, &sec);
+            let handlers = if follower_serves(path) {
+                handlers
+            } else {
+                handlers.route_layer(from_fn_with_state(master.clone(), to_leader))
+            };
+            r.route(path, handlers)
         })
         .with_state(state);
     common::http::with_layers(routes, ServeConfig::default())
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

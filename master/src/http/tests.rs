@@ -18,8 +18,12 @@ use super::*;
 use crate::metrics::Metrics;
 use crate::state::Sequencer;
 
-/// A master over `dir` whose servers die after three `pulse`s.
-pub(crate) fn state_with(dir: &std::path::Path, pulse: Duration, size_limit: u64) -> AppState {
+/// A master over `dir` whose servers die after three `pulse`s, and its metrics registry.
+pub(crate) fn test_master(
+    dir: &std::path::Path,
+    pulse: Duration,
+    size_limit: u64,
+) -> (Master, Registry) {
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
     let master = Master::new(
@@ -31,10 +35,15 @@ pub(crate) fn state_with(dir: &std::path::Path, pulse: Duration, size_limit: u64
         crate::vacuum::VacuumClient::new(HttpClient::new(Duration::from_secs(5)).with_attempts(1)),
         metrics,
     );
+    (master, registry)
+}
+
+/// The routes' state over [`test_master`].
+pub(crate) fn state_with(dir: &std::path::Path, pulse: Duration, size_limit: u64) -> AppState {
+    let (master, registry) = test_master(dir, pulse, size_limit);
     AppState {
         master: Arc::new(master),
         registry: Arc::new(registry),
-        addr: "127.0.0.1:1".into(),
         garbage_threshold: 0.3,
     }
 }
@@ -916,4 +925,60 @@ async fn test_col_delete_counts_a_gone_copy_as_deleted_and_a_refused_one_as_a_50
         };
         assert_eq!(st, want, "volume {vid}");
     }
+}
+
+/// A standby redirects the leader's routes (307, same path and query, method kept), answers
+/// 503 `no_leader` while none is elected, and serves heartbeats and its status itself.
+#[tokio::test]
+async fn test_follower_redirects_to_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, registry) = test_master(dir.path(), Duration::from_secs(60), 1 << 30);
+    let leadership = Arc::new(crate::leader::Leadership::electing("127.0.0.1:2"));
+    let master = Arc::new(master.with_leadership(leadership.clone()));
+    let app = router(AppState {
+        master: master.clone(),
+        registry: Arc::new(registry),
+        garbage_threshold: 0.3,
+    });
+    let (status, body, _) = send(&app, Method::POST, "/dir/assign?count=2", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["code"], "no_leader");
+    leadership.set(crate::leader::Role::Follower {
+        leader: Some("10.0.0.9:9333".into()),
+    });
+    for (method, uri) in [
+        (Method::POST, "/dir/assign?count=2"),
+        (Method::GET, "/dir/lookup?volumeId=3"),
+        (Method::POST, "/vol/grow?count=1"),
+        (Method::GET, "/dir/status"),
+    ] {
+        let (status, body, headers) = send(&app, method, uri, None).await;
+        assert_eq!(status, StatusCode::TEMPORARY_REDIRECT, "{uri}: {body}");
+        assert_eq!(
+            headers[header::LOCATION],
+            format!("http://10.0.0.9:9333{uri}"),
+            "{uri}"
+        );
+        assert_eq!(body["leader"], "10.0.0.9:9333");
+    }
+    assert_eq!(
+        beat(&app, "127.0.0.1:8080", 8, vec![]).await,
+        StatusCode::OK
+    );
+    let (status, c, _) = send(&app, Method::GET, "/cluster/status", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(c["IsLeader"], false);
+    assert_eq!(c["Leader"], "10.0.0.9:9333");
+    // Between terms the master refuses ids itself, whatever the route layer let through.
+    let e = master
+        .assign(&crate::service::AssignRequest {
+            count: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, crate::service::Error::NotLeader { leader: Some(ref l) } if l == "10.0.0.9:9333"),
+        "{e}"
+    );
 }

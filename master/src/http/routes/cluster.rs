@@ -17,12 +17,14 @@ pub async fn heartbeat(
     }))
 }
 
-/// `GET /cluster/status`: this master (always the leader) and the volume servers it knows.
+/// `GET /cluster/status`: whether this master leads, the leader's address ("" while none is
+/// elected) and the volume servers this master knows.
 pub async fn status(State(s): State<AppState>) -> Json<ClusterStatus> {
     let (alive_nodes, known_nodes) = s.master.node_counts();
+    let leadership = s.master.leadership();
     Json(ClusterStatus {
-        is_leader: true,
-        leader: s.addr.clone(),
+        is_leader: leadership.leads(),
+        leader: leadership.leader().unwrap_or_default(),
         alive_nodes,
         known_nodes,
     })

@@ -1,0 +1,496 @@
+//! Masters in HA (issue 18): two real `kelp-master`s elect a leader on a real etcd; two volume
+//! servers heartbeat both; a filer and a broker, and the blob writers, are given both masters.
+//! While blobs are written and records published durably, the leading master is stopped at
+//! random moments (SIGKILL, every third time SIGTERM) and restarted, `E2E_MASTER_KILLS` times
+//! (default 12). After each stop, a probe measures how long until a new blob write is
+//! acknowledged again, through the other master. At the end: no file key was handed out
+//! twice, and every acknowledged blob and record reads back byte-identical.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::api::master::AssignQuery;
+use common::client::HttpClient;
+use common::client::volume::BlobClient;
+use common::ids::FileId;
+use e2e::ServiceHandle;
+use e2e::broker::{Broker, Checker};
+use rand::Rng;
+use testkit::etcd::Etcd;
+
+/// The leader lease's TTL the masters run with, in seconds.
+const TTL_SECS: u64 = 2;
+
+fn master(root: &std::path::Path, name: &str, etcd: &Etcd) -> ServiceHandle {
+    ServiceHandle::new(
+        root,
+        name,
+        "kelp-master",
+        vec![
+            "--pulse-ms".into(),
+            "300".into(),
+            "--etcd-endpoints".into(),
+            etcd.endpoint().to_owned(),
+            "--leader-ttl-secs".into(),
+            TTL_SECS.to_string(),
+        ],
+    )
+}
+
+/// Which of `masters` says it leads, waiting up to 20 s for one to.
+async fn leader(masters: &[ServiceHandle]) -> usize {
+    let http = e2e::http_client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for (i, m) in masters.iter().enumerate() {
+            let status = http.get(format!("{}/cluster/status", m.url())).send().await;
+            if let Ok(r) = status
+                && let Ok(v) = r.json::<serde_json::Value>().await
+                && v["IsLeader"] == true
+            {
+                return i;
+            }
+        }
+        assert!(Instant::now() < deadline, "no master leads after 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Uploads blobs until `stop`; returns the acknowledged ones.
+async fn write_blobs(blobs: BlobClient, stop: Arc<AtomicBool>) -> Vec<(FileId, Bytes)> {
+    let mut acked = Vec::new();
+    let mut i = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        let data = e2e::volume::random(1 + (i * 7919) % 30_000);
+        match blobs
+            .upload(&AssignQuery::default(), data.clone(), &Default::default())
+            .await
+        {
+            Ok(w) => acked.push((w.fid, data)),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_two_masters_on_etcd_when_the_leader_is_killed_repeatedly_should_resume_writes_and_never_reissue_a_file_id()
+ {
+    let kills: usize = std::env::var("E2E_MASTER_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    let etcd = Etcd::start();
+    let tmp = tempfile::Builder::new()
+        .prefix("kelp-e2e-ha-")
+        .tempdir()
+        .unwrap();
+    let root = tmp.path();
+    let mut masters = vec![
+        master(root, "master-a", &etcd),
+        master(root, "master-b", &etcd),
+    ];
+    for m in &mut masters {
+        m.start().await.unwrap();
+    }
+    let list = masters
+        .iter()
+        .map(|m| m.addr().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut others = Vec::new();
+    for i in 0..2 {
+        let mut v = ServiceHandle::new(
+            root,
+            &format!("volume{i}"),
+            "kelp-volume",
+            vec![
+                "--master".into(),
+                list.clone(),
+                "--heartbeat-interval-ms".into(),
+                "200".into(),
+            ],
+        );
+        v.start().await.unwrap();
+        others.push(v);
+    }
+    let mut filer = ServiceHandle::new(
+        root,
+        "filer",
+        "kelp-filer",
+        vec!["--master".into(), list.clone()],
+    );
+    filer.start().await.unwrap();
+    let mut broker = ServiceHandle::new(
+        root,
+        "broker",
+        "kelp-broker",
+        vec![
+            "--master".into(),
+            list.clone(),
+            "--filer".into(),
+            filer.addr().to_string(),
+            "--kafka-port".into(),
+            "0".into(),
+        ],
+    );
+    broker.start().await.unwrap();
+    let blobs = || BlobClient::new(HttpClient::new(Duration::from_secs(10)), &list);
+
+    // The standby redirects to the leader: a 307 naming it, which a plain HTTP client
+    // (reqwest's defaults, as curl -L) follows to an assign.
+    let first = leader(&masters).await;
+    let standby = &masters[1 - first];
+    let no_follow = e2e::http_client_builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_follow
+        .post(format!("{}/dir/assign", standby.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(
+        r.headers()["location"],
+        format!("http://{}/dir/assign", masters[first].addr()).as_str()
+    );
+    let r = e2e::http_client()
+        .post(format!("{}/dir/assign", standby.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    let a: serde_json::Value = r.json().await.unwrap();
+    assert!(a["fid"].is_string(), "{a}");
+
+    // Writers: blobs through the master list, durable records through the broker.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(write_blobs(blobs(), stop.clone())))
+        .collect();
+    let pub_broker = Broker::new(broker.url());
+    pub_broker.create_topic("ha/master", 2).await;
+    let checker = Arc::new(Mutex::new(Checker::default()));
+    let publisher = {
+        let (b, checker, stop) = (pub_broker.clone(), checker.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let recs: Vec<(u32, String)> = (0..4)
+                    .map(|i| ((n % 2) as u32, format!("n{n}-i{i}")))
+                    .collect();
+                match b.publish("ha/master", &recs, "durable").await {
+                    Ok(offsets) => checker.lock().unwrap().ack("ha/master", &recs, &offsets),
+                    Err(_) => {
+                        checker.lock().unwrap().rejected += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                n += 1;
+            }
+        })
+    };
+
+    let probe = blobs();
+    let mut probed = Vec::new();
+    let mut resumes = Vec::new();
+    let mut rng = rand::rng();
+    for k in 0..kills {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(200..1500))).await;
+        let l = leader(&masters).await;
+        let how = if k % 3 == 2 { "SIGTERM" } else { "SIGKILL" };
+        let stopped = Instant::now();
+        if how == "SIGTERM" {
+            assert!(masters[l].stop(Duration::from_secs(10)).await, "clean stop");
+        } else {
+            masters[l].kill();
+        }
+        // A write started after the stop, acknowledged: the other master took over.
+        let resumed = loop {
+            let data = e2e::volume::random(100 + k);
+            match probe
+                .upload(&AssignQuery::default(), data.clone(), &Default::default())
+                .await
+            {
+                Ok(w) => {
+                    probed.push((w.fid, data));
+                    break stopped.elapsed();
+                }
+                Err(e) => {
+                    assert!(
+                        stopped.elapsed() < Duration::from_secs(30),
+                        "no write acknowledged 30 s after the leader's {how}: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        eprintln!("kill {k}: leader {l} {how}, writes resumed after {resumed:?}");
+        resumes.push((how, resumed));
+        masters[l].start().await.unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = probed;
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    publisher.await.unwrap();
+
+    // No file key was handed out twice (keys are cluster-wide: one sequencer at a time).
+    let mut keys = HashSet::new();
+    for (fid, _) in &acked {
+        assert!(
+            keys.insert(fid.key),
+            "file key {} handed out twice ({fid})",
+            fid.key
+        );
+    }
+    // Every acknowledged blob reads back byte-identical.
+    let reader = blobs();
+    for (fid, data) in &acked {
+        let got = reader
+            .download(fid)
+            .await
+            .unwrap_or_else(|e| panic!("acknowledged {fid}: {e}"));
+        assert!(got == *data, "{fid} differs");
+    }
+    // Every acknowledged record too.
+    assert!(pub_broker.flush().await.is_success());
+    let checker = Arc::try_unwrap(checker).unwrap().into_inner().unwrap();
+    let verified = checker.verify(&pub_broker).await;
+
+    let worst = |how: &str| {
+        resumes
+            .iter()
+            .filter(|(h, _)| *h == how)
+            .map(|(_, d)| *d)
+            .max()
+            .unwrap_or_default()
+    };
+    let (kill_worst, term_worst) = (worst("SIGKILL"), worst("SIGTERM"));
+    eprintln!(
+        "master HA: {kills} leader stops; writes resumed within {kill_worst:?} after a SIGKILL \
+         (lease TTL {TTL_SECS} s) and {term_worst:?} after a SIGTERM; {} blobs and {verified} \
+         records acknowledged and verified, {} publishes rejected",
+        acked.len(),
+        checker.rejected
+    );
+    assert!(checker.acknowledged > 0, "no record was acknowledged");
+    // The bound: a SIGKILLed leader's lease expires within the TTL, a standby polls every
+    // third of it, and the client's next failover round follows; a stopped leader hands its
+    // lease back at once.
+    let bound = Duration::from_secs(TTL_SECS * 3 + 3);
+    assert!(
+        kill_worst < bound,
+        "writes resumed only after {kill_worst:?}"
+    );
+    assert!(
+        term_worst < bound,
+        "writes resumed only after {term_worst:?}"
+    );
+    for s in masters.iter().chain(&others).chain([&filer, &broker]) {
+        assert!(
+            s.panics().is_empty(),
+            "{} panicked: {:?}",
+            s.name(),
+            s.panics()
+        );
+    }
+}
+
+/// What `/cluster/status` of `m` says: whether it leads, and whom it names as the leader.
+async fn status_of(m: &ServiceHandle) -> Option<(bool, String)> {
+    let v: serde_json::Value = e2e::http_client()
+        .get(format!("{}/cluster/status", m.url()))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    Some((v["IsLeader"] == true, v["Leader"].as_str()?.to_owned()))
+}
+
+/// Waits up to `within` for `check` on `m`'s status; returns how long it took.
+async fn until_status(
+    m: &ServiceHandle,
+    within: Duration,
+    what: &str,
+    check: impl Fn(bool, &str) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        if let Some((leads, leader)) = status_of(m).await
+            && check(leads, &leader)
+        {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "{}: not {what} after {within:?}",
+            m.name()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A network partition between the leading master and etcd (a TCP proxy cut in between):
+/// the other master is elected within the lease TTL and a poll, the cut-off leader steps down
+/// and refuses assigns (503 rather than ids), writes through the master list go on, and once
+/// the link heals the old leader follows the new one. No file key is handed out twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_the_leading_master_cut_off_from_etcd_should_hand_over_and_fence_it() {
+    let etcd = Etcd::start();
+    let tmp = tempfile::Builder::new()
+        .prefix("kelp-e2e-ha-cut-")
+        .tempdir()
+        .unwrap();
+    let root = tmp.path();
+    let etcd_addr: std::net::SocketAddr = etcd.endpoint().parse().unwrap();
+    let links = [
+        e2e::proxy::CutProxy::start(etcd_addr).await,
+        e2e::proxy::CutProxy::start(etcd_addr).await,
+    ];
+    let mut masters = Vec::new();
+    for (name, link) in ["master-a", "master-b"].into_iter().zip(&links) {
+        let mut m = ServiceHandle::new(
+            root,
+            name,
+            "kelp-master",
+            vec![
+                "--pulse-ms".into(),
+                "300".into(),
+                "--etcd-endpoints".into(),
+                link.addr().to_string(),
+                "--leader-ttl-secs".into(),
+                TTL_SECS.to_string(),
+            ],
+        );
+        m.start().await.unwrap();
+        masters.push(m);
+    }
+    let list = masters
+        .iter()
+        .map(|m| m.addr().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut volume = ServiceHandle::new(
+        root,
+        "volume",
+        "kelp-volume",
+        vec![
+            "--master".into(),
+            list.clone(),
+            "--heartbeat-interval-ms".into(),
+            "200".into(),
+        ],
+    );
+    volume.start().await.unwrap();
+    let blobs = || BlobClient::new(HttpClient::new(Duration::from_secs(10)), &list);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(write_blobs(blobs(), stop.clone()));
+
+    let old = leader(&masters).await;
+    let new = 1 - old;
+    let (old_addr, new_addr) = (
+        masters[old].addr().to_string(),
+        masters[new].addr().to_string(),
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    links[old].cut();
+    // Measured together, from the cut: the new leader's election and the old one's step-down.
+    let (elected, stepped_down) = tokio::join!(
+        until_status(
+            &masters[new],
+            Duration::from_secs(15),
+            "the leader",
+            |l, _| l
+        ),
+        until_status(
+            &masters[old],
+            Duration::from_secs(15),
+            "stepped down",
+            |l, _| !l
+        ),
+    );
+    eprintln!(
+        "partition: master {new_addr} elected {elected:?} after the cut; {old_addr} stepped down after {stepped_down:?}"
+    );
+    // Cut off, the old leader hands out nothing: an assign sent to it straight is refused.
+    let r = e2e::http_client_builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{}/dir/assign", masters[old].url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let acked_before_heal = {
+        // Writes go on through the new leader while the old one is cut off.
+        let probe = blobs();
+        probe
+            .upload(
+                &AssignQuery::default(),
+                Bytes::from_static(b"during"),
+                &Default::default(),
+            )
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        probe_base(&list).await,
+        format!("http://{new_addr}"),
+        "the client follows the new leader"
+    );
+
+    links[old].heal();
+    until_status(
+        &masters[old],
+        Duration::from_secs(15),
+        "a follower of the new leader",
+        |l, who| !l && who == new_addr,
+    )
+    .await;
+    assert!(
+        links[old].refused() > 0,
+        "the cut was real: connections were refused"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = writer.await.unwrap();
+    acked.push((acked_before_heal.fid, Bytes::from_static(b"during")));
+    let mut keys = HashSet::new();
+    for (fid, _) in &acked {
+        assert!(
+            keys.insert(fid.key),
+            "file key {} handed out twice ({fid})",
+            fid.key
+        );
+    }
+    let reader = blobs();
+    for (fid, data) in &acked {
+        let got = reader
+            .download(fid)
+            .await
+            .unwrap_or_else(|e| panic!("{fid}: {e}"));
+        assert!(got == *data, "{fid} differs");
+    }
+    eprintln!(
+        "partition: {} blobs acknowledged and read back",
+        acked.len()
+    );
+}
+
+/// The master a fresh client of `list` settles on after one assign.
+async fn probe_base(list: &str) -> String {
+    let c =
+        common::client::master::MasterClient::new(HttpClient::new(Duration::from_secs(10)), list);
+    c.assign(&AssignQuery::default()).await.unwrap();
+    c.base()
+}
