@@ -440,7 +440,12 @@ mod tests {
             assert!(start.elapsed() < Duration::from_secs(10), "no new term");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let m = a.master.metrics();
+        assert_eq!(m.terms_won.get(), 2);
+        assert_eq!(m.step_downs.get(), 1);
+        assert_eq!(m.is_leader.get(), 1);
         a.stop.cancel();
         a.task.await.unwrap();
+        assert_eq!(m.is_leader.get(), 0, "it handed the lease back");
     }
 }

@@ -17,6 +17,13 @@ pub struct Metrics {
     pub heartbeats: Counter,
     /// Live volume servers.
     pub alive_nodes: Gauge,
+    /// 1 while this master hands out ids (the elected leader, or the only master), else 0.
+    pub is_leader: Gauge,
+    /// Terms this master was elected for (masters in HA).
+    pub terms_won: Counter,
+    /// Times this master stopped leading: its lease lost, not renewed in time, or handed back
+    /// at shutdown.
+    pub step_downs: Counter,
 }
 
 impl Metrics {
@@ -37,6 +44,21 @@ impl Metrics {
         );
         r.register("heartbeats", "Heartbeats received", m.heartbeats.clone());
         r.register("alive_nodes", "Live volume servers", m.alive_nodes.clone());
+        r.register(
+            "is_leader",
+            "1 while this master hands out ids (the elected leader, or the only master)",
+            m.is_leader.clone(),
+        );
+        r.register(
+            "terms_won",
+            "Terms this master was elected leader for (masters in HA on etcd)",
+            m.terms_won.clone(),
+        );
+        r.register(
+            "step_downs",
+            "Times this master stopped leading (lease lost, not renewed in time, or handed back at shutdown)",
+            m.step_downs.clone(),
+        );
         m
     }
 }

@@ -290,6 +290,8 @@ impl Master {
         metrics: Metrics,
     ) -> Self {
         let limits = Limits::for_pulse(pulse, DEFAULT_MAX_COLLECTIONS);
+        // It holds a sequencer until told it takes part in an election.
+        metrics.is_leader.set(1);
         Self {
             topology: RwLock::new(
                 Topology::new(pulse * 3, size_limit)
@@ -337,8 +339,16 @@ impl Master {
         if !leadership.leads() {
             self.ids.get_mut().sequencer = None;
         }
+        self.metrics
+            .is_leader
+            .set(i64::from(self.ids.get_mut().sequencer.is_some()));
         self.leadership = leadership;
         self
+    }
+
+    /// The master's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// What this master knows of the election.
@@ -382,11 +392,16 @@ impl Master {
     /// Makes this master the one handing out ids, from `seq` (a leader's, just loaded).
     pub async fn lead(&self, seq: Sequencer) {
         self.ids.lock().await.sequencer = Some(seq);
+        self.metrics.is_leader.set(1);
+        self.metrics.terms_won.inc();
     }
 
     /// Stops handing out ids (a leader that lost its term). Waits for an id being persisted.
     pub async fn step_down(&self) {
-        self.ids.lock().await.sequencer = None;
+        if self.ids.lock().await.sequencer.take().is_some() {
+            self.metrics.is_leader.set(0);
+            self.metrics.step_downs.inc();
+        }
     }
 
     /// The largest volume id and key volume servers reported to this master.
