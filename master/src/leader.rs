@@ -5,16 +5,18 @@
 //! and creates the key, holding its advertised address and attached to the lease, in a
 //! transaction that requires the key to be absent. The winner's *term* is the key's create
 //! revision; it loads the id sequencer from etcd (see [`crate::state`], whose writes require
-//! the leader key to still be that term's) and renews the lease every third of its TTL. It
-//! steps down when a renewal finds the lease gone, or when none has succeeded for two thirds of
-//! the TTL (before etcd can expire it, so a partitioned leader stops first, as a rule; the
-//! state's compare keeps ids unique even when it does not). A master that stops revokes its
-//! lease, so a standby takes over at once rather than after the TTL.
+//! the leader key to still be that term's) and renews the lease every third of its TTL, each
+//! time checking that the leader key is still its term's. It steps down when a renewal finds
+//! the lease or the key gone, or when none has succeeded for two thirds of the TTL since the
+//! last one was sent (each renewal is cut off at that deadline): before etcd can expire the
+//! lease, so a partitioned leader stops first, as a rule; the state's compare keeps ids unique
+//! even when it does not. A master that stops revokes its lease, so a standby takes over at
+//! once rather than after the TTL.
 //!
 //! Standbys read the leader key every third of the TTL, and campaign when it is gone. A
 //! master restarted faster than its old lease expired finds its own address in the key: that
 //! term is its dead predecessor's, so it deletes the key (guarded by its create revision) and
-//! campaigns at once.
+//! campaigns at once. So every master needs its own `--advertise` address.
 //!
 //! # What followers answer
 //! [`Leadership`] is the shared view: [`Role::Alone`] without etcd (the single-master default),
@@ -132,8 +134,13 @@ impl ElectionConfig {
 
 /// What a campaign found.
 enum Campaign {
-    /// This master created the leader key: its lease and term.
-    Won { lease: i64, term: i64 },
+    /// This master created the leader key: its lease, its term, and when the lease was asked
+    /// for (the lease runs from then at the latest).
+    Won {
+        lease: i64,
+        term: i64,
+        granted: Instant,
+    },
     /// Another master leads.
     Lost { leader: String },
 }
@@ -146,9 +153,15 @@ pub async fn run(master: Arc<Master>, cfg: ElectionConfig, shutdown: Cancellatio
     let mut failing_since: Option<Instant> = None;
     while !shutdown.is_cancelled() {
         match campaign(&cfg, leadership.me()).await {
-            Ok(Campaign::Won { lease, term }) => {
+            Ok(Campaign::Won {
+                lease,
+                term,
+                granted,
+            }) => {
                 failing_since = None;
-                lead(&master, &cfg, lease, term, &shutdown).await;
+                // No longer pointing at the previous leader, not yet handing out ids.
+                leadership.set(Role::Follower { leader: None });
+                lead(&master, &cfg, lease, term, granted, &shutdown).await;
                 if shutdown.is_cancelled() {
                     return;
                 }
@@ -202,6 +215,7 @@ async fn campaign(cfg: &ElectionConfig, me: &str) -> anyhow::Result<Campaign> {
             })
             .await?;
     }
+    let granted = Instant::now();
     let lease = cfg.client.lease_grant(cfg.ttl_secs()).await?;
     let resp = cfg
         .client
@@ -225,6 +239,7 @@ async fn campaign(cfg: &ElectionConfig, me: &str) -> anyhow::Result<Campaign> {
         return Ok(Campaign::Won {
             lease: lease.id,
             term: resp.header.revision,
+            granted,
         });
     }
     let _ = cfg.client.lease_revoke(lease.id).await;
@@ -241,12 +256,13 @@ async fn campaign(cfg: &ElectionConfig, me: &str) -> anyhow::Result<Campaign> {
 }
 
 /// Leads for one term: loads the sequencer, renews the lease until it is lost or `shutdown`,
-/// then steps down (revoking the lease on shutdown).
+/// then steps down and hands the lease back.
 async fn lead(
     master: &Master,
     cfg: &ElectionConfig,
     lease: i64,
     term: i64,
+    granted: Instant,
     shutdown: &CancellationToken,
 ) {
     let leadership = master.leadership();
@@ -257,50 +273,76 @@ async fn lead(
         leader_key: cfg.leader_key(),
         term,
     };
-    match Sequencer::load_etcd(held, floor).await {
-        Ok(seq) => master.lead(seq).await,
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "elected, but the id state could not be loaded; giving the term up");
-            let _ = cfg.client.lease_revoke(lease).await;
-            return;
-        }
+    let loaded = async { master.lead(Sequencer::load_etcd(held, floor).await?).await };
+    if let Err(e) = loaded.await {
+        tracing::warn!(error = %format!("{e:#}"), "elected, but the id state could not be loaded; giving the term up");
+        let _ = cfg.client.lease_revoke(lease).await;
+        return;
     }
     leadership.set(Role::Leader);
     tracing::info!(term, me = leadership.me(), "elected leader");
+    hold(cfg, lease, term, granted, shutdown).await;
+    master.step_down().await;
+    leadership.set(Role::Follower { leader: None });
+    if let Err(e) = cfg.client.lease_revoke(lease).await {
+        tracing::warn!(error = %e, "could not hand the leader lease back; a standby takes over when it expires");
+    }
+}
+
+/// Renews the lease every third of the TTL while the leader key is still this term's; returns
+/// when `shutdown` comes, the lease or the key is gone, or no renewal succeeded within two
+/// thirds of the TTL since the last one was sent (each renewal is bounded by that deadline, so
+/// a hung etcd cannot hold the leader past it).
+async fn hold(
+    cfg: &ElectionConfig,
+    lease: i64,
+    term: i64,
+    granted: Instant,
+    shutdown: &CancellationToken,
+) {
     let renew_every = cfg.ttl / 3;
     let give_up_after = cfg.ttl * 2 / 3;
-    let mut last_renewed = Instant::now();
+    let mut last_renewed = granted;
     loop {
         tokio::select! {
-            () = shutdown.cancelled() => {
-                master.step_down().await;
-                leadership.set(Role::Follower { leader: None });
-                if let Err(e) = cfg.client.lease_revoke(lease).await {
-                    tracing::warn!(error = %e, "could not hand the leader lease back; a standby takes over when it expires");
-                }
-                return;
-            }
+            () = shutdown.cancelled() => return,
             () = tokio::time::sleep(renew_every) => {}
         }
         let sent = Instant::now();
-        match cfg.client.lease_keepalive(lease).await {
-            Ok(Some(_)) => last_renewed = sent,
-            Ok(None) => {
-                tracing::warn!(term, "the leader lease expired; stepping down");
-                break;
+        let deadline = tokio::time::Instant::from_std(last_renewed + give_up_after);
+        let renewed = tokio::time::timeout_at(deadline, renew(cfg, lease, term)).await;
+        match renewed {
+            Ok(Ok(true)) => last_renewed = sent,
+            Ok(Ok(false)) => {
+                tracing::warn!(term, "the leader lease or key is gone; stepping down");
+                return;
             }
-            Err(e) if last_renewed.elapsed() >= give_up_after => {
+            Err(_) => {
+                tracing::warn!(
+                    term,
+                    "the leader lease could not be renewed in time; stepping down"
+                );
+                return;
+            }
+            Ok(Err(e)) if last_renewed.elapsed() >= give_up_after => {
                 tracing::warn!(term, error = %e, "the leader lease could not be renewed in time; stepping down");
-                break;
+                return;
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::warn!(term, error = %e, "renewing the leader lease failed; retrying")
             }
         }
     }
-    master.step_down().await;
-    leadership.set(Role::Follower { leader: None });
-    let _ = cfg.client.lease_revoke(lease).await;
+}
+
+/// Renews the lease once and checks that the leader key is still the one of `term`: `false`
+/// when either is gone (expired, revoked, or the key deleted or replaced).
+async fn renew(cfg: &ElectionConfig, lease: i64, term: i64) -> anyhow::Result<bool> {
+    if cfg.client.lease_keepalive(lease).await?.is_none() {
+        return Ok(false);
+    }
+    let key = cfg.client.get(cfg.leader_key()).await?;
+    Ok(key.is_some_and(|kv| kv.create_revision == term && kv.lease == lease))
 }
 
 #[cfg(test)]
@@ -316,24 +358,33 @@ mod tests {
         _dir: tempfile::TempDir,
     }
 
+    /// The election on `etcd` with a 2 s lease.
     fn config(etcd: &testkit::etcd::Etcd) -> ElectionConfig {
+        config_with_ttl(etcd, Duration::from_secs(2))
+    }
+
+    fn config_with_ttl(etcd: &testkit::etcd::Etcd, ttl: Duration) -> ElectionConfig {
         common::tls::install_default_provider();
         let http = common::client::HttpClient::new(Duration::from_secs(1)).with_attempts(1);
         ElectionConfig {
             client: Arc::new(EtcdClient::new(&[etcd.endpoint().to_owned()], http).unwrap()),
             prefix: "/test/master/".to_owned(),
-            ttl: Duration::from_secs(2),
+            ttl,
             local_floor: Persisted::default(),
         }
     }
 
     fn candidate(etcd: &testkit::etcd::Etcd, me: &str) -> Candidate {
+        candidate_with(config(etcd), me)
+    }
+
+    fn candidate_with(cfg: ElectionConfig, me: &str) -> Candidate {
         let dir = tempfile::tempdir().unwrap();
         let (master, _) = test_master(dir.path(), Duration::from_secs(60), 1 << 30);
         let master =
             Arc::new(master.with_leadership(Arc::new(Leadership::electing(me.to_owned()))));
         let stop = CancellationToken::new();
-        let task = tokio::spawn(run(master.clone(), config(etcd), stop.clone()));
+        let task = tokio::spawn(run(master.clone(), cfg, stop.clone()));
         Candidate {
             master,
             stop,
@@ -358,32 +409,39 @@ mod tests {
     }
 
     /// One leader at a time: the first candidate leads, the second follows it; a stopped
-    /// leader hands over at once (it revokes its lease); a crashed one (its task gone, its
-    /// lease left to expire) is replaced within the TTL and a poll; and the ids each term
-    /// hands out continue above the last.
+    /// leader hands over at once: it revokes its lease, so with a 10 s TTL the standby leads
+    /// within a poll (3.3 s) and a little, not after the TTL.
     #[tokio::test]
-    async fn test_election_hands_over_on_stop_and_on_crash() {
+    async fn test_election_hands_over_at_once_on_stop() {
         let etcd = testkit::etcd::Etcd::start();
-        let ttl = config(&etcd).ttl;
-        let a = candidate(&etcd, "a:1");
+        let ttl = Duration::from_secs(10);
+        let a = candidate_with(config_with_ttl(&etcd, ttl), "a:1");
         until(&a, Role::Leader, Duration::from_secs(10)).await;
-        let b = candidate(&etcd, "b:1");
+        let b = candidate_with(config_with_ttl(&etcd, ttl), "b:1");
         let a_leads = Role::Follower {
             leader: Some("a:1".into()),
         };
         until(&b, a_leads, Duration::from_secs(10)).await;
-
-        // A clean stop: the lease is revoked, so B leads well within the TTL.
         a.stop.cancel();
         a.task.await.unwrap();
         assert_eq!(
             a.master.leadership().role(),
             Role::Follower { leader: None }
         );
-        let took = until(&b, Role::Leader, Duration::from_secs(10)).await;
-        assert!(took < ttl, "handover after a stop took {took:?}");
+        let took = until(&b, Role::Leader, ttl).await;
+        assert!(took < ttl / 2, "handover after a stop took {took:?}");
+        b.stop.cancel();
+        b.task.await.unwrap();
+    }
 
-        // A crash: B's loop dies without revoking; C takes over once the lease expires.
+    /// A crashed leader (its task gone, its lease left to expire) is replaced once the lease
+    /// expires: within the TTL and a poll.
+    #[tokio::test]
+    async fn test_election_takes_over_from_a_crashed_leader() {
+        let etcd = testkit::etcd::Etcd::start();
+        let ttl = config(&etcd).ttl;
+        let b = candidate(&etcd, "b:1");
+        until(&b, Role::Leader, Duration::from_secs(10)).await;
         let c = candidate(&etcd, "c:1");
         until(
             &c,
@@ -394,8 +452,7 @@ mod tests {
         )
         .await;
         b.task.abort();
-        let took = until(&c, Role::Leader, ttl * 4).await;
-        tracing::info!(?took, "takeover after a crash");
+        until(&c, Role::Leader, ttl * 4).await;
         c.stop.cancel();
         c.task.await.unwrap();
     }
@@ -414,6 +471,34 @@ mod tests {
         let a = candidate(&etcd, "a:1");
         let took = until(&a, Role::Leader, Duration::from_secs(10)).await;
         assert!(took < Duration::from_secs(5), "took {took:?}");
+        a.stop.cancel();
+        a.task.await.unwrap();
+    }
+
+    /// A leader whose key is deleted while its lease lives (another master that wrongly took
+    /// the address for its own, say) steps down at its next renewal, then wins a new term.
+    #[tokio::test]
+    async fn test_leader_steps_down_when_its_key_is_gone() {
+        let etcd = testkit::etcd::Etcd::start();
+        let cfg = config(&etcd);
+        let a = candidate(&etcd, "a:1");
+        until(&a, Role::Leader, Duration::from_secs(10)).await;
+        let kv = cfg.client.get(cfg.leader_key()).await.unwrap().unwrap();
+        cfg.client
+            .delete_range(&DeleteRangeRequest::key(cfg.leader_key()))
+            .await
+            .unwrap();
+        let start = Instant::now();
+        while a.master.metrics().step_downs.get() == 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "never stepped down"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        until(&a, Role::Leader, Duration::from_secs(10)).await;
+        let now = cfg.client.get(cfg.leader_key()).await.unwrap().unwrap();
+        assert!(now.create_revision > kv.create_revision, "a new term");
         a.stop.cancel();
         a.task.await.unwrap();
     }

@@ -119,18 +119,40 @@ pub async fn run(
         registry: Arc::new(registry),
     };
     tracing::info!(%addr, dir = %cfg.listen.dir.display(), "master listening");
-    common::http::serve_with(listener, http::router(state), shutdown, serve_opts)
-        .await
-        .context("serve http")?;
+    let mut election = election;
+    // The election runs until shutdown; should it end before (a panic), this master could
+    // never lead again: stop it, loudly, for its supervisor to restart.
+    let served = {
+        let election_ended = async {
+            match election.as_mut() {
+                Some(task) => {
+                    let r = task.await;
+                    if shutdown.is_cancelled() {
+                        std::future::pending::<()>().await;
+                    }
+                    anyhow::anyhow!("the leader election stopped unexpectedly: {r:?}")
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = common::http::serve_with(listener, http::router(state), shutdown.clone(), serve_opts) => {
+                r.context("serve http")
+            }
+            e = election_ended => Err(e),
+        }
+    };
+    shutdown.cancel();
     schedule_stop.cancel();
     if let Some(s) = schedule {
         let _ = s.await;
     }
     // Hands the lease back, so a standby leads at once.
     election_stop.cancel();
-    if let Some(e) = election {
+    if let Some(e) = election.filter(|e| !e.is_finished()) {
         let _ = e.await;
     }
+    served?;
     tracing::info!("master stopped");
     Ok(())
 }

@@ -239,15 +239,30 @@ pub enum Error {
         /// Each failure: the volume, the server and its answer.
         detail: String,
     },
-    /// The durable state (file, or etcd in HA) could not be updated.
-    #[error("update the master state: {0:#}")]
+    /// The state file could not be updated.
+    #[error("update the master state file: {0:#}")]
     State(anyhow::Error),
+    /// The state in etcd (masters in HA) could not be updated: etcd unreachable, or this
+    /// master's term ended.
+    #[error("update the master state in etcd: {0:#}")]
+    SharedState(anyhow::Error),
     /// This master is a standby (or between terms): the leader hands out ids.
     #[error("this master is not the leader{}", leader.as_deref().map(|l| format!(" (the leader is {l})")).unwrap_or_else(|| " and no leader is elected yet".to_owned()))]
     NotLeader {
         /// The leader's address, when one is known.
         leader: Option<String>,
     },
+}
+
+impl Error {
+    /// A failure to persist the id state: [`Error::SharedState`] in etcd, else [`Error::State`].
+    fn of_state(shared: bool, e: anyhow::Error) -> Self {
+        if shared {
+            Self::SharedState(e)
+        } else {
+            Self::State(e)
+        }
+    }
 }
 
 /// The id counters: the sequencer while this master leads, and the floor heartbeats showed.
@@ -389,11 +404,18 @@ impl Master {
         }
     }
 
-    /// Makes this master the one handing out ids, from `seq` (a leader's, just loaded).
-    pub async fn lead(&self, seq: Sequencer) {
-        self.ids.lock().await.sequencer = Some(seq);
+    /// Makes this master the one handing out ids, from `seq` (a leader's, just loaded),
+    /// raised first to what volume servers reported meanwhile.
+    pub async fn lead(&self, mut seq: Sequencer) -> anyhow::Result<()> {
+        let mut ids = self.ids.lock().await;
+        let floor = ids.floor;
+        // `floor` holds a ceiling above the largest key reported: observe that key itself.
+        seq.observe(floor.max_volume_id, floor.key_ceiling.saturating_sub(1))
+            .await?;
+        ids.sequencer = Some(seq);
         self.metrics.is_leader.set(1);
         self.metrics.terms_won.inc();
+        Ok(())
     }
 
     /// Stops handing out ids (a leader that lost its term). Waits for an id being persisted.
@@ -416,7 +438,10 @@ impl Master {
     ) -> Result<T, Error> {
         let mut ids = self.ids.lock().await;
         match ids.sequencer.as_mut() {
-            Some(seq) => f(seq).await.map_err(Error::State),
+            Some(seq) => {
+                let shared = seq.is_shared();
+                f(seq).await.map_err(|e| Error::of_state(shared, e))
+            }
             None => Err(Error::NotLeader {
                 leader: self.leader_hint(),
             }),
@@ -648,7 +673,10 @@ impl Master {
             let mut ids = self.ids.lock().await;
             ids.floor = ids.floor.max(crate::state::floor_of(max_vid, max_key));
             if let Some(seq) = ids.sequencer.as_mut() {
-                seq.observe(max_vid, max_key).await.map_err(Error::State)?;
+                let shared = seq.is_shared();
+                seq.observe(max_vid, max_key)
+                    .await
+                    .map_err(|e| Error::of_state(shared, e))?;
             }
         }
         let mut topo = self.topo_mut();

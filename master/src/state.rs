@@ -169,6 +169,11 @@ impl Sequencer {
         Ok(seq)
     }
 
+    /// Whether the state is shared with other masters (in etcd) rather than this master's file.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backing, Backing::Etcd { .. })
+    }
+
     /// What is persisted now.
     pub fn persisted(&self) -> Persisted {
         self.persisted

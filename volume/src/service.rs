@@ -22,7 +22,7 @@ use common::client::volume::VolumeClient;
 use common::client::{Call, ClientError, HttpClient, base_url};
 use common::ids::FileId;
 use common::security::Security;
-use tokio::sync::Notify;
+use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::config::Config;
@@ -128,7 +128,8 @@ pub struct VolumeServer {
     url: String,
     cfg: Arc<Config>,
     metrics: Metrics,
-    beat: Notify,
+    /// Bumped when a heartbeat should go out at once; each master's loop watches it.
+    beat: watch::Sender<u64>,
     security: Arc<Security>,
 }
 
@@ -165,7 +166,7 @@ impl VolumeServer {
             url,
             cfg,
             metrics,
-            beat: Notify::new(),
+            beat: watch::Sender::new(0),
             security: Arc::new(Security::default()),
         }
     }
@@ -223,9 +224,10 @@ impl VolumeServer {
         &self.metrics
     }
 
-    /// Resolves when a heartbeat should be sent at once (after an allocation).
-    pub async fn beat_requested(&self) {
-        self.beat.notified().await;
+    /// The requests for a heartbeat at once (after an allocation or a volume deletion): a
+    /// loop awaits `changed()` on its own receiver, so every master's loop sees each request.
+    pub fn beat_requests(&self) -> watch::Receiver<u64> {
+        self.beat.subscribe()
     }
 
     /// Largest blob accepted, in bytes.
@@ -446,7 +448,7 @@ impl VolumeServer {
         tokio::task::spawn_blocking(move || store.allocate(vid, &collection, replication))
             .await
             .map_err(|e| Error::Internal(e.into()))??;
-        self.beat.notify_one();
+        self.beat.send_modify(|n| *n += 1);
         Ok(Allocated {
             volume: vid,
             collection: q.collection,
@@ -462,7 +464,7 @@ impl VolumeServer {
         tokio::task::spawn_blocking(move || store.delete_volume(volume))
             .await
             .map_err(|e| Error::Internal(e.into()))??;
-        self.beat.notify_one();
+        self.beat.send_modify(|n| *n += 1);
         Ok(())
     }
 

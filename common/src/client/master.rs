@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use axum::http::{Method, StatusCode, header};
 use serde::de::DeserializeOwned;
 
+use crate::sync::LockExt;
+
 use super::{Call, ClientError, HttpClient, base_url};
 use crate::api::master::{
     AssignQuery, AssignResponse, DirStatus, Heartbeat, HeartbeatResponse, Location, LookupResponse,
@@ -34,6 +36,10 @@ pub const FAILOVER_ROUNDS: u32 = 6;
 const ROUND_PAUSE: Duration = Duration::from_millis(500);
 /// Most redirects one call follows.
 const MAX_REDIRECTS: u32 = 4;
+/// How long one call to one master may take when there are several (the next is tried then).
+const HOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The code of a redirect this client does not follow (it fails over instead).
+const REDIRECT_CODE: &str = "redirect_not_followed";
 
 /// Client of the master, or of several masters following their leader.
 #[derive(Debug)]
@@ -68,7 +74,7 @@ impl MasterClient {
 
     /// The base URL of the master calls go to now (the leader, as far as this client knows).
     pub fn base(&self) -> String {
-        self.current.lock().expect("master lock").clone()
+        self.current.lock_or_abort().clone()
     }
 
     /// Every master this client was given, as base URLs.
@@ -87,11 +93,18 @@ impl MasterClient {
         &self,
         make: impl Fn(&str) -> Call<'static>,
     ) -> Result<T, ClientError> {
-        let rounds = if self.masters.len() > 1 {
-            FAILOVER_ROUNDS
-        } else {
-            1
+        let several = self.masters.len() > 1;
+        // With several masters the rounds are the retries: one attempt per hop, bounded, so a
+        // standby between terms or a hung master costs one hop, not the client's full retries.
+        let make = |base: &str| {
+            let call = make(base).accept_redirects();
+            if several {
+                call.idempotent(false).with_timeout(HOP_TIMEOUT)
+            } else {
+                call
+            }
         };
+        let rounds = if several { FAILOVER_ROUNDS } else { 1 };
         let mut last = None;
         for round in 0..rounds {
             if round > 0 {
@@ -103,7 +116,7 @@ impl MasterClient {
             for base in order {
                 match self.call_following(&base, &make).await {
                     Ok(v) => return Ok(v),
-                    Err(e) if self.masters.len() > 1 && fails_over(&e) => last = Some(e),
+                    Err(e) if several && fails_over(&e) => last = Some(e),
                     Err(e) => return Err(e),
                 }
             }
@@ -111,7 +124,8 @@ impl MasterClient {
         Err(last.expect("at least one master was called"))
     }
 
-    /// Calls `base`, following the redirects of standbys; remembers who answered.
+    /// Calls `base`, following the redirects of standbys to the masters this client was
+    /// given (never elsewhere: the call carries credentials); remembers who answered.
     async fn call_following<T: DeserializeOwned>(
         &self,
         base: &str,
@@ -123,26 +137,30 @@ impl MasterClient {
             let url = call.url.clone();
             let resp = self.http.send(call).await?;
             let status = resp.status();
-            if status == StatusCode::TEMPORARY_REDIRECT || status == StatusCode::PERMANENT_REDIRECT
-            {
-                let location = resp
+            if status.is_redirection() {
+                let to = resp
                     .headers()
                     .get(header::LOCATION)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(origin_of)
-                    .ok_or_else(|| ClientError::Decode {
-                        url: url.clone(),
-                        message: format!("a {status} without a usable Location"),
-                    })?;
-                tracing::debug!(from = %base, to = %location, "master redirected to its leader");
-                base = location;
-                continue;
-            }
-            if status.is_redirection() {
-                return Err(ClientError::Decode {
-                    url,
-                    message: format!("unexpected {status} from a master"),
-                });
+                    .and_then(origin_of);
+                match to {
+                    Some(to) if self.masters.contains(&to) => {
+                        tracing::debug!(from = %base, to = %to, "master redirected to its leader");
+                        base = to;
+                        continue;
+                    }
+                    // A leader this client cannot reach by that name (a container's internal
+                    // name, say): the next master of the list is tried instead.
+                    to => {
+                        return Err(redirect_error(
+                            url,
+                            format!(
+                                "{status} to {}, not one of the masters given",
+                                to.as_deref().unwrap_or("an unusable Location")
+                            ),
+                        ));
+                    }
+                }
             }
             let bytes = resp
                 .bytes()
@@ -155,13 +173,13 @@ impl MasterClient {
                 url,
                 message: e.to_string(),
             })?;
-            *self.current.lock().expect("master lock") = base;
+            *self.current.lock_or_abort() = base;
             return Ok(v);
         }
-        Err(ClientError::Decode {
-            url: base,
-            message: format!("more than {MAX_REDIRECTS} redirects between masters"),
-        })
+        Err(redirect_error(
+            base,
+            format!("more than {MAX_REDIRECTS} redirects between masters"),
+        ))
     }
 
     /// Asks for a file id to write to. Retried on 503 (no writable volume yet) and transport
@@ -181,19 +199,14 @@ impl MasterClient {
 
     /// The servers holding `volume_id`, from cache when fresh.
     pub async fn lookup(&self, volume_id: VolumeId) -> Result<Vec<Location>, ClientError> {
-        if let Some((at, locs)) = self
-            .cache
-            .lock()
-            .expect("lookup cache lock")
-            .get(&volume_id)
+        if let Some((at, locs)) = self.cache.lock_or_abort().get(&volume_id)
             && at.elapsed() < LOOKUP_TTL
         {
             return Ok(locs.clone());
         }
         let locs = self.lookup_fresh(volume_id).await?;
         self.cache
-            .lock()
-            .expect("lookup cache lock")
+            .lock_or_abort()
             .insert(volume_id, (Instant::now(), locs.clone()));
         Ok(locs)
     }
@@ -227,10 +240,7 @@ impl MasterClient {
 
     /// Forgets the cached locations of a volume (after a server failed to serve it).
     pub fn invalidate(&self, volume_id: VolumeId) {
-        self.cache
-            .lock()
-            .expect("lookup cache lock")
-            .remove(&volume_id);
+        self.cache.lock_or_abort().remove(&volume_id);
     }
 
     /// Sends a heartbeat to the first master (sent once: the next beat is the retry).
@@ -258,18 +268,31 @@ impl MasterClient {
 
 /// Whether a call that failed this way may succeed on another master: it could not reach this
 /// one, or this one has no leader to send it to (`no_leader`), is not the leader any more
-/// (`not_leader`), or lost its hold on the id state mid-call (`state_unavailable`).
+/// (`not_leader`), lost its hold on the id state mid-call (`state_unavailable`), or redirected
+/// where this client does not follow.
 fn fails_over(e: &ClientError) -> bool {
     match e {
         ClientError::Transport { .. } => true,
         ClientError::Api { status, code, .. } => {
-            *status == StatusCode::SERVICE_UNAVAILABLE
+            (*status == StatusCode::SERVICE_UNAVAILABLE
                 && matches!(
                     code.as_str(),
                     "no_leader" | "not_leader" | "state_unavailable"
-                )
+                ))
+                || code == REDIRECT_CODE
         }
         ClientError::Decode { .. } => false,
+    }
+}
+
+/// The error of a redirect not followed (see [`fails_over`]).
+fn redirect_error(url: String, message: String) -> ClientError {
+    ClientError::Api {
+        url,
+        status: StatusCode::TEMPORARY_REDIRECT,
+        code: REDIRECT_CODE.to_owned(),
+        message,
+        retry_after: None,
     }
 }
 
@@ -400,8 +423,11 @@ mod tests {
         let (lead, lead_hits) = leader().await;
         let (redirecting, redirect_hits) = standby(lead.clone()).await;
         let (electing, electing_hits) = standby(String::new()).await;
-        let c = client(&format!("{},{electing},{redirecting}", a_dead_address()));
-        assert_eq!(c.masters().len(), 3);
+        let c = client(&format!(
+            "{},{electing},{redirecting},{lead}",
+            a_dead_address()
+        ));
+        assert_eq!(c.masters().len(), 4);
         let a = c.assign(&AssignQuery::default()).await.unwrap();
         assert_eq!(a.fid, "3,01637037d6");
         assert_eq!(c.base(), format!("http://{lead}"));
@@ -415,6 +441,21 @@ mod tests {
             "the leader was remembered"
         );
         assert!(c.is_master(&format!("http://{lead}")));
+    }
+
+    /// A redirect to a host that is not one of the masters given is not followed (the call
+    /// carries credentials): the client goes on to the next master instead.
+    #[tokio::test]
+    async fn test_master_client_follows_redirects_only_to_its_masters() {
+        crate::tls::install_default_provider();
+        let (elsewhere, elsewhere_hits) = leader().await;
+        let (lead, lead_hits) = leader().await;
+        let (redirecting, _) = standby(elsewhere).await;
+        let c = client(&format!("{redirecting},{lead}"));
+        c.assign(&AssignQuery::default()).await.unwrap();
+        assert_eq!(elsewhere_hits.load(Ordering::SeqCst), 0);
+        assert_eq!(lead_hits.load(Ordering::SeqCst), 1);
+        assert_eq!(c.base(), format!("http://{lead}"));
     }
 
     /// One master: its errors come back as they are (no failover rounds, no waiting).

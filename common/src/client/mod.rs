@@ -103,6 +103,11 @@ pub struct Call<'a> {
     pub headers: HeaderMap,
     /// Whether repeating the call is harmless.
     pub idempotent: bool,
+    /// Whether a 3xx answer is the caller's to handle ([`Call::accept_redirects`]); otherwise
+    /// it is an error, never taken for success.
+    pub redirects: bool,
+    /// A timeout for this call instead of the client's.
+    pub timeout: Option<Duration>,
 }
 
 impl<'a> Call<'a> {
@@ -119,7 +124,21 @@ impl<'a> Call<'a> {
             body: None,
             headers: HeaderMap::new(),
             idempotent,
+            redirects: false,
+            timeout: None,
         }
+    }
+
+    /// Hands a 3xx answer to the caller (who follows it itself) instead of failing the call.
+    pub fn accept_redirects(mut self) -> Self {
+        self.redirects = true;
+        self
+    }
+
+    /// Bounds this call by `timeout` instead of the client's own.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
     }
 
     /// Sets a raw body.
@@ -198,7 +217,8 @@ impl HttpClient {
         self
     }
 
-    /// Sends a call and returns the successful response (any 2xx/3xx or 416 is the caller's).
+    /// Sends a call and returns the successful response (any 2xx, and a 3xx when the call
+    /// [accepts redirects](Call::accept_redirects)); anything else is an error.
     pub async fn send(&self, call: Call<'_>) -> Result<reqwest::Response, ClientError> {
         let span = tracing::info_span!(
             "http.client",
@@ -256,11 +276,14 @@ impl HttpClient {
         if let Some(body) = &call.body {
             req = req.body(body.clone());
         }
+        if let Some(t) = call.timeout {
+            req = req.timeout(t);
+        }
         let resp = req.send().await.map_err(|source| ClientError::Transport {
             url: url.clone().into_owned(),
             source,
         })?;
-        if resp.status().is_success() || resp.status().is_redirection() {
+        if resp.status().is_success() || (call.redirects && resp.status().is_redirection()) {
             return Ok(resp);
         }
         Err(api_error(&url, resp).await)
@@ -315,9 +338,10 @@ fn build_reqwest(timeout: Duration, cfg: Option<rustls::ClientConfig>) -> reqwes
             .with_root_certificates(rustls::RootCertStore::empty())
             .with_no_client_auth()
     });
-    // Redirects are answered to the caller, not followed: the one Kelp service that sends them
-    // (a standby master) is followed by `master::MasterClient`, which keeps the credentials
-    // reqwest would strip on a hop to another port, and remembers where the leader is.
+    // Redirects are not followed: the one Kelp service that sends them (a standby master) is
+    // followed by `master::MasterClient`, which keeps the credentials reqwest would strip on a
+    // hop to another port, and remembers where the leader is; any other 3xx (a proxy in front
+    // of Kelp, say) fails the call rather than pass for its success.
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)

@@ -31,7 +31,8 @@ use testkit::etcd::Etcd;
 /// The leader lease's TTL the masters run with, in seconds.
 const TTL_SECS: u64 = 2;
 
-fn master(root: &std::path::Path, name: &str, etcd: &Etcd) -> ServiceHandle {
+/// A master of the election on `endpoints` (etcd's client addresses, comma-separated).
+fn master(root: &std::path::Path, name: &str, endpoints: &str) -> ServiceHandle {
     ServiceHandle::new(
         root,
         name,
@@ -40,11 +41,57 @@ fn master(root: &std::path::Path, name: &str, etcd: &Etcd) -> ServiceHandle {
             "--pulse-ms".into(),
             "300".into(),
             "--etcd-endpoints".into(),
-            etcd.endpoint().to_owned(),
+            endpoints.to_owned(),
             "--leader-ttl-secs".into(),
             TTL_SECS.to_string(),
         ],
     )
+}
+
+/// Publishes batches of four records durably to `topic` (two partitions) until `stop`,
+/// recording what was acknowledged in `checker`.
+fn spawn_publisher(
+    broker: Broker,
+    topic: &'static str,
+    checker: Arc<Mutex<Checker>>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let recs: Vec<(u32, String)> = (0..4)
+                .map(|i| ((n % 2) as u32, format!("n{n}-i{i}")))
+                .collect();
+            match broker.publish(topic, &recs, "durable").await {
+                Ok(offsets) => checker.lock().unwrap().ack(topic, &recs, &offsets),
+                Err(_) => {
+                    checker.lock().unwrap().rejected += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            n += 1;
+        }
+    })
+}
+
+/// No file key was handed out twice (keys are cluster-wide: one sequencer at a time), and
+/// every acknowledged blob reads back byte-identical through `reader`.
+async fn check_blobs(acked: &[(FileId, Bytes)], reader: &BlobClient) {
+    let mut keys = HashSet::new();
+    for (fid, _) in acked {
+        assert!(
+            keys.insert(fid.key),
+            "file key {} handed out twice ({fid})",
+            fid.key
+        );
+    }
+    for (fid, data) in acked {
+        let got = reader
+            .download(fid)
+            .await
+            .unwrap_or_else(|e| panic!("acknowledged blob {fid}: {e}"));
+        assert!(got == *data, "blob {fid} differs");
+    }
 }
 
 /// Which of `masters` says it leads, waiting up to 20 s for one to.
@@ -98,8 +145,8 @@ async fn given_two_masters_on_etcd_when_the_leader_is_killed_repeatedly_should_r
         .unwrap();
     let root = tmp.path();
     let mut masters = vec![
-        master(root, "master-a", &etcd),
-        master(root, "master-b", &etcd),
+        master(root, "master-a", etcd.endpoint()),
+        master(root, "master-b", etcd.endpoint()),
     ];
     for m in &mut masters {
         m.start().await.unwrap();
@@ -183,25 +230,12 @@ async fn given_two_masters_on_etcd_when_the_leader_is_killed_repeatedly_should_r
     let pub_broker = Broker::new(broker.url());
     pub_broker.create_topic("ha/master", 2).await;
     let checker = Arc::new(Mutex::new(Checker::default()));
-    let publisher = {
-        let (b, checker, stop) = (pub_broker.clone(), checker.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let recs: Vec<(u32, String)> = (0..4)
-                    .map(|i| ((n % 2) as u32, format!("n{n}-i{i}")))
-                    .collect();
-                match b.publish("ha/master", &recs, "durable").await {
-                    Ok(offsets) => checker.lock().unwrap().ack("ha/master", &recs, &offsets),
-                    Err(_) => {
-                        checker.lock().unwrap().rejected += 1;
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-                n += 1;
-            }
-        })
-    };
+    let publisher = spawn_publisher(
+        pub_broker.clone(),
+        "ha/master",
+        checker.clone(),
+        stop.clone(),
+    );
 
     let probe = blobs();
     let mut probed = Vec::new();
@@ -248,24 +282,7 @@ async fn given_two_masters_on_etcd_when_the_leader_is_killed_repeatedly_should_r
     }
     publisher.await.unwrap();
 
-    // No file key was handed out twice (keys are cluster-wide: one sequencer at a time).
-    let mut keys = HashSet::new();
-    for (fid, _) in &acked {
-        assert!(
-            keys.insert(fid.key),
-            "file key {} handed out twice ({fid})",
-            fid.key
-        );
-    }
-    // Every acknowledged blob reads back byte-identical.
-    let reader = blobs();
-    for (fid, data) in &acked {
-        let got = reader
-            .download(fid)
-            .await
-            .unwrap_or_else(|e| panic!("acknowledged {fid}: {e}"));
-        assert!(got == *data, "{fid} differs");
-    }
+    check_blobs(&acked, &blobs()).await;
     // Every acknowledged record too.
     assert!(pub_broker.flush().await.is_success());
     let checker = Arc::try_unwrap(checker).unwrap().into_inner().unwrap();
@@ -296,8 +313,10 @@ async fn given_two_masters_on_etcd_when_the_leader_is_killed_repeatedly_should_r
         kill_worst < bound,
         "writes resumed only after {kill_worst:?}"
     );
+    // After a SIGTERM no lease has to expire: within a standby's poll, a client's failover
+    // round and a margin, well below a SIGKILL's TTL plus those.
     assert!(
-        term_worst < bound,
+        term_worst < Duration::from_secs(TTL_SECS) + Duration::from_millis(1500),
         "writes resumed only after {term_worst:?}"
     );
     for s in masters.iter().chain(&others).chain([&filer, &broker]) {
@@ -365,19 +384,7 @@ async fn given_the_leading_master_cut_off_from_etcd_should_hand_over_and_fence_i
     ];
     let mut masters = Vec::new();
     for (name, link) in ["master-a", "master-b"].into_iter().zip(&links) {
-        let mut m = ServiceHandle::new(
-            root,
-            name,
-            "kelp-master",
-            vec![
-                "--pulse-ms".into(),
-                "300".into(),
-                "--etcd-endpoints".into(),
-                link.addr().to_string(),
-                "--leader-ttl-secs".into(),
-                TTL_SECS.to_string(),
-            ],
-        );
+        let mut m = master(root, name, &link.addr().to_string());
         m.start().await.unwrap();
         masters.push(m);
     }
@@ -472,22 +479,7 @@ async fn given_the_leading_master_cut_off_from_etcd_should_hand_over_and_fence_i
     stop.store(true, Ordering::Relaxed);
     let mut acked = writer.await.unwrap();
     acked.push((acked_before_heal.fid, Bytes::from_static(b"during")));
-    let mut keys = HashSet::new();
-    for (fid, _) in &acked {
-        assert!(
-            keys.insert(fid.key),
-            "file key {} handed out twice ({fid})",
-            fid.key
-        );
-    }
-    let reader = blobs();
-    for (fid, data) in &acked {
-        let got = reader
-            .download(fid)
-            .await
-            .unwrap_or_else(|e| panic!("{fid}: {e}"));
-        assert!(got == *data, "{fid} differs");
-    }
+    check_blobs(&acked, &blobs()).await;
     eprintln!(
         "partition: {} blobs acknowledged and read back",
         acked.len()
@@ -560,19 +552,7 @@ async fn given_an_ha_cluster_when_a_master_filer_broker_or_etcd_member_is_killed
     let root = tmp.path();
     let mut masters = Vec::new();
     for name in ["master-a", "master-b"] {
-        let mut m = ServiceHandle::new(
-            root,
-            name,
-            "kelp-master",
-            vec![
-                "--pulse-ms".into(),
-                "300".into(),
-                "--etcd-endpoints".into(),
-                endpoints.clone(),
-                "--leader-ttl-secs".into(),
-                TTL_SECS.to_string(),
-            ],
-        );
+        let mut m = master(root, name, &endpoints);
         m.start().await.unwrap();
         masters.push(m);
     }
@@ -650,25 +630,7 @@ async fn given_an_ha_cluster_when_a_master_filer_broker_or_etcd_member_is_killed
     let pub_broker = Broker::new(broker.url());
     pub_broker.create_topic("ha/all", 2).await;
     let checker = Arc::new(Mutex::new(Checker::default()));
-    let publisher = {
-        let (b, checker, stop) = (pub_broker.clone(), checker.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let recs: Vec<(u32, String)> = (0..4)
-                    .map(|i| ((n % 2) as u32, format!("n{n}-i{i}")))
-                    .collect();
-                match b.publish("ha/all", &recs, "durable").await {
-                    Ok(offsets) => checker.lock().unwrap().ack("ha/all", &recs, &offsets),
-                    Err(_) => {
-                        checker.lock().unwrap().rejected += 1;
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-                n += 1;
-            }
-        })
-    };
+    let publisher = spawn_publisher(pub_broker.clone(), "ha/all", checker.clone(), stop.clone());
 
     let probe_blobs = blobs();
     let mut probed_blobs = Vec::new();
@@ -698,8 +660,11 @@ async fn given_an_ha_cluster_when_a_master_filer_broker_or_etcd_member_is_killed
             }
             _ => {
                 let m = (k / 4) % etcd.len();
-                etcd.kill(m);
-                etcd.restart(m);
+                // The helper sleeps while etcd comes up: off the runtime's two workers.
+                tokio::task::block_in_place(|| {
+                    etcd.kill(m);
+                    etcd.restart(m);
+                });
             }
         }
         // Writes of every kind are acknowledged again.
@@ -730,22 +695,7 @@ async fn given_an_ha_cluster_when_a_master_filer_broker_or_etcd_member_is_killed
     acked_files.extend(probed_files);
     publisher.await.unwrap();
 
-    let mut keys = HashSet::new();
-    for (fid, _) in &acked_blobs {
-        assert!(
-            keys.insert(fid.key),
-            "file key {} handed out twice ({fid})",
-            fid.key
-        );
-    }
-    let reader = blobs();
-    for (fid, data) in &acked_blobs {
-        let got = reader
-            .download(fid)
-            .await
-            .unwrap_or_else(|e| panic!("acknowledged blob {fid}: {e}"));
-        assert!(got == *data, "blob {fid} differs");
-    }
+    check_blobs(&acked_blobs, &blobs()).await;
     for fc in filer_clients(&filers) {
         for (path, data) in &acked_files {
             let got = fc

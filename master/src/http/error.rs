@@ -51,9 +51,10 @@ impl From<Error> for ApiError {
             Error::CollectionDeleteFailed { .. } => {
                 ApiError::unavailable("collection_delete_failed", message, 1)
             }
+            Error::State(e) => ApiError::internal(e.context("update the master state file")),
             // etcd unreachable or this master deposed mid-request: another try (perhaps on
             // the next leader) succeeds.
-            Error::State(e) => ApiError::unavailable("state_unavailable", format!("{e:#}"), 1),
+            Error::SharedState(_) => ApiError::unavailable("state_unavailable", message, 1),
             Error::NotLeader { .. } => ApiError::unavailable("not_leader", message, 1),
         }
     }

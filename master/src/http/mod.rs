@@ -234,13 +234,14 @@ pub fn router(state: AppState) -> Router {
     let routes = routes()
         .into_iter()
         .fold(Router::new(), |r, (path, access, handlers)| {
-            let handlers = access.guard(handlers, &sec);
+            // The access check runs first (the outer layer): a caller without credentials
+            // learns nothing, not even where the leader is.
             let handlers = if follower_serves(path) {
                 handlers
             } else {
                 handlers.route_layer(from_fn_with_state(master.clone(), to_leader))
             };
-            r.route(path, handlers)
+            r.route(path, access.guard(handlers, &sec))
         })
         .with_state(state);
     common::http::with_layers(routes, ServeConfig::default())
