@@ -110,6 +110,17 @@ pub struct Config {
     /// Largest Kafka request accepted (larger ones close the connection).
     #[arg(long, env = "KELP_KAFKA_MAX_REQUEST_MB", default_value_t = 100)]
     pub kafka_max_request_mb: u64,
+    /// Seconds the active broker's lease in the filer lives without renewal (0: no lease, and
+    /// a broker that starts takes every partition over at once, fencing any other). With a
+    /// lease, a second broker on the same filer is a standby: it redirects clients to the
+    /// active one and takes over, recovering every partition, when that one's lease expires
+    /// (at once when it stops cleanly).
+    #[arg(long, env = "KELP_LEASE_TTL_SECS", default_value_t = 10)]
+    pub lease_ttl_secs: u64,
+    /// Address a standby redirects HTTP clients to while this broker is active (default: the
+    /// bound `ip:port`; with a wildcard `--ip`, standbys cannot redirect and answer 503).
+    #[arg(long, env = "KELP_ADVERTISE")]
+    pub advertise: Option<String>,
     /// Fid tokens, cluster token, API keys and TLS (see `common::security`).
     #[command(flatten)]
     pub security: common::security::SecurityFlags,
@@ -148,6 +159,8 @@ impl Default for Config {
             kafka_auto_create: true,
             kafka_auto_create_partitions: 1,
             kafka_max_request_mb: 100,
+            lease_ttl_secs: 10,
+            advertise: None,
             security: common::security::SecurityFlags::default(),
         }
     }

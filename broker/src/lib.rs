@@ -77,6 +77,12 @@ pub async fn run(
     let http = security
         .apply(HttpClient::new(STORE_CALL_TIMEOUT))
         .context("build the broker's http client")?;
+    let lease = (cfg.lease_ttl_secs > 0).then(|| {
+        (
+            common::client::filer::FilerClient::new(http.clone(), &cfg.filer),
+            LEASE_PATH.to_owned(),
+        )
+    });
     let store = store::http::HttpStore::new(
         http,
         security.clone(),
@@ -85,8 +91,11 @@ pub async fn run(
         &cfg.collection,
         &cfg.replication,
     );
-    serve(cfg, Arc::new(store), security, listener, shutdown).await
+    serve(cfg, Arc::new(store), security, listener, shutdown, lease).await
 }
+
+/// The filer entry of the active broker's lease (`common::lease`).
+pub const LEASE_PATH: &str = "/brokers/active.lease";
 
 /// Binds the Kafka listener (`--kafka-port`, on `--ip`) and serves it in a task, recording
 /// its address in `<dir>/addrs.json`; with port 0 configured off, the task never ends.
@@ -171,16 +180,18 @@ pub async fn run_with_store(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let security = cfg.security.load_for("broker")?;
-    serve(cfg, store, security, listener, shutdown).await
+    serve(cfg, store, security, listener, shutdown, None).await
 }
 
-/// Serves the broker over `store`, its routes checking `security`.
+/// Serves the broker over `store`, its routes checking `security`; with `lease` (the filer and
+/// the lease's path), as the active broker only while it holds the lease, a standby before.
 async fn serve(
     cfg: Config,
     store: Arc<dyn store::Store>,
     security: Arc<Security>,
     listener: TcpListener,
     shutdown: CancellationToken,
+    lease: Option<(common::client::filer::FilerClient, String)>,
 ) -> anyhow::Result<()> {
     tracing::info!(
         flush_interval_ms = cfg.flush_interval_ms,
@@ -191,8 +202,49 @@ async fn serve(
         replication = %cfg.replication,
         "starting broker"
     );
-    let broker = Broker::new(cfg, store, shutdown.clone());
+    let me = match &cfg.advertise {
+        Some(a) => a.clone(),
+        None => listener
+            .local_addr()
+            .context("read the bound address")?
+            .to_string(),
+    };
+    let ttl = Duration::from_secs(cfg.lease_ttl_secs);
+    let lease_stop = CancellationToken::new();
+    let (leadership, lease_task) = match lease {
+        None => (Arc::new(common::lease::Leadership::single(&me)), None),
+        Some((filer, path)) => {
+            let l = Arc::new(common::lease::Leadership::contender(&me));
+            tracing::info!(lease = %path, ttl_secs = cfg.lease_ttl_secs, advertise = %me, "taking part in the broker lease");
+            let task = tokio::spawn(common::lease::run_lease(
+                l.clone(),
+                filer,
+                path,
+                ttl,
+                lease_stop.clone(),
+            ));
+            (l, Some(task))
+        }
+    };
+    let broker = Broker::with_leadership(cfg, store, shutdown.clone(), leadership.clone());
     broker.spawn_loader();
+    // Deposed: once active, another broker took the lease (this one was paused or cut off
+    // past its TTL, and its partitions are fenced). It stops, for its supervisor to start it
+    // again as a standby.
+    let deposed = {
+        let (broker, me) = (broker.clone(), me.clone());
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if broker.is_loaded()
+                    && let common::lease::Role::Follower(Some(holder)) = broker.leadership().role()
+                    && holder != me
+                {
+                    return holder;
+                }
+            }
+        }
+    };
 
     // Give up on flushing a bounded time after shutdown starts.
     let flush_timeout = broker.cfg.shutdown_flush_timeout();
@@ -224,6 +276,10 @@ async fn serve(
         r = common::http::serve_with(listener, router, shutdown.clone(), serve_opts) => r.map_err(anyhow::Error::from),
         () = broker.fatal.cancelled() => Err(anyhow::anyhow!("a flusher died")),
         e = kafka_failed => Err(e),
+        holder = deposed => {
+            tracing::error!(active = %holder, "another broker took the broker lease over; stopping (this broker's partitions are fenced)");
+            Err(anyhow::anyhow!("deposed: {holder} holds the broker lease"))
+        }
     };
     // Whatever ended serving, stop: refuse publishes and flush what is buffered.
     shutdown.cancel();
@@ -233,6 +289,11 @@ async fn serve(
     );
     broker.tasks.close();
     broker.tasks.wait().await;
+    // Hands the lease over at once (a standby takes over without waiting for the TTL).
+    lease_stop.cancel();
+    if let Some(t) = lease_task {
+        let _ = t.await;
+    }
     let lost = broker.report_unflushed();
     if lost == 0 {
         tracing::info!("all buffered records are durable; broker stopped");

@@ -133,6 +133,10 @@ async fn run(a: ServerArgs) -> anyhow::Result<()> {
         &filer_addr,
         "--kafka-port",
         &kafka_port,
+        // One process, one broker: no active/standby lease (a restart on other ephemeral
+        // ports would otherwise stand by until the previous run's lease expired).
+        "--lease-ttl-secs",
+        "0",
     ])?;
 
     let mut registry_cfg = registry::Config::try_parse_from([

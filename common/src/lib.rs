@@ -11,6 +11,7 @@
 //! - [`api`] — wire types (serde only) of each service.
 //! - [`etcd`] — a typed client of etcd's v3 JSON gateway (the filer's shared metadata store).
 //! - [`fs`] — crash-safe file helpers and the data-directory lock.
+//! - [`lease`] — a lease in the filer: which instance of a service is the active one.
 //! - [`service`] — the shared `main` of every service binary.
 //! - [`shutdown`] — SIGTERM/SIGINT handling.
 //! - [`telemetry`] — tracing, OTLP export and W3C context propagation.
@@ -30,6 +31,7 @@ pub mod etcd;
 pub mod fs;
 pub mod http;
 pub mod ids;
+pub mod lease;
 pub mod metrics;
 pub mod retry;
 pub mod security;

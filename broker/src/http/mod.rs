@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::State;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{MethodRouter, get, post};
 use common::http::{ServeConfig, healthz, openapi, with_layers};
@@ -86,6 +87,35 @@ fn routes() -> Vec<(&'static str, Access, MethodRouter<AppState>)> {
     ]
 }
 
+/// Middleware: a standby answers a client route with a 307 to the same path and query on the
+/// active broker (the method and body are kept); an active broker serves it.
+async fn to_active(
+    State((broker, tls)): State<(AppState, bool)>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some(active) = broker.standby_of() else {
+        return next.run(req).await;
+    };
+    let scheme = if tls { "https" } else { "http" };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("{scheme}://{active}{path}");
+    match axum::http::HeaderValue::from_str(&location) {
+        Ok(v) => (
+            axum::http::StatusCode::TEMPORARY_REDIRECT,
+            [(axum::http::header::LOCATION, v)],
+            axum::Json(serde_json::json!({
+                "error": format!("this broker is a standby; the active broker is {active}"),
+                "code": "standby",
+                "active": active,
+            })),
+        )
+            .into_response(),
+        Err(e) => common::http::ApiError::internal(e).into_response(),
+    }
+}
+
 /// Every route of the broker, guarded with `security` (`Access`) and wrapped in the shared
 /// layers.
 pub fn router(state: AppState, security: Arc<Security>) -> Router {
@@ -103,6 +133,11 @@ pub fn router(state: AppState, security: Arc<Security>) -> Router {
             Access::Cluster => (open, client, cluster.route(path, handlers)),
         },
     );
+    // The standby redirect runs after the access check (the outer layer).
+    let client = client.route_layer(from_fn_with_state(
+        (state.clone(), security.serves_tls()),
+        to_active,
+    ));
     let api = open
         .merge(client.route_layer(from_fn_with_state(security.clone(), require_client)))
         .merge(cluster.route_layer(from_fn_with_state(security, require_cluster)))

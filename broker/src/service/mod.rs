@@ -52,6 +52,8 @@ pub struct Broker {
     loaded: AtomicBool,
     load_error: Mutex<Option<String>>,
     create_lock: tokio::sync::Mutex<()>,
+    /// The active/standby lease (`common::lease`): this broker serves only while it holds it.
+    leadership: Arc<common::lease::Leadership>,
 }
 
 impl std::ops::Deref for Broker {
@@ -73,13 +75,47 @@ impl std::fmt::Debug for Broker {
 impl Broker {
     /// A broker with no topics loaded yet; call [`Broker::load_all`] to recover them.
     pub fn new(cfg: Config, store: Arc<dyn Store>, shutdown: CancellationToken) -> Arc<Self> {
+        Self::with_leadership(
+            cfg,
+            store,
+            shutdown,
+            Arc::new(common::lease::Leadership::single("")),
+        )
+    }
+
+    /// [`Broker::new`] taking part in the active/standby lease `leadership`: it recovers the
+    /// topics ([`Broker::spawn_loader`]) once it holds the lease.
+    pub fn with_leadership(
+        cfg: Config,
+        store: Arc<dyn Store>,
+        shutdown: CancellationToken,
+        leadership: Arc<common::lease::Leadership>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             core: Arc::new(Core::new(cfg, store, shutdown)),
             topics: RwLock::new(BTreeMap::new()),
             loaded: AtomicBool::new(false),
             load_error: Mutex::new(None),
             create_lock: tokio::sync::Mutex::new(()),
+            leadership,
         })
+    }
+
+    /// The active/standby lease.
+    pub fn leadership(&self) -> &Arc<common::lease::Leadership> {
+        &self.leadership
+    }
+
+    /// While this broker is a standby (it never held the lease): the active broker's address,
+    /// when known. `None` once it is active, or when it is the only broker.
+    pub fn standby_of(&self) -> Option<String> {
+        if self.is_loaded() {
+            return None;
+        }
+        match self.leadership.role() {
+            common::lease::Role::Follower(Some(holder)) => Some(holder),
+            _ => None,
+        }
     }
 
     /// Bytes buffered (accepted, not yet durable) across all partitions.
@@ -264,9 +300,26 @@ impl Broker {
     /// Starts recovery in the background.
     pub fn spawn_loader(self: &Arc<Self>) {
         let me = self.clone();
-        tokio::spawn(
+        tokio::spawn(async move {
+            // A standby waits for the lease; then every partition is taken over (its epoch
+            // raised, fencing the previous broker) and recovered.
+            let mut announced = false;
+            while !me.leadership.is_writer() {
+                if !announced {
+                    tracing::info!(active = ?me.standby_of(), "standby: waiting for the broker lease");
+                    announced = true;
+                }
+                tokio::select! {
+                    () = me.shutdown.cancelled() => return,
+                    () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                }
+            }
+            if announced {
+                tracing::info!("holding the broker lease: taking every partition over");
+            }
             me.load_all()
-                .instrument(tracing::info_span!("broker.recover")),
-        );
+                .instrument(tracing::info_span!("broker.recover"))
+                .await;
+        });
     }
 }

@@ -53,9 +53,16 @@ async fn publish_until_fenced(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_two_brokers_on_one_filer_when_the_second_starts_should_fence_the_first() {
-    let mut c = Cluster::start(ClusterOptions::with_broker(&["--kafka-port", "0"]))
-        .await
-        .expect("start the cluster");
+    // Without the broker lease (`--lease-ttl-secs 0`), a broker that starts takes every
+    // partition over at once: the fencing of a live broker is what is tested here.
+    let mut c = Cluster::start(ClusterOptions::with_broker(&[
+        "--kafka-port",
+        "0",
+        "--lease-ttl-secs",
+        "0",
+    ]))
+    .await
+    .expect("start the cluster");
     let first = Broker::new(c.broker().url());
     // Being taken over is an ERROR on the first broker: two brokers claimed its partitions.
     c.broker()
@@ -85,6 +92,8 @@ async fn given_two_brokers_on_one_filer_when_the_second_starts_should_fence_the_
             "--filer".into(),
             faddr,
             "--kafka-port".into(),
+            "0".into(),
+            "--lease-ttl-secs".into(),
             "0".into(),
         ],
     );

@@ -23,8 +23,8 @@ use common::api::master::AssignQuery;
 use common::client::HttpClient;
 use common::client::volume::BlobClient;
 use common::ids::FileId;
-use e2e::ServiceHandle;
 use e2e::broker::{Broker, Checker};
+use e2e::{Cluster, ClusterOptions, ServiceHandle};
 use rand::Rng;
 use testkit::etcd::Etcd;
 
@@ -738,4 +738,176 @@ async fn given_an_ha_cluster_when_a_master_filer_broker_or_etcd_member_is_killed
             s.panics()
         );
     }
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to `h`'s process.
+fn signal(h: &ServiceHandle, signal: &str) {
+    let pid = h.pid().expect("running").to_string();
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid])
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill -{signal} {pid}");
+}
+
+/// Publishes through either broker until `stop` (a standby redirects to the active one, and a
+/// dead one is skipped), recording what was acknowledged in `checker`.
+fn spawn_publisher_to_either(
+    brokers: [Broker; 2],
+    topic: &'static str,
+    checker: Arc<Mutex<Checker>>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let recs: Vec<(u32, String)> = (0..4)
+                .map(|i| ((n % 2) as u32, format!("n{n}-i{i}")))
+                .collect();
+            match brokers[(n % 2) as usize]
+                .publish(topic, &recs, "durable")
+                .await
+            {
+                Ok(offsets) => checker.lock().unwrap().ack(topic, &recs, &offsets),
+                Err(_) => {
+                    checker.lock().unwrap().rejected += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            n += 1;
+        }
+    })
+}
+
+/// Waits until a durable publish through `broker` is acknowledged; returns how long it took.
+async fn publish_eventually(
+    broker: &Broker,
+    recs: &[(u32, String)],
+    checker: &Mutex<Checker>,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        if let Ok(offsets) = broker.publish("ha/brokers", recs, "durable").await {
+            checker.lock().unwrap().ack("ha/brokers", recs, &offsets);
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no broker took over"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Two brokers on one filer with the broker lease (TTL 2 s): the second is a standby that
+/// redirects clients to the active one. SIGKILL the active: the standby takes every partition
+/// over once the lease expires, and the restarted one is the standby now. SIGSTOP the active
+/// past its TTL: the other takes over, and the paused one, resumed, finds itself deposed and
+/// stops (its partitions were fenced). Every acknowledged record reads back once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_an_active_and_a_standby_broker_when_the_active_dies_or_pauses_should_take_over_and_lose_nothing()
+ {
+    let lease = ["--lease-ttl-secs", "2", "--kafka-port", "0"];
+    let mut c = Cluster::start(ClusterOptions::with_broker(&lease))
+        .await
+        .unwrap();
+    let mut args = vec![
+        "--master".to_owned(),
+        c.master.addr().to_string(),
+        "--filer".to_owned(),
+        c.filer().addr().to_string(),
+    ];
+    args.extend(lease.iter().map(|a| (*a).to_owned()));
+    let mut second = ServiceHandle::new(c.root(), "broker2", "kelp-broker", args);
+    second.start().await.unwrap();
+    let ready: serde_json::Value = e2e::http_client()
+        .get(format!("{}/readyz", second.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "standby", "{ready}");
+    assert_eq!(ready["active"], c.broker().addr().to_string().as_str());
+    let r = e2e::http_client_builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/topics", second.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::TEMPORARY_REDIRECT);
+
+    let brokers = [Broker::new(c.broker().url()), Broker::new(second.url())];
+    brokers[1].create_topic("ha/brokers", 2).await; // through the redirect
+    let checker = Arc::new(Mutex::new(Checker::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher =
+        spawn_publisher_to_either(brokers.clone(), "ha/brokers", checker.clone(), stop.clone());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    // Probes that neither follow a standby's redirect nor wait on a paused broker.
+    let probe_http = e2e::http_client_builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let probes = [
+        Broker::with_client(c.broker().url(), probe_http.clone()),
+        Broker::with_client(second.url(), probe_http),
+    ];
+
+    // SIGKILL the active broker: the standby takes over.
+    c.broker().kill();
+    let took = publish_eventually(&probes[1], &[(0, "after-kill".into())], &checker).await;
+    eprintln!("brokers: the standby took over {took:?} after the active one's SIGKILL");
+    c.broker().start().await.unwrap();
+    let ready: serde_json::Value = e2e::http_client()
+        .get(format!("{}/readyz", c.broker().url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready["status"], "standby",
+        "the restarted broker stands by: {ready}"
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    // SIGSTOP the active one (now the second) past its TTL; the first takes over.
+    second
+        .expect_errors("another broker took the broker lease over")
+        .expect_errors("another broker took the partition over")
+        // Publishes in flight when it was paused: never acknowledged, refused when it resumes.
+        .expect_errors("could not be flushed before shutdown")
+        .expect_errors("deposed: ");
+    signal(&second, "STOP");
+    let took = publish_eventually(&probes[0], &[(1, "after-pause".into())], &checker).await;
+    eprintln!("brokers: took over {took:?} after the active one was paused");
+    signal(&second, "CONT");
+    // Resumed, the paused broker finds the lease taken and stops.
+    let start = Instant::now();
+    while second.is_running() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the deposed broker did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    publisher.await.unwrap();
+    let checker = Arc::try_unwrap(checker).unwrap().into_inner().unwrap();
+    assert!(brokers[0].flush().await.is_success());
+    let verified = checker.verify(&brokers[0]).await;
+    eprintln!(
+        "brokers: {verified} records acknowledged and verified, {} publishes refused",
+        checker.rejected
+    );
+    assert!(verified > 0);
 }

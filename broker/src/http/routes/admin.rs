@@ -16,12 +16,25 @@ pub async fn flush(State(broker): State<AppState>) -> Result<Json<FlushResponse>
 #[derive(Serialize)]
 struct Ready {
     status: &'static str,
+    /// A standby's active broker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    active: Option<String>,
 }
 
-/// 200 once topics are recovered and no flush is failing.
+/// 200 once topics are recovered and no flush is failing, and for a standby that knows the
+/// active broker (`"status": "standby"`: it redirects clients there).
 pub async fn readyz(State(broker): State<AppState>) -> Result<Json<impl Serialize>, ApiError> {
+    if let Some(active) = broker.standby_of() {
+        return Ok(Json(Ready {
+            status: "standby",
+            active: Some(active),
+        }));
+    }
     broker.readiness()?;
-    Ok(Json(Ready { status: "ready" }))
+    Ok(Json(Ready {
+        status: "ready",
+        active: None,
+    }))
 }
 
 /// Prometheus text.
