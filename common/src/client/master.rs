@@ -162,17 +162,7 @@ impl MasterClient {
                     }
                 }
             }
-            let bytes = resp
-                .bytes()
-                .await
-                .map_err(|source| ClientError::Transport {
-                    url: url.clone(),
-                    source,
-                })?;
-            let v = serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
-                url,
-                message: e.to_string(),
-            })?;
+            let v = super::decode_json(url, resp).await?;
             *self.current.lock_or_abort() = base;
             return Ok(v);
         }

@@ -301,17 +301,7 @@ impl HttpClient {
     pub async fn json<T: DeserializeOwned>(&self, call: Call<'_>) -> Result<T, ClientError> {
         let url = call.url.clone();
         let resp = self.send(call).await?;
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|source| ClientError::Transport {
-                url: url.clone(),
-                source,
-            })?;
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
-            url,
-            message: e.to_string(),
-        })
+        decode_json(url, resp).await
     }
 
     /// Sends a call and returns its whole body.
@@ -322,6 +312,24 @@ impl HttpClient {
             .await
             .map_err(|source| ClientError::Transport { url, source })
     }
+}
+
+/// Reads `resp`'s body (from `url`) and decodes it as JSON.
+pub async fn decode_json<T: DeserializeOwned>(
+    url: String,
+    resp: reqwest::Response,
+) -> Result<T, ClientError> {
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|source| ClientError::Transport {
+            url: url.clone(),
+            source,
+        })?;
+    serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+        url,
+        message: e.to_string(),
+    })
 }
 
 /// Builds the reqwest client: the one place one is built (clippy.toml forbids it elsewhere).

@@ -94,6 +94,36 @@ async fn check_blobs(acked: &[(FileId, Bytes)], reader: &BlobClient) {
     }
 }
 
+/// The `--master` list of `masters`: their addresses, comma-separated.
+fn addr_list(masters: &[ServiceHandle]) -> String {
+    masters
+        .iter()
+        .map(|m| m.addr().to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Starts `n` volume servers heartbeating every master of `list`.
+async fn start_volumes(root: &std::path::Path, n: usize, list: &str) -> Vec<ServiceHandle> {
+    let mut volumes = Vec::new();
+    for i in 0..n {
+        let mut v = ServiceHandle::new(
+            root,
+            &format!("volume{i}"),
+            "kelp-volume",
+            vec![
+                "--master".into(),
+                list.to_owned(),
+                "--heartbeat-interval-ms".into(),
+                "200".into(),
+            ],
+        );
+        v.start().await.unwrap();
+        volumes.push(v);
+    }
+    volumes
+}
+
 /// Which of `masters` says it leads, waiting up to 20 s for one to.
 async fn leader(masters: &[ServiceHandle]) -> usize {
     let http = e2e::http_client();
@@ -151,27 +181,8 @@ async fn given_two_masters_on_etcd_when_the_leader_is_killed_repeatedly_should_r
     for m in &mut masters {
         m.start().await.unwrap();
     }
-    let list = masters
-        .iter()
-        .map(|m| m.addr().to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut others = Vec::new();
-    for i in 0..2 {
-        let mut v = ServiceHandle::new(
-            root,
-            &format!("volume{i}"),
-            "kelp-volume",
-            vec![
-                "--master".into(),
-                list.clone(),
-                "--heartbeat-interval-ms".into(),
-                "200".into(),
-            ],
-        );
-        v.start().await.unwrap();
-        others.push(v);
-    }
+    let list = addr_list(&masters);
+    let others = start_volumes(root, 2, &list).await;
     let mut filer = ServiceHandle::new(
         root,
         "filer",
@@ -388,23 +399,8 @@ async fn given_the_leading_master_cut_off_from_etcd_should_hand_over_and_fence_i
         m.start().await.unwrap();
         masters.push(m);
     }
-    let list = masters
-        .iter()
-        .map(|m| m.addr().to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut volume = ServiceHandle::new(
-        root,
-        "volume",
-        "kelp-volume",
-        vec![
-            "--master".into(),
-            list.clone(),
-            "--heartbeat-interval-ms".into(),
-            "200".into(),
-        ],
-    );
-    volume.start().await.unwrap();
+    let list = addr_list(&masters);
+    let _volumes = start_volumes(root, 1, &list).await;
     let blobs = || BlobClient::new(HttpClient::new(Duration::from_secs(10)), &list);
     let stop = Arc::new(AtomicBool::new(false));
     let writer = tokio::spawn(write_blobs(blobs(), stop.clone()));
@@ -556,27 +552,8 @@ async fn given_an_ha_cluster_when_a_master_filer_broker_or_etcd_member_is_killed
         m.start().await.unwrap();
         masters.push(m);
     }
-    let list = masters
-        .iter()
-        .map(|m| m.addr().to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut volumes = Vec::new();
-    for i in 0..3 {
-        let mut v = ServiceHandle::new(
-            root,
-            &format!("volume{i}"),
-            "kelp-volume",
-            vec![
-                "--master".into(),
-                list.clone(),
-                "--heartbeat-interval-ms".into(),
-                "200".into(),
-            ],
-        );
-        v.start().await.unwrap();
-        volumes.push(v);
-    }
+    let list = addr_list(&masters);
+    let volumes = start_volumes(root, 3, &list).await;
     let mut filers = Vec::new();
     for name in ["filer-a", "filer-b"] {
         let mut f = ServiceHandle::new(
@@ -787,17 +764,12 @@ async fn publish_eventually(
     checker: &Mutex<Checker>,
 ) -> Duration {
     let start = Instant::now();
-    loop {
-        if let Ok(offsets) = broker.publish("ha/brokers", recs, "durable").await {
-            checker.lock().unwrap().ack("ha/brokers", recs, &offsets);
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no broker took over"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let offsets = eventually("a durable publish", || {
+        broker.publish("ha/brokers", recs, "durable")
+    })
+    .await;
+    checker.lock().unwrap().ack("ha/brokers", recs, &offsets);
+    start.elapsed()
 }
 
 /// Two brokers on one filer with the broker lease (TTL 2 s): the second is a standby that
