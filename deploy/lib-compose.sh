@@ -58,7 +58,12 @@ compose_preflight() {
 
 dc() { "${COMPOSE[@]}" ${COMPOSE_OPTS[@]+"${COMPOSE_OPTS[@]}"} -p "$PROJECT" -f "$COMPOSE_YAML" "$@"; }
 
-cid() { dc ps -q "$1"; }
+# cid SERVICE: its container (running or not), from the labels compose puts on it: one `docker
+# ps`, not a compose invocation (which takes most of a second on a small machine).
+cid() {
+    docker ps -aq --no-trunc --filter "label=com.docker.compose.project=$PROJECT" \
+        --filter "label=com.docker.compose.service=$1" --filter "label=com.docker.compose.oneoff=False" | head -n1
+}
 
 # A free TCP port on 127.0.0.1 (for host ports that must not change across restarts).
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -114,19 +119,30 @@ compose_cleanup() {
 }
 compose_env_line() { echo "DATA_DIR=$DATA_DIR KELP_SECRETS_DIR=$KELP_SECRETS_DIR KELP_IMAGE=$IMAGE"; }
 
-# wait_healthy [SECONDS]: until every service's container is running and healthy.
+# wait_healthy [SECONDS]: until every service's container is running and healthy. A wait of
+# more than 10 s is logged with what it waited for last.
 wait_healthy() {
-    local deadline=$((SECONDS + ${1:-120})) s c st pending
+    local start=$SECONDS deadline=$((SECONDS + ${1:-120})) s st pending last=""
+    local -A state
     while :; do
+        # Every container of the project, with its service and state, in two docker calls.
+        state=()
+        while read -r s st; do
+            [[ -n "$s" ]] && state[$s]=$st
+        done < <(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT" \
+                    --filter "label=com.docker.compose.oneoff=False" \
+                 | xargs -r docker inspect -f '{{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{end}}')
         pending=()
         for s in "${SERVICES[@]}"; do
-            c="$(cid "$s")"
-            if [[ -z "$c" ]]; then pending+=("$s:absent"); continue; fi
-            st="$(docker inspect -f '{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$c")"
+            st="${state[$s]:-absent}"
             [[ "$st" == running/healthy ]] || pending+=("$s:$st")
         done
-        [[ ${#pending[@]} == 0 ]] && return 0
+        if [[ ${#pending[@]} == 0 ]]; then
+            (( SECONDS - start <= 10 )) || log "  (healthy after $((SECONDS - start)) s; the last to be: $last)"
+            return 0
+        fi
         if (( SECONDS >= deadline )); then fail "services not healthy in time: ${pending[*]}"; fi
+        last="${pending[*]}"
         sleep 1
     done
 }
