@@ -125,6 +125,21 @@ status_in() {
         https://127.0.0.1:9333/cluster/status <"$WORK/read.hdr" 2>/dev/null || true
 }
 leads() { [[ "$1" == *'"IsLeader":true'* ]]; }
+# role_change M T WHAT: seconds from T to the first "master role changed" line of master M's log
+# after T that matches WHAT (to=Leader, from=Leader): when it happened, to the log's
+# microsecond, rather than when a poll from the host saw it. Empty when there is none.
+role_change() {
+    docker logs --since "$(date -u -d "@${2%.*}" +%Y-%m-%dT%H:%M:%S)" "$(cid "$1")" 2>&1 \
+        | sed 's/\x1b\[[0-9;]*m//g' | grep 'master role changed' | grep -e "$3" \
+        | python3 -c '
+import datetime, sys
+t = float(sys.argv[1])
+for line in sys.stdin:
+    at = datetime.datetime.fromisoformat(line.split()[0].replace("Z", "+00:00")[:26] + "+00:00").timestamp()
+    if at > t:
+        print(f"{at - t:.1f}")
+        break' "$2"
+}
 # leader_of STATUS: the "Leader" it names.
 leader_of() { sed -n 's/.*"Leader":"\([^"]*\)".*/\1/p' <<<"$1"; }
 
@@ -341,8 +356,10 @@ while ! leads "$(status_host "$STANDBY")"; do
         || fail "$STANDBY did not take over within 30 s of the kill"
     sleep 0.2
 done
-KILL_ELECTED="$(since "$t_kill")"
-log "  $STANDBY leads $KILL_ELECTED s after the kill"
+KILL_SEEN="$(since "$t_kill")"
+KILL_ELECTED="$(role_change "$STANDBY" "$t_kill" 'to=Leader')"
+log "  $STANDBY leads: elected ${KILL_ELECTED:-?} s after the kill (its log), seen from the host after $KILL_SEEN s"
+KILL_ELECTED="${KILL_ELECTED:-$KILL_SEEN}"
 await_writes "the kill of $LEADER" "$t_kill" 60 "${FILERS[@]}"
 KILL_RESUMED=$RESUMED
 docker start "$(cid "$LEADER")" >/dev/null
@@ -372,7 +389,10 @@ while [[ -z "$CUT_ELECTED" || -z "$CUT_STEPPED" ]]; do
         || fail "within 30 s of the cut: $STANDBY leads after '${CUT_ELECTED:-never}' s, $LEADER stopped leading after '${CUT_STEPPED:-never}' s"
     sleep 0.2
 done
-log "  $STANDBY leads $CUT_ELECTED s after the cut; the cut-off $LEADER reports IsLeader false after $CUT_STEPPED s (asked inside its container: $(status_in "$LEADER"))"
+e="$(role_change "$STANDBY" "$t_cut" 'to=Leader')"
+d="$(role_change "$LEADER" "$t_cut" 'from=Leader')"
+log "  $STANDBY leads: elected ${e:-?} s after the cut (its log; seen from the host after $CUT_ELECTED s); the cut-off $LEADER stepped down after ${d:-?} s (its log; IsLeader false asked inside its container after $CUT_STEPPED s: $(status_in "$LEADER"))"
+CUT_ELECTED="${e:-$CUT_ELECTED}" CUT_STEPPED="${d:-$CUT_STEPPED}"
 got="$(curl -sS -m 3 -o /dev/null -w '%{http_code}' --cacert "$CA" "https://127.0.0.1:${PORT_OF[$LEADER]}/healthz" 2>/dev/null || true)"
 [[ "$got" == 000 ]] || fail "the cut-off $LEADER still answers the host (HTTP $got)"
 log "  the host cannot reach the cut-off $LEADER (its published port gets no answer)"
