@@ -48,36 +48,15 @@ REPO_DIR="$(cd "$DEPLOY_DIR/.." && pwd)"
 PARTITION_SECONDS="${KELP_PARTITION_SECONDS:-10}"
 T0=$SECONDS
 
-log() { printf '[%s +%3ds] %s\n' "$(date +%H:%M:%S)" "$((SECONDS - T0))" "$*"; }
-step() { printf '\n[%s +%3ds] === %s\n' "$(date +%H:%M:%S)" "$((SECONDS - T0))" "$*"; }
+# Shared with test-compose-ha.sh: log/step/fail, compose_preflight, dc, cid, wait_healthy,
+# build_image, make_credentials, prepare_mounts, call/expect and the EXIT trap.
+# shellcheck source=deploy/lib-compose.sh
+source "$DEPLOY_DIR/lib-compose.sh"
+COMPOSE_YAML="$DEPLOY_DIR/compose.yaml"
 
 # ---------------------------------------------------------------------------------------------
-COMPOSE=()
-if [[ -n "${KELP_COMPOSE:-}" ]]; then
-    read -r -a COMPOSE <<<"$KELP_COMPOSE"
-elif command -v docker-compose >/dev/null 2>&1; then
-    COMPOSE=(docker-compose)
-elif docker compose version >/dev/null 2>&1; then
-    COMPOSE=(docker compose)
-fi
 # The compose file must parse, with and without the tracing profile (needs no engine).
-if [[ ${#COMPOSE[@]} -gt 0 ]]; then
-    for profile in "" tracing; do
-        "${COMPOSE[@]}" -f "$DEPLOY_DIR/compose.yaml" ${profile:+--profile "$profile"} config -q \
-            || { echo "FAIL: deploy/compose.yaml does not validate (profile '${profile}')" >&2; exit 1; }
-    done
-fi
-if ! docker info >/dev/null 2>&1; then
-    echo "SKIPPED: no Docker engine (docker info failed); the compose deployment was NOT tested"
-    exit 0
-fi
-if [[ ${#COMPOSE[@]} == 0 ]]; then
-    echo "FAIL: a Docker engine answers but neither docker-compose nor 'docker compose' is installed" >&2
-    exit 1
-fi
-for tool in curl python3; do
-    command -v "$tool" >/dev/null || { echo "FAIL: $tool is required" >&2; exit 1; }
-done
+compose_preflight "" tracing
 
 PROJECT="kelptest$$$(date +%s)"
 NET="${PROJECT}_default"
@@ -90,7 +69,7 @@ CA="$SECRETS/ca.pem"
 # Every host-side call to the broker: https trusting only the generated CA, with the write key.
 CLIENT=(python3 "$DEPLOY_DIR/broker_client.py" --ca "$CA" --api-key-file "$SECRETS/write.api-key")
 SERVICES=(master volume1 volume2 filer broker registry)
-LOOP_PID=""
+BG_PIDS=()
 STACK_UP=0
 
 export DATA_DIR="$WORK/data"
@@ -99,7 +78,6 @@ export KELP_IMAGE="$IMAGE"
 # Ephemeral host ports on 127.0.0.1 only (found with `port`), so parallel runs never collide.
 # But for the volume servers: assigns and lookups answer publicUrl 127.0.0.1:KELP_VOLUMEn_PORT,
 # where host clients (the kelp CLI) then write, so those are free ports chosen here.
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 KELP_VOLUME1_PORT="$(free_port)"
 KELP_VOLUME2_PORT="$(free_port)"
 while [[ "$KELP_VOLUME2_PORT" == "$KELP_VOLUME1_PORT" ]]; do KELP_VOLUME2_PORT="$(free_port)"; done
@@ -110,68 +88,8 @@ export OTEL_EXPORTER_OTLP_ENDPOINT=
 # A durable publish that cannot become durable within 4 s (rather than 30 s) is answered
 # 503 + Retry-After, so a 10 s partition shows publishes backing up to 503.
 export KELP_DURABLE_TIMEOUT_MS=4000
-unset COMPOSE_PROFILES COMPOSE_FILE COMPOSE_PROJECT_NAME || true
-
-COMPOSE_OPTS=()
-if "${COMPOSE[@]}" --ansi never version >/dev/null 2>&1; then COMPOSE_OPTS=(--ansi never); fi
-dc() { "${COMPOSE[@]}" ${COMPOSE_OPTS[@]+"${COMPOSE_OPTS[@]}"} -p "$PROJECT" -f "$DEPLOY_DIR/compose.yaml" "$@"; }
-
-dump_logs() {
-    [[ "$STACK_UP" == 1 ]] || return 0
-    echo "---- docker-compose ps" >&2
-    dc ps >&2 || true
-    for s in "${SERVICES[@]}"; do
-        echo "---- last log lines of $s" >&2
-        dc logs --no-color --tail=40 "$s" 2>&1 | sed 's/\x1b\[[0-9;]*m//g' | cut -c1-400 >&2 || true
-    done
-}
-
-cleanup() {
-    local rc=$?
-    set +e
-    if [[ -n "$LOOP_PID" ]]; then kill "$LOOP_PID" 2>/dev/null; wait "$LOOP_PID" 2>/dev/null; fi
-    if [[ $rc != 0 ]]; then
-        echo >&2
-        echo "FAIL (exit $rc) after $((SECONDS - T0)) s; diagnostics follow" >&2
-        dump_logs
-    fi
-    if [[ "${KELP_KEEP:-0}" == 1 ]]; then
-        echo "KELP_KEEP=1: left project $PROJECT and $WORK; remove with:" >&2
-        echo "  DATA_DIR=$DATA_DIR KELP_SECRETS_DIR=$KELP_SECRETS_DIR KELP_IMAGE=$IMAGE ${COMPOSE[*]} -p $PROJECT -f $DEPLOY_DIR/compose.yaml down -v; rm -rf $WORK; docker rmi $IMAGE" >&2
-        exit $rc
-    fi
-    if [[ "$STACK_UP" == 1 ]]; then
-        dc down -v --remove-orphans -t 10 >/dev/null 2>&1
-        # A disconnected container can keep the network alive: make sure it is gone.
-        docker network rm "$NET" >/dev/null 2>&1
-    fi
-    docker image rm "$IMAGE" >/dev/null 2>&1
-    rm -rf "$WORK"
-    exit $rc
-}
-trap cleanup EXIT
+trap compose_cleanup EXIT
 trap 'exit 130' INT TERM
-
-fail() { echo "FAIL: $*" >&2; exit 1; }
-
-cid() { dc ps -q "$1"; }
-
-# Waits until every service's container is running and healthy.
-wait_healthy() {
-    local deadline=$((SECONDS + ${1:-120})) s c st pending
-    while :; do
-        pending=()
-        for s in "${SERVICES[@]}"; do
-            c="$(cid "$s")"
-            if [[ -z "$c" ]]; then pending+=("$s:absent"); continue; fi
-            st="$(docker inspect -f '{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$c")"
-            [[ "$st" == running/healthy ]] || pending+=("$s:$st")
-        done
-        [[ ${#pending[@]} == 0 ]] && return 0
-        if (( SECONDS >= deadline )); then fail "services not healthy in time: ${pending[*]}"; fi
-        sleep 1
-    done
-}
 
 broker_addr() {
     local a
@@ -224,68 +142,16 @@ check_no_writes_outside_mounts() {
 
 # ---------------------------------------------------------------------------------------------
 step "build"
-BINS=(kelp-master kelp-volume kelp-filer kelp-broker kelp-registry kelp)
-export KELP_BIN_DIR="${KELP_BIN_DIR:-${CARGO_TARGET_DIR:-$REPO_DIR/target}/debug}"   # read by build-image.sh too
-BIN_DIR="$KELP_BIN_DIR"
-# (A concurrent cargo build replaces binaries while linking: look again before building.)
-for attempt in 1 2 3; do
-    missing=()
-    for b in "${BINS[@]}"; do [[ -x "$BIN_DIR/$b" ]] || missing+=("$b"); done
-    [[ ${#missing[@]} == 0 ]] && break
-    sleep 3
-done
-if [[ ${#missing[@]} -gt 0 ]]; then
-    log "binaries missing in $BIN_DIR (${missing[*]}): cargo build --workspace --bins"
-    (cd "$REPO_DIR" && cargo build --workspace --bins)
-fi
-"$DEPLOY_DIR/build-image.sh" "$IMAGE"
+build_image
 
 step "credentials: kelp cert (TLS, fid-token key, cluster token, API keys)"
 # The certificate must be valid for every compose service name: master, volume2, filer, broker
 # and registry are built in, volume1 is not. 127.0.0.1 is built in too (health checks and the
 # published ports).
-"$BIN_DIR/kelp" cert --out "$SECRETS" --host volume1 >"$WORK/cert.log" 2>&1 \
-    || { cat "$WORK/cert.log" >&2; fail "kelp cert"; }
-WRITE_KEY="$(cat "$SECRETS/write.api-key")"
-READ_KEY="$(cat "$SECRETS/read.api-key")"
-# Header files for curl (`-H @file`): the keys never appear on a command line (`ps`).
-saved_umask="$(umask)"
-umask 077
-printf 'Authorization: Bearer %s\n' "$WRITE_KEY" >"$WORK/write.hdr"
-printf 'Authorization: Bearer %s\n' "$READ_KEY" >"$WORK/read.hdr"
-printf 'Authorization: Bearer %s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$WORK/bad.hdr"
-# As a Confluent client sends its key (basic.auth.user.info=<user>:<key>).
-printf 'Authorization: Basic %s\n' "$(printf 'compose-test:%s' "$WRITE_KEY" | base64 -w0)" >"$WORK/basic-write.hdr"
-printf 'Authorization: Basic %s\n' "$(printf 'compose-test:%s' "$READ_KEY" | base64 -w0)" >"$WORK/basic-read.hdr"
-printf 'x-kelp-cluster-token: %s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$WORK/bad-cluster.hdr"
-umask "$saved_umask"
-log "wrote $(cd "$SECRETS" && echo *) to $SECRETS"
+make_credentials --host volume1
 
 step "compose up (project $PROJECT, data in $DATA_DIR, secrets in $SECRETS)"
-mkdir -p "${SERVICES[@]/#/$DATA_DIR/}"
-# The files compose mounts into the services (its top-level `secrets:`).
-MOUNTED_SECRETS=(cert.pem key.pem ca.pem cluster.token jwt-signing.key api-keys)
-if [[ "$(id -u)" == 0 ]]; then
-    # Root on the host: hand the bind-mounted dirs, and the credential files the services read
-    # (compose secrets are bind mounts of the host files, keeping their owner and mode), to the
-    # image's non-root user, as deploy/compose.yaml's header says. The CA key and the clients'
-    # key files stay the invoker's.
-    export KELP_UID=10001 KELP_GID=10001
-    chown -R 10001:10001 "$DATA_DIR"
-    chown 10001:10001 "${MOUNTED_SECRETS[@]/#/$SECRETS/}"
-else
-    # Run the containers as the invoking (non-root) user, who owns the dirs and the secrets.
-    export KELP_UID="$(id -u)" KELP_GID="$(id -g)"
-fi
-# Every key stays private to its owner: the services' user for what they read, the invoker for
-# the rest; none is world-readable.
-for f in key.pem cluster.token jwt-signing.key api-keys ca-key.pem jwt-read.key write.api-key read.api-key; do
-    want="600 $(id -u)"
-    [[ " ${MOUNTED_SECRETS[*]} " == *" $f "* ]] && want="600 $KELP_UID"
-    mode="$(stat -c '%a %u' "$SECRETS/$f")"
-    [[ "$mode" == "$want" ]] || fail "$SECRETS/$f has mode/owner '$mode', expected '$want'"
-done
-log "key files are mode 0600: the mounted ones owned by uid $KELP_UID, the CA key and client keys by uid $(id -u)"
+prepare_mounts
 log "compose: ${COMPOSE[*]} ($("${COMPOSE[@]}" version --short 2>/dev/null || "${COMPOSE[@]}" version | head -n1)); services run as uid $KELP_UID"
 STACK_UP=1
 dc up -d >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log" >&2; fail "compose up"; }
@@ -323,32 +189,6 @@ declare -A PORT_OF=([master]=9333 [volume1]=8080 [volume2]=8080 [filer]=8888 [br
 declare -A URL_OF=()
 for s in "${SERVICES[@]}"; do URL_OF[$s]="https://$(addr "$s" "${PORT_OF[$s]}")"; done
 MASTER_URL="${URL_OF[master]}" FILER_URL="${URL_OF[filer]}" BROKER_URL="${URL_OF[broker]}" REGISTRY_URL="${URL_OF[registry]}"
-
-# call METHOD URL [curl args...]: the HTTP status (000: no HTTP answer), body in $WORK/body,
-# curl's error in $WORK/curl.err. Trusts only the generated CA. HTTP/1.1: over HTTP/2, a
-# request with a body that the server refuses before reading it (a 401) ends with the answer
-# and RST_STREAM, which curl 7.88 at times reports as "(92) Stream error in the HTTP/2 framing
-# layer" instead of the status (a client-side race).
-call() {
-    local m=$1 u=$2; shift 2
-    rm -f "$WORK/body"
-    curl -sS -m 10 --http1.1 --cacert "$CA" -o "$WORK/body" -w '%{http_code}' -X "$m" "$@" "$u" 2>"$WORK/curl.err" || true
-}
-# expect WHAT STATUS CODE METHOD URL [curl args...]: the answer must have STATUS (a regex) and,
-# unless CODE is -, the JSON error code CODE (Kelp's `code`, or the registry's Confluent
-# `error_code`).
-expect() {
-    local what=$1 want=$2 code=$3 got c=""; shift 3
-    got="$(call "$@")"
-    if [[ "$code" != - ]]; then
-        c="$(python3 -c 'import json,sys; b=json.load(open(sys.argv[1])); print(b.get("code", b.get("error_code", "")))' "$WORK/body" 2>/dev/null || true)"
-    fi
-    if ! [[ "$got" =~ ^($want)$ ]] || { [[ "$code" != - ]] && [[ "$c" != "$code" ]]; }; then
-        [[ "$code" == - ]] && code=""
-        fail "$what: got HTTP $got${c:+ $c}, expected $want${code:+ $code}; body: $(head -c 300 "$WORK/body" 2>/dev/null) $(cat "$WORK/curl.err")"
-    fi
-    log "  ok: $what -> $got${c:+ $c}"
-}
 
 log "every service runs as a non-root user"
 for s in "${SERVICES[@]}"; do
@@ -608,7 +448,7 @@ partition() {
     BROKER="$(broker_addr)"
     "${CLIENT[@]}" loop "$BROKER" chaos events --acked "$ACKED" --stats "$stats" --stop "$stop" \
         --prefix "$name" --partitions 2 &
-    LOOP_PID=$!
+    BG_PIDS=($!)
     sleep 3
     log "before: $("${CLIENT[@]}" stats "$stats")"
     for s in "$@"; do docker network disconnect -f "$NET" "$(cid "$s")"; done
@@ -630,8 +470,8 @@ partition() {
     done
     log "publishing recovered: $((n - acked_at_heal)) acknowledged within $((SECONDS - healed_at)) s of reconnecting"
     touch "$stop"
-    wait "$LOOP_PID" || fail "the publishing loop failed"
-    LOOP_PID=""
+    wait "${BG_PIDS[0]}" || fail "the publishing loop failed"
+    BG_PIDS=()
     local final
     final="$("${CLIENT[@]}" stats "$stats")"
     log "after: $final"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Renders the Kubernetes manifests (kustomize base and the dev overlay) and validates them
+# Renders the Kubernetes manifests (kustomize base, the dev and the ha overlays) and validates them
 # offline against the Kubernetes JSON schemas shipped by `kubernetes-validate` (PyPI), in strict
 # mode (unknown fields are errors), then checks Kelp's own deployment and security rules on the
 # rendered objects. Fails on any error. No cluster is needed.
@@ -21,7 +21,19 @@
 # KELP_API_KEYS_FILE on master, filer, broker) to files of a read-only, not world-readable
 # Secret mount, mounts no secret file it does not use, and probes over HTTPS; every Kelp pod
 # is selected by exactly one NetworkPolicy, whose ingress ports are exactly its container ports
-# and whose peers are exactly the expected ones. And deploy/Dockerfile's USER is not root.
+# and whose peers are exactly the expected ones, port by port. And deploy/Dockerfile's USER is
+# not root.
+#
+# The HA overlay (overlays/ha): the same security rules hold for the etcd pods (TLS files from
+# the mounted Secret, every client and peer URL https, client certificates demanded, probes
+# that speak TLS); besides: etcd runs an odd number (>= 3) of members started in parallel, its
+# initial cluster names exactly its pods; masters run more than one only on etcd, each
+# advertising its own pod name (KELP_ADVERTISE), and KELP_MASTER lists every master pod (a
+# single master: the Service); filers run more than one only with KELP_STORE=etcd; every
+# KELP_ETCD_ENDPOINTS lists every member over https; the broker runs exactly one replica; and
+# PodDisruptionBudgets cover etcd (minAvailable 2), masters and filers (minAvailable 1) and
+# volume servers (maxUnavailable 1). make-secrets.sh runs with --ha, so one certificate names
+# every host of the three renders.
 #
 # env: KELP_K8S_VERSIONS (default "1.32.0 1.37.0": the oldest and newest we validate against)
 set -euo pipefail
@@ -78,14 +90,16 @@ echo "=== deploy/k8s/make-secrets.sh"
 cp -R "$DEPLOY_DIR/k8s" "$OUT/k8s"
 find "$OUT/k8s/base/secrets" -mindepth 1 ! -name .gitignore -exec rm -rf {} +
 SECRETS="$OUT/k8s/base/secrets"
-if ! bash "$DEPLOY_DIR/k8s/make-secrets.sh" --out "$SECRETS"; then
+# --ha: the certificate also names the master pods and etcd (namespaces default, kelp-dev and
+# kelp-ha: the base's, the dev overlay's and the ha overlay's).
+if ! bash "$DEPLOY_DIR/k8s/make-secrets.sh" --out "$SECRETS" --ha; then
     echo "FAIL: deploy/k8s/make-secrets.sh could not generate the secrets (is the kelp binary" \
          "built? cargo build --workspace --bins)" >&2
     exit 1
 fi
 digest() { (cd "$SECRETS" && cat -- * | cksum); }
 before="$(digest)"
-if ! again="$(bash "$DEPLOY_DIR/k8s/make-secrets.sh" --out "$SECRETS")" \
+if ! again="$(bash "$DEPLOY_DIR/k8s/make-secrets.sh" --out "$SECRETS" --ha)" \
         || [[ $again != *"up to date"* || "$(digest)" != "$before" ]]; then
     echo "FAIL: deploy/k8s/make-secrets.sh is not idempotent (second run: $again)" >&2
     status=1
@@ -105,7 +119,7 @@ if git -C "$REPO_DIR" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
     done
 fi
 
-for target in base overlays/dev; do
+for target in base overlays/dev overlays/ha; do
     name="${target//\//-}"
     file="$OUT/$name.yaml"
     echo
@@ -150,13 +164,19 @@ services = by_kind.get("Service", {})
 cms = by_kind.get("ConfigMap", {})
 secrets = by_kind.get("Secret", {})
 policies = by_kind.get("NetworkPolicy", {})
+pdbs = by_kind.get("PodDisruptionBudget", {})
 namespace = next((d["metadata"]["namespace"] for d in docs if d["metadata"].get("namespace")),
                  "default")
 check(len(cms) == 1, f"expected one ConfigMap, found {list(cms)}")
 cm = next(iter(cms.values()), {"metadata": {}, "data": {}})
 check(cm["data"].get("KELP_DIR") == "/data", "ConfigMap must set KELP_DIR=/data")
-for name in ("kelp-master", "kelp-volume", "kelp-filer", "kelp-broker"):
+for name in ("kelp-master", "kelp-volume", "kelp-filer", "kelp-broker") + \
+        (("kelp-etcd",) if target == "overlays/ha" else ()):
     check(name in sts, f"StatefulSet {name} missing")
+# The etcd members are not Kelp services: the Kelp-specific rules (the ConfigMap, KELP_PORT,
+# /readyz and /healthz, the KELP_* secret files) are replaced by etcd's own below; every other
+# rule holds for them too.
+ETCD = "kelp-etcd"
 
 # --- Secrets: generated (name plus kustomize's hash suffix), with exactly these keys.
 def decode(secret, key):
@@ -237,12 +257,14 @@ def peer_name(peer):
     if ml == {"kelp-client": "true"}:
         return "clients"
     return ml.get("app.kubernetes.io/name", f"unexpected peer {peer}")
-# Who may connect to whom (see base/networkpolicy.yaml).
+# Who may connect to whom, port by port (see base/networkpolicy.yaml and, for etcd,
+# overlays/ha/networkpolicy-etcd.yaml).
 PEERS = {
-    "kelp-master": {"kelp-volume", "kelp-filer", "kelp-broker", "clients"},
-    "kelp-volume": {"kelp-master", "kelp-volume", "kelp-filer", "kelp-broker", "clients"},
-    "kelp-filer": {"kelp-broker", "clients"},
-    "kelp-broker": {"clients"},
+    "kelp-master": {9333: {"kelp-volume", "kelp-filer", "kelp-broker", "clients"}},
+    "kelp-volume": {8080: {"kelp-master", "kelp-volume", "kelp-filer", "kelp-broker", "clients"}},
+    "kelp-filer": {8888: {"kelp-broker", "clients"}},
+    "kelp-broker": {17777: {"clients"}, 9092: {"clients"}},
+    ETCD: {2379: {"kelp-master", "kelp-filer"}, 2380: {ETCD}},
 }
 for n, np in policies.items():
     check(any(selects(np["spec"]["podSelector"],
@@ -251,11 +273,21 @@ for n, np in policies.items():
 
 # --- Hosts the certificate must name: what the services dial and what they advertise.
 required_hosts = set()
+def expand(value, pod):
+    return value.replace("$(POD_NAME)", pod).replace("$(POD_NAMESPACE)", namespace)
+def hosts_of(value):
+    """The hosts of a value: `host:port`, a URL, or a comma-separated list of either (etcd's
+    initial cluster: `name=url,...`)."""
+    out = []
+    for part in value.split(","):
+        part = part.strip().split("=", 1)[-1] if "://" in part else part.strip()
+        part = re.sub(r"^[a-z]+://", "", part).split("/")[0]
+        if part:
+            out.append(re.sub(r":\d+$", "", part))
+    return out
 def need_host(value, pods):
     for pod in pods:
-        v = value.replace("$(POD_NAME)", pod).replace("$(POD_NAMESPACE)", namespace)
-        v = re.sub(r"^[a-z]+://", "", v).split("/")[0]
-        required_hosts.add(re.sub(r":\d+$", "", v))
+        required_hosts.update(hosts_of(expand(value, pod)))
 for n, svc in services.items():
     if not n.endswith("-headless"):
         required_hosts.update({n, f"{n}.{namespace}.svc"})
@@ -264,6 +296,24 @@ SECRET_ENV = ["KELP_TLS_CERT", "KELP_TLS_KEY", "KELP_TLS_CA", "KELP_CLUSTER_TOKE
               "KELP_JWT_SIGNING_KEY_FILE"]
 API_KEYS_SERVICES = {"kelp-master", "kelp-filer", "kelp-broker"}
 ALL_SECRET_ENV = SECRET_ENV + ["KELP_API_KEYS_FILE", "KELP_JWT_READ_KEY_FILE"]
+# etcd's TLS files (all required: TLS on the client and the peer port).
+ETCD_SECRET_ENV = ["ETCD_CERT_FILE", "ETCD_KEY_FILE", "ETCD_TRUSTED_CA_FILE",
+                   "ETCD_PEER_CERT_FILE", "ETCD_PEER_KEY_FILE", "ETCD_PEER_TRUSTED_CA_FILE"]
+
+def replicas(name):
+    return sts.get(name, {}).get("spec", {}).get("replicas", 1)
+def pod_names(name):
+    return [f"{name}-{i}" for i in range(replicas(name))]
+def container_env(c):
+    env = {}
+    for r in c.get("envFrom", []):
+        ref = r.get("configMapRef", {}).get("name")
+        env.update((cms.get(ref) or {}).get("data", {}))
+    env.update({e["name"]: e.get("value") for e in c.get("env", [])})
+    return env
+def main_env(name):
+    w = workloads.get(name)
+    return container_env(w["spec"]["template"]["spec"]["containers"][0]) if w else {}
 
 for name, s in sts.items():
     spec = s["spec"]
@@ -277,18 +327,93 @@ for name, s in sts.items():
     check("data" in claims, f"{name}: no PVC template 'data'")
     if target == "overlays/dev":
         check(spec["replicas"] == 1, f"{name}: dev overlay must run 1 replica")
-    if name == "kelp-master":
-        check(spec["replicas"] == 1, "kelp-master must have exactly 1 replica")
     grace = spec["template"]["spec"].get("terminationGracePeriodSeconds", 30)
     if name == "kelp-broker":
         check(grace >= 60, f"kelp-broker: terminationGracePeriodSeconds {grace} < 60")
+        # Partition ownership across brokers is not built: two would append to the same
+        # partitions.
+        check(spec["replicas"] == 1, "kelp-broker: exactly 1 replica (one broker per cluster)")
+
+# --- High availability: who may run more than one, and how they find each other.
+master_env, filer_env = main_env("kelp-master"), main_env("kelp-filer")
+if master_env.get("KELP_ETCD_ENDPOINTS"):
+    check(replicas("kelp-master") >= 2, "kelp-master on etcd: run at least 2 replicas")
+    adv = master_env.get("KELP_ADVERTISE") or ""
+    gov = sts["kelp-master"]["spec"]["serviceName"]
+    check(adv.startswith(f"$(POD_NAME).{gov}.") and adv.endswith(":9333"),
+          f"kelp-master: KELP_ADVERTISE '{adv}' must be the pod's own stable name, "
+          f"$(POD_NAME).{gov}.<namespace>.svc:9333")
+    need_host(adv, pod_names("kelp-master"))
+else:
+    check(replicas("kelp-master") == 1,
+          "kelp-master must have exactly 1 replica without etcd (KELP_ETCD_ENDPOINTS): the id "
+          "state of a single master is not replicated (see overlays/ha)")
+if replicas("kelp-filer") > 1:
+    check(filer_env.get("KELP_STORE") == "etcd",
+          "kelp-filer: more than 1 replica needs KELP_STORE=etcd (RocksDB is one filer's)")
+# KELP_MASTER: the Service of a single master, else every master pod.
+for name in workloads:
+    m = main_env(name).get("KELP_MASTER")
+    if not m or name == ETCD:
+        continue
+    got = hosts_of(m)
+    if replicas("kelp-master") == 1:
+        check(got == ["kelp-master"], f"{name}: KELP_MASTER {m} must be kelp-master:9333")
+    else:
+        gov = sts["kelp-master"]["spec"]["serviceName"]
+        want = [f"{p}.{gov}" for p in pod_names("kelp-master")]
+        check([h.split(".svc")[0].rsplit("." + namespace, 1)[0] for h in got] == want,
+              f"{name}: KELP_MASTER {m} must list every master pod ({', '.join(want)})")
+# etcd: an odd number of members, started together, their initial cluster exactly their pods,
+# and every KELP_ETCD_ENDPOINTS lists them all, over https.
+if ETCD in sts:
+    e_spec = sts[ETCD]["spec"]
+    n = replicas(ETCD)
+    check(n >= 3 and n % 2 == 1, f"{ETCD}: {n} replicas, expected an odd number >= 3")
+    check(e_spec.get("podManagementPolicy") == "Parallel",
+          f"{ETCD}: podManagementPolicy must be Parallel (a member is ready only in a quorum)")
+    e_svc = services.get(e_spec["serviceName"], {"spec": {}})
+    check(e_svc["spec"].get("publishNotReadyAddresses") is True,
+          f"{ETCD}: headless Service must publish not-ready addresses (peers bootstrap by name)")
+    e_env = main_env(ETCD)
+    cluster = dict(p.split("=", 1) for p in (e_env.get("ETCD_INITIAL_CLUSTER") or "").split(",") if "=" in p)
+    check(sorted(cluster) == sorted(pod_names(ETCD)),
+          f"{ETCD}: ETCD_INITIAL_CLUSTER names {sorted(cluster)}, expected its pods {pod_names(ETCD)}")
+    check(e_env.get("ETCD_NAME") == "$(POD_NAME)", f"{ETCD}: ETCD_NAME must be $(POD_NAME)")
+    for name in workloads:
+        eps = main_env(name).get("KELP_ETCD_ENDPOINTS")
+        if not eps:
+            continue
+        urls = [u.strip() for u in eps.split(",")]
+        check(all(u.startswith("https://") for u in urls),
+              f"{name}: KELP_ETCD_ENDPOINTS must all be https:// (etcd serves only TLS)")
+        members = {h.split(".")[0] for h in hosts_of(eps)}
+        check(members == set(pod_names(ETCD)),
+              f"{name}: KELP_ETCD_ENDPOINTS reaches {sorted(members)}, expected every member")
+        need_host(eps, [name])
+# PodDisruptionBudgets: one per replicated service, as the ha overlay's pdb.yaml explains.
+WANT_PDB = {ETCD: ("minAvailable", 2), "kelp-master": ("minAvailable", 1),
+            "kelp-filer": ("minAvailable", 1), "kelp-volume": ("maxUnavailable", 1)}
+for n, pdb in pdbs.items():
+    check(pdb["apiVersion"] == "policy/v1", f"PodDisruptionBudget {n}: apiVersion policy/v1")
+    check(any(selects(pdb["spec"]["selector"], w["spec"]["template"]["metadata"].get("labels", {}))
+              for w in workloads.values()), f"PodDisruptionBudget {n} selects no Kelp pod")
+if target == "overlays/ha":
+    for name, (field, value) in WANT_PDB.items():
+        labels = workloads[name]["spec"]["template"]["metadata"]["labels"] if name in workloads else {}
+        mine = [p for p in pdbs.values() if selects(p["spec"]["selector"], labels)]
+        check(len(mine) == 1, f"{name}: {len(mine)} PodDisruptionBudgets, expected 1")
+        if len(mine) == 1:
+            check(mine[0]["spec"].get(field) == value and len(mine[0]["spec"]) == 2,
+                  f"{name}: PodDisruptionBudget must set only {field}: {value}, "
+                  f"got {mine[0]['spec']}")
 
 for name, w in workloads.items():
     spec = w["spec"]
     pod = spec["template"]["spec"]
     labels = spec["template"]["metadata"].get("labels", {})
-    pods = [f"{name}-{i}" for i in range(spec.get("replicas", 1))] if w["kind"] == "StatefulSet" \
-        else [name]
+    pods = pod_names(name) if w["kind"] == "StatefulSet" else [name]
+    is_etcd = name == ETCD
     check(pod.get("automountServiceAccountToken") is False,
           f"{name}: automountServiceAccountToken must be false")
     check(not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC"),
@@ -305,28 +430,48 @@ for name, w in workloads.items():
     named_ports = {}
     for c in pod.get("initContainers", []) + pod["containers"]:
         where = f"{name}/{c['name']}"
-        env = {}
-        for r in c.get("envFrom", []):
-            ref = r.get("configMapRef", {}).get("name")
-            env.update((cms.get(ref) or {}).get("data", {}))
-        env.update({e["name"]: e.get("value") for e in c.get("env", [])})
-        check(any(r.get("configMapRef", {}).get("name") == cm["metadata"].get("name")
-                  for r in c.get("envFrom", [])), f"{where}: does not use the ConfigMap")
-        check("KELP_PORT" in env, f"{where}: KELP_PORT not set")
-        port = int(env.get("KELP_PORT") or 0)
-        check(any(p["containerPort"] == port for p in c.get("ports", [])),
-              f"{where}: containerPort != KELP_PORT")
+        env = container_env(c)
         for p in c.get("ports", []):
             container_ports.add((p["containerPort"], p.get("protocol", "TCP")))
             if p.get("name"):
                 named_ports[p["name"]] = p["containerPort"]
-        check(c.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz",
-              f"{where}: readinessProbe must GET /readyz")
-        check(c.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz",
-              f"{where}: livenessProbe must GET /healthz")
+        if not is_etcd:
+            check(any(r.get("configMapRef", {}).get("name") == cm["metadata"].get("name")
+                      for r in c.get("envFrom", [])), f"{where}: does not use the ConfigMap")
+            check("KELP_PORT" in env, f"{where}: KELP_PORT not set")
+            port = int(env.get("KELP_PORT") or 0)
+            check(any(p["containerPort"] == port for p in c.get("ports", [])),
+                  f"{where}: containerPort != KELP_PORT")
+            check(c.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz",
+                  f"{where}: readinessProbe must GET /readyz")
+            check(c.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz",
+                  f"{where}: livenessProbe must GET /healthz")
+        else:
+            # kubelet's httpGet presents no client certificate, which etcd demands: readiness
+            # runs the image's etcd-healthcheck (/health over TLS with the member's certificate),
+            # liveness only checks the client port (a lost quorum must not restart members).
+            check(c.get("readinessProbe", {}).get("exec", {}).get("command")
+                  == ["/usr/local/bin/etcd-healthcheck"],
+                  f"{where}: readinessProbe must exec /usr/local/bin/etcd-healthcheck")
+            check("tcpSocket" in c.get("livenessProbe", {}) or "exec" in c.get("livenessProbe", {}),
+                  f"{where}: livenessProbe must check the client port (tcpSocket) or exec")
+            for var in ("ETCD_LISTEN_CLIENT_URLS", "ETCD_ADVERTISE_CLIENT_URLS",
+                        "ETCD_LISTEN_PEER_URLS", "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+                        "ETCD_INITIAL_CLUSTER"):
+                urls = [u.split("=", 1)[-1] for u in (env.get(var) or "").split(",")]
+                check(env.get(var) and all(u.startswith("https://") for u in urls),
+                      f"{where}: {var} must be https:// only (etcd serves only TLS)")
+            for var in ("ETCD_CLIENT_CERT_AUTH", "ETCD_PEER_CLIENT_CERT_AUTH"):
+                check(env.get(var) == "true", f"{where}: {var} must be true (client certificates)")
+            check(env.get("ETCD_DATA_DIR", "").startswith("/data/"),
+                  f"{where}: ETCD_DATA_DIR must be under /data, the PVC")
+            for var in ("ETCD_ADVERTISE_CLIENT_URLS", "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+                        "ETCD_INITIAL_CLUSTER"):
+                if env.get(var):
+                    need_host(env[var], pods)
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
-            if probe in c:
-                check(c[probe].get("httpGet", {}).get("scheme") == "HTTPS",
+            if "httpGet" in c.get(probe, {}):
+                check(c[probe]["httpGet"].get("scheme") == "HTTPS",
                       f"{where}: {probe} must use scheme HTTPS (the service serves only TLS)")
         req = c.get("resources", {}).get("requests", {})
         check("cpu" in req and "memory" in req, f"{where}: cpu and memory requests required")
@@ -378,16 +523,23 @@ for name, w in workloads.items():
                     check(mode & 0o040 and mode & 0o222 == 0, f"{where}: {it['path']} mode "
                           f"{mode:o}: must be group-readable (fsGroup) and read-only")
                     files[m["mountPath"].rstrip("/") + "/" + it["path"]] = (secret, it["key"])
-        required = SECRET_ENV + (["KELP_API_KEYS_FILE"] if name in API_KEYS_SERVICES else [])
+        if is_etcd:
+            required, all_vars = ETCD_SECRET_ENV, ETCD_SECRET_ENV
+            cert_vars = (("ETCD_CERT_FILE", "tls.crt"), ("ETCD_KEY_FILE", "tls.key"),
+                         ("ETCD_PEER_CERT_FILE", "tls.crt"), ("ETCD_PEER_KEY_FILE", "tls.key"))
+        else:
+            required = SECRET_ENV + (["KELP_API_KEYS_FILE"] if name in API_KEYS_SERVICES else [])
+            all_vars = ALL_SECRET_ENV
+            cert_vars = (("KELP_TLS_CERT", "tls.crt"), ("KELP_TLS_KEY", "tls.key"))
         for var in required:
             check(env.get(var), f"{where}: {var} not set")
         used = set()
-        for var in ALL_SECRET_ENV:
+        for var in all_vars:
             if env.get(var):
                 check(env[var] in files,
                       f"{where}: {var}={env[var]} is not a file of a mounted Secret")
                 used.add(env[var])
-        for var, key in (("KELP_TLS_CERT", "tls.crt"), ("KELP_TLS_KEY", "tls.key")):
+        for var, key in cert_vars:
             secret, k = files.get(env.get(var), ({}, None))
             check(secret.get("type") == "kubernetes.io/tls" and k == key,
                   f"{where}: {var} must be {key} of the kubernetes.io/tls Secret")
@@ -406,7 +558,7 @@ for name, w in workloads.items():
         np = policies[selecting[0]]["spec"]
         check("Ingress" in np.get("policyTypes", []),
               f"{name}: its NetworkPolicy must restrict Ingress")
-        ports, peers = set(), set()
+        ports, peers = set(), {}
         for rule in np.get("ingress", []):
             check(rule.get("from") and rule.get("ports"),
                   f"{name}: every ingress rule needs explicit peers and ports (no allow-all)")
@@ -414,17 +566,17 @@ for name, w in workloads.items():
                 check("endPort" not in p, f"{name}: NetworkPolicy port ranges are not allowed")
                 port = named_ports.get(p.get("port"), p.get("port"))
                 ports.add((port, p.get("protocol", "TCP")))
-            peers.update(peer_name(p) for p in rule.get("from", []))
+                peers.setdefault(port, set()).update(peer_name(q) for q in rule.get("from", []))
         check(ports == container_ports,
               f"{name}: NetworkPolicy ports {sorted(ports, key=str)} "
               f"!= container ports {sorted(container_ports)}")
         if name in PEERS:
             check(peers == PEERS[name],
-                  f"{name}: NetworkPolicy admits {sorted(peers)}, expected {sorted(PEERS[name])}")
+                  f"{name}: NetworkPolicy admits {peers}, expected {PEERS[name]}")
 
 missing = sorted(required_hosts - sans)
 check(not missing, f"the certificate (Secret kelp-tls) does not name {missing}: rerun "
-      "deploy/k8s/make-secrets.sh with the right --namespace/--volumes and --force")
+      "deploy/k8s/make-secrets.sh with the right --namespace/--volumes/--ha and --force")
 vol = sts.get("kelp-volume")
 if vol:
     env = {e["name"]: e.get("value") for e in vol["spec"]["template"]["spec"]["containers"][0]["env"]}
@@ -435,10 +587,10 @@ if vol:
 if errors:
     print("\n".join("  ERROR: " + e for e in errors))
     sys.exit(1)
-print(f"  ok: {len(sts)} StatefulSets, {len(services)} Services, 1 ConfigMap, "
-      f"{len(secrets)} Secrets, {len(policies)} NetworkPolicies; TLS, auth, NetworkPolicy and "
-      f"non-root rules hold; the certificate names all {len(required_hosts)} hosts "
-      f"(namespace {namespace})")
+print(f"  ok: {len(sts)} StatefulSets ({', '.join(f'{n} x{replicas(n)}' for n in sorted(sts))}), "
+      f"{len(services)} Services, 1 ConfigMap, {len(secrets)} Secrets, {len(policies)} "
+      f"NetworkPolicies, {len(pdbs)} PodDisruptionBudgets; TLS, auth, NetworkPolicy and non-root "
+      f"rules hold; the certificate names all {len(required_hosts)} hosts (namespace {namespace})")
 EOF
         echo "FAIL: deploy/k8s/$target breaks a Kelp deployment rule" >&2
         status=1
@@ -447,7 +599,7 @@ done
 
 echo
 if [[ $status == 0 ]]; then
-    echo "PASS: deploy/k8s base and overlays/dev render and validate (Kubernetes $K8S_VERSIONS)"
+    echo "PASS: deploy/k8s base, overlays/dev and overlays/ha render and validate (Kubernetes $K8S_VERSIONS)"
 else
     echo "FAIL: deploy/k8s" >&2
 fi

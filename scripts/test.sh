@@ -19,4 +19,5 @@ cargo build --workspace --bins --locked
 bash scripts/api-fuzz.sh
 bash deploy/test-k8s.sh
 bash deploy/test-compose.sh
+bash deploy/test-compose-ha.sh
 cargo nextest run --workspace --locked --no-fail-fast

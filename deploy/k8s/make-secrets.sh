@@ -3,7 +3,7 @@
 # secretGenerator reads them from deploy/k8s/base/secrets/, which git ignores). Run it once
 # before `kubectl apply -k` / `kubectl kustomize`:
 #
-#   deploy/k8s/make-secrets.sh [--out DIR] [--namespace NS]... [--volumes N] [--force]
+#   deploy/k8s/make-secrets.sh [--out DIR] [--namespace NS]... [--volumes N] [--ha [--masters N]] [--force]
 #
 # It runs `kelp cert --out DIR --host NAME...`, which writes a development CA (ca.pem), one
 # certificate for every service (cert.pem, key.pem: server and client auth), the fid-token
@@ -20,6 +20,12 @@
 #   kelp-volume-<i>.kelp-volume.<ns>.svc for i < N               (each volume pod's
 #       KELP_PUBLIC_URL, the url the master hands out; a wildcard is not supported)
 #   kelp-volume-<i>.kelp-volume
+# With --ha (the highly available overlay, deploy/k8s/overlays/ha), also:
+#   kelp-master-<i>.kelp-master, kelp-master-<i>.kelp-master.<ns>.svc for i < --masters
+#       (KELP_MASTER lists the master pods; each advertises its own name, KELP_ADVERTISE)
+#   kelp-etcd, kelp-etcd.<ns>, kelp-etcd.<ns>.svc, kelp-etcd.<ns>.svc.cluster.local
+#   kelp-etcd-<i>.kelp-etcd, kelp-etcd-<i>.kelp-etcd.<ns>.svc for i < 3   (KELP_ETCD_ENDPOINTS,
+#       each member's client and peer URLs: etcd serves TLS with this certificate too)
 # Scaling kelp-volume past N replicas, or deploying to another namespace, needs a new
 # certificate: rerun with the new --volumes / --namespace and --force.
 #
@@ -36,6 +42,9 @@
 #   --namespace NS   a namespace the manifests are applied to (repeatable; default: default and
 #                    kelp-dev, the base's and the dev overlay's)
 #   --volumes N      volume server replicas the certificate covers (default 8)
+#   --ha             also the names of the HA overlay (master pods, etcd); without --namespace
+#                    the namespaces are then default, kelp-dev and kelp-ha
+#   --masters N      master replicas the certificate covers with --ha (default 2)
 #   --force          regenerate everything even if present
 set -euo pipefail
 
@@ -45,6 +54,9 @@ REPO_DIR="$(cd "$K8S_DIR/../.." && pwd)"
 OUT="$K8S_DIR/base/secrets"
 NAMESPACES=()
 VOLUMES=8
+HA=0
+MASTERS=2
+ETCD_MEMBERS=3
 FORCE=0
 usage() {
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
@@ -55,14 +67,23 @@ while [[ $# -gt 0 ]]; do
         --out) OUT="${2:?--out needs a directory}"; shift 2 ;;
         --namespace) NAMESPACES+=("${2:?--namespace needs a name}"); shift 2 ;;
         --volumes) VOLUMES="${2:?--volumes needs a number}"; shift 2 ;;
+        --ha) HA=1; shift ;;
+        --masters) MASTERS="${2:?--masters needs a number}"; shift 2 ;;
         --force) FORCE=1; shift ;;
         -h|--help) usage 0 ;;
         *) echo "make-secrets: unknown argument $1" >&2; usage ;;
     esac
 done
-[[ ${#NAMESPACES[@]} -gt 0 ]] || NAMESPACES=(default kelp-dev)
+if [[ ${#NAMESPACES[@]} == 0 ]]; then
+    NAMESPACES=(default kelp-dev)
+    [[ $HA == 0 ]] || NAMESPACES+=(kelp-ha)
+fi
 if [[ ! $VOLUMES =~ ^[0-9]+$ || $VOLUMES -lt 1 ]]; then
     echo "make-secrets: --volumes must be a positive number" >&2
+    exit 2
+fi
+if [[ ! $MASTERS =~ ^[0-9]+$ || $MASTERS -lt 1 ]]; then
+    echo "make-secrets: --masters must be a positive number" >&2
     exit 2
 fi
 
@@ -78,6 +99,17 @@ hosts() {
             echo "$svc.$ns.svc.cluster.local"
         done
         for ((i = 0; i < VOLUMES; i++)); do echo "kelp-volume-$i.kelp-volume.$ns.svc"; done
+    done
+    [[ $HA == 1 ]] || return 0
+    for ((i = 0; i < MASTERS; i++)); do echo "kelp-master-$i.kelp-master"; done
+    echo kelp-etcd
+    for ((i = 0; i < ETCD_MEMBERS; i++)); do echo "kelp-etcd-$i.kelp-etcd"; done
+    for ns in "${NAMESPACES[@]}"; do
+        for ((i = 0; i < MASTERS; i++)); do echo "kelp-master-$i.kelp-master.$ns.svc"; done
+        echo "kelp-etcd.$ns"
+        echo "kelp-etcd.$ns.svc"
+        echo "kelp-etcd.$ns.svc.cluster.local"
+        for ((i = 0; i < ETCD_MEMBERS; i++)); do echo "kelp-etcd-$i.kelp-etcd.$ns.svc"; done
     done
 }
 WANT_HOSTS="$(hosts)"
@@ -139,4 +171,4 @@ for f in "${FILES[@]}"; do
     [[ -s $OUT/$f ]] || { echo "make-secrets: $KELP cert did not write $OUT/$f" >&2; exit 1; }
 done
 echo "make-secrets: wrote ${FILES[*]} to $OUT (certificate for $(wc -l <<<"$WANT_HOSTS")" \
-     "names; namespaces ${NAMESPACES[*]}, $VOLUMES volume servers)"
+     "names; namespaces ${NAMESPACES[*]}, $VOLUMES volume servers$([[ $HA == 0 ]] || echo ", $MASTERS masters and etcd (--ha)"))"
