@@ -6,7 +6,7 @@
 //!   blob writes and durable publishes, and cut off from etcd by a TCP proxy;
 //! - the whole HA cluster: a three-member etcd, two masters, two filers sharing one namespace
 //!   on it, three volume servers and a broker; the leading master, a filer, the broker and an
-//!   etcd member are SIGKILLed in turn at random moments, `E2E_HA_KILLS` times (default 48),
+//!   etcd member are SIGKILLed in turn at random moments, `E2E_HA_KILLS` times (default 52),
 //!   under blob writes, file writes and durable publishes.
 //!
 //! After each stop a probe measures how long until writes are acknowledged again; at the end
@@ -538,7 +538,7 @@ async fn given_an_ha_cluster_when_a_master_filer_broker_or_etcd_member_is_killed
     let kills: usize = std::env::var("E2E_HA_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(48);
+        .unwrap_or(52);
     let mut etcd = testkit::etcd::EtcdCluster::start(3);
     let endpoints = etcd.endpoints().join(",");
     let tmp = tempfile::Builder::new()
