@@ -77,12 +77,8 @@ pub async fn run(
     let http = security
         .apply(HttpClient::new(STORE_CALL_TIMEOUT))
         .context("build the broker's http client")?;
-    let lease = (cfg.lease_ttl_secs > 0).then(|| {
-        (
-            common::client::filer::FilerClient::new(http.clone(), &cfg.filer),
-            LEASE_PATH.to_owned(),
-        )
-    });
+    let lease = (cfg.lease_ttl_secs > 0)
+        .then(|| common::client::filer::FilerClient::new(http.clone(), &cfg.filer));
     let store = store::http::HttpStore::new(
         http,
         security.clone(),
@@ -183,15 +179,16 @@ pub async fn run_with_store(
     serve(cfg, store, security, listener, shutdown, None).await
 }
 
-/// Serves the broker over `store`, its routes checking `security`; with `lease` (the filer and
-/// the lease's path), as the active broker only while it holds the lease, a standby before.
+/// Serves the broker over `store`, its routes checking `security`; with `lease` (the filer
+/// holding [`LEASE_PATH`]), as the active broker only while it holds the lease, a standby
+/// before.
 async fn serve(
     cfg: Config,
     store: Arc<dyn store::Store>,
     security: Arc<Security>,
     listener: TcpListener,
     shutdown: CancellationToken,
-    lease: Option<(common::client::filer::FilerClient, String)>,
+    lease: Option<common::client::filer::FilerClient>,
 ) -> anyhow::Result<()> {
     tracing::info!(
         flush_interval_ms = cfg.flush_interval_ms,
@@ -213,13 +210,13 @@ async fn serve(
     let lease_stop = CancellationToken::new();
     let (leadership, lease_task) = match lease {
         None => (Arc::new(common::lease::Leadership::single(&me)), None),
-        Some((filer, path)) => {
+        Some(filer) => {
             let l = Arc::new(common::lease::Leadership::contender(&me));
-            tracing::info!(lease = %path, ttl_secs = cfg.lease_ttl_secs, advertise = %me, "taking part in the broker lease");
+            tracing::info!(lease = LEASE_PATH, ttl_secs = cfg.lease_ttl_secs, advertise = %me, "taking part in the broker lease");
             let task = tokio::spawn(common::lease::run_lease(
                 l.clone(),
                 filer,
-                path,
+                LEASE_PATH.to_owned(),
                 ttl,
                 lease_stop.clone(),
             ));

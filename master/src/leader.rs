@@ -266,14 +266,18 @@ async fn lead(
     shutdown: &CancellationToken,
 ) {
     let leadership = master.leadership();
-    let floor = master.reported_floor().await.max(cfg.local_floor);
+    // What volume servers reported is applied by `Master::lead`, under its lock.
     let held = EtcdTerm {
         client: cfg.client.clone(),
         state_key: cfg.state_key(),
         leader_key: cfg.leader_key(),
         term,
     };
-    let loaded = async { master.lead(Sequencer::load_etcd(held, floor).await?).await };
+    let loaded = async {
+        master
+            .lead(Sequencer::load_etcd(held, cfg.local_floor).await?)
+            .await
+    };
     if let Err(e) = loaded.await {
         tracing::warn!(error = %format!("{e:#}"), "elected, but the id state could not be loaded; giving the term up");
         let _ = cfg.client.lease_revoke(lease).await;

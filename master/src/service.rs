@@ -426,11 +426,6 @@ impl Master {
         }
     }
 
-    /// The largest volume id and key volume servers reported to this master.
-    pub async fn reported_floor(&self) -> Persisted {
-        self.ids.lock().await.floor
-    }
-
     /// Runs `f` on the sequencer, or refuses when this master does not lead.
     async fn with_sequencer<T>(
         &self,

@@ -233,12 +233,8 @@ impl MasterClient {
         self.cache.lock_or_abort().remove(&volume_id);
     }
 
-    /// Sends a heartbeat to the first master (sent once: the next beat is the retry).
-    pub async fn heartbeat(&self, beat: &Heartbeat) -> Result<HeartbeatResponse, ClientError> {
-        self.heartbeat_to(&self.masters[0], beat).await
-    }
-
-    /// Sends a heartbeat to the master at `base` (one of [`MasterClient::masters`]), once.
+    /// Sends a heartbeat to the master at `base` (one of [`MasterClient::masters`]), once: the
+    /// next beat is the retry.
     pub async fn heartbeat_to(
         &self,
         base: &str,

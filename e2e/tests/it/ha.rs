@@ -48,10 +48,11 @@ fn master(root: &std::path::Path, name: &str, endpoints: &str) -> ServiceHandle 
     )
 }
 
-/// Publishes batches of four records durably to `topic` (two partitions) until `stop`,
-/// recording what was acknowledged in `checker`.
+/// Publishes batches of four records durably to `topic` (two partitions) until `stop`, each
+/// through the next of `brokers` (a standby redirects to the active one, a dead one is
+/// skipped), recording what was acknowledged in `checker`.
 fn spawn_publisher(
-    broker: Broker,
+    brokers: Vec<Broker>,
     topic: &'static str,
     checker: Arc<Mutex<Checker>>,
     stop: Arc<AtomicBool>,
@@ -62,6 +63,7 @@ fn spawn_publisher(
             let recs: Vec<(u32, String)> = (0..4)
                 .map(|i| ((n % 2) as u32, format!("n{n}-i{i}")))
                 .collect();
+            let broker = &brokers[n as usize % brokers.len()];
             match broker.publish(topic, &recs, "durable").await {
                 Ok(offsets) => checker.lock().unwrap().ack(topic, &recs, &offsets),
                 Err(_) => {
@@ -242,7 +244,7 @@ async fn given_two_masters_on_etcd_when_the_leader_is_killed_repeatedly_should_r
     pub_broker.create_topic("ha/master", 2).await;
     let checker = Arc::new(Mutex::new(Checker::default()));
     let publisher = spawn_publisher(
-        pub_broker.clone(),
+        vec![pub_broker.clone()],
         "ha/master",
         checker.clone(),
         stop.clone(),
@@ -607,7 +609,12 @@ async fn given_an_ha_cluster_when_a_master_filer_broker_or_etcd_member_is_killed
     let pub_broker = Broker::new(broker.url());
     pub_broker.create_topic("ha/all", 2).await;
     let checker = Arc::new(Mutex::new(Checker::default()));
-    let publisher = spawn_publisher(pub_broker.clone(), "ha/all", checker.clone(), stop.clone());
+    let publisher = spawn_publisher(
+        vec![pub_broker.clone()],
+        "ha/all",
+        checker.clone(),
+        stop.clone(),
+    );
 
     let probe_blobs = blobs();
     let mut probed_blobs = Vec::new();
@@ -728,35 +735,6 @@ fn signal(h: &ServiceHandle, signal: &str) {
     assert!(ok, "kill -{signal} {pid}");
 }
 
-/// Publishes through either broker until `stop` (a standby redirects to the active one, and a
-/// dead one is skipped), recording what was acknowledged in `checker`.
-fn spawn_publisher_to_either(
-    brokers: [Broker; 2],
-    topic: &'static str,
-    checker: Arc<Mutex<Checker>>,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut n = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            let recs: Vec<(u32, String)> = (0..4)
-                .map(|i| ((n % 2) as u32, format!("n{n}-i{i}")))
-                .collect();
-            match brokers[(n % 2) as usize]
-                .publish(topic, &recs, "durable")
-                .await
-            {
-                Ok(offsets) => checker.lock().unwrap().ack(topic, &recs, &offsets),
-                Err(_) => {
-                    checker.lock().unwrap().rejected += 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-            n += 1;
-        }
-    })
-}
-
 /// Waits until a durable publish through `broker` is acknowledged; returns how long it took.
 async fn publish_eventually(
     broker: &Broker,
@@ -817,8 +795,12 @@ async fn given_an_active_and_a_standby_broker_when_the_active_dies_or_pauses_sho
     brokers[1].create_topic("ha/brokers", 2).await; // through the redirect
     let checker = Arc::new(Mutex::new(Checker::default()));
     let stop = Arc::new(AtomicBool::new(false));
-    let publisher =
-        spawn_publisher_to_either(brokers.clone(), "ha/brokers", checker.clone(), stop.clone());
+    let publisher = spawn_publisher(
+        brokers.to_vec(),
+        "ha/brokers",
+        checker.clone(),
+        stop.clone(),
+    );
     tokio::time::sleep(Duration::from_millis(1000)).await;
 
     // Probes that neither follow a standby's redirect nor wait on a paused broker.
