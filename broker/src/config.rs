@@ -117,6 +117,13 @@ pub struct Config {
     /// (at once when it stops cleanly).
     #[arg(long, env = "KELP_LEASE_TTL_SECS", default_value_t = 10)]
     pub lease_ttl_secs: u64,
+    /// How several brokers on one filer divide the partitions (with `--lease-ttl-secs` > 0):
+    /// `standby` — one active broker serves them all, the others wait for its lease;
+    /// `shared` — every live broker serves its share (rendezvous hashing over the member
+    /// leases), partitions move when brokers join or leave, and clients are redirected to
+    /// a partition's owner.
+    #[arg(long, env = "KELP_OWNERSHIP", value_enum, default_value_t = Ownership::Standby)]
+    pub ownership: Ownership,
     /// Address a standby redirects HTTP clients to while this broker is active (default: the
     /// bound `ip:port`; with a wildcard `--ip`, standbys cannot redirect and answer 503).
     #[arg(long, env = "KELP_ADVERTISE")]
@@ -124,6 +131,15 @@ pub struct Config {
     /// Fid tokens, cluster token, API keys and TLS (see `common::security`).
     #[command(flatten)]
     pub security: common::security::SecurityFlags,
+}
+
+/// How several brokers divide the partitions (`--ownership`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Ownership {
+    /// One active broker serves every partition; the others are standbys.
+    Standby,
+    /// Every live broker serves its share of the partitions.
+    Shared,
 }
 
 impl Default for Config {
@@ -160,6 +176,7 @@ impl Default for Config {
             kafka_auto_create_partitions: 1,
             kafka_max_request_mb: 100,
             lease_ttl_secs: 10,
+            ownership: Ownership::Standby,
             advertise: None,
             security: common::security::SecurityFlags::default(),
         }

@@ -135,6 +135,7 @@ impl Broker {
                 partition,
                 count: topic.partition_count(),
             })?;
+        self.check_owned(&part)?;
         let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT) as usize;
         let max_bytes = q
             .max_bytes

@@ -92,6 +92,8 @@ fn decide(broker: &Core, part: &Partition, busy: bool) -> Next {
     if st.fenced.is_some() {
         return Next::Stop;
     }
+    // A partition handed over to another broker flushes like a shutdown.
+    let shutting = shutting || st.draining;
     let log = &st.log;
     if !log.has_pending() {
         if shutting {

@@ -21,6 +21,7 @@
 //! - [`flusher`]: the per-partition flush loop (group commit, retries, tracing).
 //! - [`partition`] and [`log`]: a partition's state and its in-memory log buffer.
 //! - [`segment`]: the on-volume segment encoding (batches with crc32c).
+//! - [`members`]: the live brokers and who should own each partition (`--ownership shared`).
 //! - [`cache`]: the LRU of decoded segments.
 //! - [`kafka_backend`]: the broker as the backend of its Kafka listener (`--kafka-port`):
 //!   produce, fetch, offsets and idempotent producers, with broker errors mapped to Kafka's.
@@ -38,6 +39,7 @@ pub mod flusher;
 pub mod http;
 pub mod kafka_backend;
 pub mod log;
+pub mod members;
 pub mod metrics;
 pub mod names;
 pub mod partition;
@@ -93,17 +95,19 @@ pub async fn run(
 /// The filer entry of the active broker's lease (`common::lease`).
 pub const LEASE_PATH: &str = "/brokers/active.lease";
 
-/// Binds the Kafka listener (`--kafka-port`, on `--ip`) and serves it in a task, recording
-/// its address in `<dir>/addrs.json`; with port 0 configured off, the task never ends.
-async fn start_kafka(
-    broker: &Arc<Broker>,
-    http: &TcpListener,
-    security: &Security,
-    shutdown: CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
-    let cfg = &broker.cfg;
+/// The Kafka listener, bound (on `--ip`, `--kafka-port`), with the host and port it
+/// advertises.
+struct KafkaListener {
+    listener: TcpListener,
+    host: String,
+    port: u16,
+}
+
+/// Binds the Kafka listener and records its address in `<dir>/addrs.json`; `None` with the
+/// port configured off (0).
+async fn bind_kafka(cfg: &Config, http: &TcpListener) -> anyhow::Result<Option<KafkaListener>> {
     if cfg.kafka_port == 0 {
-        return Ok(tokio::spawn(std::future::pending()));
+        return Ok(None);
     }
     let listener = TcpListener::bind((cfg.ip.as_str(), cfg.kafka_port))
         .await
@@ -119,9 +123,40 @@ async fn start_kafka(
             _ => cfg.ip.clone(),
         }
     });
+    let port = cfg.kafka_advertised_port.unwrap_or(local.port());
+    Ok(Some(KafkaListener {
+        listener,
+        host,
+        port,
+    }))
+}
+
+/// Serves the Kafka listener in a task; without one, the task never ends.
+fn start_kafka(
+    broker: &Arc<Broker>,
+    kafka: Option<KafkaListener>,
+    security: &Security,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let cfg = &broker.cfg;
+    let Some(KafkaListener {
+        listener,
+        host,
+        port,
+    }) = kafka
+    else {
+        return Ok(tokio::spawn(std::future::pending()));
+    };
+    let local = listener.local_addr()?;
+    let node_id = if broker.is_shared() {
+        members::node_id(broker.leadership().me())
+    } else {
+        kafka::KafkaConfig::default().node_id
+    };
     let kcfg = kafka::KafkaConfig {
+        node_id,
         advertised_host: host,
-        advertised_port: cfg.kafka_advertised_port.unwrap_or(local.port()),
+        advertised_port: port,
         auto_create_topics: cfg.kafka_auto_create,
         auto_create_partitions: cfg.kafka_auto_create_partitions,
         max_request_bytes: common::config::mib(cfg.kafka_max_request_mb) as usize,
@@ -206,25 +241,51 @@ async fn serve(
             .context("read the bound address")?
             .to_string(),
     };
+    let kafka = bind_kafka(&cfg, &listener).await?;
+    let kafka_address = kafka.as_ref().map(|k| format!("{}:{}", k.host, k.port));
     let ttl = Duration::from_secs(cfg.lease_ttl_secs);
     let lease_stop = CancellationToken::new();
-    let (leadership, lease_task) = match lease {
-        None => (Arc::new(common::lease::Leadership::single(&me)), None),
+    let shared = cfg.ownership == config::Ownership::Shared && lease.is_some();
+    let (leadership, lease_task, members) = match lease {
+        None => (Arc::new(common::lease::Leadership::single(&me)), None, None),
         Some(filer) => {
-            let l = Arc::new(common::lease::Leadership::contender(&me));
-            tracing::info!(lease = LEASE_PATH, ttl_secs = cfg.lease_ttl_secs, advertise = %me, "taking part in the broker lease");
+            // Shared: each broker holds its own member lease, named by its URL (clients
+            // are redirected there). Standby: all contend for the one broker lease.
+            let (me, path) = if shared {
+                let scheme = if security.serves_tls() {
+                    "https"
+                } else {
+                    "http"
+                };
+                let url = format!("{scheme}://{me}");
+                let path = members::member_path(&url);
+                (url, path)
+            } else {
+                (me.clone(), LEASE_PATH.to_owned())
+            };
+            let mut l = common::lease::Leadership::contender(&me);
+            if let Some(k) = &kafka_address {
+                l = l.with_attr("kafka", k);
+            }
+            let l = Arc::new(l);
+            tracing::info!(lease = %path, ttl_secs = cfg.lease_ttl_secs, advertise = %me, shared, "taking part in the broker lease");
+            let members: Option<Arc<dyn members::Members>> =
+                shared.then(|| Arc::new(members::FilerMembers::new(filer.clone())) as _);
             let task = tokio::spawn(common::lease::run_lease(
                 l.clone(),
                 filer,
-                LEASE_PATH.to_owned(),
+                path,
                 ttl,
                 lease_stop.clone(),
             ));
-            (l, Some(task))
+            (l, Some(task), members)
         }
     };
     let broker = Broker::with_leadership(cfg, store, shutdown.clone(), leadership.clone());
-    broker.spawn_loader();
+    if let Some(k) = kafka_address {
+        broker.set_kafka_address(k);
+    }
+    broker.spawn_loader(members.map(|m| (m, (ttl / 4).max(Duration::from_millis(100)))));
     // Deposed: once active, another broker took the lease (this one was paused or cut off
     // past its TTL, and its partitions are fenced). It stops, for its supervisor to start it
     // again as a standby.
@@ -234,6 +295,7 @@ async fn serve(
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 if broker.is_loaded()
+                    && !broker.is_shared()
                     && let common::lease::Role::Follower(Some(holder)) = broker.leadership().role()
                     && holder != me
                 {
@@ -253,7 +315,7 @@ async fn serve(
         abort.cancel();
     });
 
-    let kafka = start_kafka(&broker, &listener, &security, shutdown.clone()).await?;
+    let kafka = start_kafka(&broker, kafka, &security, shutdown.clone())?;
     // The Kafka listener ends only on shutdown; anything else is fatal.
     let stop = shutdown.clone();
     let kafka_failed = async move {

@@ -70,6 +70,9 @@ pub struct PartState {
     pub epoch: u64,
     /// Set when a commit was refused because another broker took the partition over.
     pub fenced: Option<String>,
+    /// Set when this broker hands the partition over (`--ownership shared`): appends are
+    /// refused and the flusher flushes what is buffered, then stops.
+    pub draining: bool,
 }
 
 impl PartState {
@@ -139,6 +142,9 @@ pub struct Partition {
     pub wake: Notify,
     /// `log_end - durable`, exported.
     pub lag: Gauge,
+    /// Whether this broker owns (serves) the partition; a partition another broker owns
+    /// (`--ownership shared`) is a placeholder with an empty log.
+    pub owned: bool,
 }
 
 impl Partition {
@@ -171,6 +177,7 @@ impl Partition {
                 producers_loaded: next == 0,
                 epoch: 0,
                 fenced: None,
+                draining: false,
             }),
             durable_tx: watch::Sender::new(Progress {
                 durable: next,
@@ -180,6 +187,15 @@ impl Partition {
             end_tx: watch::Sender::new(next),
             wake: Notify::new(),
             lag,
+            owned: true,
+        }
+    }
+
+    /// A partition another broker owns: a placeholder that serves nothing.
+    pub fn remote(topic: TopicKey, index: u32) -> Self {
+        Self {
+            owned: false,
+            ..Self::new(topic, index, 0, 0, 1, Gauge::default())
         }
     }
 
@@ -204,11 +220,43 @@ pub struct Topic {
     pub key: TopicKey,
     /// Its partitions, by number.
     pub partitions: Vec<Arc<Partition>>,
+    /// The partitions this broker owns, ascending (all of them unless `--ownership shared`).
+    pub owned: Vec<u32>,
     /// Round-robin cursor for records with neither key nor partition.
     pub rr: AtomicU64,
 }
 
 impl Topic {
+    /// A topic of these partitions.
+    pub fn new(key: TopicKey, partitions: Vec<Arc<Partition>>) -> Self {
+        let owned = partitions
+            .iter()
+            .filter(|p| p.owned)
+            .map(|p| p.index)
+            .collect();
+        Self {
+            key,
+            partitions,
+            owned,
+            rr: AtomicU64::new(0),
+        }
+    }
+
+    /// This topic with partition `part` (of the same index) in place of the one it had.
+    pub fn with_partition(&self, part: Arc<Partition>) -> Self {
+        let mut partitions = self.partitions.clone();
+        let i = part.index as usize;
+        if i < partitions.len() {
+            partitions[i] = part;
+        }
+        let t = Self::new(self.key.clone(), partitions);
+        t.rr.store(
+            self.rr.load(std::sync::atomic::Ordering::Relaxed),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        t
+    }
+
     /// The number of partitions.
     pub fn partition_count(&self) -> u32 {
         self.partitions.len() as u32

@@ -236,13 +236,21 @@ impl Broker {
                 (Some(p), _) => p,
                 (None, Some(k)) => partition_for_key(k, n),
                 (None, None) => {
-                    let p = (rr % u64::from(n)) as u32;
+                    // Spread over the partitions this broker owns (all of them unless
+                    // `--ownership shared`); owning none, the owner of one is named below.
+                    let owned = &topic.owned;
+                    let p = if owned.is_empty() {
+                        (rr % u64::from(n)) as u32
+                    } else {
+                        owned[(rr % owned.len() as u64) as usize]
+                    };
                     rr = rr.wrapping_add(1);
                     p
                 }
             };
             parts.push(p);
         }
+        self.check_targets(&topic, &parts)?;
         if if_log_end.is_some() && parts.windows(2).any(|w| w[0] != w[1]) {
             return Err(Error::BadCondition { key: key.clone() });
         }
@@ -290,6 +298,9 @@ impl Broker {
                 let mut st = part.lock();
                 if let Some(f) = &st.fenced {
                     return Err(Error::Fenced(f.clone()));
+                }
+                if st.draining {
+                    return Err(self.not_owner(&topic.key, p));
                 }
                 if st.closed {
                     return Err(Error::ShuttingDown);

@@ -46,6 +46,8 @@ struct State {
 #[derive(Debug)]
 pub struct Leadership {
     me: String,
+    /// More attributes written into the lease entry (e.g. a broker's Kafka address).
+    attrs: std::collections::BTreeMap<String, String>,
     state: Mutex<State>,
 }
 
@@ -54,6 +56,7 @@ impl Leadership {
     pub fn single(me: &str) -> Self {
         Self {
             me: me.to_owned(),
+            attrs: Default::default(),
             state: Mutex::new(State {
                 role: Role::Writer,
                 valid_until: None,
@@ -66,6 +69,7 @@ impl Leadership {
     pub fn contender(me: &str) -> Self {
         Self {
             me: me.to_owned(),
+            attrs: Default::default(),
             state: Mutex::new(State {
                 role: Role::Follower(None),
                 valid_until: Some(Instant::now()),
@@ -78,12 +82,19 @@ impl Leadership {
     pub fn following(me: &str, writer: &str) -> Self {
         Self {
             me: me.to_owned(),
+            attrs: Default::default(),
             state: Mutex::new(State {
                 role: Role::Follower(Some(writer.to_owned())),
                 valid_until: None,
                 epoch: 0,
             }),
         }
+    }
+
+    /// Also writes `key = value` into the lease entry while this instance holds it.
+    pub fn with_attr(mut self, key: &str, value: &str) -> Self {
+        self.attrs.insert(key.to_owned(), value.to_owned());
+        self
     }
 
     /// This instance's URL.
@@ -121,14 +132,15 @@ impl Leadership {
     }
 }
 
-fn lease_entry(path: &str, holder: &str, expires_ms: u64, epoch: u64) -> Entry {
+fn lease_entry(l: &Leadership, path: &str, expires_ms: u64, epoch: u64) -> Entry {
     let mut e = Entry {
         full_path: path.to_owned(),
         mode: 0o644,
         mtime_ms: now_ms(),
         ..Entry::default()
     };
-    e.extended.insert("holder".into(), holder.to_owned());
+    e.extended.extend(l.attrs.clone());
+    e.extended.insert("holder".into(), l.me.clone());
     e.extended
         .insert("expires_ms".into(), expires_ms.to_string());
     e.extended.insert("epoch".into(), epoch.to_string());
@@ -172,7 +184,7 @@ async fn round(l: &Leadership, filer: &FilerClient, path: &str, ttl: Duration) {
             }
         }
     };
-    let entry = lease_entry(path, &l.me, now_ms() + ttl_ms, epoch);
+    let entry = lease_entry(l, path, now_ms() + ttl_ms, epoch);
     match filer.put_entry(&entry, Some(expect)).await {
         Ok(_) => l.set(Role::Writer, Some(held_until), epoch),
         // Another instance won the race (or our own retried write landed): look again next
@@ -202,7 +214,7 @@ pub async fn run_lease(
         && e.extended.get("holder").map(String::as_str) == Some(l.me.as_str())
     {
         let epoch = l.epoch();
-        let entry = lease_entry(&path, &l.me, 0, epoch);
+        let entry = lease_entry(&l, &path, 0, epoch);
         let _ = filer
             .put_entry(&entry, Some(Expect::Version(e.version)))
             .await;

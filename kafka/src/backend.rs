@@ -122,14 +122,46 @@ pub enum BackendError {
     /// (the records may still become durable), or the backend is starting or stopping.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// Another broker leads the partition, or it is moving (NOT_LEADER_OR_FOLLOWER: the
+    /// client refreshes its metadata and retries there).
+    #[error("not the leader: {0}")]
+    NotLeader(String),
     /// Anything else.
     #[error("internal error: {0}")]
     Internal(String),
 }
 
+/// A broker of the cluster as Kafka clients see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Its broker id.
+    pub node_id: i32,
+    /// Host clients connect to.
+    pub host: String,
+    /// Port clients connect to.
+    pub port: i32,
+}
+
 /// The log store behind the Kafka listener.
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync + 'static {
+    /// The brokers that share this backend's partitions, this one included (it is the one
+    /// whose id is `KafkaConfig::node_id`). Empty: this broker alone, leading every partition
+    /// and coordinating every group.
+    fn nodes(&self) -> Vec<Node> {
+        Vec::new()
+    }
+
+    /// The broker id leading a partition; `None`: this broker.
+    fn leader(&self, _topic: &str, _partition: u32) -> Option<i32> {
+        None
+    }
+
+    /// The broker id coordinating a consumer group; `None`: this broker.
+    fn coordinator(&self, _group: &str) -> Option<i32> {
+        None
+    }
+
     /// Every topic.
     async fn list_topics(&self) -> Result<Vec<TopicMeta>, BackendError>;
 

@@ -16,10 +16,14 @@ pub mod code {
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     /// The request timed out (the records may still become durable).
     pub const REQUEST_TIMED_OUT: i16 = 7;
+    /// This broker does not lead the partition (refresh metadata and retry).
+    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
     /// A batch larger than allowed.
     pub const MESSAGE_TOO_LARGE: i16 = 10;
     /// The group coordinator is not available.
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    /// This broker does not coordinate the group (find the coordinator again).
+    pub const NOT_COORDINATOR: i16 = 16;
     /// A bad topic name.
     pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
     /// Acks other than -1, 0, 1.
@@ -89,6 +93,7 @@ pub fn backend_code(e: &BackendError) -> i16 {
         // Retriable: librdkafka and the Java client retry REQUEST_TIMED_OUT with the same
         // sequence, and the idempotence check answers a retry of a stored batch.
         BackendError::Unavailable(_) => code::REQUEST_TIMED_OUT,
+        BackendError::NotLeader(_) => code::NOT_LEADER_OR_FOLLOWER,
         BackendError::Internal(_) => code::UNKNOWN_SERVER_ERROR,
     }
 }

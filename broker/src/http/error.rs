@@ -23,6 +23,9 @@ impl From<Error> for ApiError {
             Error::PartitionLimit { .. } => ApiError::conflict("partition_limit", message),
             Error::LogEndMismatch { .. } => ApiError::conflict("log_end_mismatch", message),
             Error::StoreConflict(_) => ApiError::conflict("conflict", message),
+            Error::SplitPublish { .. } => ApiError::conflict("partitions_split", message),
+            // Routes that can name the request's URL redirect instead (`http::to_owner`).
+            Error::NotOwner { .. } => ApiError::unavailable("not_owner", message, 1),
             Error::TooLarge(_) => ApiError::PayloadTooLarge { message },
             Error::OffsetOutOfRange {
                 log_start, log_end, ..

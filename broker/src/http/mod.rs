@@ -116,6 +116,28 @@ async fn to_active(
     }
 }
 
+/// A domain error as the answer to the request at `uri`: [`Error::NotOwner`] naming the
+/// partition's owner becomes a 307 to the same path and query there (method and body kept);
+/// everything else maps as usual (`error`).
+///
+/// [`Error::NotOwner`]: crate::service::Error::NotOwner
+pub fn to_owner(e: crate::service::Error, uri: &axum::http::Uri) -> common::http::ApiError {
+    match e {
+        crate::service::Error::NotOwner {
+            owner: Some(ref owner),
+            ..
+        } => {
+            let path = uri.path_and_query().map_or("/", |p| p.as_str());
+            common::http::ApiError::Redirect {
+                code: "not_owner",
+                location: format!("{}{path}", owner.trim_end_matches('/')),
+                message: e.to_string(),
+            }
+        }
+        e => e.into(),
+    }
+}
+
 /// Every route of the broker, guarded with `security` (`Access`) and wrapped in the shared
 /// layers.
 pub fn router(state: AppState, security: Arc<Security>) -> Router {

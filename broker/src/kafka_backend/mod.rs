@@ -70,11 +70,13 @@ fn backend_error(e: Error) -> BackendError {
         | Error::FlushFailing(_)
         | Error::StoreUnavailable(_)
         | Error::SegmentUnavailable(_) => BackendError::Unavailable,
+        Error::NotOwner { .. } => BackendError::NotLeader,
         Error::BadTopic { .. }
         | Error::BadRecord(_)
         | Error::EmptyBatch { .. }
         | Error::BadCondition { .. }
         | Error::LogEndMismatch { .. }
+        | Error::SplitPublish { .. }
         | Error::StoreConflict(_)
         | Error::Corrupt { .. }
         | Error::Internal(_) => BackendError::Internal,
@@ -116,12 +118,45 @@ impl KafkaBackend {
                 topic.partition_count()
             ))
         })?;
+        self.broker.check_owned(&part).map_err(backend_error)?;
         Ok((topic, part))
     }
 }
 
 #[async_trait::async_trait]
 impl Backend for KafkaBackend {
+    fn nodes(&self) -> Vec<kafka::backend::Node> {
+        self.broker
+            .members()
+            .iter()
+            .filter_map(|m| {
+                let (host, port) = m.kafka.as_deref()?.rsplit_once(':')?;
+                Some(kafka::backend::Node {
+                    node_id: crate::members::node_id(&m.url),
+                    host: host.to_owned(),
+                    port: port.parse().ok()?,
+                })
+            })
+            .collect()
+    }
+
+    fn leader(&self, topic: &str, partition: u32) -> Option<i32> {
+        if !self.broker.is_shared() {
+            return None;
+        }
+        let key = self.key(topic).ok()?;
+        crate::members::owner_of(&self.broker.members(), &key, partition)
+            .map(|m| crate::members::node_id(&m.url))
+    }
+
+    fn coordinator(&self, group: &str) -> Option<i32> {
+        if !self.broker.is_shared() {
+            return None;
+        }
+        crate::members::coordinator_of(&self.broker.members(), group)
+            .map(|m| crate::members::node_id(&m.url))
+    }
+
     async fn list_topics(&self) -> Result<Vec<TopicMeta>, BackendError> {
         self.broker.check_loaded().map_err(backend_error)?;
         Ok(self

@@ -118,6 +118,14 @@ impl KafkaBackend {
                 broker.budget.release(size);
                 return Err(BackendError::Unavailable(f));
             }
+            if st.draining {
+                drop(st);
+                broker.budget.release(size);
+                return Err(BackendError::NotLeader(format!(
+                    "partition {} of {} is moving to another broker",
+                    part.index, part.label
+                )));
+            }
             if st.closed {
                 drop(st);
                 broker.budget.release(size);

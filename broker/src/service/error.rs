@@ -115,6 +115,29 @@ pub enum Error {
         /// The log end the publish expected.
         expected: u64,
     },
+    /// Another broker owns the partition, or it is moving between brokers
+    /// (`--ownership shared`): HTTP routes redirect to `owner` (307), or answer 503
+    /// `not_owner` while no owner is known; Kafka answers NOT_LEADER_OR_FOLLOWER.
+    #[error("partition {partition} of {key} is served by {}", owner.as_deref().unwrap_or("another broker (moving)"))]
+    NotOwner {
+        /// The topic.
+        key: TopicKey,
+        /// The partition.
+        partition: u32,
+        /// The owner's URL, when known.
+        owner: Option<String>,
+    },
+    /// A publish's records go to partitions that different brokers own (409
+    /// `partitions_split`): the client must send each partition's records to its owner.
+    #[error(
+        "publish to {key} spans partitions owned by different brokers ({owners}); publish each partition's records to its owner"
+    )]
+    SplitPublish {
+        /// The topic.
+        key: TopicKey,
+        /// `partition=owner` pairs.
+        owners: String,
+    },
     /// The store holds the object with other content (409 `conflict`).
     #[error("{0}")]
     StoreConflict(String),

@@ -8,6 +8,7 @@
 
 mod error;
 mod ops;
+mod ownership;
 mod recovery;
 
 use std::collections::BTreeMap;
@@ -52,8 +53,13 @@ pub struct Broker {
     loaded: AtomicBool,
     load_error: Mutex<Option<String>>,
     create_lock: tokio::sync::Mutex<()>,
-    /// The active/standby lease (`common::lease`): this broker serves only while it holds it.
+    /// The active/standby lease (`common::lease`): this broker serves only while it holds
+    /// it; with `--ownership shared`, its member lease.
     leadership: Arc<common::lease::Leadership>,
+    /// With `--ownership shared`: the live members as last read; `None` otherwise.
+    view: RwLock<Option<Vec<crate::members::Member>>>,
+    /// This broker's Kafka listener as advertised (`host:port`), once bound.
+    kafka_address: std::sync::OnceLock<String>,
 }
 
 impl std::ops::Deref for Broker {
@@ -98,6 +104,8 @@ impl Broker {
             load_error: Mutex::new(None),
             create_lock: tokio::sync::Mutex::new(()),
             leadership,
+            view: RwLock::new(None),
+            kafka_address: std::sync::OnceLock::new(),
         })
     }
 
@@ -109,7 +117,7 @@ impl Broker {
     /// While this broker is a standby (it never held the lease): the active broker's address,
     /// when known. `None` once it is active, or when it is the only broker.
     pub fn standby_of(&self) -> Option<String> {
-        if self.is_loaded() {
+        if self.is_loaded() || self.is_shared() {
             return None;
         }
         match self.leadership.role() {
@@ -166,7 +174,7 @@ impl Broker {
 
     /// Registers a topic and starts its flushers.
     fn install(self: &Arc<Self>, topic: Arc<Topic>) {
-        for part in &topic.partitions {
+        for part in topic.partitions.iter().filter(|p| p.owned) {
             crate::flusher::spawn(&self.core, part.clone());
         }
         self.topics
@@ -297,8 +305,34 @@ impl Broker {
         Ok(self.topic_info(&t))
     }
 
-    /// Starts recovery in the background.
-    pub fn spawn_loader(self: &Arc<Self>) {
+    /// Records the address the Kafka listener advertises (the member lease names it).
+    pub fn set_kafka_address(&self, addr: String) {
+        let _ = self.kafka_address.set(addr);
+    }
+
+    /// Starts recovery in the background: with `shared` (the live members and the rebalance
+    /// period), this broker serves the partitions it should own among the members
+    /// (`--ownership shared`); without, every partition once it holds the lease.
+    pub fn spawn_loader(
+        self: &Arc<Self>,
+        shared: Option<(Arc<dyn crate::members::Members>, std::time::Duration)>,
+    ) {
+        if let Some((members, period)) = shared {
+            *self.view.write_or_abort() = Some(Vec::new());
+            let me = self.clone();
+            tokio::spawn(async move {
+                while !me.leadership.is_writer() {
+                    tokio::select! {
+                        () = me.shutdown.cancelled() => return,
+                        () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                    }
+                }
+                me.run_shared(members, period)
+                    .instrument(tracing::info_span!("broker.ownership"))
+                    .await;
+            });
+            return;
+        }
         let me = self.clone();
         tokio::spawn(async move {
             // A standby waits for the lease; then every partition is taken over (its epoch

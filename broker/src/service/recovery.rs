@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::sync::LockExt;
@@ -14,7 +14,7 @@ use futures::StreamExt;
 
 use crate::partition::{Partition, Topic};
 use crate::service::{Broker, RECOVERY_CONCURRENCY};
-use crate::store::{StoreError, TopicConf};
+use crate::store::{Store, StoreError, TopicConf, TopicKey};
 
 impl Broker {
     /// Recovers every topic from the store, retrying until the store answers; then marks the
@@ -47,7 +47,7 @@ impl Broker {
 
     /// Starts enforcing retention (when configured) on every partition served, until the
     /// broker is dropped or shut down.
-    fn spawn_retention(self: &Arc<Self>) {
+    pub(super) fn spawn_retention(self: &Arc<Self>) {
         let me = Arc::downgrade(self);
         crate::retention::spawn(&self.core, move || {
             let b = me.upgrade()?;
@@ -76,19 +76,24 @@ impl Broker {
     /// Rebuilds a topic's partitions from its segment entries: the last segment gives the
     /// next offset, the first gives `log_start_offset`. Costs two listings per partition
     /// directory, whatever the number of records. With `existing = false` (a topic just
-    /// created) only partitions that already have a directory are listed.
+    /// created) only partitions that already have a directory are listed. Only the
+    /// partitions this broker should own are taken (all of them unless `--ownership
+    /// shared`); the others are placeholders naming their owner.
     pub(super) async fn recover_topic(
         self: &Arc<Self>,
         conf: &TopicConf,
         existing: bool,
     ) -> Result<Arc<Topic>, StoreError> {
         let key = &conf.key;
+        let mine: Vec<u32> = (0..conf.partitions)
+            .filter(|p| self.should_own(key, *p))
+            .collect();
         // Own every partition before reading its segments: from here on a commit of the
         // previous owner is refused, so what is listed below is the partition's whole log.
         let owner = self.owner_id();
         let store = &self.store;
         let owner = &owner;
-        let taken: Vec<Result<(u32, u64), StoreError>> = futures::stream::iter(0..conf.partitions)
+        let taken: Vec<Result<(u32, u64), StoreError>> = futures::stream::iter(mine.clone())
             .map(|p| async move { Ok((p, store.take_partition(key, p, owner).await?)) })
             .buffer_unordered(RECOVERY_CONCURRENCY)
             .collect()
@@ -98,43 +103,62 @@ impl Broker {
             let (p, epoch) = t?;
             epochs.insert(p, epoch);
         }
-        let dirs = self.store.partition_dirs(key).await?;
-        if !existing && dirs.is_empty() {
-            return Ok(self.build_topic(conf, &BTreeMap::new(), &epochs));
-        }
-        let results: Vec<Result<(u32, u64, u64), StoreError>> =
-            futures::stream::iter(dirs.into_iter().filter(|p| *p < conf.partitions))
-                .map(|p| async move {
-                    let last = store.last_segment(key, p).await?;
-                    let Some(last) = last else {
-                        return Ok((p, 0, 0));
-                    };
-                    let first = store.first_segment(key, p).await?.ok_or_else(|| {
-                        StoreError::Corrupt(format!(
-                            "partition {p} of {key} has a last segment but no first"
-                        ))
-                    })?;
-                    if first.offset_min > last.offset_min {
-                        return Err(StoreError::Corrupt(format!(
-                            "partition {p} of {key}: first segment starts after the last one"
-                        )));
-                    }
-                    Ok((p, first.offset_min, last.end()))
-                })
+        let mut bounds = BTreeMap::new();
+        let dirs = if !existing && !mine.is_empty() {
+            self.store.partition_dirs(key).await?
+        } else {
+            mine.clone()
+        };
+        let results: Vec<Result<(u32, Bounds), StoreError>> =
+            futures::stream::iter(dirs.into_iter().filter(|p| epochs.contains_key(p)))
+                .map(|p| async move { Ok((p, partition_bounds(store.as_ref(), key, p).await?)) })
                 .buffer_unordered(RECOVERY_CONCURRENCY)
                 .collect()
                 .await;
-        let mut bounds = BTreeMap::new();
         for r in results {
-            let (p, start, next) = r?;
-            tracing::info!(topic = %key, partition = p, log_start_offset = start, next_offset = next, "recovered partition");
-            bounds.insert(p, (start, next));
+            let (p, b) = r?;
+            bounds.insert(p, b);
         }
-        Ok(self.build_topic(conf, &bounds, &epochs))
+        let partitions = (0..conf.partitions)
+            .map(|p| match epochs.get(&p) {
+                Some(epoch) => {
+                    let b = bounds.get(&p).copied().unwrap_or((0, 0));
+                    self.owned_partition(key, p, b, *epoch)
+                }
+                None => Arc::new(Partition::remote(key.clone(), p)),
+            })
+            .collect();
+        Ok(Arc::new(Topic::new(key.clone(), partitions)))
     }
 
-    /// How this broker names itself as a partition's owner.
-    fn owner_id(&self) -> String {
+    /// A partition this broker owns under `epoch`, its durable records `[start, next)`.
+    pub(super) fn owned_partition(
+        &self,
+        key: &TopicKey,
+        p: u32,
+        (start, next): (u64, u64),
+        epoch: u64,
+    ) -> Arc<Partition> {
+        tracing::info!(topic = %key, partition = p, log_start_offset = start, next_offset = next, epoch, "recovered partition");
+        let roll = self.cfg.flush_bytes.min(self.cfg.max_segment_bytes).max(1) as usize;
+        let part = Partition::new(
+            key.clone(),
+            p,
+            start,
+            next,
+            roll,
+            self.metrics.lag_gauge(&key.to_string(), p),
+        );
+        part.lock().epoch = epoch;
+        Arc::new(part)
+    }
+
+    /// How this broker names itself as a partition's owner: its member URL with
+    /// `--ownership shared` (other brokers compare it with the live members).
+    pub(super) fn owner_id(&self) -> String {
+        if self.is_shared() {
+            return self.leadership.me().to_owned();
+        }
         format!(
             "{}:{} pid {}",
             self.cfg.ip,
@@ -142,34 +166,29 @@ impl Broker {
             std::process::id()
         )
     }
+}
 
-    fn build_topic(
-        self: &Arc<Self>,
-        conf: &TopicConf,
-        bounds: &BTreeMap<u32, (u64, u64)>,
-        epochs: &BTreeMap<u32, u64>,
-    ) -> Arc<Topic> {
-        let roll = self.cfg.flush_bytes.min(self.cfg.max_segment_bytes).max(1) as usize;
-        let label = conf.key.to_string();
-        let partitions = (0..conf.partitions)
-            .map(|p| {
-                let (start, next) = bounds.get(&p).copied().unwrap_or((0, 0));
-                let part = Partition::new(
-                    conf.key.clone(),
-                    p,
-                    start,
-                    next,
-                    roll,
-                    self.metrics.lag_gauge(&label, p),
-                );
-                part.lock().epoch = epochs.get(&p).copied().unwrap_or(0);
-                Arc::new(part)
-            })
-            .collect();
-        Arc::new(Topic {
-            key: conf.key.clone(),
-            partitions,
-            rr: AtomicU64::new(0),
-        })
+/// A partition's durable records `[log_start, next)`.
+type Bounds = (u64, u64);
+
+/// A partition's durable bounds from its first and last segment entries.
+pub(super) async fn partition_bounds(
+    store: &dyn Store,
+    key: &TopicKey,
+    p: u32,
+) -> Result<Bounds, StoreError> {
+    let Some(last) = store.last_segment(key, p).await? else {
+        return Ok((0, 0));
+    };
+    let first = store.first_segment(key, p).await?.ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "partition {p} of {key} has a last segment but no first"
+        ))
+    })?;
+    if first.offset_min > last.offset_min {
+        return Err(StoreError::Corrupt(format!(
+            "partition {p} of {key}: first segment starts after the last one"
+        )));
     }
+    Ok((first.offset_min, last.end()))
 }

@@ -192,6 +192,8 @@ impl HttpStore {
 
 /// The partition directory's attribute holding its owner epoch.
 const OWNER_EPOCH: &str = "owner_epoch";
+/// The partition directory's attribute naming its owner (empty once released).
+const OWNER: &str = "owner";
 
 impl Store for HttpStore {
     fn assign(&self) -> StoreFuture<'_, Assignment> {
@@ -282,8 +284,60 @@ impl Store for HttpStore {
                 entry
                     .extended
                     .insert(OWNER_EPOCH.to_owned(), epoch.to_string());
-                entry.extended.insert("owner".to_owned(), owner.to_owned());
+                entry.extended.insert(OWNER.to_owned(), owner.to_owned());
                 Ok(Update::Write(entry, epoch))
+            })
+            .await
+        }
+        .boxed()
+    }
+
+    fn partition_owner<'a>(
+        &'a self,
+        topic: &'a TopicKey,
+        partition: u32,
+    ) -> StoreFuture<'a, Option<(String, u64)>> {
+        async move {
+            let path = topic.partition_dir(partition);
+            let entry = self
+                .filer
+                .get_entry(&path)
+                .await
+                .map_err(Self::client(format!("read the owner of {path}")))?;
+            let Some(e) = entry else { return Ok(None) };
+            let Some(epoch) = e.extended.get(OWNER_EPOCH) else {
+                return Ok(None);
+            };
+            let epoch = epoch.parse::<u64>().map_err(|_| {
+                StoreError::Corrupt(format!("{path}: {OWNER_EPOCH} is not a number"))
+            })?;
+            Ok(Some((
+                e.extended.get(OWNER).cloned().unwrap_or_default(),
+                epoch,
+            )))
+        }
+        .boxed()
+    }
+
+    fn release_partition<'a>(
+        &'a self,
+        topic: &'a TopicKey,
+        partition: u32,
+        epoch: u64,
+    ) -> StoreFuture<'a, ()> {
+        async move {
+            let path = topic.partition_dir(partition);
+            let what = format!("release {path}");
+            self.update_entry(&path, &what, |current| {
+                let Some(mut e) = current else {
+                    return Ok(Update::Keep(()));
+                };
+                if e.extended.get(OWNER_EPOCH) != Some(&epoch.to_string()) {
+                    return Ok(Update::Keep(()));
+                }
+                e.mtime_ms = now_ms();
+                e.extended.insert(OWNER.to_owned(), String::new());
+                Ok(Update::Write(e, ()))
             })
             .await
         }

@@ -51,6 +51,7 @@ struct Inner {
     groups: BTreeMap<(String, TopicKey, u32), u64>,
     ids: BTreeMap<String, u64>,
     epochs: BTreeMap<(TopicKey, u32), u64>,
+    owners: BTreeMap<(TopicKey, u32), String>,
 }
 
 /// An in-memory store.
@@ -174,14 +175,51 @@ impl Store for MemStore {
         &'a self,
         topic: &'a TopicKey,
         partition: u32,
-        _owner: &'a str,
+        owner: &'a str,
     ) -> StoreFuture<'a, u64> {
         async move {
             Self::fail(&self.faults.meta, "take partition")?;
             let mut inner = self.lock();
-            let epoch = inner.epochs.entry((topic.clone(), partition)).or_insert(0);
+            let id = (topic.clone(), partition);
+            inner.owners.insert(id.clone(), owner.to_owned());
+            let epoch = inner.epochs.entry(id).or_insert(0);
             *epoch += 1;
             Ok(*epoch)
+        }
+        .boxed()
+    }
+
+    fn partition_owner<'a>(
+        &'a self,
+        topic: &'a TopicKey,
+        partition: u32,
+    ) -> StoreFuture<'a, Option<(String, u64)>> {
+        async move {
+            Self::fail(&self.faults.meta, "read partition owner")?;
+            let inner = self.lock();
+            let id = (topic.clone(), partition);
+            Ok(inner
+                .epochs
+                .get(&id)
+                .map(|e| (inner.owners.get(&id).cloned().unwrap_or_default(), *e)))
+        }
+        .boxed()
+    }
+
+    fn release_partition<'a>(
+        &'a self,
+        topic: &'a TopicKey,
+        partition: u32,
+        epoch: u64,
+    ) -> StoreFuture<'a, ()> {
+        async move {
+            Self::fail(&self.faults.meta, "release partition")?;
+            let mut inner = self.lock();
+            let id = (topic.clone(), partition);
+            if inner.epochs.get(&id) == Some(&epoch) {
+                inner.owners.insert(id, String::new());
+            }
+            Ok(())
         }
         .boxed()
     }
@@ -359,6 +397,7 @@ impl Store for MemStore {
             inner.segments.retain(|(t, _), _| t != topic);
             inner.groups.retain(|(_, t, _), _| t != topic);
             inner.epochs.retain(|(t, _), _| t != topic);
+            inner.owners.retain(|(t, _), _| t != topic);
             Ok(())
         }
         .boxed()

@@ -228,6 +228,24 @@ pub trait Store: Send + Sync + 'static {
         owner: &'a str,
     ) -> StoreFuture<'a, u64>;
 
+    /// A partition's owner as [`Store::take_partition`] recorded it (empty once released) and
+    /// its epoch; `None` while no broker ever took it.
+    fn partition_owner<'a>(
+        &'a self,
+        topic: &'a TopicKey,
+        partition: u32,
+    ) -> StoreFuture<'a, Option<(String, u64)>>;
+
+    /// Records that the owner at `epoch` gave the partition up (everything it accepted is
+    /// durable), so another broker may take it without waiting for this one's lease to lapse.
+    /// Does nothing when the epoch moved on (someone took it already).
+    fn release_partition<'a>(
+        &'a self,
+        topic: &'a TopicKey,
+        partition: u32,
+        epoch: u64,
+    ) -> StoreFuture<'a, ()>;
+
     /// Creates a segment's entry (durably), unless the partition was taken over since
     /// `meta.epoch` ([`StoreError::Fenced`]). Idempotent: when the entry already exists with
     /// the same chunk (a retry after a lost answer) this succeeds; with another chunk it is a

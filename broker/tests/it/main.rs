@@ -9,4 +9,5 @@ mod router;
 mod security;
 mod server;
 mod service;
+mod shared;
 mod traces;

@@ -683,7 +683,7 @@ async fn test_loader_retries_until_filer_is_reachable() {
         store.clone(),
         tokio_util::sync::CancellationToken::new(),
     );
-    b.spawn_loader();
+    b.spawn_loader(None);
     // The loader cannot succeed while the filer fails: not ready, whenever we look.
     let err = b.readiness().map_err(ApiError::from).unwrap_err();
     assert_eq!(err.code(), "not_ready");

@@ -102,6 +102,17 @@ pub enum ApiError {
         /// Seconds the client should wait.
         retry_after_secs: u64,
     },
+    /// 307 + `Location`: another instance serves this request (method and body kept), e.g.
+    /// the broker that owns a partition.
+    #[error("{message}")]
+    Redirect {
+        /// Stable code.
+        code: &'static str,
+        /// Human text naming who serves it.
+        message: String,
+        /// The URL to repeat the request at.
+        location: String,
+    },
     /// 507: the disk is full.
     #[error("{message}")]
     InsufficientStorage {
@@ -198,6 +209,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Redirect { .. } => StatusCode::TEMPORARY_REDIRECT,
             Self::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
             Self::Upstream { status, .. } => *status,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -214,7 +226,8 @@ impl ApiError {
             | Self::Conflict { code, .. }
             | Self::PreconditionFailed { code, .. }
             | Self::RangeNotSatisfiable { code, .. }
-            | Self::Unavailable { code, .. } => code,
+            | Self::Unavailable { code, .. }
+            | Self::Redirect { code, .. } => code,
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::InsufficientStorage { .. } => "insufficient_storage",
@@ -259,6 +272,10 @@ impl IntoResponse for ApiError {
             Self::Upstream { retry_after, .. } => *retry_after,
             _ => None,
         };
+        let location = match &self {
+            Self::Redirect { location, .. } => HeaderValue::from_str(location).ok(),
+            _ => None,
+        };
         let body = ErrorBody {
             error: self.to_string(),
             code: self.code().to_owned(),
@@ -269,6 +286,9 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(location) = location {
+            response.headers_mut().insert(header::LOCATION, location);
         }
         if let Some(secs) = retry_after {
             response

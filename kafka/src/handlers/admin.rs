@@ -1,6 +1,8 @@
 //! Cluster and topic administration: Metadata, FindCoordinator, CreateTopics, DeleteTopics,
-//! DescribeConfigs, DescribeCluster. Kelp presents itself as a one-node cluster: this node
-//! leads every partition and coordinates every group.
+//! DescribeConfigs, DescribeCluster. A broker alone presents itself as a one-node cluster
+//! that leads every partition and coordinates every group; brokers sharing partitions
+//! (`Backend::nodes`) list each other, and name each partition's leader and each group's
+//! coordinator as the backend says.
 
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
@@ -15,7 +17,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::*;
 
 use super::{Ctx, HandleError, Reply, decode, respond, str_bytes, topic_name};
-use crate::backend::{BackendError, TopicMeta};
+use crate::backend::{BackendError, Node, TopicMeta};
 use crate::codec::Request;
 use crate::error::{backend_code, code, log_backend_error};
 use crate::mem::validate_topic_name;
@@ -57,11 +59,47 @@ pub async fn ensure_topic(ctx: &Ctx, name: &str, create: bool) -> Result<TopicMe
     }
 }
 
-fn broker(ctx: &Ctx) -> MetadataResponseBroker {
+/// Every broker of the cluster (this one alone unless the backend shares partitions).
+pub fn nodes(ctx: &Ctx) -> Vec<Node> {
+    let mut nodes = ctx.backend.nodes();
+    if !nodes.iter().any(|n| n.node_id == ctx.cfg.node_id) {
+        nodes.push(Node {
+            node_id: ctx.cfg.node_id,
+            host: ctx.cfg.advertised_host.clone(),
+            port: ctx.port,
+        });
+    }
+    nodes
+}
+
+/// The broker coordinating `group`.
+pub fn coordinator(ctx: &Ctx, group: &str) -> Node {
+    let id = ctx.backend.coordinator(group).unwrap_or(ctx.cfg.node_id);
+    let nodes = nodes(ctx);
+    nodes
+        .iter()
+        .find(|n| n.node_id == id)
+        .or_else(|| nodes.iter().find(|n| n.node_id == ctx.cfg.node_id))
+        .cloned()
+        .unwrap_or(Node {
+            node_id: ctx.cfg.node_id,
+            host: ctx.cfg.advertised_host.clone(),
+            port: ctx.port,
+        })
+}
+
+/// Whether another broker coordinates `group` (the request gets NOT_COORDINATOR).
+pub fn not_coordinator(ctx: &Ctx, group: &str) -> bool {
+    ctx.backend
+        .coordinator(group)
+        .is_some_and(|id| id != ctx.cfg.node_id)
+}
+
+fn broker(n: &Node) -> MetadataResponseBroker {
     let mut b = MetadataResponseBroker::default();
-    b.node_id = BrokerId(ctx.cfg.node_id);
-    b.host = str_bytes(&ctx.cfg.advertised_host);
-    b.port = ctx.port;
+    b.node_id = BrokerId(n.node_id);
+    b.host = str_bytes(&n.host);
+    b.port = n.port;
     b
 }
 
@@ -74,9 +112,14 @@ fn topic_entry(ctx: &Ctx, name: &str, meta: Result<TopicMeta, i16>) -> MetadataR
                 .map(|i| {
                     let mut p = MetadataResponsePartition::default();
                     p.partition_index = i;
-                    p.leader_id = BrokerId(ctx.cfg.node_id);
-                    p.replica_nodes = vec![BrokerId(ctx.cfg.node_id)];
-                    p.isr_nodes = vec![BrokerId(ctx.cfg.node_id)];
+                    let leader = BrokerId(
+                        ctx.backend
+                            .leader(name, i as u32)
+                            .unwrap_or(ctx.cfg.node_id),
+                    );
+                    p.leader_id = leader;
+                    p.replica_nodes = vec![leader];
+                    p.isr_nodes = vec![leader];
                     p
                 })
                 .collect();
@@ -91,7 +134,7 @@ fn topic_entry(ctx: &Ctx, name: &str, meta: Result<TopicMeta, i16>) -> MetadataR
 pub async fn metadata(ctx: &Ctx, req: &Request) -> Result<Reply, HandleError> {
     let r: MetadataRequest = decode(req, "metadata")?;
     let mut resp = MetadataResponse::default();
-    resp.brokers = vec![broker(ctx)];
+    resp.brokers = nodes(ctx).iter().map(broker).collect();
     resp.cluster_id = Some(str_bytes(&ctx.cfg.cluster_id));
     resp.controller_id = BrokerId(ctx.cfg.node_id);
     // v0 asks for all topics with an empty list; v1+ with null.
@@ -145,20 +188,22 @@ pub fn find_coordinator(ctx: &Ctx, req: &Request) -> Result<Reply, HandleError> 
             .coordinator_keys
             .iter()
             .map(|k| {
+                let n = coordinator(ctx, k.as_str());
                 let mut c = FoundCoordinator::default();
                 c.key = k.clone();
-                c.node_id = BrokerId(ctx.cfg.node_id);
-                c.host = str_bytes(&ctx.cfg.advertised_host);
-                c.port = ctx.port;
+                c.node_id = BrokerId(n.node_id);
+                c.host = str_bytes(&n.host);
+                c.port = n.port;
                 c.error_code = error;
                 c
             })
             .collect();
     } else {
+        let n = coordinator(ctx, r.key.as_str());
         resp.error_code = error;
-        resp.node_id = BrokerId(ctx.cfg.node_id);
-        resp.host = str_bytes(&ctx.cfg.advertised_host);
-        resp.port = ctx.port;
+        resp.node_id = BrokerId(n.node_id);
+        resp.host = str_bytes(&n.host);
+        resp.port = n.port;
     }
     respond(req, &resp)
 }
@@ -334,16 +379,21 @@ pub fn describe_configs(ctx: &Ctx, req: &Request) -> Result<Reply, HandleError> 
     respond(req, &resp)
 }
 
-/// DescribeCluster: this one node.
+/// DescribeCluster: every node.
 pub fn describe_cluster(ctx: &Ctx, req: &Request) -> Result<Reply, HandleError> {
     let _r: DescribeClusterRequest = decode(req, "describe_cluster")?;
     let mut resp = DescribeClusterResponse::default();
     resp.cluster_id = str_bytes(&ctx.cfg.cluster_id);
     resp.controller_id = BrokerId(ctx.cfg.node_id);
-    let mut b = DescribeClusterBroker::default();
-    b.broker_id = BrokerId(ctx.cfg.node_id);
-    b.host = str_bytes(&ctx.cfg.advertised_host);
-    b.port = ctx.port;
-    resp.brokers = vec![b];
+    resp.brokers = nodes(ctx)
+        .iter()
+        .map(|n| {
+            let mut b = DescribeClusterBroker::default();
+            b.broker_id = BrokerId(n.node_id);
+            b.host = str_bytes(&n.host);
+            b.port = n.port;
+            b
+        })
+        .collect();
     respond(req, &resp)
 }

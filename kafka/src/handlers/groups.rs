@@ -10,6 +10,7 @@ use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::*;
 use tokio::sync::oneshot;
 
+use super::admin::not_coordinator;
 use super::{Ctx, HandleError, Reply, decode, respond, str_bytes};
 use crate::codec::Request;
 use crate::error::code;
@@ -57,6 +58,14 @@ pub async fn join(ctx: &Ctx, req: &Request) -> Result<Reply, HandleError> {
         require_known_member_id: req.api_version >= 4,
     };
     let member_id = args.member_id.clone();
+    if not_coordinator(ctx, r.group_id.0.as_str()) {
+        let mut resp = JoinGroupResponse::default();
+        resp.error_code = code::NOT_COORDINATOR;
+        resp.generation_id = -1;
+        resp.member_id = str_bytes(&member_id);
+        resp.protocol_name = (req.api_version < 7).then(|| str_bytes(""));
+        return respond(req, &resp);
+    }
     let pending = ctx.groups.join(r.group_id.0.as_str(), args);
     let outcome = settle(pending, rebalance_timeout + Duration::from_secs(5), || {
         JoinOutcome {
@@ -93,6 +102,11 @@ pub async fn join(ctx: &Ctx, req: &Request) -> Result<Reply, HandleError> {
 /// SyncGroup: the leader hands out assignments; followers wait for theirs.
 pub async fn sync(ctx: &Ctx, req: &Request) -> Result<Reply, HandleError> {
     let r: SyncGroupRequest = decode(req, "sync_group")?;
+    if not_coordinator(ctx, r.group_id.0.as_str()) {
+        let mut resp = SyncGroupResponse::default();
+        resp.error_code = code::NOT_COORDINATOR;
+        return respond(req, &resp);
+    }
     let assignments = r
         .assignments
         .iter()
@@ -121,9 +135,12 @@ pub async fn sync(ctx: &Ctx, req: &Request) -> Result<Reply, HandleError> {
 pub fn heartbeat(ctx: &Ctx, req: &Request) -> Result<Reply, HandleError> {
     let r: HeartbeatRequest = decode(req, "heartbeat")?;
     let mut resp = HeartbeatResponse::default();
-    resp.error_code =
+    resp.error_code = if not_coordinator(ctx, r.group_id.0.as_str()) {
+        code::NOT_COORDINATOR
+    } else {
         ctx.groups
-            .heartbeat(r.group_id.0.as_str(), r.member_id.as_str(), r.generation_id);
+            .heartbeat(r.group_id.0.as_str(), r.member_id.as_str(), r.generation_id)
+    };
     respond(req, &resp)
 }
 
@@ -138,8 +155,12 @@ pub fn leave(ctx: &Ctx, req: &Request) -> Result<Reply, HandleError> {
     } else {
         vec![r.member_id.as_str().to_owned()]
     };
-    let codes = ctx.groups.leave(r.group_id.0.as_str(), &ids);
     let mut resp = LeaveGroupResponse::default();
+    if not_coordinator(ctx, r.group_id.0.as_str()) {
+        resp.error_code = code::NOT_COORDINATOR;
+        return respond(req, &resp);
+    }
+    let codes = ctx.groups.leave(r.group_id.0.as_str(), &ids);
     if req.api_version >= 3 {
         resp.members = ids
             .iter()

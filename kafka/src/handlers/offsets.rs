@@ -82,11 +82,15 @@ pub async fn list_offsets(ctx: &Ctx, req: &Request) -> Result<Reply, HandleError
 pub async fn offset_commit(ctx: &Ctx, req: &Request) -> Result<Reply, HandleError> {
     let r: OffsetCommitRequest = decode(req, "offset_commit")?;
     let group = r.group_id.0.as_str().to_owned();
-    let check = ctx.groups.check_commit(
-        &group,
-        r.member_id.as_str(),
-        r.generation_id_or_member_epoch,
-    );
+    let check = if super::admin::not_coordinator(ctx, &group) {
+        code::NOT_COORDINATOR
+    } else {
+        ctx.groups.check_commit(
+            &group,
+            r.member_id.as_str(),
+            r.generation_id_or_member_epoch,
+        )
+    };
     if check != code::NONE {
         tracing::info!(group = %group, member_id = r.member_id.as_str(),
             generation = r.generation_id_or_member_epoch, error = check, "offset commit refused");

@@ -2,7 +2,7 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, Uri, header};
 use common::api::broker::{
     BATCH_CONTENT_TYPE, PublishQuery, PublishRequest, PublishResponse, decode_batch,
 };
@@ -10,7 +10,7 @@ use common::http::{ApiError, Json, Path, Query};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::http::{AppState, body_limit};
+use crate::http::{AppState, body_limit, to_owner};
 use crate::publish::{InRecord, from_json};
 use crate::store::TopicKey;
 
@@ -20,6 +20,7 @@ pub async fn publish(
     State(broker): State<AppState>,
     Path((ns, topic)): Path<(String, String)>,
     Query(q): Query<PublishQuery>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<PublishResponse>, ApiError> {
@@ -80,8 +81,9 @@ pub async fn publish(
         records = records.len(),
         flush_trace_id = tracing::field::Empty,
     );
-    let appended =
-        span.in_scope(|| broker.append_records(&key, &records, acks, link, q.if_log_end))?;
+    let appended = span
+        .in_scope(|| broker.append_records(&key, &records, acks, link, q.if_log_end))
+        .map_err(|e| to_owner(e, &uri))?;
     // The records are in the partitions' logs now, counted by the buffer budget: drop the
     // request's bytes and their decoded views before waiting for durability.
     drop(records);

@@ -31,7 +31,10 @@ pub async fn get(
     State(broker): State<AppState>,
     Path((ns, topic)): Path<(String, String)>,
 ) -> Result<Json<TopicInfo>, ApiError> {
-    Ok(Json(broker.get_topic(&TopicKey::new(ns, topic))?))
+    let key = TopicKey::new(ns, topic);
+    let mut info = broker.get_topic(&key)?;
+    broker.fill_remote_offsets(&key, &mut info).await?;
+    Ok(Json(info))
 }
 
 /// `GET /topics`.
