@@ -186,7 +186,10 @@ async fn round(l: &Leadership, filer: &FilerClient, path: &str, ttl: Duration) {
     };
     let entry = lease_entry(l, path, now_ms() + ttl_ms, epoch);
     match filer.put_entry(&entry, Some(expect)).await {
-        Ok(_) => l.set(Role::Writer, Some(held_until), epoch),
+        Ok(_) => {
+            tracing::debug!(lease = %path, took = ?started.elapsed(), "lease renewed");
+            l.set(Role::Writer, Some(held_until), epoch)
+        }
         // Another instance won the race (or our own retried write landed): look again next
         // round; meanwhile a lease we held lapses on its own.
         Err(e) => tracing::info!(lease = %path, "the lease was not written: {e}"),

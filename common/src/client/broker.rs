@@ -9,27 +9,79 @@ use axum::http::{HeaderValue, Method, header};
 use bytes::Bytes;
 
 use super::master::urlencode;
-use super::{Call, ClientError, HttpClient, base_url};
+use super::{Call, ClientError, HttpClient, base_url, origin_of, redirect_error};
 use crate::api::broker::{
     Acks, BATCH_CONTENT_TYPE, BatchRecord, CommitOffsetRequest, CreateTopicRequest, FetchQuery,
     FetchResponse, FlushResponse, GroupOffsets, Isolation, PublishRequest, PublishResponse,
     TopicInfo, TopicList, encode_batch,
 };
 
-/// Client of one broker.
+/// Most redirects one call follows (a partition moving twice while it is sent).
+const MAX_REDIRECTS: usize = 3;
+
+/// Client of a broker, or of several sharing partitions.
 #[derive(Debug, Clone)]
 pub struct BrokerClient {
     http: HttpClient,
     base: String,
+    /// Every broker given: the redirects it follows go to these only.
+    brokers: Vec<String>,
 }
 
 impl BrokerClient {
-    /// A client of the broker at `addr` (`host:port`).
+    /// A client of the broker at `addr` (`host:port` or a URL), or of the brokers of a
+    /// comma-separated list (calls go to the first; a 307 to another of them — a partition's
+    /// owner with `--ownership shared`, or the active broker — is followed).
     pub fn new(http: HttpClient, addr: &str) -> Self {
+        let brokers: Vec<String> = addr
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(base_url)
+            .collect();
         Self {
             http,
-            base: base_url(addr),
+            base: brokers.first().cloned().unwrap_or_else(|| base_url(addr)),
+            brokers,
         }
+    }
+
+    /// Sends `call` and decodes its JSON answer, following redirects to the brokers this
+    /// client was given (never elsewhere: the call carries credentials).
+    async fn send<T: serde::de::DeserializeOwned>(&self, call: Call<'_>) -> Result<T, ClientError> {
+        let mut call = call.accept_redirects();
+        for _ in 0..=MAX_REDIRECTS {
+            let url = call.url.clone();
+            let resp = self.http.send(call.clone()).await?;
+            let status = resp.status();
+            if !status.is_redirection() {
+                return super::decode_json(url, resp).await;
+            }
+            let location = resp
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            match location.as_deref().and_then(origin_of) {
+                Some(to) if self.brokers.contains(&to) => {
+                    tracing::debug!(from = %url, to = %to, "broker redirected");
+                    call.url = location.unwrap_or_default();
+                }
+                to => {
+                    return Err(redirect_error(
+                        url,
+                        format!(
+                            "{status} to {}, not one of the brokers given (list every broker)",
+                            to.as_deref().unwrap_or("an unusable Location")
+                        ),
+                    ));
+                }
+            }
+        }
+        Err(redirect_error(
+            call.url,
+            format!("more than {MAX_REDIRECTS} redirects between brokers"),
+        ))
     }
 
     /// The broker's base URL.
@@ -61,13 +113,13 @@ impl BrokerClient {
         )
         .json(&CreateTopicRequest { partitions })
         .idempotent(true);
-        self.http.json(call).await
+        self.send(call).await
     }
 
     /// Lists topics.
     pub async fn list_topics(&self) -> Result<TopicList, ClientError> {
         let call = Call::new(Method::GET, format!("{}/topics", self.base), "GET /topics");
-        self.http.json(call).await
+        self.send(call).await
     }
 
     /// A topic's partitions and their offsets.
@@ -77,7 +129,7 @@ impl BrokerClient {
             self.topic_url(ns, topic),
             "GET /topics/{ns}/{topic}",
         );
-        self.http.json(call).await
+        self.send(call).await
     }
 
     /// Publishes JSON records.
@@ -110,7 +162,7 @@ impl BrokerClient {
             url.push_str(&format!("&if_log_end={end}"));
         }
         let call = Call::new(Method::POST, url, "POST /topics/{ns}/{topic}/publish").json(req);
-        self.http.json(call).await
+        self.send(call).await
     }
 
     /// Publishes records in the binary batch encoding.
@@ -146,7 +198,7 @@ impl BrokerClient {
             header::CONTENT_TYPE,
             HeaderValue::from_static(BATCH_CONTENT_TYPE),
         );
-        self.http.json(call).await
+        self.send(call).await
     }
 
     /// Fetches records of one partition from an exact offset.
@@ -183,7 +235,7 @@ impl BrokerClient {
             url,
             "GET /topics/{ns}/{topic}/partitions/{p}/records",
         );
-        self.http.json(call).await
+        self.send(call).await
     }
 
     /// Commits a consumer group's offset of one partition (durably, in the filer).
@@ -198,7 +250,7 @@ impl BrokerClient {
             "PUT /groups/{group}/offsets",
         )
         .json(req);
-        self.http.json(call).await
+        self.send(call).await
     }
 
     /// A consumer group's committed offsets of `topic` (`namespace/topic`).
@@ -217,7 +269,7 @@ impl BrokerClient {
             ),
             "GET /groups/{group}/offsets",
         );
-        self.http.json(call).await
+        self.send(call).await
     }
 
     /// Makes everything buffered durable; answers once it is (503 naming a failing partition).
@@ -227,6 +279,6 @@ impl BrokerClient {
             format!("{}/admin/flush", self.base),
             "POST /admin/flush",
         );
-        self.http.json(call).await
+        self.send(call).await
     }
 }

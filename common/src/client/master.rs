@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 
 use crate::sync::LockExt;
 
-use super::{Call, ClientError, HttpClient, base_url};
+use super::{Call, ClientError, HttpClient, REDIRECT_CODE, base_url, origin_of, redirect_error};
 use crate::api::master::{
     AssignQuery, AssignResponse, DirStatus, Heartbeat, HeartbeatResponse, Location, LookupResponse,
 };
@@ -38,8 +38,6 @@ const ROUND_PAUSE: Duration = Duration::from_millis(500);
 const MAX_REDIRECTS: u32 = 4;
 /// How long one call to one master may take when there are several (the next is tried then).
 const HOP_TIMEOUT: Duration = Duration::from_secs(10);
-/// The code of a redirect this client does not follow (it fails over instead).
-const REDIRECT_CODE: &str = "redirect_not_followed";
 
 /// Client of the master, or of several masters following their leader.
 #[derive(Debug)]
@@ -269,24 +267,6 @@ fn fails_over(e: &ClientError) -> bool {
         }
         ClientError::Decode { .. } => false,
     }
-}
-
-/// The error of a redirect not followed (see [`fails_over`]).
-fn redirect_error(url: String, message: String) -> ClientError {
-    ClientError::Api {
-        url,
-        status: StatusCode::TEMPORARY_REDIRECT,
-        code: REDIRECT_CODE.to_owned(),
-        message,
-        retry_after: None,
-    }
-}
-
-/// The `scheme://host:port` of a redirect's `Location`.
-fn origin_of(location: &str) -> Option<String> {
-    let (scheme, rest) = location.split_once("://")?;
-    let host = rest.split('/').next().filter(|h| !h.is_empty())?;
-    Some(format!("{scheme}://{host}"))
 }
 
 fn serde_urlencoded_query(q: &AssignQuery) -> String {

@@ -314,6 +314,28 @@ impl HttpClient {
     }
 }
 
+/// The code of a [`redirect_error`].
+pub(crate) const REDIRECT_CODE: &str = "redirect_not_followed";
+
+/// The error of a redirect not followed (to a service the client was not given: the call
+/// carries credentials).
+pub(crate) fn redirect_error(url: String, message: String) -> ClientError {
+    ClientError::Api {
+        url,
+        status: StatusCode::TEMPORARY_REDIRECT,
+        code: REDIRECT_CODE.to_owned(),
+        message,
+        retry_after: None,
+    }
+}
+
+/// The `scheme://host:port` of a redirect's `Location`.
+pub(crate) fn origin_of(location: &str) -> Option<String> {
+    let (scheme, rest) = location.split_once("://")?;
+    let host = rest.split('/').next().filter(|h| !h.is_empty())?;
+    Some(format!("{scheme}://{host}"))
+}
+
 /// Reads `resp`'s body (from `url`) and decodes it as JSON.
 pub async fn decode_json<T: DeserializeOwned>(
     url: String,

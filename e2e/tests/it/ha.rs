@@ -513,7 +513,11 @@ async fn write_files(
 }
 
 /// Retries `op` until it succeeds, failing the test after 60 s; returns when it succeeded.
-async fn eventually<T, E: std::fmt::Debug, F: std::future::Future<Output = Result<T, E>>>(
+pub(crate) async fn eventually<
+    T,
+    E: std::fmt::Debug,
+    F: std::future::Future<Output = Result<T, E>>,
+>(
     what: &str,
     mut op: impl FnMut() -> F,
 ) -> T {
@@ -725,7 +729,7 @@ async fn given_an_ha_cluster_when_a_master_filer_broker_or_etcd_member_is_killed
 }
 
 /// Sends `signal` (`STOP`, `CONT`) to `h`'s process.
-fn signal(h: &ServiceHandle, signal: &str) {
+pub(crate) fn signal(h: &ServiceHandle, signal: &str) {
     let pid = h.pid().expect("running").to_string();
     let ok = std::process::Command::new("kill")
         .args([&format!("-{signal}"), &pid])

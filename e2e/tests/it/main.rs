@@ -24,5 +24,6 @@ mod seaweed_filer;
 mod seaweed_master;
 mod security;
 mod server;
+mod shared;
 mod tracing;
 mod vacuum;
