@@ -223,3 +223,161 @@ async fn given_two_brokers_sharing_partitions_when_one_dies_pauses_or_leaves_sho
         "the paused broker rejoined, it did not exit"
     );
 }
+
+/// Two brokers sharing a topic's eight partitions, each with its Kafka listener: Metadata
+/// from either names both brokers and each partition's leader, so confluent-kafka (bootstrap
+/// on the first) and kafka-python (bootstrap on the second) produce with `acks=all` to each
+/// partition's owner; a confluent-kafka group, whose coordinator may be either broker,
+/// consumes every acknowledged record once, byte-identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_two_brokers_sharing_partitions_when_kafka_clients_produce_and_consume_should_reach_each_leader()
+ {
+    use e2e::kafka::{ensure_python_clients, free_port, kafka_addr, kcat, read_jsonl, run_clients};
+    ensure_python_clients();
+    let shared = ["--ownership", "shared", "--lease-ttl-secs", "2"];
+    let port = free_port().to_string();
+    let mut first_args = vec!["--kafka-port", port.as_str()];
+    first_args.extend(shared);
+    let mut c = Cluster::start(ClusterOptions::with_broker(&first_args))
+        .await
+        .unwrap();
+    let mut args: Vec<String> = vec![
+        "--master".into(),
+        c.master.addr().to_string(),
+        "--filer".into(),
+        c.filer().addr().to_string(),
+        "--kafka-port".into(),
+        free_port().to_string(),
+    ];
+    args.extend(shared.iter().map(|a| (*a).to_owned()));
+    let mut second = ServiceHandle::new(c.root(), "broker2", "kelp-broker", args);
+    second.start().await.unwrap();
+    let urls = [c.broker().url(), second.url()];
+    Broker::new(urls[0].clone())
+        .create_topic("kafka/spread", 8)
+        .await;
+    eventually("both brokers own partitions of kafka/spread", || async {
+        let mut owned = Vec::new();
+        for u in &urls {
+            let http = e2e::http_client_builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap();
+            let mut n = 0;
+            for p in 0..8 {
+                let r = http
+                    .get(format!(
+                        "{u}/topics/kafka/spread/partitions/{p}/records?offset=0"
+                    ))
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status() == reqwest::StatusCode::OK {
+                    n += 1;
+                }
+            }
+            owned.push(n);
+        }
+        if owned.iter().all(|n| *n > 0) && owned.iter().sum::<usize>() == 8 {
+            Ok(())
+        } else {
+            Err(owned)
+        }
+    })
+    .await;
+    let (b1, b2) = (kafka_addr(c.broker.as_ref().unwrap()), kafka_addr(&second));
+
+    // Metadata through either broker lists both, and every partition's leader is one of them.
+    let meta = kcat(&["-b", &b1, "-L", "-t", "spread", "-J"], b"");
+    let meta: serde_json::Value = serde_json::from_str(&meta).expect("kcat -L -J");
+    let ids: Vec<i64> = meta["brokers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{meta}");
+    let leaders: std::collections::BTreeSet<i64> = meta["topics"][0]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["leader"].as_i64().unwrap())
+        .collect();
+    assert_eq!(leaders.len(), 2, "both brokers lead partitions: {meta}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let acks = dir.path().join("acks.jsonl");
+    let acks_s = acks.to_str().unwrap();
+    for (client, bootstrap, count, prefix) in [
+        ("confluent", &b1, "400", "cf"),
+        ("kafka-python", &b2, "200", "kp"),
+    ] {
+        let r = run_clients(&[
+            "produce",
+            "--client",
+            client,
+            "--bootstrap",
+            bootstrap,
+            "--topic",
+            "spread",
+            "--count",
+            count,
+            "--prefix",
+            prefix,
+            "--out",
+            acks_s,
+        ]);
+        assert_eq!(r["acked"].to_string(), count, "{client}: {r}");
+    }
+    let acked: std::collections::BTreeMap<(u64, u64), serde_json::Value> = read_jsonl(&acks)
+        .into_iter()
+        .map(|r| {
+            (
+                (
+                    r["partition"].as_u64().unwrap(),
+                    r["offset"].as_u64().unwrap(),
+                ),
+                r,
+            )
+        })
+        .collect();
+    assert_eq!(
+        acked.len(),
+        600,
+        "600 distinct (partition, offset) acknowledged"
+    );
+    let spread: std::collections::BTreeSet<u64> = acked.keys().map(|(p, _)| *p).collect();
+    assert_eq!(spread.len(), 8, "records reached every partition");
+
+    let got = dir.path().join("got.jsonl");
+    let r = run_clients(&[
+        "consume",
+        "--client",
+        "confluent",
+        "--bootstrap",
+        &b2,
+        "--topic",
+        "spread",
+        "--group",
+        "spread",
+        "--count",
+        "600",
+        "--idle-ms",
+        "10000",
+        "--out",
+        got.to_str().unwrap(),
+    ]);
+    assert_eq!(r["consumed"], 600, "{r}");
+    let mut seen = std::collections::BTreeSet::new();
+    for rec in read_jsonl(&got) {
+        let pos = (
+            rec["partition"].as_u64().unwrap(),
+            rec["offset"].as_u64().unwrap(),
+        );
+        assert!(seen.insert(pos), "{pos:?} consumed twice");
+        for field in ["key", "value", "headers", "timestamp"] {
+            assert_eq!(acked[&pos][field], rec[field], "{pos:?} {field} differs");
+        }
+    }
+    assert_eq!(seen.len(), 600);
+}
