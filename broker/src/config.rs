@@ -118,11 +118,11 @@ pub struct Config {
     #[arg(long, env = "KELP_LEASE_TTL_SECS", default_value_t = 10)]
     pub lease_ttl_secs: u64,
     /// How several brokers on one filer divide the partitions (with `--lease-ttl-secs` > 0):
-    /// `standby` — one active broker serves them all, the others wait for its lease;
-    /// `shared` — every live broker serves its share (rendezvous hashing over the member
-    /// leases), partitions move when brokers join or leave, and clients are redirected to
-    /// a partition's owner.
-    #[arg(long, env = "KELP_OWNERSHIP", value_enum, default_value_t = Ownership::Standby)]
+    /// `shared` (the default) — every live broker serves its share (rendezvous hashing over
+    /// the member leases), partitions move when brokers join or leave, and clients are
+    /// redirected to a partition's owner; `standby` — one active broker serves them all, the
+    /// others wait for its lease.
+    #[arg(long, env = "KELP_OWNERSHIP", value_enum, default_value_t = Ownership::Shared)]
     pub ownership: Ownership,
     /// Address a standby redirects HTTP clients to while this broker is active (default: the
     /// bound `ip:port`; with a wildcard `--ip`, standbys cannot redirect and answer 503).
@@ -176,7 +176,7 @@ impl Default for Config {
             kafka_auto_create_partitions: 1,
             kafka_max_request_mb: 100,
             lease_ttl_secs: 10,
-            ownership: Ownership::Standby,
+            ownership: Ownership::Shared,
             advertise: None,
             security: common::security::SecurityFlags::default(),
         }

@@ -246,6 +246,9 @@ async fn serve(
     let ttl = Duration::from_secs(cfg.lease_ttl_secs);
     let lease_stop = CancellationToken::new();
     let shared = cfg.ownership == config::Ownership::Shared && lease.is_some();
+    if shared && cfg.advertise.is_none() && (me.starts_with("0.0.0.0") || me.starts_with("[::]")) {
+        tracing::warn!(advertise = %me, "sharing partitions without --advertise on a wildcard address: other brokers cannot redirect clients here, and a second broker would take the same member name; set --advertise host:port");
+    }
     let (leadership, lease_task, members) = match lease {
         None => (Arc::new(common::lease::Leadership::single(&me)), None, None),
         Some(filer) => {

@@ -762,7 +762,14 @@ async fn publish_eventually(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_an_active_and_a_standby_broker_when_the_active_dies_or_pauses_should_take_over_and_lose_nothing()
  {
-    let lease = ["--lease-ttl-secs", "2", "--kafka-port", "0"];
+    let lease = [
+        "--ownership",
+        "standby",
+        "--lease-ttl-secs",
+        "2",
+        "--kafka-port",
+        "0",
+    ];
     let mut c = Cluster::start(ClusterOptions::with_broker(&lease))
         .await
         .unwrap();

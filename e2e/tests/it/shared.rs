@@ -105,14 +105,8 @@ async fn redirected(broker: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_two_brokers_sharing_partitions_when_one_dies_pauses_or_leaves_should_move_them_and_lose_nothing()
  {
-    let shared = [
-        "--ownership",
-        "shared",
-        "--lease-ttl-secs",
-        "2",
-        "--kafka-port",
-        "0",
-    ];
+    // Shared ownership is the default with a lease.
+    let shared = ["--lease-ttl-secs", "2", "--kafka-port", "0"];
     let mut c = Cluster::start(ClusterOptions::with_broker(&shared))
         .await
         .unwrap();
