@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every benchmark the issues report, against a fresh `kelp server` and, for the ceiling,
 # a bare axum handler that does no I/O, in the same run. Prints everything to stdout.
-# Usage: scripts/bench.sh [N_BLOBS] [N_RECORDS] [all|blob|kafka|single|secure]
+# Usage: scripts/bench.sh [N_BLOBS] [N_RECORDS] [all|blob|kafka|single|secure|brokers]
+# The `brokers` section runs its own cluster (master, volume, filer) and measures durable
+# publishes over 16 partitions with one broker, then two sharing them, with the CPU load.
 # The `secure` section (also part of `all`) runs a second `kelp server` with every protection on
 # (TLS on every hop, fid tokens, cluster token, API keys: `kelp cert`) and measures blob writes,
 # batched and single-record durable publishes on both servers, alternating, in the same run.
@@ -109,6 +111,63 @@ secure() {
     "${sec[@]}" bench pub --quiet --broker 127.0.0.1:${sp[3]} -n "$((N_RECORDS / 4))" -s 128 -b 1 -c 256 --acks durable
   done
 }
+# Busy and idle jiffies of all CPUs.
+cpu_jiffies() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat; }
+# CPU jiffies (user + system) each process of `named` ("name=pid" words) used so far.
+proc_jiffies() {
+  local np
+  for np in "${named[@]}"; do
+    echo "${np%%=*} $(awk '{print $14+$15}' "/proc/${np##*=}/stat" 2>/dev/null || echo 0)"
+  done
+}
+# Runs a command, then prints how busy the machine's CPUs were meanwhile and which of the
+# processes named in `named` used how much of it (the rest: the benchmark client and others).
+with_cpu() {
+  local b0 i0 b1 i1 before after
+  before=$(proc_jiffies)
+  read -r b0 i0 < <(cpu_jiffies)
+  "$@"
+  read -r b1 i1 < <(cpu_jiffies)
+  after=$(proc_jiffies)
+  echo "       CPU busy during the run: $(( 100 * (b1 - b0) / (b1 - b0 + i1 - i0 + 1) ))% of $(nproc) cores; by process (share of the busy time):" \
+    $(join <(sort <<<"$before") <(sort <<<"$after") | awk -v busy=$((b1 - b0 + 1)) \
+      '{ printf "%s %d%%, ", $1, 100 * ($3 - $2) / busy; used += $3 - $2 } END { printf "client and the rest %d%%", 100 * (busy - used) / busy }')
+}
+brokers() {
+  echo "== brokers: durable publish over 16 partitions, one broker, then two sharing them (same cluster, same run)"
+  local m=19633 v=18380 f=19188 b1=17981 b2=17982 d="$work/shared" pids=() named=()
+  mkdir -p "$d"
+  "$BIN/kelp-master" --port $m --dir "$d/master" >"$d/master.log" 2>&1 & pids+=($!); named+=("master=$!")
+  "$BIN/kelp-volume" --port $v --dir "$d/volume" --master 127.0.0.1:$m >"$d/volume.log" 2>&1 & pids+=($!); named+=("volume=$!")
+  "$BIN/kelp-filer" --port $f --dir "$d/filer" --master 127.0.0.1:$m >"$d/filer.log" 2>&1 & pids+=($!); named+=("filer=$!")
+  for _ in $(seq 150); do curl -sf "127.0.0.1:$f/healthz" >/dev/null && break; sleep 0.1; done
+  local last
+  broker() {
+    "$BIN/kelp-broker" --port "$1" --dir "$d/broker-$1" --master 127.0.0.1:$m --filer 127.0.0.1:$f \
+      --lease-ttl-secs 2 --advertise "127.0.0.1:$1" --kafka-port 0 >>"$d/broker-$1.log" 2>&1 &
+    last=$!
+    pids+=($last)
+    named+=("broker-$1=$last")
+    for _ in $(seq 150); do curl -sf "127.0.0.1:$1/readyz" >/dev/null && break; sleep 0.1; done
+  }
+  broker $b1
+  for round in 1 2; do
+    echo "-- round $round: one broker"
+    with_cpu "$BIN/kelp" bench pub --quiet --broker 127.0.0.1:$b1 --namespace one -n "$((N_RECORDS * 5))" -s 128 -p 16 -b 100 -c 32 --acks durable
+    # The second joins: it takes half the partitions as the first hands them over.
+    broker $b2
+    sleep 2
+    echo "-- round $round: two brokers sharing the partitions (each partition's requests to its owner)"
+    with_cpu "$BIN/kelp" bench pub --quiet --broker 127.0.0.1:$b1,127.0.0.1:$b2 --namespace two -n "$((N_RECORDS * 5))" -s 128 -p 16 -b 100 -c 32 --acks durable
+    # It leaves (SIGTERM): the first takes its partitions back at once.
+    kill -TERM "$last"; wait "$last" 2>/dev/null || true
+    unset 'named[-1]'
+    sleep 1
+  done
+  kill "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+}
+[ "$ONLY" = brokers ] && { brokers; exit 0; }
 [ "$ONLY" = kafka ] && { kafka; exit 0; }
 [ "$ONLY" = secure ] && { secure; exit 0; }
 [ "$ONLY" = single ] && { single; exit 0; }
@@ -171,3 +230,4 @@ done
 kafka
 single
 secure
+brokers

@@ -27,7 +27,8 @@ use crate::bench::drive;
 /// Arguments of `kelp bench pub`.
 #[derive(Debug, Args)]
 pub struct PubArgs {
-    /// The broker.
+    /// The broker, or several sharing the topic's partitions (comma-separated: each
+    /// partition's requests go to its owner).
     #[arg(long, env = "KELP_BROKER", default_value = "127.0.0.1:17777")]
     broker: String,
     /// Topic namespace (the topic is created if missing).
@@ -67,7 +68,51 @@ pub struct PubArgs {
     no_fetch: bool,
 }
 
-async fn flush_count(http: &HttpClient, broker: &str) -> Option<f64> {
+/// The brokers' flushes so far, summed over every broker given.
+async fn flush_count(http: &HttpClient, brokers: &str) -> Option<f64> {
+    let mut sum = 0.0;
+    for broker in brokers.split(',').filter(|b| !b.trim().is_empty()) {
+        sum += flush_count_of(http, broker.trim()).await?;
+    }
+    Some(sum)
+}
+
+/// A client per partition, sending to the partition's owner (the first broker given when
+/// there is only one).
+async fn locate_owners(
+    b: &BrokerClient,
+    ns: &str,
+    topic: &str,
+    partitions: u32,
+) -> anyhow::Result<Vec<Arc<BrokerClient>>> {
+    if b.brokers().len() < 2 {
+        return Ok(vec![Arc::new(b.clone())]);
+    }
+    let mut owners = Vec::new();
+    for p in 0..partitions {
+        // A topic just created is taken over by its owners within a rebalance round.
+        let started = Instant::now();
+        let base = loop {
+            match b.locate(ns, topic, p).await {
+                Ok(base) => break base,
+                Err(e) if started.elapsed() < Duration::from_secs(30) => {
+                    tracing::debug!("partition {p} has no owner yet: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e).context(format!("find the owner of partition {p}")),
+            }
+        };
+        owners.push(Arc::new(b.at(&base)));
+    }
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for o in &owners {
+        *counts.entry(o.base()).or_default() += 1;
+    }
+    println!("partitions per broker: {counts:?}");
+    Ok(owners)
+}
+
+async fn flush_count_of(http: &HttpClient, broker: &str) -> Option<f64> {
     let call = common::client::Call::new(
         axum::http::Method::GET,
         format!("{}/metrics", common::client::base_url(broker)),
@@ -96,6 +141,8 @@ pub async fn run(http: HttpClient, a: PubArgs) -> anyhow::Result<()> {
     b.create_topic(&a.namespace, &topic, a.partitions)
         .await
         .context("create the topic")?;
+    // With several brokers (`--broker a,b`), each partition's requests go to its owner.
+    let owners = Arc::new(locate_owners(&b, &a.namespace, &topic, a.partitions).await?);
     let batch = a.batch.max(1);
     let requests = a.records.div_ceil(batch);
     let value = vec![b'v'; a.size];
@@ -140,10 +187,12 @@ pub async fn run(http: HttpClient, a: PubArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
     });
     let phase = {
-        let (b, ns, t, bodies) = (b.clone(), ns.clone(), t.clone(), per_partition.clone());
+        let (owners, ns, t, bodies) =
+            (owners.clone(), ns.clone(), t.clone(), per_partition.clone());
         let acked = a.e2e.then(|| acked.clone());
         drive("pub", requests, a.concurrency, a.quiet, move |i| {
-            let (b, ns, t, acked) = (b.clone(), ns.clone(), t.clone(), acked.clone());
+            let b = owners[i % owners.len()].clone();
+            let (ns, t, acked) = (ns.clone(), t.clone(), acked.clone());
             let body = bodies[i % bodies.len()].clone();
             async move {
                 let len = body.len() as u64;
@@ -181,7 +230,9 @@ pub async fn run(http: HttpClient, a: PubArgs) -> anyhow::Result<()> {
         anyhow::ensure!(phase.errors == 0, "{} publishes failed", phase.errors);
         return Ok(());
     }
-    b.flush().await.context("flush before reading")?;
+    for base in b.brokers() {
+        b.at(base).flush().await.context("flush before reading")?;
+    }
     // Consume everything back from the flushed segments, partitions in parallel.
     let read = drive(
         "fetch",

@@ -46,16 +46,60 @@ impl BrokerClient {
         }
     }
 
+    /// Every broker this client was given, as base URLs (the first is where calls go).
+    pub fn brokers(&self) -> &[String] {
+        &self.brokers
+    }
+
+    /// A client of the same brokers whose calls go first to `base` (one of them, e.g. a
+    /// partition's owner found by [`BrokerClient::locate`]).
+    pub fn at(&self, base: &str) -> Self {
+        Self {
+            http: self.http.clone(),
+            base: base.to_owned(),
+            brokers: self.brokers.clone(),
+        }
+    }
+
+    /// The base URL of the broker serving partition `partition` of `ns/topic`: the one that
+    /// answers a fetch of it, after the redirects of the others.
+    pub async fn locate(
+        &self,
+        ns: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<String, ClientError> {
+        let url = format!(
+            "{}/partitions/{partition}/records?offset=0&limit=1",
+            self.topic_url(ns, topic)
+        );
+        let call = Call::new(
+            Method::GET,
+            url,
+            "GET /topics/{ns}/{topic}/partitions/{partition}/records",
+        );
+        let (resp, url) = self.exchange(call).await?;
+        let _: FetchResponse = super::decode_json(url.clone(), resp).await?;
+        origin_of(&url).ok_or_else(|| redirect_error(url, "an answer from no origin".to_owned()))
+    }
+
     /// Sends `call` and decodes its JSON answer, following redirects to the brokers this
     /// client was given (never elsewhere: the call carries credentials).
     async fn send<T: serde::de::DeserializeOwned>(&self, call: Call<'_>) -> Result<T, ClientError> {
+        let (resp, url) = self.exchange(call).await?;
+        super::decode_json(url, resp).await
+    }
+
+    /// Sends `call`, following redirects to the brokers this client was given; returns the
+    /// first answer that is not a redirect and the URL that gave it.
+    async fn exchange(&self, call: Call<'_>) -> Result<(reqwest::Response, String), ClientError> {
         let mut call = call.accept_redirects();
         for _ in 0..=MAX_REDIRECTS {
             let url = call.url.clone();
             let resp = self.http.send(call.clone()).await?;
             let status = resp.status();
             if !status.is_redirection() {
-                return super::decode_json(url, resp).await;
+                return Ok((resp, url));
             }
             let location = resp
                 .headers()
