@@ -9,35 +9,56 @@
 #      when missing (both kept);
 #   2. generates the credentials (`kelp cert` with every service name of the file, etcd's
 #      included), brings the stack up under a unique project name with every data dir
-#      bind-mounted from a temporary directory, and waits until all 12 containers are healthy;
+#      bind-mounted from a temporary directory, and waits until all 13 containers are healthy;
 #   3. security of the new parts: etcd's ports are not published, etcd refuses plain http and
 #      TLS without a client certificate (from inside the network), every container (etcd too)
 #      runs as non-root and holds only its secrets, a standby master answers a client 307 to
 #      the leader's advertised name and /cluster/status needs an API key;
-#   4. from the host, over https trusting only the generated CA, with the write API key, three
+#   4. the two brokers share the partitions of a topic of KELP_HA_PARTITIONS (8): each owns
+#      some, and a fetch of every partition (GET .../records?offset=0, redirects not followed)
+#      is answered 200 by its owner and 307 to https://<owner's advertised name>/<same path and
+#      query> by the other; a publish spanning partitions of both is 409 `partitions_split`;
+#      Kafka Metadata (kcat, when installed) names both brokers at their published ports and
+#      the same leader for each partition; the schema registry, given both brokers, registers
+#      a schema (following the 307 to its topic's owner when it asks the other first);
+#   5. from the host, over https trusting only the generated CA, with the write API key, three
 #      writers run until the end: blobs (`kelp upload --master <both masters> --use-public-url`,
 #      the client following the leader), files through each filer (curl), durable publishes to
-#      the broker (broker_client.py); every acknowledged write is recorded;
-#   5. `docker kill` the leading master: the other is elected, every writer resumes (the times
+#      every partition through both brokers (broker_client.py: it goes to a broker that
+#      accepts a connection and follows 307s to the other, mapped to its published port);
+#      every acknowledged write is recorded;
+#   6. `docker kill` the leading master: the other is elected, every writer resumes (the times
 #      count from the moment it died, docker's FinishedAt); `docker start` it: it comes back as
 #      a standby naming the new leader;
-#   6. `docker network disconnect` the leading master: the other is elected, the cut-off one
+#   7. `docker network disconnect` the leading master: the other is elected, the cut-off one
 #      reports IsLeader false (asked inside its container: the host cannot reach it), every
 #      writer resumes while it is cut off and still writes in the last 4 s of the cut (at least
 #      KELP_PARTITION_SECONDS, 10 s, in all); reconnected, it is a standby;
-#   7. `docker kill` etcd's raft leader and filer1 together: blob writes, file writes through
-#      filer2 and durable publishes (the broker reaches the filers as `filer`) go on; both are
+#   8. `docker kill` etcd's raft leader and filer1 together: blob writes, file writes through
+#      filer2 and durable publishes (the brokers reach the filers as `filer`) go on; both are
 #      started again and writes through filer1 resume;
-#   8. every acknowledged blob (read from BOTH of its replicas, the volume servers the masters
+#   9. `docker network disconnect` the broker owning partition 0: the other keeps acknowledging
+#      durable publishes to its own partitions throughout, and serves every partition (200 to
+#      the fetch of each) and acknowledges durable publishes to each within
+#      KELP_BROKER_TAKEOVER_LIMIT (30 s: the 10 s member lease and a margin; both times are
+#      measured and printed); reconnected, the cut-off broker gets a share back (the owners
+#      settle with both owning partitions) and publishes to every partition go on;
+#  10. every acknowledged blob (read from BOTH of its replicas, the volume servers the masters
 #      name: replication 001; the first and last three also with `kelp download --master <both>`),
-#      file (read through BOTH filers) and record (read from the broker) is byte-identical to
-#      what was written, and no file id was handed out twice.
+#      file (read through BOTH filers) and record (read through the brokers, each partition from
+#      its owner) is byte-identical to what was written, every record at exactly one offset (no
+#      record appended twice), and no file id was handed out twice.
 #
 # Step timings are printed as it goes, and the failover times in a summary at the end (about
 # 2 minutes in all on 2 cores). Always tears down (`down -v`, the network, the test image, the
 # temporary directory); the kelp-base and kelp-etcd images are kept.
 #
+# The cut-off broker may log ERROR "another broker took the partition over" (its commits under
+# the old epoch are refused once the other took its partitions): expected. This script does not
+# fail on log levels; it prints the ERROR lines the brokers logged.
+#
 # env: KELP_COMPOSE (default: docker-compose, else "docker compose"), KELP_PARTITION_SECONDS (10),
+#      KELP_HA_PARTITIONS (8), KELP_BROKER_TAKEOVER_LIMIT (30),
 #      KELP_BIN_DIR (host binaries, default <repo>/target/debug), KELP_ETCD_IMAGE (kelp-etcd:dev),
 #      KELP_KEEP=1 (leave the stack and data up for inspection; prints how to remove them).
 set -euo pipefail
@@ -45,6 +66,8 @@ set -euo pipefail
 DEPLOY_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$DEPLOY_DIR/.." && pwd)"
 PARTITION_SECONDS="${KELP_PARTITION_SECONDS:-10}"
+PARTS="${KELP_HA_PARTITIONS:-8}"
+TAKEOVER_LIMIT="${KELP_BROKER_TAKEOVER_LIMIT:-30}"
 T0=$SECONDS
 
 # shellcheck source=deploy/lib-compose.sh
@@ -63,7 +86,7 @@ BLOBS="$WORK/blobs.acked"         # fid n t_start t_ack
 FILES="$WORK/files.acked"         # filer path local-file t_start t_ack
 STOP="$WORK/stop"                 # the writers stop when it exists
 CLIENT=(python3 "$DEPLOY_DIR/broker_client.py" --ca "$CA" --api-key-file "$SECRETS/write.api-key")
-SERVICES=(etcd1 etcd2 etcd3 master1 master2 volume1 volume2 volume3 filer1 filer2 broker registry)
+SERVICES=(etcd1 etcd2 etcd3 master1 master2 volume1 volume2 volume3 filer1 filer2 broker1 broker2 registry)
 MASTERS=(master1 master2)
 FILERS=(filer1 filer2)
 BG_PIDS=()
@@ -73,18 +96,25 @@ export DATA_DIR="$WORK/data"
 export KELP_SECRETS_DIR="$SECRETS"
 export KELP_IMAGE="$IMAGE"
 export KELP_ETCD_IMAGE="${KELP_ETCD_IMAGE:-kelp-etcd:dev}"
-# Host ports on 127.0.0.1 only. The masters', volume servers' and filers' are free ports chosen
-# here: they must stay the same across `docker kill` + `docker start` (an ephemeral one would
-# change), since the writers keep using them, and the volume servers' are in their publicUrl.
-mapfile -t ports < <(free_ports 7)
+# Host ports on 127.0.0.1 only. The masters', volume servers', filers' and brokers' are free
+# ports chosen here: they must stay the same across `docker kill` + `docker start` and network
+# disconnect + connect (an ephemeral one would change), since the writers keep using them, the
+# volume servers' are in their publicUrl and the Kafka listeners advertise theirs.
+mapfile -t ports < <(free_ports 11)
 export KELP_BIND=127.0.0.1 \
     KELP_MASTER1_PORT="${ports[0]}" KELP_MASTER2_PORT="${ports[1]}" \
     KELP_VOLUME1_PORT="${ports[2]}" KELP_VOLUME2_PORT="${ports[3]}" KELP_VOLUME3_PORT="${ports[4]}" \
     KELP_FILER1_PORT="${ports[5]}" KELP_FILER2_PORT="${ports[6]}" \
-    KELP_BROKER_PORT= KELP_REGISTRY_PORT= KELP_KAFKA_PORT=
+    KELP_BROKER1_PORT="${ports[7]}" KELP_BROKER2_PORT="${ports[8]}" \
+    KELP_KAFKA1_PORT="${ports[9]}" KELP_KAFKA2_PORT="${ports[10]}" KELP_REGISTRY_PORT=
 declare -A PORT_OF=([master1]=$KELP_MASTER1_PORT [master2]=$KELP_MASTER2_PORT
-                    [filer1]=$KELP_FILER1_PORT [filer2]=$KELP_FILER2_PORT)
+                    [filer1]=$KELP_FILER1_PORT [filer2]=$KELP_FILER2_PORT
+                    [broker1]=$KELP_BROKER1_PORT [broker2]=$KELP_BROKER2_PORT)
+declare -A KAFKA_PORT_OF=([broker1]=$KELP_KAFKA1_PORT [broker2]=$KELP_KAFKA2_PORT)
 MASTER_LIST="127.0.0.1:$KELP_MASTER1_PORT,127.0.0.1:$KELP_MASTER2_PORT"
+# The brokers as broker_client.py takes them: each one's advertised name (what the other's 307s
+# name) mapped to its published port.
+BROKERS="broker1:17777=127.0.0.1:$KELP_BROKER1_PORT,broker2:17777=127.0.0.1:$KELP_BROKER2_PORT"
 export OTEL_EXPORTER_OTLP_ENDPOINT=
 # A durable publish not durable within 10 s is answered 503 + Retry-After (the writer retries).
 export KELP_DURABLE_TIMEOUT_MS=10000
@@ -269,7 +299,7 @@ build_image
 
 step "credentials: kelp cert for every name of compose-ha.yaml (etcd's included)"
 make_credentials --host master1 --host master2 --host volume1 --host volume3 --host filer1 \
-    --host filer2 --host etcd1 --host etcd2 --host etcd3
+    --host filer2 --host broker1 --host broker2 --host etcd1 --host etcd2 --host etcd3
 
 step "compose up (project $PROJECT, data in $DATA_DIR)"
 prepare_mounts
@@ -278,9 +308,11 @@ STACK_UP=1
 t_up=$SECONDS
 dc up -d >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log" >&2; fail "compose up"; }
 wait_healthy 240
-log "all 12 healthy in $((SECONDS - t_up)) s: ${SERVICES[*]}"
-BROKER="$(dc port broker 17777 | tail -n1)"
-[[ "$BROKER" == 127.0.0.1:* ]] || fail "broker port not published on 127.0.0.1 (got '$BROKER')"
+log "all 13 healthy in $((SECONDS - t_up)) s: ${SERVICES[*]}"
+for b in broker1 broker2; do
+    p="$(dc port "$b" 17777 | tail -n1)"
+    [[ "$p" == "127.0.0.1:${PORT_OF[$b]}" ]] || fail "$b: port 17777 published at '$p', not 127.0.0.1:${PORT_OF[$b]}"
+done
 
 # ---------------------------------------------------------------------------------------------
 step "security of the HA parts: etcd (TLS + client certificates, not published), masters"
@@ -320,7 +352,7 @@ for s in "${SERVICES[@]}"; do
     [[ "$u" != 0 && "$u" == "$KELP_UID" ]] || fail "$s runs as uid $u (expected $KELP_UID, never 0)"
     [[ "$got" == "${WANT_SECRETS[$s]}" ]] || fail "$s has secrets '$got', expected '${WANT_SECRETS[$s]}'"
 done
-log "  ok: all 12 containers run as uid $KELP_UID and hold only their secrets (etcd: the certificate, its key, the CA)"
+log "  ok: all 13 containers run as uid $KELP_UID and hold only their secrets (etcd: the certificate, its key, the CA)"
 LEADER="$(wait_leader 30)"
 STANDBY="$(other "$LEADER" "${MASTERS[@]}")"
 for m in "${MASTERS[@]}"; do
@@ -333,14 +365,115 @@ loc="$(tr -d '\r' <"$WORK/headers" | sed -n 's/^[Ll]ocation: //p')"
 log "  ok: $LEADER leads; the standby $STANDBY redirects clients to $loc (its advertised name)"
 
 # ---------------------------------------------------------------------------------------------
-step "writers: blobs (kelp CLI, both masters), files through filer1 and filer2, durable publishes"
-"${CLIENT[@]}" create "$BROKER" ha events 2 >/dev/null
+# owners BROKERS... [owners options]: broker_client.py owners of ha/events (see its doc): polls
+# until every partition has one owner answering 200 and 307s to it from the other brokers
+# asked; prints {"owners": {partition: "brokerN:17777"}, ...}.
+owners() { "${CLIENT[@]}" owners "$BROKERS" ha events "$PARTS" "$@"; }
+# owned_by OWNERS_JSON BROKER: the partitions BROKER (brokerN) owns, space-separated.
+owned_by() {
+    python3 -c 'import json, sys; print(" ".join(p for p, b in json.loads(sys.argv[1])["owners"].items() if b == sys.argv[2] + ":17777"))' "$1" "$2"
+}
+# first_acks T PARTITION...: the seconds from T to the first durable publish acknowledged after T
+# to each PARTITION, as "p=seconds" words ("p=-" while none).
+first_acks() {
+    python3 - "$ACKED" "$@" <<'EOF'
+import json, sys
+acked, t, parts = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+first = {}
+for r in map(json.loads, open(acked)):
+    p = str(r["partition"])
+    if r["topic"] == "ha/events" and r["t"] > t and (p not in first or r["t"] < first[p]):
+        first[p] = r["t"]
+print(" ".join(f"{p}={first[p] - t:.1f}" if p in first else f"{p}=-" for p in parts))
+EOF
+}
+# await_all_partitions WHAT T SECONDS: waits until a durable publish to every partition of
+# ha/events was acknowledged after T, within SECONDS of T; sets ALL_ACKED (the slowest, seconds
+# after T).
+await_all_partitions() {
+    local what=$1 t=$2 limit=$3 got
+    while :; do
+        got="$(first_acks "$t" $(seq 0 $((PARTS - 1))))"
+        [[ " $got" != *=-* ]] && break
+        if python3 -c 'import sys, time; sys.exit(0 if time.time() - float(sys.argv[1]) > float(sys.argv[2]) else 1)' "$t" "$limit"; then
+            python3 -c 'import json, sys; print(json.load(open(sys.argv[1])))' "$WORK/publish.json" >&2 || true
+            fail "$what: not every partition got a durable publish acknowledged within $limit s (first acks: $got)"
+        fi
+        sleep 0.5
+    done
+    ALL_ACKED="$(tr ' ' '\n' <<<"$got" | cut -d= -f2 | sort -g | tail -n1)"
+}
+
+step "two brokers share the partitions: owners, 307s, 409 partitions_split, Kafka Metadata, registry"
+"${CLIENT[@]}" create "$BROKERS" ha events "$PARTS" >/dev/null
+OWNERS="$(owners --wait 60 --min-owners 2)" || fail "the two brokers do not share the $PARTS partitions of ha/events"
+P1="$(owned_by "$OWNERS" broker1)" P2="$(owned_by "$OWNERS" broker2)"
+log "  ok: broker1 owns partitions [$P1], broker2 [$P2] of ha/events: each partition's fetch (offset 0, redirects not followed) is 200 on its owner and 307 to https://<owner>:17777/<same path and query> on the other"
+python3 -c 'import json, sys; [print(f"    p{p}: {a}") for p, a in json.loads(sys.argv[1])["answers"].items()]' "$OWNERS"
+read -r pa _ <<<"$P1"
+read -r pb _ <<<"$P2"
+for b in broker1 broker2; do
+    expect "one publish to p$pa (broker1's) and p$pb (broker2's) through $b" 409 partitions_split \
+        POST "https://127.0.0.1:${PORT_OF[$b]}/topics/ha/events/publish" -H @"$WORK/write.hdr" \
+        -H 'Content-Type: application/json' \
+        -d "{\"records\":[{\"value\":\"split-a\",\"partition\":$pa},{\"value\":\"split-b\",\"partition\":$pb}]}"
+done
+if command -v kcat >/dev/null 2>&1; then
+    # The same ownership through Kafka: a topic of the Kafka namespace, its leaders as Metadata
+    # names them (each broker advertises its published Kafka port) against its HTTP owners.
+    "${CLIENT[@]}" create "$BROKERS" kafka ha-meta "$PARTS" >/dev/null
+    kowners="$("${CLIENT[@]}" owners "$BROKERS" kafka ha-meta "$PARTS" --wait 60)" \
+        || fail "the owners of kafka/ha-meta do not settle"
+    sasl=(-X security.protocol=SASL_SSL -X sasl.mechanisms=PLAIN -X sasl.username=app
+          -X "ssl.ca.location=$CA" -X "sasl.password=$WRITE_KEY")
+    kcat -L -J -b "127.0.0.1:$KELP_KAFKA1_PORT" -t ha-meta -m 10 "${sasl[@]}" >"$WORK/kcat.json" 2>"$WORK/kcat.err" \
+        || { cat "$WORK/kcat.err" >&2; fail "kcat -L against broker1's Kafka listener"; }
+    if ! out="$(python3 - "$WORK/kcat.json" "$kowners" "broker1:17777=127.0.0.1:$KELP_KAFKA1_PORT" \
+        "broker2:17777=127.0.0.1:$KELP_KAFKA2_PORT" 2>&1 <<'EOF'
+import json, sys
+md, owners = json.load(open(sys.argv[1])), json.loads(sys.argv[2])["owners"]
+kafka_of = dict(a.split("=") for a in sys.argv[3:])
+brokers = {b["id"]: b["name"] for b in md["brokers"]}
+want = set(kafka_of.values())
+if set(brokers.values()) != want:
+    sys.exit(f"Metadata names brokers {sorted(brokers.values())}, expected {sorted(want)}")
+topic = next(t for t in md["topics"] if t["topic"] == "ha-meta")
+leaders = {str(p["partition"]): brokers.get(p["leader"]) for p in topic["partitions"]}
+bad = [f"p{p}: leader {leaders.get(p)}, HTTP owner {b}" for p, b in owners.items() if leaders.get(p) != kafka_of[b]]
+if bad or len(leaders) != len(owners):
+    sys.exit(f"{len(leaders)} partitions in Metadata; " + "; ".join(bad))
+print(f"  ok: Kafka Metadata names both brokers ({', '.join(sorted(want))}, node ids {sorted(brokers)}) "
+      f"and, for each of the {len(leaders)} partitions of ha-meta, the leader that owns it over HTTP")
+EOF
+)"; then
+        fail "Kafka Metadata does not match the brokers' HTTP ownership: $out"
+    fi
+    log "$out"
+else
+    log "(kcat not installed: Kafka Metadata of the two brokers was not checked here)"
+fi
+REGISTRY="$(dc port registry 8081 | tail -n1)"
+REGISTRY_SCHEMA='{"type":"record","name":"HaCheck","fields":[{"name":"a","type":"int"}]}'
+reg_id="$(python3 -c 'import json, sys; print(json.dumps({"schema": sys.argv[1]}))' "$REGISTRY_SCHEMA" \
+    | curl -fsS -m 60 --cacert "$CA" -H @"$WORK/write.hdr" -X POST \
+        -H 'Content-Type: application/vnd.schemaregistry.v1+json' --data-binary @- \
+        "https://$REGISTRY/subjects/ha-check-value/versions" \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')" \
+    || fail "registering a schema with the schema registry (KELP_BROKER: both brokers)"
+rowner="$("${CLIENT[@]}" owners "$BROKERS" registry _schemas 1 --wait 30)" || fail "the owner of registry/_schemas does not settle"
+log "  ok: the schema registry registered ha-check-value as id $reg_id; its topic registry/_schemas is owned by $(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["owners"]["0"])' "$rowner")"
+
+# ---------------------------------------------------------------------------------------------
+step "writers: blobs (kelp CLI, both masters), files through filer1 and filer2, durable publishes to $PARTS partitions through both brokers"
 : >"$BLOBS"; : >"$FILES"; : >"$ACKED"; : >"$WORK/blobs.failed"; : >"$WORK/files.failed"
 blob_writer & BG_PIDS+=($!)
 file_writer filer1 & BG_PIDS+=($!)
 file_writer filer2 & BG_PIDS+=($!)
-"${CLIENT[@]}" loop "$BROKER" ha events --acked "$ACKED" --stats "$WORK/publish.json" --stop "$STOP" \
-    --prefix ha --partitions 2 & BG_PIDS+=($!)
+# One publisher per partition (a request held up by a broker being cut off holds up only its
+# partition), each pausing 0.5 s after an acknowledgement; answers awaited 20 s (the brokers'
+# durable timeout here is 10 s).
+"${CLIENT[@]}" --timeout 20 loop "$BROKERS" ha events --acked "$ACKED" --stats "$WORK/publish.json" \
+    --stop "$STOP" --prefix ha --partitions "$PARTS" --threads "$PARTS" --pause 0.5 & BG_PIDS+=($!)
 t_start="$(now)"
 await_writes "the start" "$t_start" 60 "${FILERS[@]}"
 sleep 2
@@ -450,16 +583,65 @@ wait_healthy 120
 await_writes "$ETCD_LEADER and filer1 started again" "$t_back" 60 "${FILERS[@]}"
 
 # ---------------------------------------------------------------------------------------------
+OWNERS="$(owners --wait 60)" || fail "the partition owners do not settle before the broker cut"
+CUT_B="$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["owners"]["0"].split(":")[0])' "$OWNERS")"
+SURV_B="$(other "$CUT_B" broker1 broker2)"
+CUT_PARTS="$(owned_by "$OWNERS" "$CUT_B")"
+SURV_PARTS="$(owned_by "$OWNERS" "$SURV_B")"
+step "network partition: the broker owning partition 0 ($CUT_B: partitions [$CUT_PARTS]; $SURV_B owns [$SURV_PARTS]) disconnected from $NET"
+CUT_BC="$(cid "$CUT_B")"
+docker network disconnect -f "$NET" "$CUT_BC"
+t_bcut="$(now)"   # (the command has returned: it is cut off from here on at the latest)
+log "disconnected $CUT_B; times below count from the return of docker network disconnect"
+# $SURV_B answers 200 for every partition: it took $CUT_B's over (its member lease expired).
+"${CLIENT[@]}" owners "$BROKERS" ha events "$PARTS" --all-on "$SURV_B:17777" --wait "$TAKEOVER_LIMIT" >"$WORK/takeover.json" \
+    || fail "$SURV_B did not serve every partition within $TAKEOVER_LIMIT s of cutting $CUT_B off"
+B_SERVES="$(since "$t_bcut")"
+log "  $SURV_B serves all $PARTS partitions (200 to the fetch of each) $B_SERVES s after the cut"
+await_all_partitions "the cut of $CUT_B" "$t_bcut" "$TAKEOVER_LIMIT"
+B_ACKED=$ALL_ACKED
+log "  durable publishes acknowledged after the cut, per partition (s): $(first_acks "$t_bcut" $(seq 0 $((PARTS - 1))))"
+log "  every partition acknowledged a durable publish again within $B_ACKED s of the cut (limit $TAKEOVER_LIMIT s; member lease 10 s)"
+# $SURV_B's own partitions must not have waited for the takeover: acknowledged within the lease.
+own="$(first_acks "$t_bcut" $SURV_PARTS)"
+slowest="$(tr ' ' '\n' <<<"$own" | cut -d= -f2 | sort -g | tail -n1)"
+python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) < 10 else 1)' "$slowest" \
+    || fail "$SURV_B's own partitions [$SURV_PARTS] waited $slowest s for an acknowledgement while $CUT_B was cut off ($own)"
+log "  $SURV_B's own partitions went on meanwhile: first acknowledgements after the cut (s): $own"
+got="$(curl -sS -m 3 -o /dev/null -w '%{http_code}' --cacert "$CA" "https://127.0.0.1:${PORT_OF[$CUT_B]}/healthz" 2>/dev/null || true)"
+[[ "$got" == 000 ]] || fail "the cut-off $CUT_B still answers the host (HTTP $got)"
+# Cut off for at least KELP_PARTITION_SECONDS in all, and 3 s after the takeover: every partition
+# goes on being acknowledged.
+python3 -c 'import sys, time; t = max(float(sys.argv[1]) + float(sys.argv[2]) - time.time(), 3); time.sleep(t)' "$t_bcut" "$PARTITION_SECONDS"
+docker network connect --alias "$CUT_B" --alias broker "$NET" "$CUT_BC"
+t_brejoin="$(now)"
+log "reconnected $CUT_B after $(since "$t_bcut") s; acknowledged while it was cut off: $(count_acked_between "$t_bcut" "$t_brejoin")"
+OWNERS="$(owners --wait 60 --min-owners 2)" || fail "$CUT_B, reconnected, did not get a share of the partitions back within 60 s"
+B_BACK="$(since "$t_brejoin")"
+log "  $CUT_B owns [$(owned_by "$OWNERS" "$CUT_B")] again, $SURV_B [$(owned_by "$OWNERS" "$SURV_B")]: settled $B_BACK s after the reconnect"
+t_settled="$(now)"
+await_all_partitions "$CUT_B's return" "$t_settled" 60
+log "  durable publishes to every partition acknowledged again within $ALL_ACKED s of the owners settling"
+restarts="$(docker inspect -f '{{.RestartCount}}' "$CUT_BC")"
+docker logs "$CUT_BC" >"$WORK/cut-broker.log" 2>&1 || true
+n_took="$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/cut-broker.log" | grep -c 'another broker took the partition over' || true)"
+log "  $CUT_B restarted $restarts time(s); it logged 'another broker took the partition over' $n_took time(s) (expected when it had records to commit under the old epoch)"
+wait_healthy 120
+
+# ---------------------------------------------------------------------------------------------
 step "read back everything acknowledged"
 touch "$STOP"
 for p in "${BG_PIDS[@]}"; do wait "$p" || fail "a writer failed"; done
 BG_PIDS=()
 python3 - "$WORK/publish.json" <<'EOF' || fail "the publishing loop got answers other than 200 or 503 + Retry-After"
-import json, sys
+import json, sys, time
 s = json.load(open(sys.argv[1]))
 print(f"  publisher: {s['attempts']} durable publishes, {s['acked']} acknowledged, "
       f"{s['retry_after_503']} x 503 + Retry-After, {s['timeouts']} timeouts, "
-      f"{s['conn_errors']} connection errors, max ack latency {s['max_ack_latency_s']} s")
+      f"{s['conn_errors']} connection errors, {s['redirect_loops']} redirected more than 3 times, "
+      f"max ack latency {s['max_ack_latency_s']} s")
+for t, detail in s["redirect_samples"]:
+    print(f"    redirected more than 3 times at {time.strftime('%H:%M:%S', time.localtime(t))}: {detail}")
 if s["bad"]:
     print(f"  unexpected answers: {s['bad_samples']}", file=sys.stderr)
     sys.exit(1)
@@ -547,8 +729,18 @@ done < <(head -n 3 "$BLOBS"; tail -n 3 "$BLOBS")
 log "  ok: $n_cli of them (the first and last 3) through kelp download --master <both masters> too"
 n_blobs="$(wc -l <"$BLOBS")"
 n_files="$(wc -l <"$FILES")"
-"${CLIENT[@]}" verify "$BROKER" ha events --acked "$ACKED" \
+"${CLIENT[@]}" verify "$BROKERS" ha events --acked "$ACKED" --once \
     || fail "acknowledged records of ha/events do not read back"
+# The ERROR lines the brokers logged (not a failure by themselves: see the header).
+for b in broker1 broker2; do
+    docker logs "$(cid "$b")" 2>&1 | sed 's/\x1b\[[0-9;]*m//g' | grep ' ERROR ' >"$WORK/$b.errors" || true
+    if [[ -s "$WORK/$b.errors" ]]; then
+        log "  $b logged $(wc -l <"$WORK/$b.errors") ERROR line(s), e.g.:"
+        sort -k3 "$WORK/$b.errors" | cut -c1-300 | awk '!seen[substr($0, index($0, "ERROR"))]++' | head -n 5 | sed 's/^/      /'
+    else
+        log "  $b logged no ERROR line"
+    fi
+done
 failed_blobs=$(wc -l <"$WORK/blobs.failed")
 failed_files=$(wc -l <"$WORK/files.failed")
 
@@ -557,6 +749,8 @@ echo "Failover times (seconds from the event; writes = the slowest of blobs, fil
 printf '  docker kill of the leading master:      other master leading +%s, writes acknowledged again +%s\n' "$KILL_ELECTED" "$KILL_RESUMED"
 printf '  network disconnect of the leading master: other master leading +%s, cut-off one IsLeader false +%s, writes again +%s\n' "$CUT_ELECTED" "$CUT_STEPPED" "$CUT_RESUMED"
 printf '  docker kill of the etcd raft leader and filer1: writes again +%s\n' "$ETCD_RESUMED"
+printf '  network disconnect of %s (owning [%s] of %s partitions): %s serving all +%s, durable publishes to every partition +%s; reconnected, it owns a share again +%s after the reconnect\n' \
+    "$CUT_B" "$CUT_PARTS" "$PARTS" "$SURV_B" "$B_SERVES" "$B_ACKED" "$B_BACK"
 echo "  ($n_blobs blobs, $n_files files, $(wc -l <"$ACKED") durable records acknowledged and verified; $failed_blobs blob and $failed_files file writes refused or failed during the faults, as expected)"
 echo
 echo "PASS: compose HA deployment ($((SECONDS - T0)) s)"

@@ -11,7 +11,7 @@
 # neither needs nor touches deploy/k8s/base/secrets/.
 #
 # Security rules checked on every render (besides the data-dir, probe, request and replica
-# rules): the Secrets kelp-tls (kubernetes.io/tls), kelp-credentials and kelp-client exist with
+# rules, and that every $(VAR) in an env value is defined above it): the Secrets kelp-tls (kubernetes.io/tls), kelp-credentials and kelp-client exist with
 # their keys, consistent with each other, without the CA's private key; the certificate chains
 # to the CA and names every host the services reach each other by (KELP_MASTER, KELP_FILER,
 # each volume pod's KELP_PUBLIC_URL, the Kafka advertised host, the Services); every pod has
@@ -30,10 +30,13 @@
 # initial cluster names exactly its pods; masters run more than one only on etcd, each
 # advertising its own pod name (KELP_ADVERTISE), and KELP_MASTER lists every master pod (a
 # single master: the Service); filers run more than one only with KELP_STORE=etcd; every
-# KELP_ETCD_ENDPOINTS lists every member over https; the broker runs exactly one replica; and
+# KELP_ETCD_ENDPOINTS lists every member over https; every broker advertises its own pod name
+# (KELP_ADVERTISE, its member name among brokers sharing partitions), and more than one broker
+# needs a lease (KELP_LEASE_TTL_SECS not 0) and Kafka listeners advertising their own pods (a
+# Kafka client must reach each partition's leader), both names in the certificate; and
 # PodDisruptionBudgets cover etcd (minAvailable 2), masters and filers (minAvailable 1) and
-# volume servers (maxUnavailable 1). make-secrets.sh runs with --ha, so one certificate names
-# every host of the three renders.
+# volume servers and brokers (maxUnavailable 1). make-secrets.sh runs with --ha, so one
+# certificate names every host of the three renders.
 #
 # env: KELP_K8S_VERSIONS (default "1.32.0 1.37.0": the oldest and newest we validate against)
 set -euo pipefail
@@ -330,9 +333,6 @@ for name, s in sts.items():
     grace = spec["template"]["spec"].get("terminationGracePeriodSeconds", 30)
     if name == "kelp-broker":
         check(grace >= 60, f"kelp-broker: terminationGracePeriodSeconds {grace} < 60")
-        # Partition ownership across brokers is not built: two would append to the same
-        # partitions.
-        check(spec["replicas"] == 1, "kelp-broker: exactly 1 replica (one broker per cluster)")
 
 # --- High availability: who may run more than one, and how they find each other.
 master_env, filer_env = main_env("kelp-master"), main_env("kelp-filer")
@@ -351,6 +351,28 @@ else:
 if replicas("kelp-filer") > 1:
     check(filer_env.get("KELP_STORE") == "etcd",
           "kelp-filer: more than 1 replica needs KELP_STORE=etcd (RocksDB is one filer's)")
+# Brokers: each names itself by KELP_ADVERTISE among those sharing the filer (its member lease,
+# and the others' 307s): the pod's own stable name, never a wildcard address or the Service,
+# or two brokers would take one member name. Several need the lease that divides the
+# partitions (KELP_LEASE_TTL_SECS 0: each would take every partition, fencing the other), and
+# Kafka listeners advertising their own pods (clients must reach each partition's leader).
+if "kelp-broker" in sts:
+    broker_env = main_env("kelp-broker")
+    gov = sts["kelp-broker"]["spec"]["serviceName"]
+    adv = broker_env.get("KELP_ADVERTISE") or ""
+    check(adv.startswith(f"$(POD_NAME).{gov}.") and adv.endswith(":17777"),
+          f"kelp-broker: KELP_ADVERTISE '{adv}' must be the pod's own stable name, "
+          f"$(POD_NAME).{gov}.<namespace>.svc:17777")
+    if replicas("kelp-broker") > 1:
+        check(broker_env.get("KELP_LEASE_TTL_SECS", "10") not in ("0", ""),
+              "kelp-broker: more than 1 replica needs the lease (KELP_LEASE_TTL_SECS > 0)")
+        check(broker_env.get("KELP_OWNERSHIP", "shared") in ("shared", "standby"),
+              f"kelp-broker: KELP_OWNERSHIP {broker_env.get('KELP_OWNERSHIP')!r}")
+        kafka = broker_env.get("KELP_KAFKA_ADVERTISED_HOST") or ""
+        check(kafka.startswith(f"$(POD_NAME).{gov}."),
+              f"kelp-broker: with {replicas('kelp-broker')} replicas KELP_KAFKA_ADVERTISED_HOST "
+              f"'{kafka}' must be the pod's own name, $(POD_NAME).{gov}.<namespace>.svc")
+        need_host(adv, pod_names("kelp-broker"))
 # KELP_MASTER: the Service of a single master, else every master pod.
 for name in workloads:
     m = main_env(name).get("KELP_MASTER")
@@ -393,7 +415,8 @@ if ETCD in sts:
         need_host(eps, [name])
 # PodDisruptionBudgets: one per replicated service, as the ha overlay's pdb.yaml explains.
 WANT_PDB = {ETCD: ("minAvailable", 2), "kelp-master": ("minAvailable", 1),
-            "kelp-filer": ("minAvailable", 1), "kelp-volume": ("maxUnavailable", 1)}
+            "kelp-filer": ("minAvailable", 1), "kelp-volume": ("maxUnavailable", 1),
+            "kelp-broker": ("maxUnavailable", 1)}
 for n, pdb in pdbs.items():
     check(pdb["apiVersion"] == "policy/v1", f"PodDisruptionBudget {n}: apiVersion policy/v1")
     check(any(selects(pdb["spec"]["selector"], w["spec"]["template"]["metadata"].get("labels", {}))
@@ -431,6 +454,13 @@ for name, w in workloads.items():
     for c in pod.get("initContainers", []) + pod["containers"]:
         where = f"{name}/{c['name']}"
         env = container_env(c)
+        # $(VAR) in an env value expands only to a variable defined before it (envFrom, then
+        # the env entries above it); otherwise the container sees the literal text.
+        defined = set(container_env({"envFrom": c.get("envFrom", [])}))
+        for e in c.get("env", []):
+            for ref in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", e.get("value") or ""):
+                check(ref in defined, f"{where}: {e['name']} uses $({ref}) before it is defined")
+            defined.add(e["name"])
         for p in c.get("ports", []):
             container_ports.add((p["containerPort"], p.get("protocol", "TCP")))
             if p.get("name"):

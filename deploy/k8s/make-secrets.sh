@@ -3,7 +3,7 @@
 # secretGenerator reads them from deploy/k8s/base/secrets/, which git ignores). Run it once
 # before `kubectl apply -k` / `kubectl kustomize`:
 #
-#   deploy/k8s/make-secrets.sh [--out DIR] [--namespace NS]... [--volumes N] [--ha [--masters N]] [--force]
+#   deploy/k8s/make-secrets.sh [--out DIR] [--namespace NS]... [--volumes N] [--ha [--masters N] [--brokers N]] [--force]
 #
 # It runs `kelp cert --out DIR --host NAME...`, which writes a development CA (ca.pem), one
 # certificate for every service (cert.pem, key.pem: server and client auth), the fid-token
@@ -23,6 +23,9 @@
 # With --ha (the highly available overlay, deploy/k8s/overlays/ha), also:
 #   kelp-master-<i>.kelp-master, kelp-master-<i>.kelp-master.<ns>.svc for i < --masters
 #       (KELP_MASTER lists the master pods; each advertises its own name, KELP_ADVERTISE)
+#   kelp-broker-<i>.kelp-broker-headless, kelp-broker-<i>.kelp-broker-headless.<ns>.svc for
+#       i < --brokers (the brokers share the partitions: each advertises its own name, to which
+#       the others redirect HTTP clients, and its Kafka listener advertises it too)
 #   kelp-etcd, kelp-etcd.<ns>, kelp-etcd.<ns>.svc, kelp-etcd.<ns>.svc.cluster.local
 #   kelp-etcd-<i>.kelp-etcd, kelp-etcd-<i>.kelp-etcd.<ns>.svc for i < 3   (KELP_ETCD_ENDPOINTS,
 #       each member's client and peer URLs: etcd serves TLS with this certificate too)
@@ -42,9 +45,10 @@
 #   --namespace NS   a namespace the manifests are applied to (repeatable; default: default and
 #                    kelp-dev, the base's and the dev overlay's)
 #   --volumes N      volume server replicas the certificate covers (default 8)
-#   --ha             also the names of the HA overlay (master pods, etcd); without --namespace
+#   --ha             also the names of the HA overlay (master and broker pods, etcd); without --namespace
 #                    the namespaces are then default, kelp-dev and kelp-ha
 #   --masters N      master replicas the certificate covers with --ha (default 2)
+#   --brokers N      broker replicas the certificate covers with --ha (default 2)
 #   --force          regenerate everything even if present
 set -euo pipefail
 
@@ -56,6 +60,7 @@ NAMESPACES=()
 VOLUMES=8
 HA=0
 MASTERS=2
+BROKERS=2
 ETCD_MEMBERS=3
 FORCE=0
 usage() {
@@ -69,6 +74,7 @@ while [[ $# -gt 0 ]]; do
         --volumes) VOLUMES="${2:?--volumes needs a number}"; shift 2 ;;
         --ha) HA=1; shift ;;
         --masters) MASTERS="${2:?--masters needs a number}"; shift 2 ;;
+        --brokers) BROKERS="${2:?--brokers needs a number}"; shift 2 ;;
         --force) FORCE=1; shift ;;
         -h|--help) usage 0 ;;
         *) echo "make-secrets: unknown argument $1" >&2; usage ;;
@@ -84,6 +90,10 @@ if [[ ! $VOLUMES =~ ^[0-9]+$ || $VOLUMES -lt 1 ]]; then
 fi
 if [[ ! $MASTERS =~ ^[0-9]+$ || $MASTERS -lt 1 ]]; then
     echo "make-secrets: --masters must be a positive number" >&2
+    exit 2
+fi
+if [[ ! $BROKERS =~ ^[0-9]+$ || $BROKERS -lt 1 ]]; then
+    echo "make-secrets: --brokers must be a positive number" >&2
     exit 2
 fi
 
@@ -102,10 +112,12 @@ hosts() {
     done
     [[ $HA == 1 ]] || return 0
     for ((i = 0; i < MASTERS; i++)); do echo "kelp-master-$i.kelp-master"; done
+    for ((i = 0; i < BROKERS; i++)); do echo "kelp-broker-$i.kelp-broker-headless"; done
     echo kelp-etcd
     for ((i = 0; i < ETCD_MEMBERS; i++)); do echo "kelp-etcd-$i.kelp-etcd"; done
     for ns in "${NAMESPACES[@]}"; do
         for ((i = 0; i < MASTERS; i++)); do echo "kelp-master-$i.kelp-master.$ns.svc"; done
+        for ((i = 0; i < BROKERS; i++)); do echo "kelp-broker-$i.kelp-broker-headless.$ns.svc"; done
         echo "kelp-etcd.$ns"
         echo "kelp-etcd.$ns.svc"
         echo "kelp-etcd.$ns.svc.cluster.local"
@@ -171,4 +183,4 @@ for f in "${FILES[@]}"; do
     [[ -s $OUT/$f ]] || { echo "make-secrets: $KELP cert did not write $OUT/$f" >&2; exit 1; }
 done
 echo "make-secrets: wrote ${FILES[*]} to $OUT (certificate for $(wc -l <<<"$WANT_HOSTS")" \
-     "names; namespaces ${NAMESPACES[*]}, $VOLUMES volume servers$([[ $HA == 0 ]] || echo ", $MASTERS masters and etcd (--ha)"))"
+     "names; namespaces ${NAMESPACES[*]}, $VOLUMES volume servers$([[ $HA == 0 ]] || echo ", $MASTERS masters, $BROKERS brokers and etcd (--ha)"))"

@@ -262,6 +262,25 @@ impl Cluster {
         self.broker.as_mut().expect("cluster started with a broker")
     }
 
+    /// Starts another broker `name` on this cluster's master and filer with `args` (the
+    /// first broker keeps running): a standby or a member sharing the partitions, by `args`.
+    pub async fn start_broker(
+        &mut self,
+        name: &str,
+        args: &[&str],
+    ) -> anyhow::Result<ServiceHandle> {
+        let mut all = vec![
+            "--master".to_owned(),
+            self.master.addr().to_string(),
+            "--filer".to_owned(),
+            self.filer().addr().to_string(),
+        ];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        let mut b = ServiceHandle::new(self.root(), name, "kelp-broker", all);
+        b.start().await?;
+        Ok(b)
+    }
+
     /// The schema registry.
     pub fn registry(&mut self) -> &mut ServiceHandle {
         self.registry

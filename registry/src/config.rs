@@ -22,7 +22,8 @@ pub struct Config {
     /// Data directory (only `addrs.json` and the lock live there: schemas are on the broker).
     #[arg(long, env = "KELP_DIR", default_value = "./data/registry")]
     pub dir: PathBuf,
-    /// Broker address `host:port`.
+    /// Broker address `host:port`, or the brokers sharing the partitions, comma-separated
+    /// (the schemas topic's requests follow a `307` to its owner among them).
     #[arg(long, env = "KELP_BROKER", default_value = "127.0.0.1:17777")]
     pub broker: String,
     /// Namespace of the schemas topic.

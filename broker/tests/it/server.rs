@@ -73,18 +73,7 @@ async fn test_server_graceful_shutdown_flushes_buffered_records() {
         "partition 0 is only buffered"
     );
     let f = client
-        .fetch(
-            "ns",
-            "t",
-            1,
-            &FetchQuery {
-                offset: 0,
-                limit: None,
-                max_bytes: None,
-                wait_ms: None,
-                isolation: None,
-            },
-        )
+        .fetch("ns", "t", 1, &FetchQuery::at(0))
         .await
         .unwrap();
     assert_eq!(f.records.len(), 6);

@@ -141,19 +141,9 @@ async fn test_brokers_split_partitions_and_move_them_without_losing_a_record() {
         .unwrap_err();
     assert!(matches!(err, Error::SplitPublish { .. }), "{err}");
     assert!(matches!(
-        a.fetch(
-            &key(),
-            ob[0],
-            common::api::broker::FetchQuery {
-                offset: 0,
-                limit: None,
-                max_bytes: None,
-                wait_ms: None,
-                isolation: None,
-            }
-        )
-        .await
-        .unwrap_err(),
+        a.fetch(&key(), ob[0], common::api::broker::FetchQuery::at(0))
+            .await
+            .unwrap_err(),
         Error::NotOwner { .. }
     ));
 

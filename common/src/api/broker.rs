@@ -215,6 +215,19 @@ pub struct FetchQuery {
     pub isolation: Option<Isolation>,
 }
 
+impl FetchQuery {
+    /// A fetch from `offset` with every other parameter at its default.
+    pub fn at(offset: u64) -> Self {
+        Self {
+            offset,
+            limit: None,
+            max_bytes: None,
+            wait_ms: None,
+            isolation: None,
+        }
+    }
+}
+
 /// One fetched record. `key`/`value` are UTF-8 text when valid; otherwise they are `null`
 /// and `key_b64`/`value_b64` carry the bytes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -107,7 +107,9 @@ impl BrokerClient {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             match location.as_deref().and_then(origin_of) {
-                Some(to) if self.brokers.contains(&to) => {
+                // Compared by host and port: the client's TLS turns a listed `host:port`
+                // (`http://` by default) into `https://`, as the broker's Location says.
+                Some(to) if self.brokers.iter().any(|b| authority(b) == authority(&to)) => {
                     tracing::debug!(from = %url, to = %to, "broker redirected");
                     call.url = location.unwrap_or_default();
                 }
@@ -325,4 +327,9 @@ impl BrokerClient {
         );
         self.send(call).await
     }
+}
+
+/// The `host:port` of a base URL.
+fn authority(url: &str) -> &str {
+    url.split_once("://").map_or(url, |(_, rest)| rest)
 }

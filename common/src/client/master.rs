@@ -37,7 +37,11 @@ const ROUND_PAUSE: Duration = Duration::from_millis(500);
 /// Most redirects one call follows.
 const MAX_REDIRECTS: u32 = 4;
 /// How long one call to one master may take when there are several (the next is tried then).
-const HOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// A master answers an assignment or a lookup in milliseconds (the leader's etcd round trip
+/// included); one that takes seconds is cut off or hung, and every call in flight to it
+/// stalls this long before failing over (it was 10 s: a silently cut leader stalled writes
+/// for 10-11 s in the compose HA test).
+const HOP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Client of the master, or of several masters following their leader.
 #[derive(Debug)]

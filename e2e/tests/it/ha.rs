@@ -773,15 +773,7 @@ async fn given_an_active_and_a_standby_broker_when_the_active_dies_or_pauses_sho
     let mut c = Cluster::start(ClusterOptions::with_broker(&lease))
         .await
         .unwrap();
-    let mut args = vec![
-        "--master".to_owned(),
-        c.master.addr().to_string(),
-        "--filer".to_owned(),
-        c.filer().addr().to_string(),
-    ];
-    args.extend(lease.iter().map(|a| (*a).to_owned()));
-    let mut second = ServiceHandle::new(c.root(), "broker2", "kelp-broker", args);
-    second.start().await.unwrap();
+    let mut second = c.start_broker("broker2", &lease).await.unwrap();
     let ready: serde_json::Value = e2e::http_client()
         .get(format!("{}/readyz", second.url()))
         .send()

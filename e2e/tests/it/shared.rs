@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use e2e::broker::{Broker, Checker};
-use e2e::{Cluster, ClusterOptions, ServiceHandle};
+use e2e::{Cluster, ClusterOptions};
 
 use crate::ha::{eventually, signal};
 
@@ -110,15 +110,7 @@ async fn given_two_brokers_sharing_partitions_when_one_dies_pauses_or_leaves_sho
     let mut c = Cluster::start(ClusterOptions::with_broker(&shared))
         .await
         .unwrap();
-    let mut args = vec![
-        "--master".to_owned(),
-        c.master.addr().to_string(),
-        "--filer".to_owned(),
-        c.filer().addr().to_string(),
-    ];
-    args.extend(shared.iter().map(|a| (*a).to_owned()));
-    let mut second = ServiceHandle::new(c.root(), "broker2", "kelp-broker", args);
-    second.start().await.unwrap();
+    let mut second = c.start_broker("broker2", &shared).await.unwrap();
     let urls = [c.broker().url(), second.url()];
     let brokers = [Broker::new(urls[0].clone()), Broker::new(urls[1].clone())];
     // The publisher gives up on a broker after 2 s (a paused one holds its requests).
@@ -235,17 +227,10 @@ async fn given_two_brokers_sharing_partitions_when_kafka_clients_produce_and_con
     let mut c = Cluster::start(ClusterOptions::with_broker(&first_args))
         .await
         .unwrap();
-    let mut args: Vec<String> = vec![
-        "--master".into(),
-        c.master.addr().to_string(),
-        "--filer".into(),
-        c.filer().addr().to_string(),
-        "--kafka-port".into(),
-        free_port().to_string(),
-    ];
-    args.extend(shared.iter().map(|a| (*a).to_owned()));
-    let mut second = ServiceHandle::new(c.root(), "broker2", "kelp-broker", args);
-    second.start().await.unwrap();
+    let port2 = free_port().to_string();
+    let mut args = vec!["--kafka-port", port2.as_str()];
+    args.extend(shared);
+    let second = c.start_broker("broker2", &args).await.unwrap();
     let urls = [c.broker().url(), second.url()];
     Broker::new(urls[0].clone())
         .create_topic("kafka/spread", 8)
