@@ -16,8 +16,12 @@ use crate::api::broker::{
     TopicInfo, TopicList, encode_batch,
 };
 
-/// Most redirects one call follows (a partition moving twice while it is sent).
-const MAX_REDIRECTS: usize = 3;
+/// Most redirects one call follows.
+const MAX_REDIRECTS: usize = 8;
+/// The pause before following a redirect back to a broker this call already tried: while a
+/// partition moves, its old and new owners may each name the other for a moment (a 307 means
+/// the request was not applied, so repeating it is safe).
+const LOOP_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Client of a broker, or of several sharing partitions.
 #[derive(Debug, Clone)]
@@ -94,6 +98,7 @@ impl BrokerClient {
     /// first answer that is not a redirect and the URL that gave it.
     async fn exchange(&self, call: Call<'_>) -> Result<(reqwest::Response, String), ClientError> {
         let mut call = call.accept_redirects();
+        let mut tried: Vec<String> = origin_of(&call.url).into_iter().collect();
         for _ in 0..=MAX_REDIRECTS {
             let url = call.url.clone();
             let resp = self.http.send(call.clone()).await?;
@@ -110,6 +115,10 @@ impl BrokerClient {
                 // Compared by host and port: the client's TLS turns a listed `host:port`
                 // (`http://` by default) into `https://`, as the broker's Location says.
                 Some(to) if self.brokers.iter().any(|b| authority(b) == authority(&to)) => {
+                    if tried.iter().any(|t| authority(t) == authority(&to)) {
+                        tokio::time::sleep(LOOP_PAUSE).await;
+                    }
+                    tried.push(to.clone());
                     tracing::debug!(from = %url, to = %to, "broker redirected");
                     call.url = location.unwrap_or_default();
                 }
@@ -332,4 +341,79 @@ impl BrokerClient {
 /// The `host:port` of a base URL.
 fn authority(url: &str) -> &str {
     url.split_once("://").map_or(url, |(_, rest)| rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use axum::Router;
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+
+    use super::*;
+
+    /// A listener on an ephemeral port and its base URL.
+    async fn bind() -> (tokio::net::TcpListener, String) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        (l, base)
+    }
+
+    /// Serves `GET /topics`: a 307 to `to` for the first `bounce` calls, then an empty list.
+    fn serve(l: tokio::net::TcpListener, to: String, bounce: u32, hits: Arc<AtomicU32>) {
+        let app = Router::new().route(
+            "/topics",
+            get(move || {
+                let (to, hits) = (to.clone(), hits.clone());
+                async move {
+                    if hits.fetch_add(1, Ordering::SeqCst) < bounce {
+                        (
+                            axum::http::StatusCode::TEMPORARY_REDIRECT,
+                            [(header::LOCATION, format!("{to}/topics"))],
+                        )
+                            .into_response()
+                    } else {
+                        axum::Json(serde_json::json!({ "topics": [] })).into_response()
+                    }
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    }
+
+    #[tokio::test]
+    async fn test_redirects_between_listed_brokers_are_followed_until_they_agree() {
+        let ((la, a), (lb, b)) = (bind().await, bind().await);
+        let (ha, hb) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        // While a partition moves, each names the other a few times.
+        serve(la, b.clone(), 3, ha.clone());
+        serve(lb, a.clone(), 2, hb.clone());
+        let http = HttpClient::new(std::time::Duration::from_secs(5));
+        let client = BrokerClient::new(http.clone(), &format!("{a},{b}"));
+        let started = std::time::Instant::now();
+        let list = client.list_topics().await.unwrap();
+        assert!(list.topics.is_empty());
+        assert_eq!(
+            (ha.load(Ordering::SeqCst), hb.load(Ordering::SeqCst)),
+            (3, 3)
+        );
+        // Going back to a broker already tried waits a moment each time.
+        assert!(
+            started.elapsed() >= LOOP_PAUSE * 4,
+            "{:?}",
+            started.elapsed()
+        );
+
+        // A redirect to a broker not given is not followed (the call carries credentials).
+        let (lc, c) = bind().await;
+        serve(lc, "http://10.255.255.1:1".to_owned(), 1, Arc::default());
+        let err = BrokerClient::new(http, &c).list_topics().await.unwrap_err();
+        assert!(
+            err.to_string().contains("not one of the brokers given"),
+            "{err}"
+        );
+        assert_eq!(authority("https://b:1"), "b:1");
+    }
 }
