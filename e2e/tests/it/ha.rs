@@ -5,9 +5,10 @@
 //!   moments (SIGKILL, every third time SIGTERM) `E2E_MASTER_KILLS` times (default 12) under
 //!   blob writes and durable publishes, and cut off from etcd by a TCP proxy;
 //! - the whole HA cluster: a three-member etcd, two masters, two filers sharing one namespace
-//!   on it, three volume servers and a broker; the leading master, a filer, the broker and an
-//!   etcd member are SIGKILLed in turn at random moments, `E2E_HA_KILLS` times (default 52),
-//!   under blob writes, file writes and durable publishes.
+//!   on it, three volume servers and two brokers sharing the partitions; the leading master, a
+//!   filer, one of the brokers and an etcd member are SIGKILLed in turn at random moments,
+//!   `E2E_HA_KILLS` times (default 52), under blob writes, file writes and durable publishes
+//!   (through both brokers, and the probe through the one not killed).
 //!
 //! After each stop a probe measures how long until writes are acknowledged again; at the end
 //! no file key was handed out twice, and every acknowledged blob, file and record reads back
@@ -578,22 +579,33 @@ async fn given_an_ha_cluster_when_a_master_filer_broker_or_etcd_member_is_killed
         f.start().await.unwrap();
         filers.push(f);
     }
-    let mut broker = ServiceHandle::new(
-        root,
-        "broker",
-        "kelp-broker",
-        vec![
-            "--master".into(),
-            list.clone(),
-            "--filer".into(),
-            filers[0].addr().to_string(),
-            "--kafka-port".into(),
-            "0".into(),
-            "--flush-retry-max-ms".into(),
-            "200".into(),
-        ],
-    );
-    broker.start().await.unwrap();
+    // Two brokers sharing the partitions, each on its own filer.
+    let mut brokers = Vec::new();
+    for (i, name) in ["broker-a", "broker-b"].into_iter().enumerate() {
+        let mut b = ServiceHandle::new(
+            root,
+            name,
+            "kelp-broker",
+            vec![
+                "--master".into(),
+                list.clone(),
+                "--filer".into(),
+                filers[i].addr().to_string(),
+                "--kafka-port".into(),
+                "0".into(),
+                "--flush-retry-max-ms".into(),
+                "200".into(),
+                "--lease-ttl-secs".into(),
+                "3".into(),
+            ],
+        );
+        // A broker whose filer is down past its lease gives its partitions up (and its
+        // in-flight commits may be refused as the other takes them over).
+        b.expect_errors("another broker took the partition over")
+            .expect_errors("moved to another broker before its buffered records");
+        b.start().await.unwrap();
+        brokers.push(b);
+    }
     let blobs = || BlobClient::new(HttpClient::new(Duration::from_secs(10)), &list);
     let filer_clients = |filers: &[ServiceHandle]| {
         filers
@@ -610,15 +622,10 @@ async fn given_an_ha_cluster_when_a_master_filer_broker_or_etcd_member_is_killed
     let stop = Arc::new(AtomicBool::new(false));
     let blob_writer = tokio::spawn(write_blobs(blobs(), stop.clone()));
     let file_writer = tokio::spawn(write_files(filer_clients(&filers), stop.clone()));
-    let pub_broker = Broker::new(broker.url());
-    pub_broker.create_topic("ha/all", 2).await;
+    let pub_brokers: Vec<Broker> = brokers.iter().map(|b| Broker::new(b.url())).collect();
+    pub_brokers[0].create_topic("ha/all", 2).await;
     let checker = Arc::new(Mutex::new(Checker::default()));
-    let publisher = spawn_publisher(
-        vec![pub_broker.clone()],
-        "ha/all",
-        checker.clone(),
-        stop.clone(),
-    );
+    let publisher = spawn_publisher(pub_brokers.clone(), "ha/all", checker.clone(), stop.clone());
 
     let probe_blobs = blobs();
     let mut probed_blobs = Vec::new();
@@ -643,8 +650,9 @@ async fn given_an_ha_cluster_when_a_master_filer_broker_or_etcd_member_is_killed
                 filers[f].start().await.unwrap();
             }
             2 => {
-                broker.kill();
-                broker.start().await.unwrap();
+                let b = (k / 4) % 2;
+                brokers[b].kill();
+                brokers[b].start().await.unwrap();
             }
             _ => {
                 let m = (k / 4) % etcd.len();
@@ -668,8 +676,10 @@ async fn given_an_ha_cluster_when_a_master_filer_broker_or_etcd_member_is_killed
         eventually("a file write", || fc[k % 2].put_file(&path, data.clone())).await;
         probed_files.push((path, data));
         let recs = vec![(0u32, format!("probe{k}"))];
+        // Through the broker that was not killed (it redirects to the owner).
+        let via = &pub_brokers[(k / 4 + 1) % 2];
         let offsets = eventually("a durable publish", || {
-            pub_broker.publish("ha/all", &recs, "durable")
+            via.publish("ha/all", &recs, "durable")
         })
         .await;
         checker.lock().unwrap().ack("ha/all", &recs, &offsets);
@@ -693,12 +703,14 @@ async fn given_an_ha_cluster_when_a_master_filer_broker_or_etcd_member_is_killed
             assert!(got == *data, "file {path} differs");
         }
     }
-    assert!(pub_broker.flush().await.is_success());
+    for b in &pub_brokers {
+        assert!(b.flush().await.is_success());
+    }
     let checker = Arc::try_unwrap(checker).unwrap().into_inner().unwrap();
-    let verified = checker.verify(&pub_broker).await;
+    let verified = checker.verify(&pub_brokers[0]).await;
     eprintln!(
-        "HA chaos: {kills} SIGKILLs in {:.1}s ({} each of the leading master, a filer, the \
-         broker and an etcd member); worst time from a kill to blob, file and durable-publish \
+        "HA chaos: {kills} SIGKILLs in {:.1}s ({} each of the leading master, a filer, one of \
+         two brokers and an etcd member); worst time from a kill to blob, file and durable-publish \
          writes all acknowledged again (restart included): {}; {} blobs, {} files and \
          {verified} records acknowledged and verified; {} publishes rejected",
         chaos.as_secs_f64(),
@@ -717,7 +729,7 @@ async fn given_an_ha_cluster_when_a_master_filer_broker_or_etcd_member_is_killed
         .iter()
         .chain(&volumes)
         .chain(&filers)
-        .chain([&broker])
+        .chain(&brokers)
     {
         assert!(
             s.panics().is_empty(),
