@@ -197,6 +197,17 @@ async fn given_two_brokers_sharing_partitions_when_one_dies_pauses_or_leaves_sho
 
     stop.store(true, Ordering::Relaxed);
     publisher.await.unwrap();
+    // Read back once the hand-back is over: each partition served by one broker and
+    // redirected by the other (while it moves, the two may name each other for a moment).
+    eventually("every partition has one owner again", || async {
+        let (a, b) = (redirected(&urls[0]).await, redirected(&urls[1]).await);
+        if a > 0 && b > 0 && a + b == PARTITIONS as usize {
+            Ok(())
+        } else {
+            Err((a, b))
+        }
+    })
+    .await;
     let checker = Arc::try_unwrap(checker).unwrap().into_inner().unwrap();
     let verified = checker.verify(&brokers[0]).await;
     eprintln!(
