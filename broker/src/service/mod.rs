@@ -252,7 +252,7 @@ impl Broker {
             CreateOutcome::Created => (true, conf),
             CreateOutcome::Exists(existing) => (false, existing),
         };
-        let topic = self.recover_topic(&conf, !created).await?;
+        let topic = self.recover_topic(&conf).await?;
         self.install(topic.clone());
         if created {
             tracing::info!(topic = %key, partitions, "created topic");

@@ -67,7 +67,7 @@ impl Broker {
             if self.topic(&conf.key).is_ok() {
                 continue;
             }
-            let topic = self.recover_topic(&conf, true).await?;
+            let topic = self.recover_topic(&conf).await?;
             self.install(topic);
         }
         Ok(n)
@@ -75,14 +75,13 @@ impl Broker {
 
     /// Rebuilds a topic's partitions from its segment entries: the last segment gives the
     /// next offset, the first gives `log_start_offset`. Costs two listings per partition
-    /// directory, whatever the number of records. With `existing = false` (a topic just
-    /// created) only partitions that already have a directory are listed. Only the
-    /// partitions this broker should own are taken (all of them unless `--ownership
-    /// shared`); the others are placeholders naming their owner.
+    /// taken, whatever the number of records (taking creates the partition's directory, so
+    /// there is nothing to list first). Only the partitions this broker should own are taken
+    /// (all of them unless `--ownership shared`); the others are placeholders naming their
+    /// owner.
     pub(super) async fn recover_topic(
         self: &Arc<Self>,
         conf: &TopicConf,
-        existing: bool,
     ) -> Result<Arc<Topic>, StoreError> {
         let key = &conf.key;
         let mine: Vec<u32> = (0..conf.partitions)
@@ -104,17 +103,11 @@ impl Broker {
             epochs.insert(p, epoch);
         }
         let mut bounds = BTreeMap::new();
-        let dirs = if !existing && !mine.is_empty() {
-            self.store.partition_dirs(key).await?
-        } else {
-            mine.clone()
-        };
-        let results: Vec<Result<(u32, Bounds), StoreError>> =
-            futures::stream::iter(dirs.into_iter().filter(|p| epochs.contains_key(p)))
-                .map(|p| async move { Ok((p, partition_bounds(store.as_ref(), key, p).await?)) })
-                .buffer_unordered(RECOVERY_CONCURRENCY)
-                .collect()
-                .await;
+        let results: Vec<Result<(u32, Bounds), StoreError>> = futures::stream::iter(mine)
+            .map(|p| async move { Ok((p, partition_bounds(store.as_ref(), key, p).await?)) })
+            .buffer_unordered(RECOVERY_CONCURRENCY)
+            .collect()
+            .await;
         for r in results {
             let (p, b) = r?;
             bounds.insert(p, b);

@@ -526,23 +526,6 @@ impl Store for HttpStore {
         .boxed()
     }
 
-    fn partition_dirs<'a>(&'a self, topic: &'a TopicKey) -> StoreFuture<'a, Vec<u32>> {
-        async move {
-            let entries = self.list_all(&topic.dir()).await?;
-            Ok(entries
-                .iter()
-                .filter_map(|e| {
-                    let name = entry_name(&e.full_path);
-                    let digits = name.strip_prefix('p')?;
-                    (digits.len() == 4 && digits.bytes().all(|b| b.is_ascii_digit()))
-                        .then(|| digits.parse().ok())
-                        .flatten()
-                })
-                .collect())
-        }
-        .boxed()
-    }
-
     fn delete_topic<'a>(&'a self, topic: &'a TopicKey) -> StoreFuture<'a, ()> {
         async move {
             let dir = topic.dir();

@@ -375,20 +375,6 @@ impl Store for MemStore {
         .boxed()
     }
 
-    fn partition_dirs<'a>(&'a self, topic: &'a TopicKey) -> StoreFuture<'a, Vec<u32>> {
-        async move {
-            Self::fail(&self.faults.meta, "list partitions")?;
-            Ok(self
-                .lock()
-                .segments
-                .keys()
-                .filter(|(t, _)| t == topic)
-                .map(|(_, p)| *p)
-                .collect())
-        }
-        .boxed()
-    }
-
     fn delete_topic<'a>(&'a self, topic: &'a TopicKey) -> StoreFuture<'a, ()> {
         async move {
             Self::fail(&self.faults.meta, "delete topic")?;

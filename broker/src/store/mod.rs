@@ -299,9 +299,6 @@ pub trait Store: Send + Sync + 'static {
     /// Every topic's configuration.
     fn list_topics(&self) -> StoreFuture<'_, Vec<TopicConf>>;
 
-    /// Partitions of `topic` that have a segment directory.
-    fn partition_dirs<'a>(&'a self, topic: &'a TopicKey) -> StoreFuture<'a, Vec<u32>>;
-
     /// Creates a topic's configuration unless one exists.
     fn create_topic<'a>(&'a self, conf: &'a TopicConf) -> StoreFuture<'a, CreateOutcome>;
 
