@@ -39,6 +39,10 @@ pub struct Config {
     /// another flush of the partition is in flight (an idle partition flushes at once).
     #[arg(long, env = "KELP_FLUSH_LINGER_MS", default_value_t = 2)]
     pub flush_linger_ms: u64,
+    /// Flushes in flight per partition: segments written to volume servers concurrently
+    /// while earlier ones commit (commits, and the durable offset, stay in offset order).
+    #[arg(long, env = "KELP_FLUSH_PIPELINE", default_value_t = 4)]
+    pub flush_pipeline: usize,
     /// Bound on the bytes buffered (not yet durable) across all partitions.
     #[arg(long, env = "KELP_MAX_BUFFER_MB", default_value_t = 256)]
     pub max_buffer_mb: u64,
@@ -153,6 +157,7 @@ impl Default for Config {
             flush_interval_ms: 1000,
             flush_bytes: 4 << 20,
             flush_linger_ms: 2,
+            flush_pipeline: 4,
             max_buffer_mb: 256,
             collection: "topics".to_owned(),
             replication: "000".to_owned(),
@@ -187,6 +192,10 @@ impl Config {
     /// Checks values clap cannot check alone.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.flush_bytes >= 1, "--flush-bytes must be at least 1");
+        anyhow::ensure!(
+            (1..=64).contains(&self.flush_pipeline),
+            "--flush-pipeline must be between 1 and 64"
+        );
         anyhow::ensure!(
             self.retention_hours.is_finite() && self.retention_hours >= 0.0,
             "--retention-hours must be a number of hours, 0 or more"

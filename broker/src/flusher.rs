@@ -6,11 +6,14 @@
 //! the segment's filer entry with `Expect::Absent`; only then does the durable offset advance,
 //! waiting publishers get their answer and consumers wake.
 //!
-//! The task runs two stages joined by a queue: the *writer* (seal, assign, volume write) and
-//! the *committer* (filer commit, advance). At most [`PIPELINE`] flushes are in flight, so the
-//! next segment is written while the previous one commits; commits, and with them the durable
-//! offset, stay strictly in offset order. A segment entry is therefore never committed before
-//! the entries below it, and recovery (which trusts the last entry) never sees a gap.
+//! The task runs two stages joined by a queue: the *writer* (seal, then assign and volume
+//! write in a task of their own) and the *committer* (filer commit, advance). At most
+//! `--flush-pipeline` flushes are in flight: the writer seals the next segment as soon as a
+//! slot is free, so several segments are written to volume servers at once (concurrent writes
+//! to one volume share its `fdatasync`) while earlier ones commit. The committer takes the
+//! writes in the order they were sealed, so commits, and with them the durable offset, stay
+//! strictly in offset order. A segment entry is therefore never committed before the entries
+//! below it, and recovery (which trusts the last entry) never sees a gap.
 //!
 //! A failed attempt keeps the data, backs off exponentially up to `--flush-retry-max-ms` and
 //! retries the same range: a flush never skips ahead. A volume write that succeeded is not
@@ -29,6 +32,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use opentelemetry::trace::SpanContext;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinHandle;
 use tracing::{Instrument, Span};
 
 use crate::core::Core;
@@ -39,8 +43,6 @@ use crate::store::{ChunkRef, SegmentMeta, SegmentRef, StoreError};
 
 /// First retry delay; doubles up to `--flush-retry-max-ms`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-/// Flushes in flight per partition: one committing while the next is written.
-pub const PIPELINE: usize = 2;
 
 /// Starts the flusher of `part`. A panic inside it is logged and stops the broker.
 pub fn spawn(broker: &Arc<Core>, part: Arc<Partition>) {
@@ -59,9 +61,13 @@ pub fn spawn(broker: &Arc<Core>, part: Arc<Partition>) {
 }
 
 async fn run(broker: Arc<Core>, part: Arc<Partition>) {
-    let (tx, rx) = mpsc::channel(PIPELINE);
+    let (tx, rx) = mpsc::channel(broker.cfg.flush_pipeline);
     tokio::join!(writer(&broker, &part, tx), committer(&broker, &part, rx));
 }
+
+/// A segment being written (its task's handle), in the order segments were sealed. `None`
+/// from the task: the shutdown gave up first.
+type Writing = JoinHandle<Option<Written>>;
 
 /// A segment written to a volume server, waiting for its filer commit.
 struct Written {
@@ -124,12 +130,14 @@ fn decide(broker: &Core, part: &Partition, busy: bool) -> Next {
     }
 }
 
-/// The writer stage: waits for a reason to flush, seals, assigns and writes.
-async fn writer(broker: &Arc<Core>, part: &Arc<Partition>, tx: mpsc::Sender<Written>) {
-    let slots = Arc::new(Semaphore::new(PIPELINE));
+/// The writer stage: waits for a reason to flush, seals, and starts the segment's assign and
+/// volume write in a task of its own, handed to the committer in sealing order.
+async fn writer(broker: &Arc<Core>, part: &Arc<Partition>, tx: mpsc::Sender<Writing>) {
+    let depth = broker.cfg.flush_pipeline;
+    let slots = Arc::new(Semaphore::new(depth));
     loop {
         let shutting = broker.shutdown.is_cancelled();
-        let busy = slots.available_permits() < PIPELINE;
+        let busy = slots.available_permits() < depth;
         match decide(broker, part, busy) {
             Next::Stop => return,
             Next::Idle(deadline) => {
@@ -165,10 +173,14 @@ async fn writer(broker: &Arc<Core>, part: &Arc<Partition>, tx: mpsc::Sender<Writ
                 let Some((sealed, links)) = sealed else {
                     continue;
                 };
-                let Some(written) = write_segment(broker, part, sealed, links, permit).await else {
-                    return;
-                };
-                if tx.send(written).await.is_err() {
+                let (b, p) = (broker.clone(), part.clone());
+                let writing = tokio::spawn(
+                    async move { write_segment(&b, &p, sealed, links, permit).await }
+                        .in_current_span(),
+                );
+                if let Err(mpsc::error::SendError(writing)) = tx.send(writing).await {
+                    // The committer stopped: nothing written now would be committed.
+                    writing.abort();
                     return;
                 }
             }
@@ -298,9 +310,33 @@ async fn assign_and_write(broker: &Core, data: &Bytes) -> Result<ChunkRef, HopEr
     Ok(c)
 }
 
-/// The committer stage: commits written segments in order and advances the durable offset.
-async fn committer(broker: &Arc<Core>, part: &Arc<Partition>, mut rx: mpsc::Receiver<Written>) {
-    while let Some(w) = rx.recv().await {
+/// The committer stage: waits for each segment's write in sealing order, commits it and
+/// advances the durable offset. A write task that panicked stops the broker, as a panic of the
+/// flusher itself does.
+async fn committer(broker: &Arc<Core>, part: &Arc<Partition>, mut rx: mpsc::Receiver<Writing>) {
+    commit_in_order(broker, part, &mut rx).await;
+    // Stopped early (fenced, shutdown gave up): writes still queued would never be committed.
+    rx.close();
+    while let Ok(writing) = rx.try_recv() {
+        writing.abort();
+    }
+}
+
+async fn commit_in_order(
+    broker: &Arc<Core>,
+    part: &Arc<Partition>,
+    rx: &mut mpsc::Receiver<Writing>,
+) {
+    while let Some(writing) = rx.recv().await {
+        let w = match writing.await {
+            Ok(Some(w)) => w,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!("segment write task failed ({e}); stopping the broker");
+                broker.fatal.cancel();
+                return;
+            }
+        };
         let span = w.span.clone();
         if !commit(broker, part, w).instrument(span).await {
             return;

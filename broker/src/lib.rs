@@ -229,6 +229,7 @@ async fn serve(
         flush_interval_ms = cfg.flush_interval_ms,
         flush_bytes = cfg.flush_bytes,
         flush_linger_ms = cfg.flush_linger_ms,
+        flush_pipeline = cfg.flush_pipeline,
         max_buffer_mb = cfg.max_buffer_mb,
         collection = %cfg.collection,
         replication = %cfg.replication,

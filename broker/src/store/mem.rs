@@ -32,6 +32,8 @@ pub struct Faults {
     pub lose_commit_answers: AtomicU32,
     /// Simulated latency of each write and each commit, in microseconds.
     pub delay_us: AtomicU64,
+    /// Extra latency of the next write only, in microseconds (taken by that write).
+    pub slow_next_write_us: AtomicU64,
 }
 
 impl Faults {
@@ -65,6 +67,12 @@ pub struct MemStore {
     pub commits: AtomicU64,
     /// Assign calls (successful or not).
     pub assigns: AtomicU64,
+    /// Writes running now.
+    writes_in_flight: AtomicU64,
+    /// The most writes that ran at once.
+    pub max_writes_in_flight: AtomicU64,
+    /// Every successful segment commit's partition and first offset, in commit order.
+    pub commit_order: Mutex<Vec<(u32, u64)>>,
 }
 
 impl MemStore {
@@ -158,7 +166,15 @@ impl Store for MemStore {
     fn write<'a>(&'a self, assignment: &'a Assignment, data: Bytes) -> StoreFuture<'a, ChunkRef> {
         async move {
             Self::fail(&self.faults.write, "volume write")?;
+            let running = self.writes_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_writes_in_flight
+                .fetch_max(running, Ordering::SeqCst);
             self.faults.delay().await;
+            let slow = self.faults.slow_next_write_us.swap(0, Ordering::SeqCst);
+            if slow > 0 {
+                tokio::time::sleep(std::time::Duration::from_micros(slow)).await;
+            }
+            self.writes_in_flight.fetch_sub(1, Ordering::SeqCst);
             let size = data.len() as u64;
             let etag = format!("{:08x}", crc32c::crc32c(&data));
             self.lock().blobs.insert(assignment.fid, data);
@@ -256,6 +272,9 @@ impl Store for MemStore {
                     }
                     None => {
                         segs.insert(meta.offset_min, meta.clone());
+                        self.commit_order
+                            .lock_or_abort()
+                            .push((meta.partition, meta.offset_min));
                     }
                 }
             }

@@ -87,6 +87,88 @@ async fn test_concurrent_durable_publishers_share_flushes() {
 }
 
 #[tokio::test]
+async fn test_segments_are_written_concurrently_and_committed_in_offset_order() {
+    // The first segment's volume write is slow; the segments sealed after it are written
+    // meanwhile (the pipeline holds four flushes), finish first, and still wait for it: the
+    // commits, and every durable answer, follow offset order.
+    let c = kelp_broker::Config {
+        flush_pipeline: 4,
+        flush_linger_ms: 0,
+        ..cfg()
+    };
+    let (b, store) = broker(1, c).await;
+    store
+        .faults
+        .slow_next_write_us
+        .store(400_000, Ordering::SeqCst);
+    let first = {
+        let b = b.clone();
+        tokio::spawn(async move { publish(&b, recs(0, 0, 1), Acks::Durable).await })
+    };
+    eventually("the first segment's write", || {
+        store.max_writes_in_flight.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let mut later = Vec::new();
+    for i in 1..4 {
+        let b = b.clone();
+        later.push(tokio::spawn(async move {
+            publish(&b, recs(0, i, 1), Acks::Durable).await
+        }));
+        // Each publish arrives once the previous one's flush started: one segment each.
+        eventually("the publish's flush", || {
+            store.assigns.load(Ordering::SeqCst) == i as u64 + 1
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        later.iter().all(|t| !t.is_finished()),
+        "a segment above a write in flight was answered before it"
+    );
+    assert_eq!(
+        offsets(&b, 0).1,
+        0,
+        "nothing durable before the first commit"
+    );
+    assert_eq!(first.await.unwrap(), vec![0]);
+    for (i, t) in later.into_iter().enumerate() {
+        assert_eq!(t.await.unwrap(), vec![i as u64 + 1]);
+    }
+    assert!(
+        store.max_writes_in_flight.load(Ordering::SeqCst) >= 2,
+        "segments were written one at a time"
+    );
+    let order = store.commit_order.lock().unwrap().clone();
+    assert_eq!(order, vec![(0, 0), (0, 1), (0, 2), (0, 3)]);
+    assert_eq!(offsets(&b, 0), (0, 4, 4));
+    assert_contiguous(&store, 0);
+}
+
+#[tokio::test]
+async fn test_a_pipeline_of_one_writes_one_segment_at_a_time() {
+    let c = kelp_broker::Config {
+        flush_pipeline: 1,
+        flush_linger_ms: 0,
+        ..cfg()
+    };
+    let (b, store) = broker(1, c).await;
+    store.faults.delay_us.store(20_000, Ordering::SeqCst);
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let b = b.clone();
+            tokio::spawn(async move { publish(&b, recs(0, i, 1), Acks::Durable).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(store.max_writes_in_flight.load(Ordering::SeqCst), 1);
+    assert_eq!(offsets(&b, 0), (0, 6, 6));
+    assert_contiguous(&store, 0);
+}
+
+#[tokio::test]
 async fn test_durable_publish_on_an_idle_partition_flushes_without_lingering() {
     // A linger of a minute would hold every publish below for a minute if the flusher
     // lingered on an idle partition; it lingers only while another flush is in flight.
