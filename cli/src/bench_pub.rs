@@ -66,6 +66,10 @@ pub struct PubArgs {
     /// which only answers publishes).
     #[arg(long)]
     no_fetch: bool,
+    /// Speak HTTP/2 (one connection per broker carries every concurrent request) instead of
+    /// HTTP/1.1 (one connection per request in flight).
+    #[arg(long)]
+    http2: bool,
 }
 
 /// The brokers' flushes so far, summed over every broker given.
@@ -127,6 +131,7 @@ async fn flush_count_of(http: &HttpClient, broker: &str) -> Option<f64> {
 
 /// Runs the benchmark.
 pub async fn run(http: HttpClient, a: PubArgs) -> anyhow::Result<()> {
+    let http = if a.http2 { http.with_http2() } else { http };
     let b = Arc::new(BrokerClient::new(http.clone(), &a.broker));
     let acks: Acks = a.acks.into();
     let topic = a.topic.clone().unwrap_or_else(|| {
@@ -162,13 +167,14 @@ pub async fn run(http: HttpClient, a: PubArgs) -> anyhow::Result<()> {
         .collect();
     let per_partition = Arc::new(per_partition);
     println!(
-        "kelp bench pub: {} records of {} B, {} per request, {} partitions, concurrency {}, acks {}",
+        "kelp bench pub: {} records of {} B, {} per request, {} partitions, concurrency {}, acks {}, {}",
         requests * batch,
         a.size,
         batch,
         a.partitions,
         a.concurrency,
-        acks.as_str()
+        acks.as_str(),
+        if a.http2 { "HTTP/2" } else { "HTTP/1.1" }
     );
     let flushes_before = flush_count(&http, &a.broker).await;
     let (ns, t) = (Arc::new(a.namespace.clone()), Arc::new(topic.clone()));

@@ -175,25 +175,41 @@ pub struct HttpClient {
     tls: bool,
     /// Headers added to every request (e.g. the cluster token).
     default_headers: HeaderMap,
+    /// The TLS configuration, kept to rebuild the client ([`HttpClient::with_http2`]).
+    tls_cfg: Option<rustls::ClientConfig>,
+    /// Whether the client speaks HTTP/2 only.
+    http2: bool,
 }
 
 impl HttpClient {
     /// A client with the given per-request timeout and 4 attempts for idempotent calls.
     pub fn new(timeout: Duration) -> Self {
         Self {
-            inner: build_reqwest(timeout, None),
+            inner: build_reqwest(timeout, None, false),
             attempts: 4,
             timeout,
             tls: false,
             default_headers: HeaderMap::new(),
+            tls_cfg: None,
+            http2: false,
         }
+    }
+
+    /// The same client speaking HTTP/2 only: every request to a server shares one connection
+    /// (cleartext HTTP/2 with prior knowledge, or `h2` negotiated over TLS). Every Kelp service
+    /// speaks both HTTP/1.1 and HTTP/2 on its port.
+    pub fn with_http2(mut self) -> Self {
+        self.http2 = true;
+        self.inner = build_reqwest(self.timeout, self.tls_cfg.clone(), true);
+        self
     }
 
     /// The same client speaking TLS with `cfg` (see [`crate::tls::client_config`]): same
     /// timeouts and attempts, and every `http://` URL is sent as `https://`, so it never speaks
     /// plain HTTP.
     pub fn with_tls(mut self, cfg: rustls::ClientConfig) -> Self {
-        self.inner = build_reqwest(self.timeout, Some(cfg));
+        self.inner = build_reqwest(self.timeout, Some(cfg.clone()), self.http2);
+        self.tls_cfg = Some(cfg);
         self.tls = true;
         self
     }
@@ -360,8 +376,12 @@ pub async fn decode_json<T: DeserializeOwned>(
 /// plain client one that trusts no CA (so an `https://` URL fails verification rather than
 /// reqwest looking for a process-wide provider).
 #[allow(clippy::disallowed_methods)]
-fn build_reqwest(timeout: Duration, cfg: Option<rustls::ClientConfig>) -> reqwest::Client {
-    let cfg = cfg.unwrap_or_else(|| {
+fn build_reqwest(
+    timeout: Duration,
+    cfg: Option<rustls::ClientConfig>,
+    http2: bool,
+) -> reqwest::Client {
+    let mut cfg = cfg.unwrap_or_else(|| {
         rustls::ClientConfig::builder_with_provider(crate::tls::provider())
             .with_safe_default_protocol_versions()
             .expect("ring supports the default tls versions")
@@ -372,7 +392,12 @@ fn build_reqwest(timeout: Duration, cfg: Option<rustls::ClientConfig>) -> reqwes
     // followed by `master::MasterClient`, which keeps the credentials reqwest would strip on a
     // hop to another port, and remembers where the leader is; any other 3xx (a proxy in front
     // of Kelp, say) fails the call rather than pass for its success.
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder();
+    if http2 {
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        builder = builder.http2_prior_knowledge();
+    }
+    builder
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(3))
@@ -449,6 +474,60 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         (format!("http://{addr}/x"), hits)
+    }
+
+    #[tokio::test]
+    async fn test_http2_client_shares_one_connection_with_the_services_server() {
+        // The services' own server (`serve`) answers each request with its HTTP version and
+        // the client's port, so the test sees the protocol and how many connections were used.
+        let app = Router::new().route(
+            "/v",
+            any(
+                |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<
+                    std::net::SocketAddr,
+                >,
+                 req: axum::extract::Request| async move {
+                    format!("{:?} {}", req.version(), peer.port())
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v", listener.local_addr().unwrap());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(crate::http::serve(
+            listener,
+            app,
+            stop.clone(),
+            Duration::from_secs(1),
+        ));
+        let answers = |client: HttpClient| {
+            let url = url.clone();
+            async move {
+                let calls = (0..16).map(|_| {
+                    let (client, url) = (client.clone(), url.clone());
+                    async move {
+                        let body = client
+                            .bytes(Call::new(Method::GET, &url, "GET /v"))
+                            .await
+                            .unwrap();
+                        String::from_utf8(body.to_vec()).unwrap()
+                    }
+                });
+                futures::future::join_all(calls).await
+            }
+        };
+        let h2 = answers(HttpClient::new(Duration::from_secs(5)).with_http2()).await;
+        assert!(h2.iter().all(|a| a.starts_with("HTTP/2.0 ")), "{h2:?}");
+        let ports: std::collections::HashSet<_> = h2.iter().map(|a| a.split(' ').nth(1)).collect();
+        assert_eq!(
+            ports.len(),
+            1,
+            "16 concurrent HTTP/2 calls, one connection: {h2:?}"
+        );
+        let h1 = answers(HttpClient::new(Duration::from_secs(5))).await;
+        assert!(h1.iter().all(|a| a.starts_with("HTTP/1.1 ")), "{h1:?}");
+        stop.cancel();
+        server.await.unwrap().unwrap();
     }
 
     #[tokio::test]
