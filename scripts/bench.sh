@@ -39,7 +39,8 @@ server_cpu() {
   "$@"
   sleep 1.5 # buffered records are flushed within --flush-interval-ms (1 s): count that too
   j1=$(awk '{print $14+$15}' "/proc/$server_pid/stat")
-  echo "       kelp server CPU: $(( (j1 - j0) * 1000000 / $(getconf CLK_TCK) / N_RECORDS )) µs per record"
+  awk -v j=$((j1 - j0)) -v hz="$(getconf CLK_TCK)" -v n="$N_RECORDS" \
+    'BEGIN { printf "       kelp server CPU: %.2f s, %.1f µs per record\n", j / hz, j / hz * 1e6 / n }'
 }
 
 kafka() {
@@ -96,6 +97,8 @@ single() {
   sleep 1
   "$BIN/kelp" bench pub --quiet --broker 127.0.0.1:17878 --namespace bench001 -n "$N_RECORDS" -s 128 -b 1 -c 256 --acks durable
   "$BIN/kelp" bench pub --quiet --broker 127.0.0.1:17878 --namespace bench001 -n 2000 -s 128 -b 1 -c 1 --acks durable
+  echo "-- replication 001 at 50,000 records/s and more: 20 records per request, 16 in flight"
+  "$BIN/kelp" bench pub --quiet --broker 127.0.0.1:17878 --namespace bench001 -n "$((N_RECORDS * 4))" -s 128 -b 20 -c 16 --acks durable
   if ! command -v nats-server >/dev/null; then
     echo "(nats-server not installed: apt-get install nats-server to compare with NATS JetStream)"
     return
