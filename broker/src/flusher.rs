@@ -29,6 +29,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::sync::LockExt;
 use futures::FutureExt;
 use opentelemetry::trace::SpanContext;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -418,6 +419,7 @@ pub(crate) fn fence(broker: &Core, part: &Partition, why: &str, deleted: bool) {
         .buffered_bytes
         .set(broker.budget.used() as i64);
     part.durable_tx.send_modify(|p| p.fenced = true);
+    part.durable_waiters.lock_or_abort().release_all();
     part.wake.notify_one();
     if deleted {
         tracing::info!(
@@ -464,6 +466,7 @@ fn complete(broker: &Core, part: &Partition, w: &Written, meta: &SegmentMeta) {
     keep_tail_in_budget(broker, part, released);
     part.lag.set(lag as i64);
     part.durable_tx.send_modify(|p| p.durable = durable);
+    part.durable_waiters.lock_or_abort().release_up_to(durable);
     let m = &broker.metrics;
     m.buffered_bytes.set(broker.budget.used() as i64);
     m.flushes.inc();

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use common::sync::LockExt;
 use opentelemetry::trace::SpanContext;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, oneshot, watch};
 
 use crate::log::PartitionLog;
 use crate::store::{SegmentRef, TopicKey};
@@ -124,6 +124,56 @@ impl PartState {
     }
 }
 
+/// Durable publishes waiting for the durable offset to reach their target, ordered by target:
+/// each is woken once, when the flush that covers it commits (or the partition is fenced),
+/// instead of every waiter being woken by every flush.
+#[derive(Debug, Default)]
+pub struct DurableWaiters {
+    next_id: u64,
+    waiting: BTreeMap<(u64, u64), oneshot::Sender<()>>,
+}
+
+impl DurableWaiters {
+    /// Registers a waiter for `target`; returns its id (for [`DurableWaiters::cancel`]) and
+    /// the receiver that completes once the target is durable or the partition fenced.
+    pub fn register(&mut self, target: u64) -> (u64, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        self.next_id += 1;
+        self.waiting.insert((target, self.next_id), tx);
+        (self.next_id, rx)
+    }
+
+    /// Forgets a waiter that stopped waiting (timed out).
+    pub fn cancel(&mut self, target: u64, id: u64) {
+        self.waiting.remove(&(target, id));
+    }
+
+    /// Wakes every waiter whose target is at most `durable`.
+    pub fn release_up_to(&mut self, durable: u64) {
+        let later = self.waiting.split_off(&(durable.saturating_add(1), 0));
+        for (_, tx) in std::mem::replace(&mut self.waiting, later) {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Wakes every waiter (the partition is fenced).
+    pub fn release_all(&mut self) {
+        for (_, tx) in std::mem::take(&mut self.waiting) {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Waiters registered now.
+    pub fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Whether nobody waits.
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+}
+
 /// One partition.
 #[derive(Debug)]
 pub struct Partition {
@@ -136,6 +186,9 @@ pub struct Partition {
     state: Mutex<PartState>,
     /// Durability progress.
     pub durable_tx: watch::Sender<Progress>,
+    /// Durable publishes waiting for their records (woken by the committer and by fencing,
+    /// always after `durable_tx` changed).
+    pub durable_waiters: Mutex<DurableWaiters>,
     /// Log end offset.
     pub end_tx: watch::Sender<u64>,
     /// Wakes the flusher.
@@ -184,6 +237,7 @@ impl Partition {
                 failures: 0,
                 fenced: false,
             }),
+            durable_waiters: Mutex::new(DurableWaiters::default()),
             end_tx: watch::Sender::new(next),
             wake: Notify::new(),
             lag,
@@ -265,5 +319,33 @@ impl Topic {
     /// Partition `p`, if it exists.
     pub fn partition(&self, p: u32) -> Option<&Arc<Partition>> {
         self.partitions.get(p as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_durable_waiters_wake_each_waiter_once_its_target_is_reached() {
+        let mut w = DurableWaiters::default();
+        let (_, mut at3) = w.register(3);
+        let (_, mut at5) = w.register(5);
+        let (_, mut also5) = w.register(5);
+        let (id9, mut at9) = w.register(9);
+        w.release_up_to(4);
+        assert_eq!(at3.try_recv(), Ok(()));
+        assert!(at5.try_recv().is_err() && also5.try_recv().is_err());
+        w.release_up_to(5);
+        assert_eq!((at5.try_recv(), also5.try_recv()), (Ok(()), Ok(())));
+        assert_eq!(w.len(), 1);
+        // A waiter that timed out is forgotten; fencing wakes everyone left.
+        w.cancel(9, id9);
+        assert!(w.is_empty());
+        assert!(at9.try_recv().is_err(), "cancelled: its sender is gone");
+        let (_, mut at20) = w.register(20);
+        w.release_all();
+        assert_eq!(at20.try_recv(), Ok(()));
+        assert!(w.is_empty());
     }
 }

@@ -15,6 +15,7 @@ use common::api::broker::{
     Acks, BatchRecord, PublishRecord, PublishRequest, PublishResponse, RecordOffset,
     partition_for_key,
 };
+use common::sync::LockExt;
 use opentelemetry::trace::SpanContext;
 
 use crate::partition::{MAX_LINKS, Partition, Topic};
@@ -398,11 +399,24 @@ impl Broker {
         target: u64,
         deadline: tokio::time::Instant,
     ) -> Result<Option<Arc<str>>, Error> {
-        let mut rx = part.durable_tx.subscribe();
-        let waited = tokio::select! {
-            r = tokio::time::timeout_at(deadline, rx.wait_for(|s| s.durable >= target || s.fenced)) => r.ok().and_then(Result::ok).is_some_and(|s| s.durable >= target),
-            () = self.abort.cancelled() => false,
+        // Registered under the waiters' lock after reading the progress: the committer
+        // advances the progress before it takes that lock to wake waiters, so a waiter either
+        // sees the new durable offset here or is woken by it.
+        let registered = {
+            let mut waiters = part.durable_waiters.lock_or_abort();
+            let p = part.durable_tx.borrow();
+            (p.durable < target && !p.fenced).then(|| waiters.register(target))
         };
+        if let Some((id, rx)) = registered {
+            let woken = tokio::select! {
+                r = tokio::time::timeout_at(deadline, rx) => r.is_ok(),
+                () = self.abort.cancelled() => false,
+            };
+            if !woken {
+                part.durable_waiters.lock_or_abort().cancel(target, id);
+            }
+        }
+        let waited = part.durable_tx.borrow().durable >= target;
         if !waited {
             if let Some(f) = part.lock().fenced.clone() {
                 return Err(Error::Fenced(f));
