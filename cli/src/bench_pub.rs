@@ -257,6 +257,7 @@ pub async fn run(http: HttpClient, a: PubArgs) -> anyhow::Result<()> {
                         max_bytes: None,
                         wait_ms: None,
                         isolation: None,
+                        redirected: false,
                     };
                     let r = b.fetch(&ns, &t, p as u32, &q).await?;
                     bytes += r
@@ -316,6 +317,7 @@ async fn consume(
             max_bytes: None,
             wait_ms: Some(1_000),
             isolation: None,
+            redirected: false,
         };
         let r = match b.fetch(ns, t, partition, &q).await {
             Ok(r) => r,

@@ -309,6 +309,7 @@ pub async fn subscribe(http: HttpClient, a: SubArgs) -> anyhow::Result<()> {
             max_bytes: None,
             wait_ms: a.follow.then_some(10_000),
             isolation: None,
+            redirected: false,
         };
         let resp = b.fetch(ns, name, a.partition, &q).await.context("fetch")?;
         for r in &resp.records {

@@ -117,8 +117,10 @@ async fn to_active(
 }
 
 /// A domain error as the answer to the request at `uri`: [`Error::NotOwner`] naming the
-/// partition's owner becomes a 307 to the same path and query there (method and body kept);
-/// everything else maps as usual (`error`).
+/// partition's owner becomes a 307 to the same path and query there (method and body kept),
+/// marked `redirected=true`; a request that already carries the mark gets 503 `not_owner`
+/// with `Retry-After` instead (at most one hop: while two brokers' member views differ they
+/// could otherwise bounce it between them); everything else maps as usual (`error`).
 ///
 /// [`Error::NotOwner`]: crate::service::Error::NotOwner
 pub fn to_owner(e: crate::service::Error, uri: &axum::http::Uri) -> common::http::ApiError {
@@ -126,16 +128,23 @@ pub fn to_owner(e: crate::service::Error, uri: &axum::http::Uri) -> common::http
         crate::service::Error::NotOwner {
             owner: Some(ref owner),
             ..
-        } => {
+        } if !was_redirected(uri) => {
             let path = uri.path_and_query().map_or("/", |p| p.as_str());
+            let sep = if uri.query().is_some() { '&' } else { '?' };
             common::http::ApiError::Redirect {
                 code: "not_owner",
-                location: format!("{}{path}", owner.trim_end_matches('/')),
+                location: format!("{}{path}{sep}redirected=true", owner.trim_end_matches('/')),
                 message: e.to_string(),
             }
         }
         e => e.into(),
     }
+}
+
+/// Whether another broker redirected this request here (its query says `redirected=true`).
+fn was_redirected(uri: &axum::http::Uri) -> bool {
+    uri.query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "redirected=true"))
 }
 
 /// Every route of the broker, guarded with `security` (`Access`) and wrapped in the shared

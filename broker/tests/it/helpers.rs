@@ -75,6 +75,7 @@ pub async fn fetch(b: &Broker, p: u32, offset: u64, isolation: Isolation) -> Fet
         max_bytes: Some(64 << 20),
         wait_ms: None,
         isolation: Some(isolation),
+        redirected: false,
     };
     serde_json::from_slice(&b.fetch(&key(), p, q).await.unwrap()).unwrap()
 }

@@ -124,6 +124,7 @@ async fn test_kafka_produce_durable_is_flushed_and_read_back_whole() {
         max_bytes: None,
         wait_ms: None,
         isolation: Some(Isolation::Durable),
+        redirected: false,
     };
     let body = b
         .fetch(&TopicKey::new("kafka", "events"), 0, q)

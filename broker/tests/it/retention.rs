@@ -26,6 +26,7 @@ async fn fetch_status(b: &kelp_broker::Broker, offset: u64) -> StatusCode {
         max_bytes: None,
         wait_ms: None,
         isolation: Some(Isolation::Durable),
+        redirected: false,
     };
     match b.fetch(&key(), 0, q).await {
         Ok(_) => StatusCode::OK,

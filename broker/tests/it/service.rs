@@ -419,6 +419,7 @@ fn query(offset: u64) -> FetchQuery {
         max_bytes: None,
         wait_ms: None,
         isolation: None,
+        redirected: false,
     }
 }
 

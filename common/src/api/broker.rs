@@ -113,6 +113,9 @@ pub struct PublishQuery {
     /// top of records it has not seen.
     #[serde(default)]
     pub if_log_end: Option<u64>,
+    /// Set by a broker that redirected the request here: see [`FetchQuery::redirected`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redirected: bool,
 }
 
 /// One record of a JSON publish. Strings borrow from the request body when they contain no
@@ -213,6 +216,12 @@ pub struct FetchQuery {
     /// Visibility (durable by default).
     #[serde(default)]
     pub isolation: Option<Isolation>,
+    /// Set by a broker that redirected the request here (`--ownership shared`): a broker
+    /// that does not own the partition either answers 503 `not_owner` instead of redirecting
+    /// it again, so two brokers whose views of the members differ for a moment never bounce
+    /// a request between them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redirected: bool,
 }
 
 impl FetchQuery {
@@ -224,6 +233,7 @@ impl FetchQuery {
             max_bytes: None,
             wait_ms: None,
             isolation: None,
+            redirected: false,
         }
     }
 }

@@ -101,7 +101,28 @@ impl BrokerClient {
         let mut tried: Vec<String> = origin_of(&call.url).into_iter().collect();
         for _ in 0..=MAX_REDIRECTS {
             let url = call.url.clone();
-            let resp = self.http.send(call.clone()).await?;
+            let marked = url.contains("redirected=true");
+            // A marked hop is not repeated as is on a 503 (the broker would refuse the mark
+            // again); the handling below unmarks it.
+            let attempt = if marked {
+                call.clone().idempotent(false)
+            } else {
+                call.clone()
+            };
+            let resp = match self.http.send(attempt).await {
+                Ok(resp) => resp,
+                // Redirected here by a broker that thought this one owns the partition, which
+                // thinks otherwise (their member views differ for a moment while a partition
+                // moves): nothing was applied; ask this broker again shortly, unmarked, so it
+                // can name the owner.
+                Err(e) if e.code() == Some("not_owner") && marked => {
+                    tracing::debug!(url = %url, "broker does not own the partition either; retrying");
+                    tokio::time::sleep(LOOP_PAUSE).await;
+                    call.url = unmark(&url);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let status = resp.status();
             if !status.is_redirection() {
                 return Ok((resp, url));
@@ -338,6 +359,22 @@ impl BrokerClient {
     }
 }
 
+/// `url` without the `redirected=true` mark a broker adds when it redirects.
+fn unmark(url: &str) -> String {
+    let Some((path, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|kv| *kv != "redirected=true")
+        .collect();
+    if rest.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", rest.join("&"))
+    }
+}
+
 /// The `host:port` of a base URL.
 fn authority(url: &str) -> &str {
     url.split_once("://").map_or(url, |(_, rest)| rest)
@@ -381,6 +418,62 @@ mod tests {
             }),
         );
         tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    }
+
+    #[tokio::test]
+    async fn test_a_broker_refusing_a_marked_redirect_is_asked_again_unmarked() {
+        // A names B (marking the hop); B does not own the partition either and refuses the
+        // marked request with 503 `not_owner`; asked again without the mark, B answers.
+        let ((la, a), (lb, b)) = (bind().await, bind().await);
+        let to = format!("{b}/topics?redirected=true");
+        let app = Router::new().route(
+            "/topics",
+            get(move || {
+                let to = to.clone();
+                async move {
+                    (
+                        axum::http::StatusCode::TEMPORARY_REDIRECT,
+                        [(header::LOCATION, to)],
+                    )
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(la, app).await.unwrap() });
+        let (marked, plain) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let (m, p) = (marked.clone(), plain.clone());
+        let app = Router::new().route(
+            "/topics",
+            get(move |q: axum::extract::RawQuery| {
+                let (m, p) = (m.clone(), p.clone());
+                async move {
+                    if q.0.as_deref() == Some("redirected=true") {
+                        m.fetch_add(1, Ordering::SeqCst);
+                        crate::http::ApiError::unavailable("not_owner", "not mine either", 1)
+                            .into_response()
+                    } else {
+                        p.fetch_add(1, Ordering::SeqCst);
+                        axum::Json(serde_json::json!({ "topics": [] })).into_response()
+                    }
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(lb, app).await.unwrap() });
+        let http = HttpClient::new(std::time::Duration::from_secs(5));
+        let list = BrokerClient::new(http, &format!("{a},{b}"))
+            .list_topics()
+            .await
+            .unwrap();
+        assert!(list.topics.is_empty());
+        // The marked hop was sent once (not retried as is), then once unmarked.
+        assert_eq!(
+            (marked.load(Ordering::SeqCst), plain.load(Ordering::SeqCst)),
+            (1, 1)
+        );
+        assert_eq!(unmark("http://b/x?redirected=true"), "http://b/x");
+        assert_eq!(
+            unmark("http://b/x?offset=3&redirected=true&limit=1"),
+            "http://b/x?offset=3&limit=1"
+        );
     }
 
     #[tokio::test]

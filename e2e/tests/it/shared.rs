@@ -96,6 +96,24 @@ async fn redirected(broker: &str) -> usize {
         if r.status() == reqwest::StatusCode::TEMPORARY_REDIRECT {
             let to = r.headers()["location"].to_str().unwrap().to_owned();
             assert!(to.contains("/partitions/"), "{to}");
+            assert!(to.ends_with("&redirected=true"), "the hop is marked: {to}");
+            // A request some broker already redirected here is not sent on again: 503 (or
+            // served, if this broker took the partition in between), never a second 307.
+            let again = http
+                .get(format!(
+                    "{broker}/topics/{TOPIC}/partitions/{p}/records?offset=0&limit=1&redirected=true"
+                ))
+                .send()
+                .await
+                .unwrap();
+            match again.status() {
+                reqwest::StatusCode::SERVICE_UNAVAILABLE => {
+                    assert!(again.headers().contains_key("retry-after"));
+                    let body: serde_json::Value = again.json().await.unwrap();
+                    assert_eq!(body["code"], "not_owner", "{body}");
+                }
+                s => assert_eq!(s, reqwest::StatusCode::OK, "a marked request"),
+            }
             n += 1;
         }
     }

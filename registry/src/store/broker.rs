@@ -99,6 +99,7 @@ impl SchemaLog for BrokerLog {
                 max_bytes: None,
                 wait_ms: (wait_ms > 0).then_some(wait_ms),
                 isolation: None,
+                redirected: false,
             };
             let resp = self
                 .client
