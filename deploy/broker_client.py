@@ -383,7 +383,8 @@ def cmd_verify(a):
 def cmd_owners(a):
     """Which broker owns each partition, asked of every listed broker (or of `--all-on` only)
     without following redirects: the owner answers a fetch at offset 0 with 200, every other
-    broker with a 307 to https://<owner's advertised address>/<the same path and query>.
+    broker with a 307 to https://<owner's advertised address>/<the same path and query>
+    marked `&redirected=true`.
     Polls until that holds for every partition (and, with `--min-owners K`, K brokers own
     some), then prints {"owners": {partition: broker}, "answers": ..., "waited_s": ...};
     exits 1 with the last answers if it does not within `--wait` seconds."""
@@ -413,7 +414,8 @@ def cmd_owners(a):
                 problems.append(f"p{p}: {len(ok)} brokers answer 200")
                 continue
             owners[p] = ok[0]
-            want = f"307 {SCHEME}://{ok[0]}{path}"
+            # Kelp marks the hop: the owner answers it; a non-owner would answer it 503.
+            want = f"307 {SCHEME}://{ok[0]}{path}&redirected=true"
             for b, s in seen.items():
                 if b != ok[0] and s != want:
                     problems.append(f"p{p} on {b}: '{s}', expected '{want}'")

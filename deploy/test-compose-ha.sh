@@ -17,7 +17,7 @@
 #   4. the two brokers share the partitions of a topic of KELP_HA_PARTITIONS (8): each owns
 #      some, and a fetch of every partition (GET .../records?offset=0, redirects not followed)
 #      is answered 200 by its owner and 307 to https://<owner's advertised name>/<same path and
-#      query> by the other; a publish spanning partitions of both is 409 `partitions_split`;
+#      query>&redirected=true by the other; a publish spanning partitions of both is 409 `partitions_split`;
 #      Kafka Metadata (kcat, when installed) names both brokers at their published ports and
 #      the same leader for each partition; the schema registry, given both brokers, registers
 #      a schema (following the 307 to its topic's owner when it asks the other first);
@@ -408,7 +408,7 @@ step "two brokers share the partitions: owners, 307s, 409 partitions_split, Kafk
 "${CLIENT[@]}" create "$BROKERS" ha events "$PARTS" >/dev/null
 OWNERS="$(owners --wait 60 --min-owners 2)" || fail "the two brokers do not share the $PARTS partitions of ha/events"
 P1="$(owned_by "$OWNERS" broker1)" P2="$(owned_by "$OWNERS" broker2)"
-log "  ok: broker1 owns partitions [$P1], broker2 [$P2] of ha/events: each partition's fetch (offset 0, redirects not followed) is 200 on its owner and 307 to https://<owner>:17777/<same path and query> on the other"
+log "  ok: broker1 owns partitions [$P1], broker2 [$P2] of ha/events: each partition's fetch (offset 0, redirects not followed) is 200 on its owner and 307 to https://<owner>:17777/<same path and query>&redirected=true on the other"
 python3 -c 'import json, sys; [print(f"    p{p}: {a}") for p, a in json.loads(sys.argv[1])["answers"].items()]' "$OWNERS"
 read -r pa _ <<<"$P1"
 read -r pb _ <<<"$P2"
