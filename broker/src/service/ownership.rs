@@ -291,14 +291,13 @@ impl Broker {
         part.wake.notify_one();
         let deadline = Instant::now() + self.cfg.shutdown_flush_timeout();
         let drained = loop {
+            // Closed (no appends, nothing left to seal) is not enough: segments sealed before
+            // may still be writing or committing. Released cleanly once every one committed.
             let (done, clean, epoch) = {
                 let st = part.lock();
-                let done = st.closed || st.fenced.is_some();
-                (
-                    done,
-                    st.fenced.is_none() && st.log.durable() == st.log.next(),
-                    st.epoch,
-                )
+                let flushed = st.closed && st.log.durable() == st.log.next();
+                let fenced = st.fenced.is_some();
+                (flushed || fenced, flushed && !fenced, st.epoch)
             };
             if done {
                 break clean.then_some(epoch);

@@ -67,6 +67,8 @@ pub struct MemStore {
     pub commits: AtomicU64,
     /// Assign calls (successful or not).
     pub assigns: AtomicU64,
+    /// Releases recorded (`release_partition` by the partition's current owner).
+    pub releases: AtomicU64,
     /// Writes running now.
     writes_in_flight: AtomicU64,
     /// The most writes that ran at once.
@@ -234,6 +236,7 @@ impl Store for MemStore {
             let id = (topic.clone(), partition);
             if inner.epochs.get(&id) == Some(&epoch) {
                 inner.owners.insert(id, String::new());
+                self.releases.fetch_add(1, Ordering::SeqCst);
             }
             Ok(())
         }

@@ -3,6 +3,7 @@
 //! joins — with every acknowledged record readable afterwards, once, at its offset.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -154,6 +155,10 @@ async fn test_brokers_split_partitions_and_move_them_without_losing_a_record() {
     assert_eq!(read_all(&[&a], N).await, fill(&want, N));
 
     // c joins: a hands partitions over (flushing what it buffered first), c takes them.
+    // Slow writes and commits keep the buffered records' flushes in flight while a drains:
+    // a records each release only once they committed, so none is left for c to force.
+    store.faults.delay_us.store(40_000, Ordering::SeqCst);
+    let releases_before = store.releases.load(Ordering::SeqCst);
     let buffered: Vec<_> = recs(0, 100, 10)
         .into_iter()
         .map(|mut r| {
@@ -175,7 +180,19 @@ async fn test_brokers_split_partitions_and_move_them_without_losing_a_record() {
         !oc.is_empty() && oa.len() + oc.len() == N as usize && oa.iter().all(|p| !oc.contains(p))
     })
     .await;
-    assert_eq!(read_all(&[&a, &c], N).await, fill(&want, N));
+    // Buffered records of the partitions a kept become durable within a (slow) flush.
+    let expected = fill(&want, N);
+    let started = std::time::Instant::now();
+    while read_all(&[&a, &c], N).await != expected && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(read_all(&[&a, &c], N).await, expected);
+    assert_eq!(
+        store.releases.load(Ordering::SeqCst) - releases_before,
+        owned(&c).len() as u64,
+        "every partition a handed to c was released cleanly"
+    );
+    store.faults.delay_us.store(0, Ordering::SeqCst);
     // The new owner goes on where the log ends.
     let p = owned(&c)[0];
     let at = want.get(&p).map_or(0, Vec::len) as u64;
