@@ -118,17 +118,21 @@ async fn to_active(
 
 /// A domain error as the answer to the request at `uri`: [`Error::NotOwner`] naming the
 /// partition's owner becomes a 307 to the same path and query there (method and body kept),
-/// marked `redirected=true`; a request that already carries the mark gets 503 `not_owner`
-/// with `Retry-After` instead (at most one hop: while two brokers' member views differ they
+/// marked `redirected=true`; a request that already carries the mark (its query's
+/// `redirected`) gets 503 `not_owner` with `Retry-After` instead (at most one hop: while two brokers' member views differ they
 /// could otherwise bounce it between them); everything else maps as usual (`error`).
 ///
 /// [`Error::NotOwner`]: crate::service::Error::NotOwner
-pub fn to_owner(e: crate::service::Error, uri: &axum::http::Uri) -> common::http::ApiError {
+pub fn to_owner(
+    e: crate::service::Error,
+    uri: &axum::http::Uri,
+    redirected: bool,
+) -> common::http::ApiError {
     match e {
         crate::service::Error::NotOwner {
             owner: Some(ref owner),
             ..
-        } if !was_redirected(uri) => {
+        } if !redirected => {
             let path = uri.path_and_query().map_or("/", |p| p.as_str());
             let sep = if uri.query().is_some() { '&' } else { '?' };
             common::http::ApiError::Redirect {
@@ -139,12 +143,6 @@ pub fn to_owner(e: crate::service::Error, uri: &axum::http::Uri) -> common::http
         }
         e => e.into(),
     }
-}
-
-/// Whether another broker redirected this request here (its query says `redirected=true`).
-fn was_redirected(uri: &axum::http::Uri) -> bool {
-    uri.query()
-        .is_some_and(|q| q.split('&').any(|kv| kv == "redirected=true"))
 }
 
 /// Every route of the broker, guarded with `security` (`Access`) and wrapped in the shared

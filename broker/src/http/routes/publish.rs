@@ -83,7 +83,7 @@ pub async fn publish(
     );
     let appended = span
         .in_scope(|| broker.append_records(&key, &records, acks, link, q.if_log_end))
-        .map_err(|e| to_owner(e, &uri))?;
+        .map_err(|e| to_owner(e, &uri, q.redirected))?;
     // The records are in the partitions' logs now, counted by the buffer budget: drop the
     // request's bytes and their decoded views before waiting for durability.
     drop(records);

@@ -25,6 +25,6 @@ pub async fn fetch(
     let body = broker
         .fetch(&TopicKey::new(ns, topic), partition, q)
         .await
-        .map_err(|e| to_owner(e, &uri))?;
+        .map_err(|e| to_owner(e, &uri, q.redirected))?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body))
 }
